@@ -1,0 +1,151 @@
+"""What a depth costs and what it buys: FLOPs, latency, and choosing a depth for a budget.
+
+FLOPs are counted by ``torch.utils.flop_counter.FlopCounterMode`` (convolutions and
+matrix products, two FLOPs per multiply-add) under ``torch.no_grad()``: the counter
+sees nothing under ``torch.inference_mode()``. Latency is the median of timed
+forward passes after a warm-up.
+"""
+
+from __future__ import annotations
+
+import copy
+import statistics
+import time
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from coop_utils.models import SCALING_FACTORS, SkippableResNet, check_scaling_factor
+
+__all__ = ["choose_scaling_factor", "count_flops", "depth_costs", "measure_latency"]
+
+
+class _EvalMode:
+    """Put a module in eval mode for a ``with`` block, then restore its mode."""
+
+    def __init__(self, module: nn.Module) -> None:
+        self.module = module
+
+    def __enter__(self) -> nn.Module:
+        self.was_training = self.module.training
+        self.module.eval()
+        return self.module
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.module.train(self.was_training)
+
+
+def _device_of(net: nn.Module) -> torch.device:
+    return next(net.parameters()).device
+
+
+def count_flops(net: SkippableResNet, s: float = 1.0, image_size: int | None = None) -> int:
+    """Forward FLOPs of one image at scaling factor ``s``."""
+    check_scaling_factor(s)
+    size = image_size or net.image_size
+    image = torch.zeros(1, 3, size, size, device=_device_of(net))
+    counter = FlopCounterMode(display=False)
+    with _EvalMode(net), torch.no_grad(), counter:
+        net(image, s=s)
+    return int(counter.get_total_flops())
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def measure_latency(
+    net: SkippableResNet,
+    s: float = 1.0,
+    batch_size: int = 1,
+    device: str | torch.device | None = None,
+    warmup: int = 3,
+    repeats: int = 10,
+) -> float:
+    """Median wall-clock seconds of one forward pass of a batch at scaling factor ``s``.
+
+    ``device=None`` times the network where it is; another device times a copy.
+    """
+    check_scaling_factor(s)
+    if batch_size < 1 or repeats < 1 or warmup < 0:
+        raise ValueError(
+            f"need batch_size >= 1, repeats >= 1, warmup >= 0; got {batch_size}, {repeats}, {warmup}"
+        )
+    target = torch.device(device) if device is not None else _device_of(net)
+    if target != _device_of(net):
+        net = copy.deepcopy(net).to(target)
+    images = torch.randn(batch_size, 3, net.image_size, net.image_size, device=target)
+    timings = []
+    with _EvalMode(net), torch.inference_mode():
+        for _ in range(warmup):
+            net(images, s=s)
+        for _ in range(repeats):
+            _synchronize(target)
+            start = time.perf_counter()
+            net(images, s=s)
+            _synchronize(target)
+            timings.append(time.perf_counter() - start)
+    return statistics.median(timings)
+
+
+def depth_costs(
+    net: SkippableResNet,
+    scaling_factors: Sequence[float] = SCALING_FACTORS,
+    latency_batch_sizes: Sequence[int] = (),
+    device: str | torch.device | None = None,
+    repeats: int = 10,
+) -> list[dict[str, float]]:
+    """One row per scaling factor: active blocks, FLOPs, and latency at each batch size."""
+    rows = []
+    for s in scaling_factors:
+        row = {"s": s, "active_blocks": len(net.active_blocks(s)), "flops": count_flops(net, s)}
+        for batch_size in latency_batch_sizes:
+            row[f"latency_b{batch_size}"] = measure_latency(
+                net, s, batch_size=batch_size, device=device, repeats=repeats
+            )
+        rows.append(row)
+    return rows
+
+
+def choose_scaling_factor(
+    net: SkippableResNet,
+    budget_flops: float | None = None,
+    budget_latency: float | None = None,
+    image_size: int | None = None,
+    batch_size: int = 1,
+    device: str | torch.device | None = None,
+    scaling_factors: Sequence[float] = SCALING_FACTORS,
+) -> float:
+    """Largest scaling factor of the grid whose FLOPs and latency stay within the budgets.
+
+    ``budget_flops`` is per image; ``budget_latency`` is seconds per batch of ``batch_size``.
+    """
+    if budget_flops is None and budget_latency is None:
+        raise ValueError("give a budget: budget_flops, budget_latency or both")
+    for name, budget in (("budget_flops", budget_flops), ("budget_latency", budget_latency)):
+        if budget is not None and not budget > 0:
+            raise ValueError(f"{name} must be a positive number, got {budget!r}")
+    grid = sorted(check_scaling_factor(s) for s in scaling_factors)
+    if not grid:
+        raise ValueError("scaling_factors is empty")
+    chosen = None
+    for s in grid:
+        flops = count_flops(net, s, image_size) if budget_flops is not None else 0
+        if budget_flops is not None and flops > budget_flops:
+            cost = f"{flops:,} FLOPs > budget {budget_flops:,.0f}"
+        elif budget_latency is not None and (
+            latency := measure_latency(net, s, batch_size, device)
+        ) > budget_latency:
+            cost = f"{latency * 1e3:.3f} ms > budget {budget_latency * 1e3:.3f} ms"
+        else:
+            chosen = s
+            continue
+        if chosen is None:
+            raise ValueError(
+                f"no depth fits the budget: even the smallest, s={s:g}, costs {cost}"
+            )
+        break
+    return chosen

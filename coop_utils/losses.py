@@ -1,0 +1,129 @@
+"""Distillation losses and the cooperative objective of METHOD.md.
+
+``KD(t -> u) = T^2 * KL(softmax(t / T) || softmax(u / T))`` with the teacher ``t``
+detached, averaged over the batch. The objective sums:
+
+- the Leader ``L``: ``CE(z_L, y)``;
+- each Teammate ``i``: ``CE(z_i, y) + mean_j KD(z_j -> z_i) + KD(z_L -> z_i)``,
+  the mean running over the other Teammates (one other when there are two);
+- each sub-network of Teammate ``i`` at ``s < 1``:
+  ``w(s) * [CE(z_i^s, y) + KD(z_i -> z_i^s)]`` with ``w(s) = 1 / s`` under SFSL.
+
+The switches ``use_leader``, ``mutual`` and ``sfsl`` each remove exactly their term.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch.nn.functional as F
+from torch import Tensor
+
+from coop_utils.models import check_scaling_factor
+
+__all__ = [
+    "cooperative_objective",
+    "kd_loss",
+    "leader_loss",
+    "sfsl_weight",
+    "subnetwork_loss",
+    "teammate_loss",
+]
+
+
+def kd_loss(student: Tensor, teacher: Tensor, temperature: float = 4.0) -> Tensor:
+    """``T^2 * KL(softmax(teacher / T) || softmax(student / T))``, batch mean; teacher detached."""
+    if not temperature > 0:
+        raise ValueError(f"distillation temperature must be > 0, got {temperature!r}")
+    if student.shape != teacher.shape:
+        raise ValueError(
+            f"student and teacher logits differ in shape: {tuple(student.shape)} vs "
+            f"{tuple(teacher.shape)}"
+        )
+    log_student = F.log_softmax(student / temperature, dim=-1)
+    log_teacher = F.log_softmax(teacher.detach() / temperature, dim=-1)
+    kl = F.kl_div(log_student, log_teacher, reduction="batchmean", log_target=True)
+    return temperature**2 * kl
+
+
+def sfsl_weight(scaling_factor: float, sfsl: bool = True) -> float:
+    """Scaling Factor Sensitive Loss weight: ``1 / s`` with SFSL, ``1`` without."""
+    value = check_scaling_factor(scaling_factor)
+    return 1.0 / value if sfsl else 1.0
+
+
+def leader_loss(leader_logits: Tensor, targets: Tensor) -> Tensor:
+    """The Leader learns from the labels alone."""
+    return F.cross_entropy(leader_logits, targets)
+
+
+def teammate_loss(
+    logits: Tensor,
+    targets: Tensor,
+    other_teammates: Sequence[Tensor] = (),
+    leader_logits: Tensor | None = None,
+    temperature: float = 4.0,
+    mutual: bool = True,
+    use_leader: bool = True,
+) -> Tensor:
+    """``CE + mean_j KD(z_j -> z_i) [mutual] + KD(z_L -> z_i) [use_leader]`` for one Teammate."""
+    loss = F.cross_entropy(logits, targets)
+    if mutual and other_teammates:
+        mutual_terms = [kd_loss(logits, other, temperature) for other in other_teammates]
+        loss = loss + sum(mutual_terms) / len(mutual_terms)
+    if use_leader:
+        if leader_logits is None:
+            raise ValueError("use_leader=True needs the Leader's logits")
+        loss = loss + kd_loss(logits, leader_logits, temperature)
+    return loss
+
+
+def subnetwork_loss(
+    sub_logits: Tensor,
+    full_logits: Tensor,
+    targets: Tensor,
+    scaling_factor: float,
+    temperature: float = 4.0,
+    sfsl: bool = True,
+) -> Tensor:
+    """``w(s) * [CE(z^s, y) + KD(z -> z^s)]``: a sub-network learns from labels and its Teammate."""
+    weight = sfsl_weight(scaling_factor, sfsl)
+    ce = F.cross_entropy(sub_logits, targets)
+    return weight * (ce + kd_loss(sub_logits, full_logits, temperature))
+
+
+def cooperative_objective(
+    teammate_logits: Sequence[Tensor],
+    subnetwork_logits: Sequence[Sequence[tuple[float, Tensor]]],
+    targets: Tensor,
+    leader_logits: Tensor | None = None,
+    temperature: float = 4.0,
+    use_leader: bool = True,
+    mutual: bool = True,
+    sfsl: bool = True,
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """Total cooperative loss and its terms (detached, for logging).
+
+    ``subnetwork_logits[i]`` lists ``(s, logits)`` of Teammate ``i``'s sub-networks.
+    """
+    if len(subnetwork_logits) != len(teammate_logits):
+        raise ValueError(
+            f"got sub-networks for {len(subnetwork_logits)} Teammates, "
+            f"but {len(teammate_logits)} Teammates"
+        )
+    terms: dict[str, Tensor] = {}
+    if use_leader:
+        if leader_logits is None:
+            raise ValueError("use_leader=True needs the Leader's logits")
+        terms["leader"] = leader_loss(leader_logits, targets)
+    for index, logits in enumerate(teammate_logits):
+        others = [other for j, other in enumerate(teammate_logits) if j != index]
+        terms[f"teammate{index}"] = teammate_loss(
+            logits, targets, others, leader_logits, temperature, mutual, use_leader
+        )
+        for position, (scaling_factor, sub_logits) in enumerate(subnetwork_logits[index]):
+            terms[f"teammate{index}/sub{position}@{scaling_factor:g}"] = subnetwork_loss(
+                sub_logits, logits, targets, scaling_factor, temperature, sfsl
+            )
+    total = sum(terms.values())
+    return total, {name: value.detach() for name, value in terms.items()}

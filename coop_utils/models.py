@@ -1,0 +1,309 @@
+"""Residual networks whose depth is chosen at call time by a scaling factor.
+
+A network is a stem, a flat list of residual blocks grouped in stages, and a
+classifier head. Every block except the first of each stage is *gateable*: it
+computes ``relu(x + m * F(x))`` for a gate value ``m``. At inference a block with
+``m = 0`` is not computed at all, so a shallower depth plan really costs less.
+
+The depth plan of a scaling factor ``s`` keeps ``max(1, round(s * n_j))`` blocks
+of a stage with ``n_j`` blocks, its first block among them (METHOD.md). Which of
+the other blocks are kept is decided by a gate (:mod:`coop_utils.gating`) when
+one is attached as ``net.gate``, and otherwise by position (the first blocks).
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+__all__ = [
+    "ARCHITECTURES",
+    "SCALING_FACTORS",
+    "SkippableResNet",
+    "build_model",
+    "check_scaling_factor",
+    "depth_plan",
+    "first_blocks_mask",
+]
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    """Named configuration of a residual network."""
+
+    block: str  # "basic" or "bottleneck"
+    stage_sizes: tuple[int, ...]
+    widths: tuple[int, ...]
+
+
+ARCHITECTURES: dict[str, ArchSpec] = {
+    "resnet20": ArchSpec("basic", (3, 3, 3), (16, 32, 64)),
+    "resnet32": ArchSpec("basic", (5, 5, 5), (16, 32, 64)),
+    "resnet56": ArchSpec("basic", (9, 9, 9), (16, 32, 64)),
+    "resnet110": ArchSpec("basic", (18, 18, 18), (16, 32, 64)),
+    "resnet18": ArchSpec("basic", (2, 2, 2, 2), (64, 128, 256, 512)),
+    "resnet34": ArchSpec("basic", (3, 4, 6, 3), (64, 128, 256, 512)),
+    "resnet50": ArchSpec("bottleneck", (3, 4, 6, 3), (64, 128, 256, 512)),
+    "resnet101": ArchSpec("bottleneck", (3, 4, 23, 3), (64, 128, 256, 512)),
+    "resnet152": ArchSpec("bottleneck", (3, 8, 36, 3), (64, 128, 256, 512)),
+}
+
+
+#: the grid of scaling factors evaluated and offered at inference, 20 % to 100 % of blocks
+SCALING_FACTORS: tuple[float, ...] = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+
+
+def check_scaling_factor(scaling_factor: object) -> float:
+    """Return ``scaling_factor`` as a float, or raise ``ValueError`` unless it is in (0, 1]."""
+    if isinstance(scaling_factor, bool) or not isinstance(scaling_factor, numbers.Real):
+        raise ValueError(
+            f"scaling factor must be a number in (0, 1], got {scaling_factor!r} "
+            f"of type {type(scaling_factor).__name__}"
+        )
+    value = float(scaling_factor)
+    if not 0.0 < value <= 1.0:
+        raise ValueError(f"scaling factor must be in (0, 1], got {scaling_factor!r}")
+    return value
+
+
+def depth_plan(stage_sizes: Sequence[int], scaling_factor: float) -> tuple[int, ...]:
+    """Blocks kept per stage at ``scaling_factor``: ``max(1, round(s * n_j))``.
+
+    Rounding is half-up (2.5 -> 3), after rounding ``s * n_j`` to 9 decimals so
+    that ``0.7 * 5`` counts as 3.5 and not as 3.4999999999999996.
+    """
+    value = check_scaling_factor(scaling_factor)
+    return tuple(max(1, math.floor(round(value * size, 9) + 0.5)) for size in stage_sizes)
+
+
+def first_blocks_mask(stage_sizes: Sequence[int], scaling_factor: float) -> Tensor:
+    """Mask over gateable blocks keeping the first ``k_j - 1`` of each stage."""
+    kept = depth_plan(stage_sizes, scaling_factor)
+    values = []
+    for size, keep in zip(stage_sizes, kept, strict=True):
+        values += [1.0] * (keep - 1) + [0.0] * (size - keep)
+    return torch.tensor(values)
+
+
+class BasicBlock(nn.Module):
+    """Two 3x3 convolutions (ResNet-18/34 and the CIFAR ResNets)."""
+
+    expansion = 1
+
+    def __init__(self, in_channels: int, width: int, stride: int = 1) -> None:
+        super().__init__()
+        self.residual = nn.Sequential(
+            nn.Conv2d(in_channels, width, 3, stride, 1, bias=False),
+            nn.BatchNorm2d(width),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(width, width, 3, 1, 1, bias=False),
+            nn.BatchNorm2d(width),
+        )
+        self.shortcut = _shortcut(in_channels, width, stride)
+
+
+class Bottleneck(nn.Module):
+    """1x1 reduce, 3x3, 1x1 expand by 4 (ResNet-50/101/152)."""
+
+    expansion = 4
+
+    def __init__(self, in_channels: int, width: int, stride: int = 1) -> None:
+        super().__init__()
+        out_channels = width * self.expansion
+        self.residual = nn.Sequential(
+            nn.Conv2d(in_channels, width, 1, bias=False),
+            nn.BatchNorm2d(width),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(width, width, 3, stride, 1, bias=False),
+            nn.BatchNorm2d(width),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(width, out_channels, 1, bias=False),
+            nn.BatchNorm2d(out_channels),
+        )
+        self.shortcut = _shortcut(in_channels, out_channels, stride)
+
+
+def _shortcut(in_channels: int, out_channels: int, stride: int) -> nn.Module:
+    if stride == 1 and in_channels == out_channels:
+        return nn.Identity()
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, 1, stride, bias=False),
+        nn.BatchNorm2d(out_channels),
+    )
+
+
+_BLOCKS = {"basic": BasicBlock, "bottleneck": Bottleneck}
+
+
+class SkippableResNet(nn.Module):
+    """A residual network with a CIFAR stem whose gateable blocks can be skipped.
+
+    ``forward(x)`` runs every block; ``forward(x, s=0.4)`` runs only the blocks of
+    the 0.4 depth plan; ``forward(x, mask=m)`` scales gateable block ``i`` by
+    ``m[i]`` (a training mask from :class:`coop_utils.gating.BlockGate`).
+
+    Shapes: ``x`` is ``(N, 3, image_size, image_size)``; logits are ``(N, num_classes)``.
+    """
+
+    def __init__(self, arch: str, num_classes: int, image_size: int) -> None:
+        super().__init__()
+        spec = ARCHITECTURES[arch]
+        block_type = _BLOCKS[spec.block]
+        self.arch = arch
+        self.num_classes = num_classes
+        self.image_size = image_size
+        self.stage_sizes = spec.stage_sizes
+        self.gate: nn.Module | None = None
+
+        stem_width = spec.widths[0]
+        self.stem = nn.Sequential(
+            nn.Conv2d(3, stem_width, 3, 1, 1, bias=False),
+            nn.BatchNorm2d(stem_width),
+            nn.ReLU(inplace=True),
+        )
+        blocks: list[nn.Module] = []
+        self.stage_of_block: list[int] = []
+        self.stage_channels: list[int] = []
+        in_channels = stem_width
+        for stage, (size, width) in enumerate(zip(spec.stage_sizes, spec.widths, strict=True)):
+            for index in range(size):
+                stride = 2 if stage > 0 and index == 0 else 1
+                blocks.append(block_type(in_channels, width, stride))
+                in_channels = width * block_type.expansion
+                self.stage_of_block.append(stage)
+            self.stage_channels.append(in_channels)
+        self.blocks = nn.ModuleList(blocks)
+        self.feature_channels = in_channels
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(in_channels, num_classes)
+
+        starts = {sum(spec.stage_sizes[:stage]) for stage in range(len(spec.stage_sizes))}
+        #: global indices of the blocks that can be skipped, in order
+        self.gateable_blocks: list[int] = [i for i in range(len(blocks)) if i not in starts]
+        self._stage_ends = {start + size for start, size in zip(sorted(starts), spec.stage_sizes)}
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(module, nn.BatchNorm2d):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+        # Zero the last BN of every residual branch: each block starts as identity,
+        # so a network with blocks removed starts as a sound network too.
+        for block in self.blocks:
+            nn.init.zeros_(block.residual[-1].weight)
+
+    @property
+    def num_blocks(self) -> int:
+        return len(self.blocks)
+
+    @property
+    def num_gateable(self) -> int:
+        return len(self.gateable_blocks)
+
+    def inference_mask(self, scaling_factor: float) -> Tensor:
+        """Hard 0/1 mask over gateable blocks for the depth plan of ``scaling_factor``."""
+        if self.gate is not None:
+            return self.gate.inference_mask(scaling_factor)
+        return first_blocks_mask(self.stage_sizes, scaling_factor)
+
+    def active_blocks(self, scaling_factor: float = 1.0) -> list[int]:
+        """Global indices of the residual blocks that run at ``scaling_factor``."""
+        mask = self.inference_mask(scaling_factor).tolist()
+        skipped = {block for block, keep in zip(self.gateable_blocks, mask, strict=True) if not keep}
+        return [index for index in range(self.num_blocks) if index not in skipped]
+
+    def _check_input(self, x: Tensor) -> None:
+        if not isinstance(x, Tensor) or x.dim() != 4:
+            shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+            raise ValueError(
+                f"expected an image batch of shape (N, 3, {self.image_size}, {self.image_size}), "
+                f"got {shape}"
+            )
+        if x.shape[1] != 3:
+            raise ValueError(f"expected 3 input channels (RGB), got {x.shape[1]}")
+        if tuple(x.shape[2:]) != (self.image_size, self.image_size):
+            raise ValueError(
+                f"{self.arch} was built for {self.image_size}x{self.image_size} images, "
+                f"got {x.shape[2]}x{x.shape[3]}"
+            )
+
+    def _check_mask(self, mask: Tensor) -> None:
+        if not isinstance(mask, Tensor) or mask.shape != (self.num_gateable,):
+            shape = tuple(mask.shape) if isinstance(mask, Tensor) else type(mask).__name__
+            raise ValueError(
+                f"{self.arch} has {self.num_gateable} gateable blocks: expected a mask of "
+                f"shape ({self.num_gateable},), got {shape}"
+            )
+
+    def _block_scales(self, s: float | None, mask: Tensor | None) -> list[Tensor | float | None]:
+        """Per block: ``None`` to skip it, ``1.0`` to run it plainly, or a tensor to scale it."""
+        if s is not None and mask is not None:
+            raise ValueError("pass either a scaling factor s or a mask, not both")
+        scales: list[Tensor | float | None] = [1.0] * self.num_blocks
+        if mask is None and s is None:
+            return scales
+        if mask is None:
+            check_scaling_factor(s)
+            mask = self.inference_mask(s)
+            differentiable = False
+        else:
+            self._check_mask(mask)
+            differentiable = mask.requires_grad and torch.is_grad_enabled()
+        # A block is computed only where it changes the output or a gradient needs it:
+        # with a straight-through mask, d loss / d m_i = <grad, F_i(x)> for every block.
+        values = mask.detach().tolist()
+        for position, (block, value) in enumerate(zip(self.gateable_blocks, values, strict=True)):
+            if differentiable:
+                scales[block] = mask[position]
+            elif value == 0.0:
+                scales[block] = None
+            elif value != 1.0:
+                scales[block] = mask[position]
+        return scales
+
+    def forward_features(
+        self, x: Tensor, s: float | None = None, mask: Tensor | None = None
+    ) -> list[Tensor]:
+        """Feature map at the end of each stage, for the depth plan of ``s`` or ``mask``."""
+        self._check_input(x)
+        scales = self._block_scales(s, mask)
+        out = self.stem(x)
+        features = []
+        for index, (block, scale) in enumerate(zip(self.blocks, scales, strict=True)):
+            if scale is not None:
+                residual = block.residual(out)
+                if not isinstance(scale, float):
+                    residual = residual * scale
+                out = torch.relu(block.shortcut(out) + residual)
+            if index + 1 in self._stage_ends:
+                features.append(out)
+        return features
+
+    def classify(self, features: Tensor) -> Tensor:
+        """Logits from the last stage's feature map."""
+        return self.fc(torch.flatten(self.pool(features), 1))
+
+    def forward(self, x: Tensor, s: float | None = None, mask: Tensor | None = None) -> Tensor:
+        return self.classify(self.forward_features(x, s=s, mask=mask)[-1])
+
+
+def build_model(arch: str, num_classes: int, image_size: int) -> SkippableResNet:
+    """Build a skippable residual network, e.g. ``build_model("resnet56", 100, 32)``."""
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {arch!r}; known: {', '.join(ARCHITECTURES)}")
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+        raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}")
+    smallest = 2 ** len(ARCHITECTURES[arch].stage_sizes)
+    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < smallest:
+        raise ValueError(
+            f"image_size must be an integer >= {smallest} for {arch}, got {image_size!r}"
+        )
+    return SkippableResNet(arch, num_classes, image_size)
