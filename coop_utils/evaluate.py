@@ -72,7 +72,8 @@ def measure_latency(
     check_scaling_factor(s)
     if batch_size < 1 or repeats < 1 or warmup < 0:
         raise ValueError(
-            f"need batch_size >= 1, repeats >= 1, warmup >= 0; got {batch_size}, {repeats}, {warmup}"
+            f"need batch_size >= 1, repeats >= 1 and warmup >= 0; "
+            f"got {batch_size}, {repeats} and {warmup}"
         )
     target = torch.device(device) if device is not None else _device_of(net)
     if target != _device_of(net):
@@ -136,16 +137,15 @@ def choose_scaling_factor(
         flops = count_flops(net, s, image_size) if budget_flops is not None else 0
         if budget_flops is not None and flops > budget_flops:
             cost = f"{flops:,} FLOPs > budget {budget_flops:,.0f}"
-        elif budget_latency is not None and (
-            latency := measure_latency(net, s, batch_size, device)
-        ) > budget_latency:
+        elif (
+            budget_latency is not None
+            and (latency := measure_latency(net, s, batch_size, device)) > budget_latency
+        ):
             cost = f"{latency * 1e3:.3f} ms > budget {budget_latency * 1e3:.3f} ms"
         else:
             chosen = s
             continue
         if chosen is None:
-            raise ValueError(
-                f"no depth fits the budget: even the smallest, s={s:g}, costs {cost}"
-            )
+            raise ValueError(f"no depth fits the budget: even the smallest, s={s:g}, costs {cost}")
         break
     return chosen

@@ -24,8 +24,11 @@ __all__ = ["GATING_MODES", "BlockGate", "add_gate", "relaxed_topk", "sample_gumb
 GATING_MODES = ("gumbel", "first")
 
 
-def sample_gumbel(shape: torch.Size | tuple[int, ...], generator: torch.Generator | None = None,
-                  device: torch.device | str | None = None) -> Tensor:
+def sample_gumbel(
+    shape: torch.Size | tuple[int, ...],
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+) -> Tensor:
     """Standard Gumbel noise ``-log(-log(U))``."""
     uniform = torch.rand(shape, generator=generator, device=device)
     tiny = torch.finfo(uniform.dtype).tiny
@@ -69,8 +72,9 @@ class BlockGate(nn.Module):
     def _stages(self, scaling_factor: float):
         """Yield ``(slice of gateable positions, blocks to keep among them)`` per stage."""
         start = 0
-        for size, keep in zip(self.stage_sizes, depth_plan(self.stage_sizes, scaling_factor),
-                              strict=True):
+        for size, keep in zip(
+            self.stage_sizes, depth_plan(self.stage_sizes, scaling_factor), strict=True
+        ):
             yield slice(start, start + size - 1), keep - 1
             start += size - 1
 
@@ -83,8 +87,9 @@ class BlockGate(nn.Module):
             mask[positions] = _topk_mask(self.logits[positions], keep)
         return mask
 
-    def sample(self, scaling_factor: float, tau: float = 1.0,
-               generator: torch.Generator | None = None) -> Tensor:
+    def sample(
+        self, scaling_factor: float, tau: float = 1.0, generator: torch.Generator | None = None
+    ) -> Tensor:
         """Training mask: hard top-k of noisy logits, straight-through relaxed-top-k gradient."""
         if self.mode == "first":
             return self.inference_mask(scaling_factor)

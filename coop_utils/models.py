@@ -182,10 +182,10 @@ class SkippableResNet(nn.Module):
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(in_channels, num_classes)
 
-        starts = {sum(spec.stage_sizes[:stage]) for stage in range(len(spec.stage_sizes))}
+        starts = [sum(spec.stage_sizes[:stage]) for stage in range(len(spec.stage_sizes))]
         #: global indices of the blocks that can be skipped, in order
         self.gateable_blocks: list[int] = [i for i in range(len(blocks)) if i not in starts]
-        self._stage_ends = {start + size for start, size in zip(sorted(starts), spec.stage_sizes)}
+        self._stage_ends = {start + n for start, n in zip(starts, spec.stage_sizes, strict=True)}
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -217,7 +217,9 @@ class SkippableResNet(nn.Module):
     def active_blocks(self, scaling_factor: float = 1.0) -> list[int]:
         """Global indices of the residual blocks that run at ``scaling_factor``."""
         mask = self.inference_mask(scaling_factor).tolist()
-        skipped = {block for block, keep in zip(self.gateable_blocks, mask, strict=True) if not keep}
+        skipped = {
+            block for block, keep in zip(self.gateable_blocks, mask, strict=True) if not keep
+        }
         return [index for index in range(self.num_blocks) if index not in skipped]
 
     def _check_input(self, x: Tensor) -> None:
@@ -282,7 +284,8 @@ class SkippableResNet(nn.Module):
                 residual = block.residual(out)
                 if not isinstance(scale, float):
                     residual = residual * scale
-                out = torch.relu(block.shortcut(out) + residual)
+                residual += block.shortcut(out)
+                out = torch.relu_(residual)
             if index + 1 in self._stage_ends:
                 features.append(out)
         return features

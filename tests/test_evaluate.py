@@ -1,0 +1,84 @@
+"""FLOPs, latency and depth choice under a budget."""
+
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from coop_utils.evaluate import choose_scaling_factor, count_flops, depth_costs, measure_latency
+from coop_utils.models import build_model
+
+
+@pytest.fixture(scope="module")
+def resnet56():
+    torch.manual_seed(0)
+    return build_model("resnet56", num_classes=10, image_size=32)
+
+
+def _flops(module, x):
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        out = module(x)
+    return counter.get_total_flops(), out
+
+
+def test_flops_ratio_matches_the_plans_share_of_block_flops(resnet56):
+    """Counted FLOPs at s equal stem + the active blocks + head, block by block."""
+    resnet56.eval()
+    x = torch.zeros(1, 3, 32, 32)
+    total, x = _flops(resnet56.stem, x)
+    block_flops = []
+    for block in resnet56.blocks:
+        flops, x = _flops(lambda t, b=block: torch.relu(b.shortcut(t) + b.residual(t)), x)
+        block_flops.append(flops)
+    head, _ = _flops(resnet56.classify, x)
+    fixed = total + head
+    for s in (0.2, 0.5, 1.0):
+        expected = fixed + sum(block_flops[i] for i in resnet56.active_blocks(s))
+        assert count_flops(resnet56, s) == expected
+    ratio = count_flops(resnet56, 0.2) / count_flops(resnet56, 1.0)
+    assert ratio == pytest.approx(
+        (fixed + sum(block_flops[i] for i in resnet56.active_blocks(0.2)))
+        / (fixed + sum(block_flops))
+    )
+    assert ratio < 0.3
+
+
+def test_count_flops_works_under_any_mode_and_restores_it(resnet56):
+    resnet56.train()
+    assert count_flops(resnet56, 1.0) > 0
+    assert resnet56.training
+    with torch.inference_mode():  # the counter runs under no_grad itself
+        assert count_flops(resnet56, 1.0) > 0
+
+
+def test_measure_latency_is_positive_and_restores_mode(resnet56):
+    resnet56.train()
+    assert measure_latency(resnet56, 0.5, batch_size=2, repeats=2, warmup=1) > 0
+    assert resnet56.training
+
+
+def test_choose_scaling_factor_respects_flops_budget(resnet56):
+    costs = {row["s"]: row["flops"] for row in depth_costs(resnet56)}
+    for s in (0.2, 0.5, 0.9):
+        chosen = choose_scaling_factor(resnet56, budget_flops=costs[s])
+        assert costs[chosen] <= costs[s]
+        assert all(costs[other] > costs[s] for other in costs if other > chosen)
+    assert choose_scaling_factor(resnet56, budget_flops=costs[1.0] * 2) == 1.0
+
+
+def test_choose_scaling_factor_respects_latency_budget(resnet56):
+    generous = 100 * measure_latency(resnet56, 1.0, repeats=2)
+    assert choose_scaling_factor(resnet56, budget_latency=generous) == 1.0
+    with pytest.raises(ValueError, match="smallest, s=0.2"):
+        choose_scaling_factor(resnet56, budget_latency=1e-9)
+
+
+def test_choose_scaling_factor_bad_budgets(resnet56):
+    with pytest.raises(ValueError, match="smallest, s=0.2, costs"):
+        choose_scaling_factor(resnet56, budget_flops=1000)
+    with pytest.raises(ValueError, match="give a budget"):
+        choose_scaling_factor(resnet56)
+    with pytest.raises(ValueError, match="positive"):
+        choose_scaling_factor(resnet56, budget_flops=-1)
+    with pytest.raises(ValueError, match="scaling factor"):
+        choose_scaling_factor(resnet56, budget_flops=1e9, scaling_factors=[0.0, 0.5])

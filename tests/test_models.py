@@ -1,0 +1,129 @@
+"""Skippable residual networks: shapes, depth plans, and skipped blocks never running."""
+
+import pytest
+import torch
+
+from coop_utils.models import (
+    ARCHITECTURES,
+    SCALING_FACTORS,
+    build_model,
+    depth_plan,
+)
+
+FAMILIES = ["resnet20", "resnet18", "resnet50"]  # basic 3-stage, basic 4-stage, bottleneck
+
+
+@pytest.fixture(scope="module")
+def resnet20():
+    torch.manual_seed(0)
+    return build_model("resnet20", num_classes=10, image_size=32).eval()
+
+
+@pytest.mark.parametrize("arch", FAMILIES)
+def test_output_shape_at_every_scaling_factor(arch):
+    net = build_model(arch, num_classes=7, image_size=16).eval()
+    images = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        for s in SCALING_FACTORS:
+            assert net(images, s=s).shape == (2, 7)
+        assert net(images).shape == (2, 7)
+
+
+@pytest.mark.parametrize("arch", list(ARCHITECTURES))
+def test_active_blocks_follow_depth_plan_and_are_nested(arch):
+    net = build_model(arch, num_classes=10, image_size=32)
+    previous: set[int] = set()
+    for s in SCALING_FACTORS:
+        active = net.active_blocks(s)
+        plan = depth_plan(net.stage_sizes, s)
+        per_stage = [
+            sum(net.stage_of_block[i] == stage for i in active) for stage in range(len(plan))
+        ]
+        assert per_stage == list(plan)
+        # the first block of every stage always runs
+        starts = [sum(net.stage_sizes[:j]) for j in range(len(net.stage_sizes))]
+        assert set(starts) <= set(active)
+        assert previous <= set(active)
+        previous = set(active)
+    assert net.active_blocks(1.0) == list(range(net.num_blocks))
+
+
+def test_depth_plan_rounds_half_up_and_keeps_one_block():
+    assert depth_plan((3, 8, 36, 3), 0.2) == (1, 2, 7, 1)
+    assert depth_plan((5, 5, 5), 0.7) == (4, 4, 4)  # 3.5 rounds up despite 0.7 * 5 = 3.4999...
+    assert depth_plan((2, 2), 0.1) == (1, 1)
+    assert depth_plan((9, 9, 9), 1.0) == (9, 9, 9)
+
+
+def test_skipped_block_is_never_called_at_inference(resnet20):
+    calls = []
+    hooks = [
+        block.residual.register_forward_hook(lambda module, args, out, i=i: calls.append(i))
+        for i, block in enumerate(resnet20.blocks)
+    ]
+    try:
+        with torch.no_grad():
+            resnet20(torch.randn(1, 3, 32, 32), s=0.2)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert calls == resnet20.active_blocks(0.2)
+    assert len(calls) < resnet20.num_blocks
+
+
+def test_hard_mask_without_gradient_skips_blocks_and_matches_s(resnet20):
+    images = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        by_scaling_factor = resnet20(images, s=0.5)
+        by_mask = resnet20(images, mask=resnet20.inference_mask(0.5))
+    torch.testing.assert_close(by_scaling_factor, by_mask)
+
+
+def test_skipped_block_equals_identity():
+    """A block with m = 0 passes its input through: the plan is the same network with blocks cut."""
+    torch.manual_seed(0)
+    net = build_model("resnet20", num_classes=10, image_size=32).eval()
+    for block in net.blocks:
+        torch.nn.init.normal_(block.residual[-1].weight)  # make every residual branch non-zero
+    images = torch.randn(2, 3, 32, 32)
+    mask = torch.zeros(net.num_gateable, requires_grad=True)
+    skipped = net(images, mask=mask)  # computed then scaled by zero, since it needs a gradient
+    with torch.no_grad():
+        cut = net(images, s=0.1)  # only the first block of each stage runs
+    torch.testing.assert_close(skipped.detach(), cut)
+    assert not torch.allclose(cut, net(images).detach())
+
+
+@pytest.mark.parametrize("bad_s", [0, 0.0, -0.5, 1.01, 2, float("nan"), "0.5", 0.5j, True, [0.5]])
+def test_bad_scaling_factor_raises_before_computing(resnet20, bad_s):
+    with pytest.raises(ValueError, match="scaling factor"):
+        resnet20(torch.randn(1, 3, 32, 32), s=bad_s)
+    with pytest.raises(ValueError, match="scaling factor"):
+        resnet20.active_blocks(bad_s)
+
+
+def test_unknown_architecture_lists_known():
+    with pytest.raises(ValueError, match="resnet56.*resnet152|resnet152.*resnet56"):
+        build_model("resnet7", num_classes=10, image_size=32)
+
+
+@pytest.mark.parametrize(
+    ("shape", "match"),
+    [((3, 32, 32), "shape"), ((1, 1, 32, 32), "3 input channels"), ((1, 3, 64, 64), "32x32")],
+)
+def test_bad_input_raises(resnet20, shape, match):
+    with pytest.raises(ValueError, match=match):
+        resnet20(torch.randn(*shape))
+
+
+def test_bad_mask_length_raises(resnet20):
+    with pytest.raises(ValueError, match=f"mask of shape \\({resnet20.num_gateable},\\)"):
+        resnet20(torch.randn(1, 3, 32, 32), mask=torch.ones(resnet20.num_gateable + 1))
+    with pytest.raises(ValueError, match="not both"):
+        resnet20(torch.randn(1, 3, 32, 32), s=0.5, mask=torch.ones(resnet20.num_gateable))
+
+
+@pytest.mark.parametrize(("num_classes", "image_size"), [(1, 32), (10, 4), (10, 32.0)])
+def test_bad_build_arguments_raise(num_classes, image_size):
+    with pytest.raises(ValueError):
+        build_model("resnet18", num_classes=num_classes, image_size=image_size)
