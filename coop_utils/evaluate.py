@@ -52,6 +52,14 @@ def count_flops(net: SkippableResNet, s: float = 1.0, image_size: int | None = N
     return int(counter.get_total_flops())
 
 
+def _memory_format(net: SkippableResNet) -> torch.memory_format:
+    """``channels_last`` if the network's convolutions were converted to it, else contiguous."""
+    weight = net.stem[0].weight
+    if not weight.is_contiguous() and weight.is_contiguous(memory_format=torch.channels_last):
+        return torch.channels_last
+    return torch.contiguous_format
+
+
 def _synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -67,7 +75,8 @@ def measure_latency(
 ) -> float:
     """Median wall-clock seconds of one forward pass of a batch at scaling factor ``s``.
 
-    ``device=None`` times the network where it is; another device times a copy.
+    ``device=None`` times the network where it is; another device times a copy. The input
+    takes the network's memory format (``channels_last`` after ``net.to(memory_format=...)``).
     """
     check_scaling_factor(s)
     if batch_size < 1 or repeats < 1 or warmup < 0:
@@ -79,6 +88,7 @@ def measure_latency(
     if target != _device_of(net):
         net = copy.deepcopy(net).to(target)
     images = torch.randn(batch_size, 3, net.image_size, net.image_size, device=target)
+    images = images.contiguous(memory_format=_memory_format(net))
     timings = []
     with _EvalMode(net), torch.inference_mode():
         for _ in range(warmup):
