@@ -101,7 +101,9 @@ class BlockGate(nn.Module):
         for positions, keep in self._stages(scaling_factor):
             scores = noisy[positions]
             hard = _topk_mask(scores, keep)
-            soft = relaxed_topk(scores, keep, tau) if keep > 0 else torch.zeros_like(scores)
+            # keep = 0 still ties the stage's logits to the graph (with zero gradient), so that
+            # every parameter takes part in every step, as DistributedDataParallel expects.
+            soft = relaxed_topk(scores, keep, tau) if keep > 0 else scores * 0.0
             parts.append(hard - soft.detach() + soft)
         return torch.cat(parts)
 

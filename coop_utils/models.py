@@ -23,6 +23,7 @@ from torch import Tensor, nn
 
 __all__ = [
     "ARCHITECTURES",
+    "EarlyExitNetwork",
     "SCALING_FACTORS",
     "SkippableResNet",
     "build_model",
@@ -185,7 +186,10 @@ class SkippableResNet(nn.Module):
         starts = [sum(spec.stage_sizes[:stage]) for stage in range(len(spec.stage_sizes))]
         #: global indices of the blocks that can be skipped, in order
         self.gateable_blocks: list[int] = [i for i in range(len(blocks)) if i not in starts]
-        self._stage_ends = {start + n for start, n in zip(starts, spec.stage_sizes, strict=True)}
+        #: global index of the last block of each stage
+        self.stage_last_blocks = [
+            start + n - 1 for start, n in zip(starts, spec.stage_sizes, strict=True)
+        ]
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -272,21 +276,33 @@ class SkippableResNet(nn.Module):
         return scales
 
     def forward_features(
-        self, x: Tensor, s: float | None = None, mask: Tensor | None = None
+        self,
+        x: Tensor,
+        s: float | None = None,
+        mask: Tensor | None = None,
+        taps: Sequence[int] | None = None,
     ) -> list[Tensor]:
-        """Feature map at the end of each stage, for the depth plan of ``s`` or ``mask``."""
+        """Feature maps after the blocks in ``taps`` (default: the last block of each stage).
+
+        Blocks after the last tap are not run, so an early exit costs only its prefix.
+        """
         self._check_input(x)
         scales = self._block_scales(s, mask)
+        taps = self.stage_last_blocks if taps is None else sorted(set(taps))
+        if not taps or taps[0] < 0 or taps[-1] >= self.num_blocks:
+            raise ValueError(f"taps must be block indices in [0, {self.num_blocks}), got {taps}")
+        wanted = set(taps)
         out = self.stem(x)
         features = []
-        for index, (block, scale) in enumerate(zip(self.blocks, scales, strict=True)):
+        for index in range(taps[-1] + 1):
+            block, scale = self.blocks[index], scales[index]
             if scale is not None:
                 residual = block.residual(out)
                 if not isinstance(scale, float):
                     residual = residual * scale
                 residual += block.shortcut(out)
                 out = torch.relu_(residual)
-            if index + 1 in self._stage_ends:
+            if index in wanted:
                 features.append(out)
         return features
 
@@ -296,6 +312,95 @@ class SkippableResNet(nn.Module):
 
     def forward(self, x: Tensor, s: float | None = None, mask: Tensor | None = None) -> Tensor:
         return self.classify(self.forward_features(x, s=s, mask=mask)[-1])
+
+
+class ExitHead(nn.Module):
+    """Classifier on an intermediate feature map: 1x1 conv to the final width, BN, ReLU, pool, fc.
+
+    The pooled vector it classifies is also returned, for BYOT's feature hint.
+    """
+
+    def __init__(self, in_channels: int, width: int, num_classes: int) -> None:
+        super().__init__()
+        self.project = nn.Sequential(
+            nn.Conv2d(in_channels, width, 1, bias=False),
+            nn.BatchNorm2d(width),
+            nn.ReLU(inplace=True),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+        )
+        self.fc = nn.Linear(width, num_classes)
+
+    def forward(self, features: Tensor) -> tuple[Tensor, Tensor]:
+        pooled = self.project(features)
+        return self.fc(pooled), pooled
+
+
+class EarlyExitNetwork(nn.Module):
+    """A backbone with classifier exits after some of its blocks (BYOT, BranchyNet).
+
+    The last exit is the backbone's own head. ``net(x, s=d)`` runs the deepest exit
+    whose depth (share of blocks run) is at most ``d``, computing only the blocks
+    before it, so exit networks answer the same cost calls as a
+    :class:`SkippableResNet`.
+    """
+
+    def __init__(self, backbone: SkippableResNet, exit_blocks: Sequence[int]) -> None:
+        super().__init__()
+        exits = sorted(set(exit_blocks) | {backbone.num_blocks - 1})
+        if exits[0] < 0:
+            raise ValueError(f"exit blocks must be >= 0, got {exit_blocks}")
+        self.backbone = backbone
+        self.exit_blocks = exits
+        self.image_size = backbone.image_size
+        self.stem = backbone.stem  # the cost helpers read the input layout from here
+        channels = [self._channels_after(block) for block in exits[:-1]]
+        self.heads = nn.ModuleList(
+            ExitHead(c, backbone.feature_channels, backbone.num_classes) for c in channels
+        )
+
+    def _channels_after(self, block: int) -> int:
+        return self.backbone.stage_channels[self.backbone.stage_of_block[block]]
+
+    @property
+    def exit_depths(self) -> list[float]:
+        """Share of the backbone's blocks run by each exit, shallow to deep."""
+        return [(block + 1) / self.backbone.num_blocks for block in self.exit_blocks]
+
+    def exit_for(self, s: float) -> int:
+        """Index of the deepest exit whose depth is at most ``s``."""
+        value = check_scaling_factor(s)
+        fitting = [i for i, depth in enumerate(self.exit_depths) if depth <= value + 1e-9]
+        if not fitting:
+            raise ValueError(
+                f"the shallowest exit runs {self.exit_depths[0]:.0%} of the blocks; "
+                f"s={value:g} is below it"
+            )
+        return fitting[-1]
+
+    def active_blocks(self, s: float = 1.0) -> list[int]:
+        return list(range(self.exit_blocks[self.exit_for(s)] + 1))
+
+    def forward_exits(
+        self, x: Tensor, upto: int | None = None
+    ) -> tuple[list[Tensor], list[Tensor]]:
+        """Logits and pooled features of every exit up to exit ``upto`` (default: all)."""
+        upto = len(self.exit_blocks) - 1 if upto is None else upto
+        features = self.backbone.forward_features(x, taps=self.exit_blocks[: upto + 1])
+        logits, pooled = [], []
+        for index, feature in enumerate(features):
+            if index < len(self.heads):
+                exit_logits, exit_pooled = self.heads[index](feature)
+            else:
+                exit_pooled = torch.flatten(self.backbone.pool(feature), 1)
+                exit_logits = self.backbone.fc(exit_pooled)
+            logits.append(exit_logits)
+            pooled.append(exit_pooled)
+        return logits, pooled
+
+    def forward(self, x: Tensor, s: float | None = None) -> Tensor:
+        exit_index = len(self.exit_blocks) - 1 if s is None else self.exit_for(s)
+        return self.forward_exits(x, upto=exit_index)[0][exit_index]
 
 
 def build_model(arch: str, num_classes: int, image_size: int) -> SkippableResNet:
