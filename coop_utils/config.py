@@ -1,0 +1,252 @@
+"""Run configuration: one dataclass, three profiles, validation before any work starts.
+
+``load_config("preview", dataset="tiny-imagenet", method="cooperative", seed=1)``
+reads ``params/preview.yaml``, applies the overrides, and checks every key: an
+unknown key, a wrong type or an out-of-range value raises ``ValueError`` naming
+the key and what it allows.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin
+
+import yaml
+
+from coop_utils.models import ARCHITECTURES, SCALING_FACTORS
+
+__all__ = ["PARAMS_DIR", "PROFILES", "RunConfig", "load_config", "parse_override"]
+
+PROFILES = ("smoke", "preview", "full")
+PARAMS_DIR = Path(__file__).resolve().parent.parent / "params"
+
+Dataset = Literal["cifar100", "tiny-imagenet"]
+Method = Literal["cooperative", "independent", "byot", "branchynet"]
+
+#: keys that say where or how fast a run happens, not what it computes: left out of the hash
+_NOT_HASHED = ("device", "compile", "data_root", "run_root", "results_root", "eval_every")
+#: keys a papermill parameter file may carry for the chapters but that a run does not take
+_NOTEBOOK_KEYS = ("chapters",)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that defines a training run; see ``book/open-decisions.md`` for each default."""
+
+    dataset: Dataset = "cifar100"
+    method: Method = "cooperative"
+    profile: Literal["smoke", "preview", "full"] = "smoke"
+    variant: str = ""  # a name for an ablation or seed, used in the results file name
+
+    # data
+    data: Literal["real", "generated"] = "real"
+    generated_train_per_class: int = 20
+    generated_test_per_class: int = 5
+    num_classes: int | None = None  # None: all classes of the dataset
+    image_size: int | None = None  # None: the dataset's own size (32 or 64)
+    train_fraction: float = 1.0  # share of the training images per class
+    val_fraction: float = 0.05  # carved from training data, stratified
+
+    # network and schedule
+    arch: str = "resnet152"
+    epochs: int = 200
+    max_steps: int | None = None  # stop after this many optimizer steps (smoke runs)
+    batch_size: int = 128
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 5e-4
+    lr_milestones: tuple[int, ...] = (60, 120, 160)
+    lr_gamma: float = 0.2
+
+    # cooperative method
+    temperature: float = 4.0
+    teammates: int = 2
+    use_leader: bool = True
+    mutual: bool = True
+    sfsl: bool = True
+    gating: Literal["gumbel", "first"] = "gumbel"
+    tau: float = 1.0
+    sampling: Literal["per_epoch", "per_batch"] = "per_epoch"
+    factors_per_teammate: int = 2
+    sampled_factors: tuple[float, ...] = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+    bn_recalibration: bool = False
+
+    # baselines and evaluation
+    scaling_factors: tuple[float, ...] = SCALING_FACTORS
+    independent_factors: tuple[float, ...] = (0.2, 0.5, 1.0)
+    eval_every: int = 0  # evaluate every N epochs during training; 0: only at the end
+
+    # where and how
+    seed: int = 0
+    device: str = "auto"  # auto: cuda if available, else cpu
+    compile: bool = False
+    data_root: str | None = None  # None: $COOP_DATA_ROOT, else data/
+    run_root: str = "runs"
+    results_root: str = "results"
+
+    def __post_init__(self) -> None:
+        _validate(self)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {key: list(v) if isinstance(v, tuple) else v for key, v in _items(self)}
+
+    def hash(self) -> str:
+        """Short hash of the keys that change what the run computes."""
+        hashed = {key: value for key, value in self.to_dict().items() if key not in _NOT_HASHED}
+        payload = json.dumps(hashed, sort_keys=True)
+        return hashlib.sha256(payload.encode()).hexdigest()[:12]
+
+    def replace(self, **changes: Any) -> RunConfig:
+        return dataclasses.replace(self, **changes)
+
+
+def _items(config: RunConfig):
+    for item in dataclasses.fields(config):
+        yield item.name, getattr(config, item.name)
+
+
+_HINTS = typing.get_type_hints(RunConfig)
+
+
+def _describe(hint: Any) -> str:
+    origin = get_origin(hint)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(value) for value in get_args(hint))
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(arg) for arg in get_args(hint))
+    if origin is tuple:
+        return f"a list of {_describe(get_args(hint)[0])}"
+    if hint is type(None):
+        return "null"
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}[hint]
+
+
+def _matches(value: Any, hint: Any) -> bool:
+    origin = get_origin(hint)
+    if origin is Literal:
+        return value in get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, arg) for arg in get_args(hint))
+    if origin is tuple:
+        return isinstance(value, tuple) and all(_matches(v, get_args(hint)[0]) for v in value)
+    if hint is type(None):
+        return value is None
+    if hint is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, hint)
+
+
+_RANGES: dict[str, tuple[str, Any]] = {
+    "generated_train_per_class": ("an integer >= 1", lambda v: v >= 1),
+    "generated_test_per_class": ("an integer >= 1", lambda v: v >= 1),
+    "num_classes": ("null or an integer >= 2", lambda v: v is None or v >= 2),
+    "image_size": ("null or an integer >= 16", lambda v: v is None or v >= 16),
+    "train_fraction": ("a number in (0, 1]", lambda v: 0 < v <= 1),
+    "val_fraction": ("a number in [0, 0.5]", lambda v: 0 <= v <= 0.5),
+    "arch": ("one of " + ", ".join(ARCHITECTURES), lambda v: v in ARCHITECTURES),
+    "epochs": ("an integer >= 1", lambda v: v >= 1),
+    "max_steps": ("null or an integer >= 1", lambda v: v is None or v >= 1),
+    "batch_size": ("an integer >= 2", lambda v: v >= 2),
+    "lr": ("a number > 0", lambda v: v > 0),
+    "momentum": ("a number in [0, 1)", lambda v: 0 <= v < 1),
+    "weight_decay": ("a number >= 0", lambda v: v >= 0),
+    "lr_milestones": (
+        "increasing epochs >= 1",
+        lambda v: list(v) == sorted(set(v)) and all(m >= 1 for m in v),
+    ),
+    "lr_gamma": ("a number in (0, 1]", lambda v: 0 < v <= 1),
+    "temperature": ("a number > 0", lambda v: v > 0),
+    "teammates": ("an integer from 1 to 4", lambda v: 1 <= v <= 4),
+    "tau": ("a number > 0", lambda v: v > 0),
+    "factors_per_teammate": ("an integer >= 0", lambda v: v >= 0),
+    "sampled_factors": ("numbers in (0, 1)", lambda v: len(v) > 0 and all(0 < s < 1 for s in v)),
+    "scaling_factors": (
+        "numbers in (0, 1], including 1.0",
+        lambda v: all(0 < s <= 1 for s in v) and 1.0 in v,
+    ),
+    "independent_factors": (
+        "numbers in (0, 1]",
+        lambda v: len(v) > 0 and all(0 < s <= 1 for s in v),
+    ),
+    "eval_every": ("an integer >= 0", lambda v: v >= 0),
+    "seed": ("an integer >= 0", lambda v: v >= 0),
+    "device": (
+        "'auto', 'cpu', 'cuda' or 'cuda:N'",
+        lambda v: v in ("auto", "cpu", "cuda") or (v.startswith("cuda:") and v[5:].isdigit()),
+    ),
+}
+
+
+def _validate(config: RunConfig) -> None:
+    for key, value in _items(config):
+        hint = _HINTS[key]
+        if not _matches(value, hint):
+            raise ValueError(f"config key {key!r} must be {_describe(hint)}, got {value!r}")
+        if key in _RANGES:
+            allowed, check = _RANGES[key]
+            if not check(value):
+                raise ValueError(f"config key {key!r} must be {allowed}, got {value!r}")
+    if config.method == "cooperative" and config.factors_per_teammate > len(config.sampled_factors):
+        raise ValueError(
+            f"config key 'factors_per_teammate' ({config.factors_per_teammate}) exceeds the "
+            f"{len(config.sampled_factors)} sampled_factors it draws from without replacement"
+        )
+    if config.teammates == 1 and config.mutual and config.method == "cooperative":
+        raise ValueError(
+            "config key 'mutual' must be false with teammates: 1 (no one to learn from)"
+        )
+
+
+def _coerce(key: str, value: Any) -> Any:
+    """YAML lists become tuples, and whole numbers become floats, where the dataclass says so."""
+    hint = _HINTS.get(key)
+    if isinstance(value, list) and get_origin(hint) is tuple:
+        value = tuple(value)
+        if get_args(hint)[0] is float:
+            return tuple(_as_float(v) for v in value)
+    if hint is float:
+        return _as_float(value)
+    return value
+
+
+def _as_float(value: Any) -> Any:
+    return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``"lr=0.05"`` -> ``("lr", 0.05)``; the value is read as YAML (``[0.2, 0.5]``, ``true``)."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key:
+        raise ValueError(f"an override must look like key=value, got {text!r}")
+    return key.strip(), yaml.safe_load(raw)
+
+
+def load_config(profile: str, params_dir: str | Path | None = None, **overrides: Any) -> RunConfig:
+    """The profile's ``params/<profile>.yaml`` with ``overrides`` applied, validated."""
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; known: {', '.join(PROFILES)}")
+    path = Path(params_dir or PARAMS_DIR) / f"{profile}.yaml"
+    if not path.is_file():
+        raise ValueError(f"profile file {path} is missing")
+    values = yaml.safe_load(path.read_text()) or {}
+    values.update(overrides)
+    values["profile"] = profile
+    known = {item.name for item in dataclasses.fields(RunConfig)}
+    for key in _NOTEBOOK_KEYS:
+        values.pop(key, None)
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(
+            f"unknown config key(s) {', '.join(map(repr, unknown))}; "
+            f"known: {', '.join(sorted(known))}"
+        )
+    return RunConfig(**{key: _coerce(key, value) for key, value in values.items()})

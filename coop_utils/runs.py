@@ -1,0 +1,180 @@
+"""The run store: where a run lives, atomic checkpoints, one writer at a time, result summaries.
+
+A run lives in ``runs/<dataset>/<method>/<config-hash>/``:
+
+- ``config.json``: the configuration, written when the run starts;
+- ``checkpoint.pt``: the state after the last finished epoch (or at Ctrl-C), written
+  atomically (temp file, then rename) and read with ``torch.load(weights_only=True)``;
+- ``log.csv``: one row per epoch;
+- ``metrics.json``: the final evaluation, written last: its presence marks a finished run.
+
+A finished run's summary goes to ``results/<profile>/<dataset>/<method>[-<variant>].json``.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime
+import fcntl
+import json
+import os
+import platform
+import subprocess
+import tempfile
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from coop_utils.config import RunConfig
+
+__all__ = [
+    "RunBusyError",
+    "append_log",
+    "atomic_write_json",
+    "hold_run",
+    "load_checkpoint",
+    "read_log",
+    "results_path",
+    "run_dir",
+    "save_checkpoint",
+    "write_summary",
+]
+
+
+class RunBusyError(RuntimeError):
+    """Another process is writing the same run."""
+
+
+def run_dir(config: RunConfig) -> Path:
+    return Path(config.run_root) / config.dataset / config.method / config.hash()
+
+
+def results_path(config: RunConfig) -> Path:
+    name = config.method + (f"-{config.variant}" if config.variant else "")
+    return Path(config.results_root) / config.profile / config.dataset / f"{name}.json"
+
+
+def _atomic_write(path: Path, write: Any) -> None:
+    """Write through ``write(file_object)`` into a temp file beside ``path``, then rename it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(descriptor, "wb") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: Path, content: Any) -> None:
+    _atomic_write(path, lambda f: f.write((json.dumps(content, indent=2) + "\n").encode()))
+
+
+def save_checkpoint(path: Path, state: Mapping[str, Any]) -> None:
+    """``torch.save`` atomically: a crash leaves the previous checkpoint whole."""
+    _atomic_write(path, lambda f: torch.save(dict(state), f))
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def append_log(path: Path, row: Mapping[str, Any]) -> None:
+    """Append one row to a CSV file, writing the header with the first row."""
+    new = not path.exists()
+    with path.open("a", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(row))
+        if new:
+            writer.writeheader()
+        writer.writerow(row)
+
+
+def read_log(path: Path) -> list[dict[str, str]]:
+    if not path.exists():
+        return []
+    with path.open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def truncate_log(path: Path, epochs: int) -> None:
+    """Keep the rows of the first ``epochs`` epochs: those a resumed run does not redo."""
+    rows = [row for row in read_log(path) if int(row["epoch"]) <= epochs]
+    path.unlink(missing_ok=True)
+    for row in rows:
+        append_log(path, row)
+
+
+@contextmanager
+def hold_run(directory: Path) -> Iterator[None]:
+    """Hold the run's lock for the duration; a second writer gets :class:`RunBusyError`."""
+    directory.mkdir(parents=True, exist_ok=True)
+    lock_path = directory / "lock"
+    handle = lock_path.open("a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        owner = handle.read().strip() or "unknown"
+        handle.close()
+        raise RunBusyError(
+            f"run {directory} is being trained by another process ({owner}); wait for it to "
+            "finish, or stop it: its checkpoint lets this run resume"
+        ) from None
+    try:
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()} on {platform.node()}\n")
+        handle.flush()
+        yield
+    finally:
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        handle.close()
+
+
+def _git_commit() -> str:
+    try:
+        result = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            cwd=Path(__file__).resolve().parent,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return result.stdout.strip() or "unknown"
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
+
+
+def write_summary(
+    config: RunConfig, metrics: Mapping[str, Any], wall_time_s: float, device: torch.device
+) -> Path:
+    """Write the results summary of a finished run; a file of another profile is never touched."""
+    path = results_path(config)
+    if path.exists():
+        existing = json.loads(path.read_text())
+        if existing.get("config", {}).get("profile") != config.profile:
+            raise RuntimeError(f"{path} holds a run of another profile; not overwriting it")
+    summary = {
+        "config": config.to_dict(),
+        "config_hash": config.hash(),
+        "metrics": metrics,
+        "wall_time_s": round(wall_time_s, 1),
+        "device": device_name(device),
+        "torch": torch.__version__,
+        "git_commit": _git_commit(),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+    atomic_write_json(path, summary)
+    return path

@@ -1,0 +1,663 @@
+"""One training loop for every method: cooperative, independent, BYOT and BranchyNet.
+
+Each method is a *system*: an ``nn.Module`` that holds its networks, returns the
+training loss of a batch from ``forward``, and lists what to evaluate. The loop
+around it is shared: data, optimiser and schedule, checkpoints, resume, progress,
+evaluation and the run store (:mod:`coop_utils.runs`).
+
+All randomness of an epoch comes from generators seeded by ``(seed, epoch, purpose)``,
+so a run resumed from a checkpoint repeats exactly what the interrupted run would
+have done (on the CPU, bit for bit).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import hashlib
+import itertools
+import json
+import math
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from coop_utils import data as datasets
+from coop_utils import runs
+from coop_utils.config import RunConfig
+from coop_utils.evaluate import count_flops, measure_latency
+from coop_utils.gating import BlockGate, add_gate
+from coop_utils.losses import cooperative_objective, kd_loss
+from coop_utils.models import EarlyExitNetwork, SkippableResNet, build_model
+
+__all__ = [
+    "NonFiniteLossError",
+    "Run",
+    "accuracy",
+    "build_system",
+    "evaluate_system",
+    "parameter_digest",
+    "prepare_data",
+    "resolve_device",
+    "train",
+]
+
+BYOT_TEMPERATURE = 3.0
+BYOT_KD_WEIGHT = 0.1
+BYOT_HINT_WEIGHT = 1e-6
+BN_RECALIBRATION_IMAGES = 2048
+LATENCY_REPEATS = 5
+
+
+@dataclass
+class Run:
+    """A finished (or reused) run: its config, folder, final metrics and per-epoch log."""
+
+    config: RunConfig
+    directory: Path
+    metrics: dict[str, dict[str, dict[str, float]]]
+    log: list[dict[str, str]]
+    wall_time_s: float
+    reused: bool = False
+    summary_path: Path | None = None
+    parameter_digest: str = ""
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"config key 'device' is {name!r}, but CUDA is not available here")
+    return device
+
+
+def _generator(*keys: int) -> torch.Generator:
+    seed = int(np.random.SeedSequence(list(keys)).generate_state(1, dtype=np.uint64)[0])
+    return torch.Generator().manual_seed(seed)
+
+
+# --- data ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Data:
+    """Loaders and shapes of one run's data."""
+
+    train: datasets.BatchLoader
+    val: datasets.BatchLoader | None
+    test: datasets.BatchLoader
+    num_classes: int
+    image_size: int
+    description: str
+
+
+def _generated_root(config: RunConfig) -> Path:
+    """Generate the smoke data once, in the cache directory, in the dataset's real format."""
+    train_pc, test_pc = config.generated_train_per_class, config.generated_test_per_class
+    root = datasets.cache_dir() / "generated" / f"{config.dataset}-{train_pc}-{test_pc}"
+    folder = root / datasets.DATASETS[config.dataset].folder
+    if folder.exists():
+        return root
+    try:
+        if config.dataset == "cifar100":
+            classes = datasets.DATASETS["cifar100"].num_classes
+            datasets.make_fake_cifar100(root, train_pc * classes, test_pc * classes)
+        else:
+            datasets.make_fake_tiny_imagenet(root, train_pc, test_pc)
+    except FileExistsError:
+        if not folder.exists():  # not another rank or process that generated it meanwhile
+            raise
+    return root
+
+
+def _resize(images: Tensor, size: int) -> Tensor:
+    """uint8 images to ``size`` x ``size``, by area averaging (exact 2x2 means for 64 -> 32)."""
+    if images.shape[-1] == size:
+        return images
+    resized = F.interpolate(images.float(), size=(size, size), mode="area")
+    return resized.round_().clamp_(0, 255).to(torch.uint8)
+
+
+def prepare_data(
+    config: RunConfig, device: torch.device, rank: int = 0, world_size: int = 1
+) -> Data:
+    """Load, subset, resize and split the data, and wrap it in batch loaders on ``device``."""
+    generated = config.data == "generated"
+    root = _generated_root(config) if generated else config.data_root
+    train = datasets.load_dataset(config.dataset, "train", root=root, verify=not generated)
+    test = datasets.load_dataset(config.dataset, "test", root=root, verify=not generated)
+    num_classes = config.num_classes or len(train.classes)
+    if num_classes > len(train.classes):
+        raise ValueError(
+            f"config key 'num_classes' is {num_classes}, but {config.dataset} has "
+            f"{len(train.classes)} classes"
+        )
+    image_size = config.image_size or train.images.shape[-1]
+
+    keep = torch.nonzero(train.labels < num_classes).flatten()
+    if config.train_fraction < 1:
+        used, _ = datasets.train_val_split(train.labels[keep], 1 - config.train_fraction, seed=0)
+        keep = keep[used]
+    train_idx, val_idx = datasets.train_val_split(train.labels[keep], config.val_fraction, seed=0)
+    train_idx, val_idx = keep[train_idx], keep[val_idx]
+    test_idx = torch.nonzero(test.labels < num_classes).flatten()
+
+    train_images = _resize(train.images, image_size)
+    test_images = _resize(test.images[test_idx], image_size)
+    mean, std = datasets.channel_stats(train_images, train_idx)
+    common = {"batch_size": config.batch_size // world_size, "device": device, "mean": mean}
+    common |= {"std": std, "rank": rank, "world_size": world_size}
+    train_loader = datasets.BatchLoader(
+        train_images, train.labels, train=True, seed=config.seed, indices=train_idx, **common
+    )
+    val_loader = None
+    if len(val_idx):
+        val_loader = datasets.BatchLoader(
+            train_images,
+            train.labels,
+            train=False,
+            indices=val_idx,
+            **(common | {"rank": 0, "world_size": 1}),
+        )
+    test_loader = datasets.BatchLoader(
+        test_images, test.labels[test_idx], train=False, **(common | {"rank": 0, "world_size": 1})
+    )
+    description = (
+        f"{train.describe()}; using {num_classes} classes at {image_size}x{image_size}: "
+        f"{len(train_idx):,} train, {len(val_idx):,} validation, {len(test_idx):,} test images"
+    )
+    return Data(train_loader, val_loader, test_loader, num_classes, image_size, description)
+
+
+# --- systems -------------------------------------------------------------------------------
+
+
+@dataclass
+class StepRandomness:
+    """Generators of one epoch: which scaling factors, and the Gumbel noise of the masks."""
+
+    factors: torch.Generator
+    gumbel: torch.Generator
+    epoch_factors: list[list[float]] = field(default_factory=list)
+
+    def state(self) -> dict[str, Tensor]:
+        return {"factors": self.factors.get_state(), "gumbel": self.gumbel.get_state()}
+
+    def load_state(self, state: dict[str, Tensor]) -> None:
+        self.factors.set_state(state["factors"])
+        self.gumbel.set_state(state["gumbel"])
+
+
+class System(nn.Module):
+    """A method's networks; ``forward`` returns ``(loss, {term: detached value})``."""
+
+    needs_all_parameters = True  # False: DDP must look for parameters a step leaves unused
+
+    def start_epoch(self, randomness: StepRandomness) -> None:
+        """Per-epoch choices (the cooperative method draws its scaling factors here)."""
+
+    def evaluations(self) -> Iterator[tuple[str, nn.Module, float]]:
+        """``(network name, network, scaling factor)`` for every row of the final metrics."""
+        raise NotImplementedError
+
+
+class CooperativeSystem(System):
+    """Two (1 to 4) gated Teammates, their sub-networks, and a Leader (METHOD.md)."""
+
+    def __init__(self, config: RunConfig, num_classes: int, image_size: int) -> None:
+        super().__init__()
+        self.config = config
+        self.teammates = nn.ModuleList()
+        for _ in range(config.teammates):
+            net = build_model(config.arch, num_classes, image_size)
+            add_gate(net, mode=config.gating)
+            self.teammates.append(net)
+        self.leader = (
+            build_model(config.arch, num_classes, image_size) if config.use_leader else None
+        )
+
+    def _draw_factors(self, generator: torch.Generator) -> list[list[float]]:
+        pool = self.config.sampled_factors
+        draws = []
+        for _ in self.teammates:
+            order = torch.randperm(len(pool), generator=generator)
+            draws.append([pool[i] for i in order[: self.config.factors_per_teammate].tolist()])
+        return draws
+
+    def start_epoch(self, randomness: StepRandomness) -> None:
+        if self.config.sampling == "per_epoch":
+            randomness.epoch_factors = self._draw_factors(randomness.factors)
+
+    def forward(
+        self, images: Tensor, labels: Tensor, randomness: StepRandomness
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        config = self.config
+        factors = (
+            randomness.epoch_factors
+            if config.sampling == "per_epoch"
+            else self._draw_factors(randomness.factors)
+        )
+        leader_logits = self.leader(images) if self.leader is not None else None
+        teammate_logits, subnetwork_logits = [], []
+        for net, net_factors in zip(self.teammates, factors, strict=True):
+            teammate_logits.append(net(images))
+            subs = []
+            for s in net_factors:
+                mask = net.gate.sample(s, config.tau, generator=randomness.gumbel)
+                subs.append((s, net(images, mask=mask.to(images.device))))
+            subnetwork_logits.append(subs)
+        return cooperative_objective(
+            teammate_logits,
+            subnetwork_logits,
+            labels,
+            leader_logits=leader_logits,
+            temperature=config.temperature,
+            use_leader=config.use_leader,
+            mutual=config.mutual,
+            sfsl=config.sfsl,
+        )
+
+    def evaluations(self) -> Iterator[tuple[str, nn.Module, float]]:
+        for index, net in enumerate(self.teammates):
+            for s in self.config.scaling_factors:
+                yield f"teammate{index}", net, s
+        if self.leader is not None:
+            yield "leader", self.leader, 1.0
+
+
+class IndependentSystem(System):
+    """One plain network per depth plan, each trained with cross-entropy at its own depth."""
+
+    needs_all_parameters = False
+
+    def __init__(self, config: RunConfig, num_classes: int, image_size: int) -> None:
+        super().__init__()
+        self.factors = sorted(set(config.independent_factors))
+        self.nets = nn.ModuleList(
+            build_model(config.arch, num_classes, image_size) for _ in self.factors
+        )
+
+    def forward(self, images: Tensor, labels: Tensor, randomness: StepRandomness):
+        terms = {
+            f"independent@{s:g}": F.cross_entropy(net(images, s=s), labels)
+            for s, net in zip(self.factors, self.nets, strict=True)
+        }
+        total = sum(terms.values())
+        return total, {name: value.detach() for name, value in terms.items()}
+
+    def evaluations(self) -> Iterator[tuple[str, nn.Module, float]]:
+        for s, net in zip(self.factors, self.nets, strict=True):
+            yield "independent", net, s
+
+
+class ExitSystem(System):
+    """A backbone with early exits: BYOT (an exit per stage) or BranchyNet (an exit per depth)."""
+
+    def __init__(self, config: RunConfig, num_classes: int, image_size: int) -> None:
+        super().__init__()
+        self.method = config.method
+        backbone = build_model(config.arch, num_classes, image_size)
+        if config.method == "byot":
+            exits = backbone.stage_last_blocks[:-1]
+        else:  # branchynet: an exit after the first round(s * blocks) blocks, for every s
+            exits = {
+                max(1, math.floor(s * backbone.num_blocks + 0.5)) - 1
+                for s in config.scaling_factors
+            }
+        self.net = EarlyExitNetwork(backbone, sorted(exits))
+
+    def forward(self, images: Tensor, labels: Tensor, randomness: StepRandomness):
+        logits, pooled = self.net.forward_exits(images)
+        terms = {f"exit{i}_ce": F.cross_entropy(z, labels) for i, z in enumerate(logits)}
+        if self.method == "byot":
+            deepest, deepest_features = logits[-1], pooled[-1].detach()
+            for i, (z, features) in enumerate(zip(logits[:-1], pooled[:-1], strict=True)):
+                terms[f"exit{i}_kd"] = BYOT_KD_WEIGHT * kd_loss(z, deepest, BYOT_TEMPERATURE)
+                hint = (features - deepest_features).pow(2).sum(1).mean()
+                terms[f"exit{i}_hint"] = BYOT_HINT_WEIGHT * hint
+        total = sum(terms.values())
+        return total, {name: value.detach() for name, value in terms.items()}
+
+    def evaluations(self) -> Iterator[tuple[str, nn.Module, float]]:
+        for depth in self.net.exit_depths:
+            yield self.method, self.net, depth
+
+
+_SYSTEMS = {
+    "cooperative": CooperativeSystem,
+    "independent": IndependentSystem,
+    "byot": ExitSystem,
+    "branchynet": ExitSystem,
+}
+
+
+def build_system(config: RunConfig, num_classes: int, image_size: int) -> System:
+    return _SYSTEMS[config.method](config, num_classes, image_size)
+
+
+# --- evaluation ----------------------------------------------------------------------------
+
+
+def _autocast(device: torch.device):
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+@torch.no_grad()
+def accuracy(net: nn.Module, loader: datasets.BatchLoader, s: float) -> tuple[float, float]:
+    """Top-1 and top-5 accuracy (%) of ``net`` at scaling factor ``s`` over ``loader``."""
+    was_training = net.training
+    net.eval()
+    correct1 = correct5 = total = 0
+    try:
+        for images, labels in loader:
+            with _autocast(images.device):
+                logits = net(images, s=s)
+            top = logits.topk(min(5, logits.shape[1]), dim=1).indices
+            hits = top == labels[:, None]
+            correct1 += int(hits[:, 0].sum())
+            correct5 += int(hits.any(1).sum())
+            total += len(labels)
+    finally:
+        net.train(was_training)
+    return 100 * correct1 / total, 100 * correct5 / total
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(
+    net: SkippableResNet, loader: datasets.BatchLoader, s: float
+) -> nn.Module:
+    """A copy of ``net`` whose BN statistics are re-estimated at the depth plan of ``s``."""
+    copy_ = copy.deepcopy(net)
+    for module in copy_.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.reset_running_stats()
+            module.momentum = None  # cumulative average over the batches seen
+    copy_.train()
+    seen = 0
+    for images, _ in loader:
+        copy_(images, s=s)
+        seen += len(images)
+        if seen >= BN_RECALIBRATION_IMAGES:
+            break
+    return copy_.eval()
+
+
+def evaluate_system(system: System, data: Data, config: RunConfig, device: torch.device):
+    """Final metrics: per network, per scaling factor, test and validation accuracy and cost."""
+    metrics: dict[str, dict[str, dict[str, float]]] = {}
+    for name, net, s in system.evaluations():
+        if config.bn_recalibration and isinstance(net, SkippableResNet) and s < 1:
+            net = recalibrate_batchnorm(net, data.val or data.test, s)
+        top1, top5 = accuracy(net, data.test, s)
+        row = {"top1": top1, "top5": top5, "flops": count_flops(net, s)}
+        if data.val is not None:
+            row["val_top1"] = accuracy(net, data.val, s)[0]
+        row["latency_ms"] = 1e3 * measure_latency(net, s, batch_size=1, repeats=LATENCY_REPEATS)
+        row["active_blocks"] = len(net.active_blocks(s))
+        metrics.setdefault(name, {})[f"{s:.4g}"] = row
+    teammates = [metrics[name] for name in metrics if name.startswith("teammate")]
+    if len(teammates) > 1:
+        metrics["teammate_mean"] = {
+            key: {m: sum(t[key][m] for t in teammates) / len(teammates) for m in teammates[0][key]}
+            for key in teammates[0]
+        }
+    return metrics
+
+
+def _validation_curve(system: System, data: Data) -> dict[str, float]:
+    """Validation top-1 of the first evaluated network at its shallowest and deepest depth."""
+    if data.val is None:
+        return {}
+    rows = list(system.evaluations())
+    rows = sorted((s, net) for name, net, s in rows if name == rows[0][0])
+    (shallow, shallow_net), (deep, deep_net) = rows[0], rows[-1]
+    return {
+        "val_top1_deepest": accuracy(deep_net, data.val, deep)[0],
+        "val_top1_shallowest": accuracy(shallow_net, data.val, shallow)[0],
+    }
+
+
+# --- the loop ------------------------------------------------------------------------------
+
+
+def _learning_rate(config: RunConfig, epoch: int) -> float:
+    """Step schedule: ``lr * gamma ** (milestones passed)``; ``epoch`` counts from 0."""
+    return config.lr * config.lr_gamma ** sum(epoch >= m for m in config.lr_milestones)
+
+
+def _optimizer(system: System, config: RunConfig) -> torch.optim.SGD:
+    """SGD over every parameter; gate logits get no weight decay (it would pull them to ties)."""
+    gates = [p for m in system.modules() if isinstance(m, BlockGate) for p in m.parameters()]
+    gate_ids = {id(p) for p in gates}
+    weights = [p for p in system.parameters() if id(p) not in gate_ids]
+    groups = [{"params": weights, "weight_decay": config.weight_decay}]
+    if any(p.requires_grad for p in gates):
+        groups.append({"params": [p for p in gates if p.requires_grad], "weight_decay": 0.0})
+    return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov)
+
+
+def _distributed() -> tuple[int, int]:
+    """``(rank, world size)`` under torchrun, ``(0, 1)`` otherwise."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size > 1 and not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend=backend)
+    return (dist.get_rank(), dist.get_world_size()) if world_size > 1 else (0, 1)
+
+
+def parameter_digest(module: nn.Module) -> str:
+    """SHA-256 of every parameter, to check that ranks hold the same network.
+
+    Buffers are left out: BN running statistics are each rank's own between broadcasts.
+    """
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.named_parameters()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def _reused(config: RunConfig, directory: Path) -> Run:
+    metrics = json.loads((directory / "metrics.json").read_text())
+    return Run(
+        config,
+        directory,
+        metrics["metrics"],
+        runs.read_log(directory / "log.csv"),
+        metrics["wall_time_s"],
+        reused=True,
+        summary_path=runs.results_path(config) if runs.results_path(config).exists() else None,
+    )
+
+
+def train(config: RunConfig, progress: bool = True) -> Run:
+    """Train ``config``'s run, or reuse it if finished, or resume it if interrupted."""
+    directory = runs.run_dir(config)
+    if (directory / "metrics.json").exists():
+        return _reused(config, directory)
+    rank, world_size = _distributed()
+    device = resolve_device(config.device)
+    if device.type == "cuda" and world_size > 1:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    lock = runs.hold_run(directory) if rank == 0 else contextlib.nullcontext()
+    with lock:
+        return _Trainer(config, directory, device, rank, world_size, progress).run()
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+class _Trainer:
+    def __init__(self, config, directory, device, rank, world_size, progress) -> None:
+        self.config, self.directory, self.device = config, directory, device
+        self.rank, self.world_size = rank, world_size
+        self.progress = progress and rank == 0
+        self.checkpoint_path = directory / "checkpoint.pt"
+        self.log_path = directory / "log.csv"
+
+    def _save(self, epoch: int, step_in_epoch: int, global_step: int, randomness, wall) -> None:
+        if self.rank != 0:
+            return
+        runs.save_checkpoint(
+            self.checkpoint_path,
+            {
+                "system": self.system.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "epoch": epoch,
+                "step_in_epoch": step_in_epoch,
+                "global_step": global_step,
+                "randomness": randomness.state() if randomness is not None else {},
+                "wall_time_s": wall,
+            },
+        )
+
+    def run(self) -> Run:
+        config, device = self.config, self.device
+        torch.manual_seed(config.seed)
+        data = prepare_data(config, device, self.rank, self.world_size)
+        if self.progress:
+            print(data.description)
+        system = build_system(config, data.num_classes, data.image_size).to(device)
+        if device.type == "cuda":
+            system = system.to(memory_format=torch.channels_last)
+        self.system = system
+        self.optimizer = _optimizer(system, config)
+
+        start_epoch, skip_steps, global_step, wall_before = 0, 0, 0, 0.0
+        saved_randomness = None
+        if self.checkpoint_path.exists():
+            state = runs.load_checkpoint(self.checkpoint_path)
+            system.load_state_dict(state["system"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            start_epoch, skip_steps = state["epoch"], state["step_in_epoch"]
+            global_step, wall_before = state["global_step"], state["wall_time_s"]
+            saved_randomness = state["randomness"] or None
+            if self.progress:
+                print(f"resuming {self.directory} at epoch {start_epoch + 1}, step {global_step}")
+        if self.rank == 0:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            runs.atomic_write_json(self.directory / "config.json", config.to_dict())
+            runs.truncate_log(self.log_path, start_epoch)
+
+        model: nn.Module = system
+        if self.world_size > 1:
+            model = nn.parallel.DistributedDataParallel(
+                system, find_unused_parameters=not system.needs_all_parameters
+            )
+        if config.compile:
+            model = torch.compile(model)
+
+        steps_per_epoch = len(data.train)
+        total_steps = steps_per_epoch * config.epochs
+        if config.max_steps is not None:
+            total_steps = min(total_steps, config.max_steps)
+        bar = tqdm(
+            total=total_steps,
+            initial=global_step,
+            disable=not self.progress,
+            unit="step",
+            desc=f"{config.method} {config.dataset}",
+        )
+        started = time.perf_counter()
+        epoch = start_epoch
+        randomness = None
+        try:
+            while epoch < config.epochs and global_step < total_steps:
+                lr = _learning_rate(config, epoch)
+                for group in self.optimizer.param_groups:
+                    group["lr"] = lr
+                randomness = StepRandomness(
+                    _generator(config.seed, epoch, 1), _generator(config.seed, epoch, 2)
+                )
+                system.start_epoch(randomness)
+                if saved_randomness is not None:
+                    randomness.load_state(saved_randomness)
+                    saved_randomness = None
+                data.train.set_epoch(epoch)
+                epoch_loss, epoch_images, epoch_start = 0.0, 0, time.perf_counter()
+                batches = itertools.islice(enumerate(data.train), skip_steps, None)
+                for step_in_epoch, (images, labels) in batches:
+                    if global_step >= total_steps:
+                        break
+                    if device.type == "cuda":
+                        images = images.contiguous(memory_format=torch.channels_last)
+                    with _autocast(device):
+                        loss, _ = model(images, labels, randomness)
+                    loss_value = float(loss.detach())
+                    if not math.isfinite(loss_value):
+                        raise NonFiniteLossError(
+                            f"non-finite loss ({loss_value}) at epoch {epoch + 1}, step "
+                            f"{step_in_epoch + 1} (global step {global_step + 1}); the last good "
+                            f"checkpoint in {self.directory} is kept"
+                        )
+                    self.optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    self.optimizer.step()
+                    global_step += 1
+                    skip_steps = step_in_epoch + 1
+                    epoch_loss += loss_value * len(labels)
+                    epoch_images += len(labels)
+                    rate = epoch_images * self.world_size / (time.perf_counter() - epoch_start)
+                    bar.update()
+                    bar.set_postfix(loss=f"{loss_value:.3f}", lr=f"{lr:.3g}", img_s=f"{rate:.0f}")
+                epoch += 1
+                skip_steps, randomness = 0, None
+                wall = wall_before + time.perf_counter() - started
+                if self.rank == 0:
+                    row = {
+                        "epoch": epoch,
+                        "global_step": global_step,
+                        "lr": lr,
+                        "train_loss": epoch_loss / max(epoch_images, 1),
+                        "images_per_s": epoch_images
+                        * self.world_size
+                        / max(time.perf_counter() - epoch_start, 1e-9),
+                        "val_top1_deepest": "",
+                        "val_top1_shallowest": "",
+                    }
+                    if config.eval_every and epoch % config.eval_every == 0:
+                        row |= _validation_curve(system, data)
+                    runs.append_log(self.log_path, row)
+                    self._save(epoch, 0, global_step, None, wall)
+        except KeyboardInterrupt:
+            wall = wall_before + time.perf_counter() - started
+            self._save(epoch, skip_steps, global_step, randomness, wall)
+            if self.progress:
+                print(f"\ninterrupted: checkpoint saved at epoch {epoch + 1}, step {global_step}")
+            raise
+        finally:
+            bar.close()
+
+        wall = wall_before + time.perf_counter() - started
+        digest = parameter_digest(system)
+        if self.world_size > 1:
+            dist.barrier()
+        if self.rank != 0:
+            return Run(config, self.directory, {}, [], wall, parameter_digest=digest)
+        metrics = evaluate_system(system, data, config, device)
+        summary = {"metrics": metrics, "wall_time_s": wall, "data": data.description}
+        runs.atomic_write_json(self.directory / "metrics.json", summary)
+        summary_path = runs.write_summary(config, metrics, wall, device)
+        return Run(
+            config,
+            self.directory,
+            metrics,
+            runs.read_log(self.log_path),
+            wall,
+            summary_path=summary_path,
+            parameter_digest=digest,
+        )

@@ -1,0 +1,76 @@
+"""The run store: atomic writes, the single-writer lock, logs and result summaries."""
+
+import json
+
+import pytest
+import torch
+
+from coop_utils.config import load_config
+from coop_utils.runs import (
+    RunBusyError,
+    append_log,
+    atomic_write_json,
+    hold_run,
+    load_checkpoint,
+    read_log,
+    results_path,
+    run_dir,
+    save_checkpoint,
+    truncate_log,
+    write_summary,
+)
+
+
+def test_run_dir_and_results_path(tmp_path):
+    config = load_config("smoke", run_root=str(tmp_path / "runs"), results_root="res")
+    assert run_dir(config) == tmp_path / "runs" / "cifar100" / "cooperative" / config.hash()
+    assert str(results_path(config)) == "res/smoke/cifar100/cooperative.json"
+    ablation = config.replace(variant="no-leader", use_leader=False)
+    assert str(results_path(ablation)) == "res/smoke/cifar100/cooperative-no-leader.json"
+
+
+def test_checkpoint_round_trip_with_weights_only(tmp_path):
+    state = {"weights": torch.arange(4.0), "epoch": 3, "rng": torch.Generator().get_state()}
+    save_checkpoint(tmp_path / "checkpoint.pt", state)
+    loaded = load_checkpoint(tmp_path / "checkpoint.pt")
+    assert loaded["epoch"] == 3 and torch.equal(loaded["weights"], state["weights"])
+    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]  # no temp file left
+
+
+def test_failed_write_keeps_the_previous_file(tmp_path):
+    path = tmp_path / "metrics.json"
+    atomic_write_json(path, {"top1": 1.0})
+    with pytest.raises(TypeError):
+        atomic_write_json(path, {"top1": object()})  # not serialisable: fails mid-write
+    assert json.loads(path.read_text()) == {"top1": 1.0}
+    assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
+
+
+def test_second_writer_is_refused(tmp_path):
+    busy = pytest.raises(RunBusyError, match="being trained by another process \\(pid")
+    with hold_run(tmp_path / "run"), busy, hold_run(tmp_path / "run"):
+        pass
+    with hold_run(tmp_path / "run"):  # released: a later writer gets in
+        pass
+
+
+def test_log_append_read_and_truncate(tmp_path):
+    path = tmp_path / "log.csv"
+    for epoch in (1, 2, 3):
+        append_log(path, {"epoch": epoch, "loss": 1.0 / epoch})
+    assert [row["epoch"] for row in read_log(path)] == ["1", "2", "3"]
+    truncate_log(path, 2)
+    assert [row["epoch"] for row in read_log(path)] == ["1", "2"]
+
+
+def test_summary_never_overwrites_another_profile(tmp_path):
+    config = load_config("smoke", results_root=str(tmp_path))
+    path = write_summary(config, {"teammate0": {}}, 1.0, torch.device("cpu"))
+    summary = json.loads(path.read_text())
+    assert summary["config"]["profile"] == "smoke" and summary["config_hash"] == config.hash()
+    assert {"device", "torch", "git_commit", "date", "wall_time_s"} <= set(summary)
+    summary["config"]["profile"] = "preview"  # a file of another profile in this place
+    path.write_text(json.dumps(summary))
+    with pytest.raises(RuntimeError, match="another profile"):
+        write_summary(config, {}, 1.0, torch.device("cpu"))
+    assert json.loads(path.read_text())["config"]["profile"] == "preview"
