@@ -381,26 +381,23 @@ class EarlyExitNetwork(nn.Module):
     def active_blocks(self, s: float = 1.0) -> list[int]:
         return list(range(self.exit_blocks[self.exit_for(s)] + 1))
 
-    def forward_exits(
-        self, x: Tensor, upto: int | None = None
-    ) -> tuple[list[Tensor], list[Tensor]]:
-        """Logits and pooled features of every exit up to exit ``upto`` (default: all)."""
-        upto = len(self.exit_blocks) - 1 if upto is None else upto
-        features = self.backbone.forward_features(x, taps=self.exit_blocks[: upto + 1])
-        logits, pooled = [], []
-        for index, feature in enumerate(features):
-            if index < len(self.heads):
-                exit_logits, exit_pooled = self.heads[index](feature)
-            else:
-                exit_pooled = torch.flatten(self.backbone.pool(feature), 1)
-                exit_logits = self.backbone.fc(exit_pooled)
-            logits.append(exit_logits)
-            pooled.append(exit_pooled)
-        return logits, pooled
+    def _head(self, index: int, features: Tensor) -> tuple[Tensor, Tensor]:
+        if index < len(self.heads):
+            return self.heads[index](features)
+        pooled = torch.flatten(self.backbone.pool(features), 1)
+        return self.backbone.fc(pooled), pooled
+
+    def forward_exits(self, x: Tensor) -> tuple[list[Tensor], list[Tensor]]:
+        """Logits and pooled features of every exit, shallow to deep (for training)."""
+        features = self.backbone.forward_features(x, taps=self.exit_blocks)
+        outputs = [self._head(index, feature) for index, feature in enumerate(features)]
+        return [logits for logits, _ in outputs], [pooled for _, pooled in outputs]
 
     def forward(self, x: Tensor, s: float | None = None) -> Tensor:
-        exit_index = len(self.exit_blocks) - 1 if s is None else self.exit_for(s)
-        return self.forward_exits(x, upto=exit_index)[0][exit_index]
+        """Logits of one exit: the deepest within ``s``; only its prefix and head run."""
+        index = len(self.exit_blocks) - 1 if s is None else self.exit_for(s)
+        features = self.backbone.forward_features(x, taps=[self.exit_blocks[index]])[0]
+        return self._head(index, features)[0]
 
 
 def build_model(arch: str, num_classes: int, image_size: int) -> SkippableResNet:

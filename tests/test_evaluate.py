@@ -5,7 +5,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from coop_utils.evaluate import choose_scaling_factor, count_flops, depth_costs, measure_latency
-from coop_utils.models import build_model
+from coop_utils.models import EarlyExitNetwork, build_model
 
 
 @pytest.fixture(scope="module")
@@ -82,3 +82,17 @@ def test_choose_scaling_factor_bad_budgets(resnet56):
         choose_scaling_factor(resnet56, budget_flops=-1)
     with pytest.raises(ValueError, match="scaling factor"):
         choose_scaling_factor(resnet56, budget_flops=1e9, scaling_factors=[0.0, 0.5])
+
+
+def test_exit_flops_include_the_exit_head_and_grow_with_depth():
+    backbone = build_model("resnet20", num_classes=10, image_size=32)
+    net = EarlyExitNetwork(backbone, exit_blocks=[2, 5])
+    flops = [count_flops(net, depth) for depth in net.exit_depths]
+    assert flops == sorted(flops) and flops[-1] == count_flops(backbone, 1.0)
+    head = net.heads[0]
+    head_flops = 2 * head.project[0].in_channels * head.project[0].out_channels * 32 * 32
+    head_flops += 2 * head.fc.in_features * head.fc.out_features
+    stem_and_stage1, _ = _flops(
+        lambda x: backbone.forward_features(x, taps=[2])[0], torch.zeros(1, 3, 32, 32)
+    )
+    assert flops[0] == stem_and_stage1 + head_flops

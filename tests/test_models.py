@@ -6,6 +6,7 @@ import torch
 from coop_utils.models import (
     ARCHITECTURES,
     SCALING_FACTORS,
+    EarlyExitNetwork,
     build_model,
     depth_plan,
 )
@@ -127,3 +128,28 @@ def test_bad_mask_length_raises(resnet20):
 def test_bad_build_arguments_raise(num_classes, image_size):
     with pytest.raises(ValueError):
         build_model("resnet18", num_classes=num_classes, image_size=image_size)
+
+
+def test_early_exit_network_runs_only_the_prefix_of_its_exit():
+    backbone = build_model("resnet20", num_classes=10, image_size=32)
+    net = EarlyExitNetwork(backbone, exit_blocks=backbone.stage_last_blocks[:-1]).eval()
+    assert net.exit_blocks == [2, 5, 8]
+    assert net.exit_depths == pytest.approx([1 / 3, 2 / 3, 1.0])
+    assert net.exit_for(0.5) == 0 and net.exit_for(2 / 3) == 1 and net.exit_for(1.0) == 2
+    calls = []
+    hooks = [
+        block.residual.register_forward_hook(lambda module, args, out, i=i: calls.append(i))
+        for i, block in enumerate(backbone.blocks)
+    ]
+    images = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        logits = net(images, s=0.5)
+    for hook in hooks:
+        hook.remove()
+    assert calls == [0, 1, 2] and logits.shape == (2, 10)
+    all_logits, pooled = net.forward_exits(images)
+    assert len(all_logits) == 3 and all(p.shape == (2, backbone.feature_channels) for p in pooled)
+    torch.testing.assert_close(all_logits[0], logits)
+    torch.testing.assert_close(all_logits[-1], backbone(images))  # the last exit is the backbone
+    with pytest.raises(ValueError, match="shallowest exit runs 33% of the blocks"):
+        net(images, s=0.2)

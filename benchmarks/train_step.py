@@ -1,0 +1,129 @@
+"""What does a cooperative training step cost, against its parts and against one network?
+
+Side by side in one run, on the CPU, at the preview profile's architecture and batch:
+
+- the whole cooperative step: the Leader, every Teammate at full depth, every sub-network
+  with a sampled Gumbel mask, the summed objective, one backward, one SGD step;
+- the sum of its parts: each of those forward-backward passes timed alone (cross-entropy on
+  one network), plus the SGD step alone;
+- single-network training (one plain network, cross-entropy) in images per second.
+
+Measurements are interleaved round by round so that drift in machine speed hits all alike.
+Target: the cooperative step takes at most 1.10x the sum of its parts.
+
+    python benchmarks/train_step.py              # preview profile's settings
+    python benchmarks/train_step.py --rounds 3   # quicker
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+
+from coop_utils.config import load_config
+from coop_utils.training import StepRandomness, build_system
+
+TARGET = 1.10
+
+
+def _timed(function) -> float:
+    start = time.perf_counter()
+    function()
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--profile", default="preview")
+    parser.add_argument("--rounds", type=int, default=7)
+    args = parser.parse_args()
+
+    config = load_config(args.profile, device="cpu")
+    num_classes, size, batch = config.num_classes or 100, config.image_size or 32, config.batch_size
+    torch.manual_seed(0)
+    system = build_system(config, num_classes, size).to(memory_format=torch.channels_last)
+    optimizer = torch.optim.SGD(system.parameters(), lr=0.01, momentum=0.9)
+    images = torch.randn(batch, 3, size, size).contiguous(memory_format=torch.channels_last)
+    labels = torch.randint(0, num_classes, (batch,))
+    randomness = StepRandomness(torch.Generator().manual_seed(1), torch.Generator().manual_seed(2))
+    system.start_epoch(randomness)
+
+    def cooperative_step():
+        loss, _ = system(images, labels, randomness)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    def pass_alone(net, mask=None):
+        def run():
+            F.cross_entropy(net(images, mask=mask), labels).backward()
+
+        return run
+
+    parts = {}
+    if system.leader is not None:
+        parts["Leader, full depth"] = pass_alone(system.leader)
+    for index, net in enumerate(system.teammates):
+        parts[f"Teammate {index}, full depth"] = pass_alone(net)
+        for s in randomness.epoch_factors[index]:
+            mask = net.gate.sample(s, config.tau, generator=randomness.gumbel)
+            parts[f"Teammate {index}, sub-network s={s:g}"] = pass_alone(net, mask)
+
+    def sgd_step():
+        optimizer.step()
+
+    parts["SGD step"] = sgd_step
+    single = system.teammates[0]
+    single_optimizer = torch.optim.SGD(single.parameters(), lr=0.01, momentum=0.9)
+
+    def single_step():
+        loss = F.cross_entropy(single(images), labels)
+        single_optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        single_optimizer.step()
+
+    timings: dict[str, list[float]] = {"cooperative step": [], "single-network step": []}
+    timings |= {name: [] for name in parts}
+    for round_index in range(args.rounds + 1):  # the first round warms up
+        measured = {"cooperative step": _timed(cooperative_step)}
+        for name, part in parts.items():
+            optimizer.zero_grad(set_to_none=True)
+            measured[name] = _timed(part)
+        measured["single-network step"] = _timed(single_step)
+        if round_index:
+            for name, seconds in measured.items():
+                timings[name].append(seconds)
+    median = {name: statistics.median(values) for name, values in timings.items()}
+
+    print(
+        f"torch {torch.__version__}, {platform.machine()}, {torch.get_num_threads()} threads, CPU"
+    )
+    print(
+        f"{config.arch} at {size}x{size}, {num_classes} classes, batch {batch}, profile "
+        f"{args.profile}, channels-last, median of {args.rounds} interleaved rounds\n"
+    )
+    print(f"{'part':<36} {'ms':>9}")
+    for name in parts:
+        print(f"{name:<36} {median[name] * 1e3:>9.1f}")
+    parts_sum = sum(median[name] for name in parts)
+    ratio = median["cooperative step"] / parts_sum
+    print(f"{'sum of the parts':<36} {parts_sum * 1e3:>9.1f}")
+    print(f"{'cooperative step':<36} {median['cooperative step'] * 1e3:>9.1f}")
+    verdict = "PASS" if ratio <= TARGET else "FAIL"
+    print(f"\nstep / sum of parts: {ratio:.3f}  (target <= {TARGET:.2f})  {verdict}")
+    cooperative_rate = batch / median["cooperative step"]
+    single_rate = batch / median["single-network step"]
+    print(
+        f"images/s: cooperative {cooperative_rate:.0f}, single network {single_rate:.0f} "
+        f"({single_rate / cooperative_rate:.1f}x; the cooperative step trains "
+        f"{len(parts) - 1} passes)"
+    )
+
+
+if __name__ == "__main__":
+    main()
