@@ -189,3 +189,27 @@ def test_two_process_gloo_run_ends_with_identical_parameters(tmp_path):
     digests = [line for line in result.stdout.splitlines() if line.startswith("parameter digest")]
     assert len(digests) == 2 and digests[0] == digests[1], result.stdout
     assert "finished" in result.stdout
+
+
+def test_ablation_switches_train_together(tmp_path):
+    """Three Teammates, no Leader, fixed first-block gates, factors drawn every batch."""
+    config = smoke(tmp_path, teammates=3, use_leader=False, gating="first", sampling="per_batch")
+    run = train(config, progress=False)
+    losses = [float(row["train_loss"]) for row in run.log]
+    assert losses[-1] < losses[0]
+    assert set(run.metrics) == {"teammate0", "teammate1", "teammate2", "teammate_mean"}
+
+
+def test_bn_recalibration_re_estimates_statistics_on_a_copy(tmp_path):
+    config = smoke(tmp_path)
+    data = training.prepare_data(config, torch.device("cpu"))
+    torch.manual_seed(0)
+    net = build_system(config, data.num_classes, data.image_size).teammates[0]
+    before = net.stem[1].running_mean.clone()
+    recalibrated = training.recalibrate_batchnorm(net, data.val, 0.3)
+    assert torch.equal(net.stem[1].running_mean, before)  # the trained network is untouched
+    with torch.no_grad():  # momentum None: the plain average of the batches' means
+        expected = torch.stack([net.stem[0](images).mean((0, 2, 3)) for images, _ in data.val])
+    expected = expected.mean(0)
+    torch.testing.assert_close(recalibrated.stem[1].running_mean, expected, rtol=1e-4, atol=1e-5)
+    assert not recalibrated.training
