@@ -53,7 +53,9 @@ def run_dir(config: RunConfig) -> Path:
 
 
 def results_path(config: RunConfig) -> Path:
+    """``results/<profile>/<dataset>/<method>[-<variant>][-seed<N>].json`` (seed 0 unnamed)."""
     name = config.method + (f"-{config.variant}" if config.variant else "")
+    name += f"-seed{config.seed}" if config.seed else ""
     return Path(config.results_root) / config.profile / config.dataset / f"{name}.json"
 
 

@@ -27,6 +27,7 @@ def test_run_dir_and_results_path(tmp_path):
     assert str(results_path(config)) == "res/smoke/cifar100/cooperative.json"
     ablation = config.replace(variant="no-leader", use_leader=False)
     assert str(results_path(ablation)) == "res/smoke/cifar100/cooperative-no-leader.json"
+    assert results_path(ablation.replace(seed=2)).name == "cooperative-no-leader-seed2.json"
 
 
 def test_checkpoint_round_trip_with_weights_only(tmp_path):
