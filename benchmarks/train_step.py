@@ -59,8 +59,11 @@ def main() -> None:
         loss.backward()
         optimizer.step()
 
-    def pass_alone(net, mask=None):
+    def pass_alone(net, scaling_factor=None):
         def run():
+            mask = None
+            if scaling_factor is not None:  # sampled afresh, as the step does
+                mask = net.gate.sample(scaling_factor, config.tau, generator=randomness.gumbel)
             F.cross_entropy(net(images, mask=mask), labels).backward()
 
         return run
@@ -71,8 +74,7 @@ def main() -> None:
     for index, net in enumerate(system.teammates):
         parts[f"Teammate {index}, full depth"] = pass_alone(net)
         for s in randomness.epoch_factors[index]:
-            mask = net.gate.sample(s, config.tau, generator=randomness.gumbel)
-            parts[f"Teammate {index}, sub-network s={s:g}"] = pass_alone(net, mask)
+            parts[f"Teammate {index}, sub-network s={s:g}"] = pass_alone(net, s)
 
     def sgd_step():
         optimizer.step()
