@@ -18,6 +18,7 @@ import argparse
 import datetime
 import inspect
 import json
+import logging
 import math
 import os
 import shutil
@@ -39,24 +40,36 @@ from coop_utils.models import SCALING_FACTORS
 
 __all__ = [
     "ABLATIONS",
+    "BASE_PARAMETERS",
+    "PENDING_NOTE",
     "REPO_ROOT",
+    "RESULT_PROFILES",
     "BookReport",
     "Chapter",
     "ChapterRun",
     "Recorded",
     "add_arguments",
+    "best_recorded",
+    "best_recorded_profile",
     "build_book",
     "chapter_paths",
     "claim_table",
     "deployed_teammate",
+    "execute_chapter",
     "load_system",
     "method_frame",
-    "show_source",
+    "no_recorded_note",
+    "profile_parameters",
+    "recorded_label",
     "recorded_results",
     "replication_verdicts",
     "resolve_path",
     "run",
+    "sample_test_images",
+    "select_chapters",
+    "show_source",
     "start_chapter",
+    "summaries_of",
 ]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -103,7 +116,8 @@ class Chapter:
 
     @property
     def overrides(self) -> dict[str, Any]:
-        """Config keys that place a run (where data, runs and results live), not what it is."""
+        """Config keys every run of the chapter takes: device, seed, and where data, runs and
+        results live."""
         return {
             "device": self.device,
             "seed": self.seed,
@@ -131,9 +145,9 @@ class Chapter:
             raise ValueError(f"unknown ablation {name!r}; known: {', '.join(ABLATIONS)}")
         return self.config(dataset, variant=name, **ABLATIONS[name], **changes)
 
-    def train(self, config: RunConfig):
-        """``training.train(config)`` (a finished run is reused), or ``None`` with a note when
-        the dataset is neither on disk nor downloadable."""
+    def train(self, config: RunConfig, optional: bool = True):
+        """``training.train(config)`` (a finished run is reused). If the dataset is neither on
+        disk nor downloadable: ``None`` and a note when ``optional``, else the error."""
         from IPython.display import Markdown, display
 
         from coop_utils.data import DatasetError
@@ -142,6 +156,8 @@ class Chapter:
         try:
             return train(config, progress=False)
         except DatasetError as error:
+            if not optional:
+                raise
             display(
                 Markdown(
                     f"**{config.dataset} is not available here, so this chapter trains nothing "
@@ -150,6 +166,34 @@ class Chapter:
                 )
             )
             return None
+
+
+class _OncePerMessage(logging.Filter):
+    """Let each distinct log message through once (a chapter loads the same data many times)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if message in self.seen:
+            return False
+        self.seen.add(message)
+        return True
+
+
+def _show_library_log() -> None:
+    """The library's log (what data was loaded, and whether it is generated) on stdout, once."""
+    library = logging.getLogger("coop_utils")
+    if any(isinstance(f, _OncePerMessage) for h in library.handlers for f in h.filters):
+        return
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    handler.addFilter(_OncePerMessage())
+    library.addHandler(handler)
+    library.setLevel(logging.INFO)
+    library.propagate = False
 
 
 _SMOKE_NOTE = (
@@ -175,17 +219,19 @@ def start_chapter(
     from IPython.display import HTML, display
 
     from coop_utils.plots import use_book_style
+    from coop_utils.runs import device_name
     from coop_utils.training import resolve_device
 
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}; known: {', '.join(PROFILES)}")
     use_book_style()
+    _show_library_log()
     torch.manual_seed(seed)
     data_root = data_root or os.environ.get("COOP_DATA_ROOT") or str(REPO_ROOT / "data")
     chapter = Chapter(
         profile, device, seed, data_root, resolve_path(run_root), resolve_path(results_root)
     )
-    hardware = resolve_device(device)
+    hardware = device_name(resolve_device(device))
     when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     if profile == "smoke":
         title, kind, text = "Smoke run: these numbers are not results", "warning", _SMOKE_NOTE
@@ -195,8 +241,7 @@ def start_chapter(
     display(
         HTML(
             f'<div class="admonition {kind}"><p class="admonition-title">{title}</p>'
-            f"<p>{text}</p><p>Executed on {hardware} ({torch.get_num_threads()} CPU threads), "
-            f"{when}, torch {torch.__version__}.</p></div>"
+            f"<p>{text}</p><p>Executed on {hardware}, {when}, torch {torch.__version__}.</p></div>"
         )
     )
     return chapter
@@ -207,6 +252,23 @@ def show_source(function: Any):
     from IPython.display import Markdown
 
     return Markdown(f"```python\n{inspect.getsource(function).rstrip()}\n```")
+
+
+def sample_test_images(config: RunConfig, count: int):
+    """The first ``count`` test images of ``config``'s data: ``(normalised, uint8, labels)``."""
+    import torch
+
+    from coop_utils.training import prepare_data
+
+    test = prepare_data(config, torch.device("cpu")).test
+    batches, seen = [], 0
+    for images, _ in test:
+        batches.append(images)
+        seen += len(images)
+        if seen >= count:
+            break
+    normalised = torch.cat(batches)[:count]
+    return normalised, test.images[: len(normalised)], test.labels[: len(normalised)]
 
 
 def load_system(run):
@@ -329,6 +391,14 @@ def no_recorded_note(dataset: str, name: str = "cooperative") -> str:
         "is nothing real to show here. `make book PROFILE=preview` (CPU) or `PROFILE=full` (GPU) "
         "records one; this section then shows it, labelled with its profile, hardware and date."
     )
+
+
+PENDING_NOTE = (
+    "**Verdict pending.** No preview or full results are recorded in `results/` yet, and smoke "
+    "numbers are never results: a smoke run trains a tiny network for a few dozen steps on "
+    "generated data, to prove the code runs. Run `make book PROFILE=preview` (CPU) or "
+    "`PROFILE=full` (GPU) and commit `results/`; this table then fills itself from those files."
+)
 
 
 # --- the replication verdict ----------------------------------------------------------------
@@ -456,9 +526,10 @@ def _claims(summaries: Mapping[str, Mapping[str, Any]], margin: float) -> list[d
         ("no-leader", "The Leader improves the Teammates", SCALING_FACTORS),
         ("no-sfsl", "SFSL improves the shallow sub-networks", (0.2, 0.3, 0.4)),
     ):
+        grid = ", ".join(f"{s:g}" for s in factors)
         rule = (
-            f"difference of mean Teammate top-1 over s in {{{', '.join(f'{s:g}' for s in factors)}}}"
-            f" with and without; holds if - 2 SE > 0, does not hold if + 2 SE < 0"
+            f"difference of mean Teammate top-1 over s in {{{grid}}} with and without; "
+            "holds if - 2 SE > 0, does not hold if + 2 SE < 0"
         )
         other = summaries.get(f"cooperative-{variant}")
         if other is None:
@@ -671,8 +742,8 @@ def execute_chapter(source: Path, output: Path, parameters: Mapping[str, Any]) -
     error = None
     with tempfile.TemporaryDirectory() as scratch:
         converted = Path(scratch) / f"{source.stem}.ipynb"
-        jupytext.write(jupytext.read(source), converted)
         try:
+            jupytext.write(jupytext.read(source), converted)
             papermill.execute_notebook(
                 str(converted),
                 str(output),

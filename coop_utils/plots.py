@@ -1,0 +1,483 @@
+"""The book's figures, drawn with seaborn: one function per figure, the chapters stay thin.
+
+Every function returns a matplotlib ``Figure`` with a title and labelled axes (units in
+parentheses). Metrics come in as tidy frames (:func:`metrics_frame`), one row per network
+and depth, so one figure function serves a smoke run, a recorded preview run and a full run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+import torch
+from matplotlib.figure import Figure
+from torch import Tensor, nn
+
+from coop_utils.gating import relaxed_topk, sample_gumbel
+from coop_utils.losses import sfsl_weight
+from coop_utils.models import SCALING_FACTORS
+
+__all__ = [
+    "accuracy_by_depth_figure",
+    "block_plan_figure",
+    "block_plan_frame",
+    "budget_figure",
+    "comparison_table",
+    "cost_figure",
+    "depth_explorer",
+    "frontier_figure",
+    "full_depth_accuracy_figure",
+    "gumbel_temperature_figure",
+    "method_comparison_figure",
+    "metrics_frame",
+    "pareto_frontier",
+    "predictions",
+    "predictions_figure",
+    "sfsl_weight_figure",
+    "softmax_temperature_figure",
+    "training_curves_figure",
+    "use_book_style",
+]
+
+S_LABEL = "scaling factor s (share of blocks)"
+DEPTH_LABEL = "blocks run (share of all blocks)"
+TOP1_LABEL = "test top-1 accuracy (%)"
+MFLOPS_LABEL = "forward cost (MFLOPs per image)"
+LATENCY_LABEL = "latency, batch 1 (ms)"
+
+
+def use_book_style() -> None:
+    """The look of every figure in the book."""
+    sns.set_theme(context="notebook", style="whitegrid", palette="colorblind")
+    plt.rcParams.update({"figure.dpi": 100, "savefig.dpi": 100, "figure.max_open_warning": 0})
+    pd.set_option("display.max_colwidth", None)  # tables of claims and rules are prose
+
+
+def _figure(ncols: int = 1, width: float = 6.0, height: float = 3.6, **kwargs):
+    fig, axes = plt.subplots(
+        1, ncols, figsize=(width * ncols, height), layout="constrained", squeeze=False, **kwargs
+    )
+    return fig, list(axes[0])
+
+
+# --- metrics as frames ---------------------------------------------------------------------
+
+
+def metrics_frame(
+    metrics: Mapping[str, Mapping[str, Mapping[str, float]]], **labels
+) -> pd.DataFrame:
+    """One row per (network, depth) of ``run.metrics`` or a results summary's ``metrics``.
+
+    Adds ``s`` (the depth key as a number), ``depth`` (share of the network's blocks run),
+    ``mflops`` and any ``labels`` as constant columns (e.g. ``method="BYOT"``).
+    """
+    rows = [
+        {"network": network, "s": float(key), **row, **labels}
+        for network, by_depth in metrics.items()
+        for key, row in by_depth.items()
+    ]
+    frame = pd.DataFrame(rows)
+    if frame.empty:
+        return frame
+    frame["mflops"] = frame["flops"] / 1e6
+    full_depth = frame.groupby("network")["active_blocks"].transform("max")
+    frame["depth"] = frame["active_blocks"] / full_depth
+    return frame.sort_values(["network", "s"], ignore_index=True)
+
+
+def pareto_frontier(frame: pd.DataFrame, cost: str, value: str) -> pd.DataFrame:
+    """Rows no other row beats on both ``cost`` (lower is better) and ``value`` (higher)."""
+    ordered = frame.sort_values([cost, value], ascending=[True, False])
+    best_so_far = ordered[value].astype(float).cummax().shift(fill_value=-np.inf)
+    return ordered[ordered[value] > best_so_far]
+
+
+def comparison_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """Accuracy and cost of every method at every depth it offers, rounded for reading."""
+    table = frame[["method", "depth", "s", "top1", "top5", "mflops", "latency_ms"]].copy()
+    table = table.sort_values(["method", "depth"]).round(
+        {"depth": 2, "s": 4, "top1": 1, "top5": 1, "mflops": 1, "latency_ms": 2}
+    )
+    return table.rename(
+        columns={
+            "depth": "blocks run (share)",
+            "s": "s or exit depth",
+            "top1": "top-1 (%)",
+            "top5": "top-5 (%)",
+            "mflops": "MFLOPs",
+            "latency_ms": "latency (ms)",
+        }
+    ).set_index(["method", "blocks run (share)"])
+
+
+# --- chapter 01: depth plans, gates, cost ----------------------------------------------------
+
+
+def block_plan_frame(
+    networks: Mapping[str, nn.Module], scaling_factors: Sequence[float] = SCALING_FACTORS
+) -> pd.DataFrame:
+    """Which residual block runs at each scaling factor, per network (``net.active_blocks``)."""
+    rows = []
+    for label, net in networks.items():
+        for s in scaling_factors:
+            active = set(net.active_blocks(s))
+            for block, stage in enumerate(net.stage_of_block):
+                rows.append(
+                    {
+                        "network": label,
+                        "s": s,
+                        "block": block,
+                        "stage": stage,
+                        "runs": block in active,
+                    }
+                )
+    return pd.DataFrame(rows)
+
+
+def block_plan_figure(frame: pd.DataFrame, title: str) -> Figure:
+    """A grid per network: rows are scaling factors, columns residual blocks, dark = runs."""
+    labels = list(dict.fromkeys(frame["network"]))
+    widths = [frame.loc[frame["network"] == label, "block"].nunique() for label in labels]
+    fig, axes = plt.subplots(
+        1,
+        len(labels),
+        figsize=(min(max(3 + 0.22 * sum(widths), 3.4 * len(labels)), 16), 3.8),
+        layout="constrained",
+        squeeze=False,
+        sharey=True,
+        gridspec_kw={"width_ratios": widths},
+    )
+    for index, (ax, label) in enumerate(zip(axes[0], labels, strict=True)):
+        part = frame[frame["network"] == label]
+        grid = part.pivot(index="s", columns="block", values="runs").sort_index(ascending=False)
+        sns.heatmap(
+            grid.astype(float),
+            ax=ax,
+            cbar=False,
+            cmap=sns.color_palette(["#e6e6e6", "#2a6fb0"], as_cmap=True),
+            vmin=0,
+            vmax=1,
+            linewidths=0.4,
+            linecolor="white",
+            yticklabels=[f"{s:g}" for s in grid.index],
+        )
+        stages = part.drop_duplicates("block").sort_values("block")["stage"].to_numpy()
+        for boundary in np.flatnonzero(np.diff(stages)) + 1:
+            ax.axvline(boundary, color="black", linewidth=1.2)
+        step = max(1, len(grid.columns) // 10)
+        ax.set_xticks(np.arange(0, len(grid.columns), step) + 0.5)
+        ax.set_xticklabels(range(0, len(grid.columns), step), rotation=0)
+        ax.set_title(f"{label}: {len(grid.columns)} blocks", fontsize="medium")
+        ax.set_xlabel("residual block (index)")
+        ax.set_ylabel(S_LABEL if index == 0 else "")
+    fig.suptitle(f"{title} (lines mark stages)")
+    return fig
+
+
+def gumbel_temperature_figure(
+    logits: Sequence[float],
+    keep: int,
+    temperatures: Sequence[float],
+    samples: int = 1000,
+    seed: int = 0,
+) -> Figure:
+    """How the temperature ``tau`` shapes the relaxed top-``keep`` mask of Gumbel-perturbed logits.
+
+    Left: the distribution of relaxed mask values (low ``tau``: near 0 or 1). Right: the mean
+    relaxed mask per block beside how often the hard top-k mask keeps it (the forward value).
+    """
+    scores = torch.tensor(logits, dtype=torch.float32)
+    generator = torch.Generator().manual_seed(seed)
+    noisy = scores + sample_gumbel((samples, len(scores)), generator=generator)
+    hard = torch.zeros_like(noisy).scatter_(1, noisy.topk(keep, dim=1).indices, 1.0)
+    values, means = [], []
+    for tau in temperatures:
+        soft = relaxed_topk(noisy, keep, tau)
+        label = f"τ = {tau:g}"
+        values.append(pd.DataFrame({"relaxed mask value": soft.flatten().numpy(), "tau": label}))
+        means.append(
+            pd.DataFrame({"block": range(len(scores)), "mean": soft.mean(0).numpy(), "tau": label})
+        )
+    fig, (left, right) = _figure(2, width=5.4)
+    sns.histplot(
+        pd.concat(values),
+        x="relaxed mask value",
+        hue="tau",
+        bins=20,
+        stat="percent",
+        common_norm=False,
+        element="step",
+        fill=False,
+        ax=left,
+    )
+    left.set_xlabel("relaxed mask value (0 = skip, 1 = run)")
+    left.set_ylabel("share of values (%)")
+    left.set_title("relaxed values")
+    sns.lineplot(pd.concat(means), x="block", y="mean", hue="tau", marker="o", ax=right)
+    right.plot(range(len(scores)), hard.mean(0).numpy(), "k*", markersize=11, label="hard top-k")
+    right.set_xlabel("gateable block (index; logits fall left to right)")
+    right.set_ylabel("mean mask value (0-1)")
+    right.set_title(f"keep {keep} of {len(scores)} blocks")
+    right.set_xticks(range(len(scores)))
+    right.legend()
+    fig.suptitle(f"Gumbel top-{keep} masks at several temperatures ({samples} draws)")
+    return fig
+
+
+def cost_figure(costs: pd.DataFrame, title: str) -> Figure:
+    """Blocks, FLOPs and latency of each depth plan relative to full depth (``depth_costs``)."""
+    full = costs.loc[costs["s"].idxmax()]
+    measures = {"active_blocks": "blocks run", "flops": "FLOPs"}
+    measures |= {
+        column: f"latency, batch {column.removeprefix('latency_b')}"
+        for column in costs.columns
+        if column.startswith("latency_b")
+    }
+    rows = [
+        {"s": row["s"], "measure": name, "ratio": row[column] / full[column]}
+        for _, row in costs.iterrows()
+        for column, name in measures.items()
+    ]
+    fig, (ax,) = _figure(1, width=6.4, height=4.0)
+    sns.lineplot(pd.DataFrame(rows), x="s", y="ratio", hue="measure", style="measure", ax=ax)
+    sns.scatterplot(pd.DataFrame(rows), x="s", y="ratio", hue="measure", legend=False, ax=ax)
+    ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1, label="ratio = s")
+    ax.set_xlim(0, 1.02)
+    ax.set_ylim(0, 1.1)
+    ax.set_xlabel(S_LABEL)
+    ax.set_ylabel("cost relative to s = 1 (ratio)")
+    ax.legend(loc="upper left")
+    ax.set_title(title)
+    return fig
+
+
+# --- chapter 02: distillation --------------------------------------------------------------
+
+
+def softmax_temperature_figure(logits: Sequence[float], temperatures: Sequence[float]) -> Figure:
+    """``softmax(z / T)`` of one set of logits at several temperatures: the soft targets."""
+    scores = torch.tensor(logits, dtype=torch.float32)
+    rows = [
+        {"class": index, "probability": 100 * float(p), "T": f"T = {t:g}"}
+        for t in temperatures
+        for index, p in enumerate(torch.softmax(scores / t, dim=0))
+    ]
+    fig, (ax,) = _figure(1, width=7.0)
+    sns.barplot(pd.DataFrame(rows), x="class", y="probability", hue="T", ax=ax)
+    ax.set_xlabel("class (index)")
+    ax.set_ylabel("probability (%)")
+    ax.set_title("Soft targets: softmax(z / T) of the same logits")
+    return fig
+
+
+def training_curves_figure(logs: Mapping[str, Sequence[Mapping[str, str]]], title: str) -> Figure:
+    """Training loss and throughput per epoch for each run of ``logs`` (``run.log`` rows)."""
+    frame = pd.concat(
+        [pd.DataFrame(list(rows)).assign(run=label) for label, rows in logs.items() if rows],
+        ignore_index=True,
+    )
+    for column in ("epoch", "train_loss", "images_per_s"):
+        frame[column] = pd.to_numeric(frame[column])
+    fig, (loss_ax, speed_ax) = _figure(2, width=5.2)
+    sns.lineplot(frame, x="epoch", y="train_loss", hue="run", marker="o", ax=loss_ax)
+    loss_ax.set_xlabel("epoch (count)")
+    loss_ax.set_ylabel("training loss, all terms (nats)")
+    loss_ax.set_title("loss")
+    sns.lineplot(frame, x="epoch", y="images_per_s", hue="run", marker="o", ax=speed_ax)
+    speed_ax.set_xlabel("epoch (count)")
+    speed_ax.set_ylabel("throughput (images/s)")
+    speed_ax.set_title("training speed")
+    for ax in (loss_ax, speed_ax):
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    fig.suptitle(title)
+    return fig
+
+
+def full_depth_accuracy_figure(frame: pd.DataFrame, title: str) -> Figure:
+    """Full-depth test top-1 of each network (bars) in each run (colours)."""
+    fig, (ax,) = _figure(1, width=6.0)
+    sns.barplot(frame, x="network", y="top1", hue="run", ax=ax)
+    for container in ax.containers:
+        ax.bar_label(container, fmt="%.1f", fontsize="small")
+    ax.set_xlabel("network (trained together in one run)")
+    ax.set_ylabel(TOP1_LABEL)
+    ax.set_title(title)
+    return fig
+
+
+# --- chapters 03-06: accuracy against depth and cost ----------------------------------------
+
+
+def sfsl_weight_figure(scaling_factors: Sequence[float] = SCALING_FACTORS[:-1]) -> Figure:
+    """The sub-network loss weight ``w(s)`` with and without SFSL (``losses.sfsl_weight``)."""
+    rows = [
+        {"s": s, "weight": sfsl_weight(s, sfsl), "loss": "SFSL: w = 1/s" if sfsl else "w = 1"}
+        for s in scaling_factors
+        for sfsl in (True, False)
+    ]
+    fig, (ax,) = _figure(1, width=6.0)
+    sns.lineplot(pd.DataFrame(rows), x="s", y="weight", hue="loss", style="loss", marker="o", ax=ax)
+    ax.set_xlabel(S_LABEL)
+    ax.set_ylabel("loss weight w(s) (multiplier)")
+    ax.set_ylim(0, None)
+    ax.set_title("Scaling Factor Sensitive Loss: shallow sub-networks weigh more")
+    return fig
+
+
+def accuracy_by_depth_figure(frame: pd.DataFrame, title: str, hue: str = "network") -> Figure:
+    """Test top-1 against the scaling factor, one line per ``hue`` (a network or a run)."""
+    fig, (ax,) = _figure(1, width=6.6, height=4.0)
+    sns.lineplot(frame, x="s", y="top1", hue=hue, style=hue, markers=True, dashes=False, ax=ax)
+    ax.set_xlabel(S_LABEL)
+    ax.set_ylabel(TOP1_LABEL)
+    ax.set_xlim(0.15, 1.05)
+    ax.set_title(title)
+    return fig
+
+
+def method_comparison_figure(frame: pd.DataFrame, title: str) -> Figure:
+    """Accuracy of every method against depth, FLOPs and latency (three panels, shared y)."""
+    fig, axes = _figure(3, width=4.0, height=3.8, sharey=True)
+    ordered = frame.sort_values(["method", "depth"])
+    for ax, (column, label) in zip(
+        axes,
+        (("depth", DEPTH_LABEL), ("mflops", MFLOPS_LABEL), ("latency_ms", LATENCY_LABEL)),
+        strict=True,
+    ):
+        style = {"hue": "method", "style": "method", "legend": ax is axes[0], "ax": ax}
+        if column == "latency_ms":  # measured times are noisy: points, not a line through them
+            sns.scatterplot(ordered, x=column, y="top1", s=60, **style)
+        else:  # each method's depths joined from shallow to deep
+            sns.lineplot(
+                ordered, x=column, y="top1", markers=True, dashes=False, sort=False, **style
+            )
+        ax.set_xlabel(label)
+        ax.set_ylabel(TOP1_LABEL)
+    axes[0].set_title("against depth")
+    axes[1].set_title("against FLOPs")
+    axes[2].set_title("against latency")
+    handles, labels = axes[0].get_legend_handles_labels()
+    axes[0].get_legend().remove()
+    fig.legend(handles, labels, title="method", loc="outside right upper")
+    fig.suptitle(title)
+    return fig
+
+
+# --- chapter 07: cost-adaptive inference -----------------------------------------------------
+
+
+def budget_figure(frame: pd.DataFrame, title: str) -> Figure:
+    """The depth chosen under each FLOPs budget, and the accuracy it buys.
+
+    ``frame`` has ``budget_pct`` (budget as % of full-depth FLOPs), ``s`` and ``top1``.
+    """
+    fig, (depth_ax, accuracy_ax) = _figure(2, width=5.0)
+    depth_ax.step(frame["budget_pct"], frame["s"], where="post", marker="o")
+    depth_ax.set_xlabel("FLOPs budget (% of full depth)")
+    depth_ax.set_ylabel("chosen scaling factor s (share of blocks)")
+    depth_ax.set_title("largest s within budget")
+    accuracy_ax.step(frame["budget_pct"], frame["top1"], where="post", marker="o", color="C2")
+    accuracy_ax.set_xlabel("FLOPs budget (% of full depth)")
+    accuracy_ax.set_ylabel(TOP1_LABEL)
+    accuracy_ax.set_title("accuracy it buys")
+    fig.suptitle(title)
+    return fig
+
+
+def frontier_figure(frame: pd.DataFrame, title: str, cost: str = "latency_ms") -> Figure:
+    """Every (method, depth) as a point of accuracy against cost, with the Pareto frontier."""
+    fig, (ax,) = _figure(1, width=7.0, height=4.4)
+    sns.scatterplot(frame, x=cost, y="top1", hue="method", style="method", s=70, ax=ax)
+    front = pareto_frontier(frame, cost, "top1")
+    ax.step(front[cost], front["top1"], where="post", color="black", linewidth=1, label="frontier")
+    ax.set_xlabel(LATENCY_LABEL if cost == "latency_ms" else MFLOPS_LABEL)
+    ax.set_ylabel(TOP1_LABEL)
+    ax.legend(fontsize="small")
+    ax.set_title(title)
+    return fig
+
+
+@torch.no_grad()
+def predictions(net: nn.Module, images: Tensor, scaling_factors: Sequence[float]) -> dict:
+    """Predicted class of each (normalised) image at each scaling factor."""
+    was_training = net.training
+    net.eval()
+    try:
+        return {s: net(images, s=s).argmax(1).cpu() for s in scaling_factors}
+    finally:
+        net.train(was_training)
+
+
+def predictions_figure(
+    raw_images: Tensor, labels: Tensor, predicted: Mapping[float, Tensor], title: str
+) -> Figure:
+    """Sample images (uint8, N x 3 x H x W) with the class predicted at each scaling factor."""
+    factors = list(predicted)
+    count = len(raw_images)
+    fig, axes = plt.subplots(
+        len(factors),
+        count,
+        figsize=(1.25 * count + 1, 1.45 * len(factors) + 0.9),
+        layout="constrained",
+        squeeze=False,
+    )
+    for row, s in enumerate(factors):
+        for column in range(count):
+            ax = axes[row][column]
+            ax.imshow(raw_images[column].permute(1, 2, 0).cpu().numpy())
+            guess, truth = int(predicted[s][column]), int(labels[column])
+            ax.set_title(f"{guess}", color="green" if guess == truth else "red", fontsize=10)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if column == 0:
+                ax.set_ylabel(f"s = {s:g}")
+            if row == len(factors) - 1:
+                ax.set_xlabel(f"#{column} (true {truth})", fontsize=9)
+    fig.supxlabel("test image (index, true class); title: predicted class, green if right")
+    fig.supylabel(S_LABEL)
+    fig.suptitle(title)
+    return fig
+
+
+def depth_explorer(
+    net: nn.Module, images: Tensor, raw_images: Tensor, labels: Tensor, frame: pd.DataFrame
+):
+    """A slider over ``s``: the network's accuracy, FLOPs and latency, and its predictions.
+
+    ``frame`` is the network's rows of :func:`metrics_frame`; the predictions are computed
+    live on ``images`` (normalised) and shown on ``raw_images``.
+    """
+    import ipywidgets as widgets
+    from IPython.display import display
+
+    by_s = frame.set_index("s")
+    slider = widgets.SelectionSlider(
+        options=[(f"{s:g}", s) for s in by_s.index],
+        value=by_s.index.max(),
+        description="s",
+        continuous_update=False,
+    )
+    output = widgets.Output()
+
+    def show(change=None) -> None:
+        s = slider.value
+        row = by_s.loc[s]
+        with output:
+            output.clear_output(wait=True)
+            print(
+                f"s = {s:g}: {int(row['active_blocks'])} blocks, top-1 {row['top1']:.1f} %, "
+                f"{row['mflops']:.1f} MFLOPs, {row['latency_ms']:.2f} ms at batch 1"
+            )
+            figure = predictions_figure(
+                raw_images, labels, predictions(net, images, [s]), f"Predictions at s = {s:g}"
+            )
+            display(figure)
+            plt.close(figure)
+
+    slider.observe(show, names="value")
+    show()
+    return widgets.VBox([slider, output])

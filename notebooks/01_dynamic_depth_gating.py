@@ -1,0 +1,232 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Dynamic depth: scaling factors, gates and what a depth costs
+#
+# The paper trains one network whose depth is chosen when it runs {cite}`fang2023cooperative`.
+# This chapter builds that idea from the bottom: what a *scaling factor* keeps of a residual
+# network, how a gate learns *which* blocks to keep with Gumbel-Softmax
+# {cite}`jang2017gumbel`, how a gradient passes through a hard 0/1 mask, and what a shallower
+# depth saves in FLOPs and in measured time.
+#
+# **Needs:** a CPU. It trains nothing; it runs in well under a minute at every profile.
+
+# %%
+import pandas as pd
+import torch
+
+from coop_utils import book, plots
+from coop_utils.evaluate import depth_costs
+from coop_utils.gating import BlockGate, add_gate, relaxed_topk, sample_gumbel
+from coop_utils.models import ARCHITECTURES, SCALING_FACTORS, build_model, depth_plan
+
+# %% tags=["parameters"]
+profile = "smoke"
+data_root = None
+device = "cpu"
+seed = 0
+run_root = "runs"
+results_root = "results"
+cost_arch = "resnet56"
+latency_batch_sizes = [1]
+latency_repeats = 5
+gumbel_samples = 1000
+
+# %%
+chapter = book.start_chapter(profile, device, seed, data_root, run_root, results_root)
+
+# %% [markdown]
+# ## What a scaling factor keeps
+#
+# A residual network {cite}`he2016deep` is a stem, stages of residual blocks, and a
+# classifier. Stage $j$ has $n_j$ blocks; its first block changes the shape of the features and
+# always runs. A scaling factor $s \in (0, 1]$ keeps
+#
+# $$k_j = \max\bigl(1,\ \operatorname{round}(s \cdot n_j)\bigr)$$
+#
+# blocks of stage $j$. This is the library's `depth_plan`:
+
+# %%
+book.show_source(depth_plan)
+
+# %% [markdown]
+# The paper's backbone, ResNet-152, has bottleneck stages of $[3, 8, 36, 3]$ blocks. Its plan
+# at every scaling factor of the grid, in blocks kept per stage:
+
+# %%
+stage_sizes = ARCHITECTURES["resnet152"].stage_sizes
+plans = {f"s = {s:g}": depth_plan(stage_sizes, s) for s in SCALING_FACTORS}
+pd.DataFrame(plans, index=[f"stage {j + 1} (n = {n})" for j, n in enumerate(stage_sizes)])
+
+# %% [markdown]
+# Which blocks are kept is a separate question. Without a learned gate, a network keeps the
+# first $k_j$ blocks of each stage. The figure draws the plans of ResNet-152 and of the
+# CIFAR ResNet-56 ($[9, 9, 9]$ basic blocks) that the cheaper profiles use.
+
+# %%
+networks = {
+    arch: build_model(arch, num_classes=100, image_size=32) for arch in ("resnet152", "resnet56")
+}
+plan_figure = plots.block_plan_figure(
+    plots.block_plan_frame(networks), "Depth plans: which residual blocks run at each s"
+)
+
+# %% [markdown]
+# Every stage keeps at least its first block, so even at $s = 0.2$ the network still has one
+# block per stage and the features reach the classifier at the right shape.
+
+# %% [markdown]
+# ## Which blocks: Gumbel-Softmax top-k
+#
+# A Teammate learns one logit $\ell_i$ per gateable block. In training, a plan of $s$ keeps the
+# $k_j - 1$ gateable blocks of stage $j$ with the largest *perturbed* logits
+# $\tilde\ell_i = \ell_i + g_i$, with Gumbel noise
+#
+# $$g_i = -\log(-\log u_i), \qquad u_i \sim \mathcal{U}(0, 1).$$
+#
+# Taking the top of Gumbel-perturbed logits samples blocks in proportion to
+# $\operatorname{softmax}(\ell)$, without replacement.
+
+# %%
+book.show_source(sample_gumbel)
+
+# %% [markdown]
+# The hard top-$k$ has no gradient. Its relaxation {cite}`xie2019reparameterizable` sums $k$
+# tempered softmaxes, each damping what the previous one chose:
+#
+# $$a^{(t)} = \operatorname{softmax}\Bigl(\bigl(\tilde\ell + \textstyle\sum_{t' < t}
+# \log(1 - a^{(t')})\bigr) / \tau\Bigr), \qquad m^{\text{soft}} = \sum_{t=1}^{k} a^{(t)}.$$
+
+# %%
+book.show_source(relaxed_topk)
+
+# %% [markdown]
+# One draw of noise, relaxed at several temperatures $\tau$: at low $\tau$ the relaxed mask
+# is nearly the hard one; at high $\tau$ it spreads the $k$ picks over every block.
+
+# %%
+logits = torch.tensor([2.0, 1.0, 0.5, 0.0, -1.0])
+noisy = logits + sample_gumbel(logits.shape, generator=torch.Generator().manual_seed(seed))
+pd.DataFrame(
+    {f"tau = {tau:g}": relaxed_topk(noisy, 2, tau).numpy() for tau in (0.1, 0.5, 1.0, 5.0)},
+    index=[f"block {i} (logit {v:g})" for i, v in enumerate(logits.tolist())],
+).round(3)
+
+# %%
+gumbel_figure = plots.gumbel_temperature_figure(
+    logits.tolist(), keep=2, temperatures=[0.1, 0.5, 1.0, 5.0], samples=gumbel_samples, seed=seed
+)
+
+# %% [markdown]
+# The temperature does not change which blocks the forward pass keeps (the stars): it changes
+# how sharp, and so how biased and how noisy, the gradient's relaxation is.
+
+# %% [markdown]
+# ## The straight-through gradient
+#
+# The forward pass must use the hard mask, so that a skipped block really is skipped; the
+# backward pass uses the relaxed one. The straight-through estimator
+# {cite}`bengio2013estimating` does both at once:
+#
+# $$m = m^{\text{hard}} - \operatorname{sg}\bigl(m^{\text{soft}}\bigr) + m^{\text{soft}},$$
+#
+# where $\operatorname{sg}$ stops the gradient: the value of $m$ is $m^{\text{hard}}$, its
+# gradient is that of $m^{\text{soft}}$. A gated block computes $x + m_i F_i(x)$, so
+# $\partial \mathcal{L} / \partial m_i = \langle \nabla_{\text{out}} \mathcal{L}, F_i(x) \rangle$,
+# which exists for skipped blocks too.
+
+# %%
+book.show_source(BlockGate.sample)
+
+# %% [markdown]
+# A fresh network starts every block as the identity ($F_i(x) = 0$: its last batch-norm scale
+# is zero), which would make every gate gradient zero. We give the blocks a non-zero scale, as
+# training does, then take one gradient step's worth of gradient through a sampled mask.
+
+# %%
+net = build_model("resnet20", num_classes=10, image_size=32)
+for block in net.blocks:
+    torch.nn.init.ones_(block.residual[-1].weight)
+gate = add_gate(net)
+mask = gate.sample(0.5, tau=1.0, generator=torch.Generator().manual_seed(seed))
+images, labels = torch.randn(8, 3, 32, 32), torch.randint(0, 10, (8,))
+torch.nn.functional.cross_entropy(net(images, mask=mask), labels).backward()
+pd.DataFrame(
+    {
+        "block": net.gateable_blocks,
+        "mask value (forward)": mask.detach().numpy(),
+        "gradient of its logit": gate.logits.grad.numpy(),
+    }
+).set_index("block").T.round(4)
+
+# %% [markdown]
+# The mask is exactly 0 or 1 in the forward pass, and every logit, kept or skipped, gets a
+# gradient.
+
+# %% [markdown]
+# ## What a depth costs
+#
+# A depth is only worth choosing if a skipped block costs nothing. FLOPs are counted with
+# PyTorch's `FlopCounterMode`; latency is the median of timed forward passes after warm-up.
+# If skipped blocks are not computed,
+#
+# $$\frac{\text{latency}(s)}{\text{latency}(1)} \approx \frac{\text{FLOPs}(s)}{\text{FLOPs}(1)}.$$
+
+# %%
+book.show_source(depth_costs)
+
+# %%
+cost_net = build_model(cost_arch, num_classes=100, image_size=32)
+costs = pd.DataFrame(
+    depth_costs(
+        cost_net,
+        latency_batch_sizes=latency_batch_sizes,
+        device=chapter.torch_device,
+        repeats=latency_repeats,
+    )
+)
+costs.round(5)
+
+# %%
+cost_plot = plots.cost_figure(
+    costs, f"Cost of each depth plan relative to full depth ({cost_arch}, {chapter.torch_device})"
+)
+
+# %% [markdown]
+# FLOPs fall with the share of blocks run, slightly less than in proportion because the stem
+# and the classifier always run; measured latency follows them, which it could not if skipped
+# blocks were computed and multiplied by zero.
+#
+# The direct check: count the residual branches that actually run in a forward pass.
+
+# %%
+computed = []
+hooks = [
+    block.residual.register_forward_hook(lambda *_, index=index: computed.append(index))
+    for index, block in enumerate(cost_net.blocks)
+]
+rows = []
+with torch.no_grad():
+    for s in SCALING_FACTORS:
+        computed.clear()
+        cost_net(torch.zeros(1, 3, 32, 32), s=s)
+        rows.append({"s": s, "plan": len(cost_net.active_blocks(s)), "computed": len(computed)})
+for hook in hooks:
+    hook.remove()
+branches = pd.DataFrame(rows).set_index("s")
+assert (branches["plan"] == branches["computed"]).all()
+branches.transpose()
+
+# %% [markdown]
+# Every residual branch outside the plan is skipped outright: the network computes exactly the
+# blocks of the plan, and nothing else.

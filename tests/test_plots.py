@@ -1,0 +1,170 @@
+"""The book's figures: every figure has a title and labelled axes with units; the tidy frames
+they draw from hold what the chapters read."""
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt
+import pandas as pd
+import pytest
+import torch
+
+from coop_utils import plots
+from coop_utils.evaluate import depth_costs
+from coop_utils.gating import add_gate
+from coop_utils.models import build_model
+
+
+@pytest.fixture(autouse=True)
+def close_figures():
+    yield
+    plt.close("all")
+
+
+def fake_metrics(networks=("teammate0", "teammate1"), factors=(0.2, 0.5, 1.0), base=50.0):
+    """Run metrics in the shape ``train`` returns: network -> "<s>" -> row."""
+    return {
+        network: {
+            f"{s:.4g}": {
+                "top1": base + 30 * s + index,
+                "top5": 90.0,
+                "flops": int(1e8 * s),
+                "val_top1": base + 30 * s - index,
+                "latency_ms": 10 * s,
+                "active_blocks": round(9 * s),
+            }
+            for s in factors
+        }
+        for index, network in enumerate(networks)
+    }
+
+
+def assert_titled_and_labelled(figure):
+    """A title, and every plotted axes labelled on both sides, with units in parentheses."""
+    title = figure._suptitle.get_text() if figure._suptitle else ""
+    titles = [ax.get_title() for ax in figure.axes]
+    assert title or any(titles), "the figure has no title"
+    has_sup = figure._supxlabel is not None and figure._supylabel is not None
+    first = figure.axes[0]
+    for ax in figure.axes:
+        if has_sup:
+            continue
+        xlabel, ylabel = ax.get_xlabel(), ax.get_ylabel()
+        assert xlabel and "(" in xlabel, f"x axis label without unit: {xlabel!r}"
+        if ax is first or not ax.get_shared_y_axes().joined(ax, first):
+            assert ylabel and "(" in ylabel, f"y axis label without unit: {ylabel!r}"
+    if has_sup:
+        assert "(" in figure._supxlabel.get_text() and "(" in figure._supylabel.get_text()
+
+
+def test_metrics_frame_has_depth_share_and_mflops():
+    frame = plots.metrics_frame(fake_metrics(), method="cooperative")
+    assert set(frame["network"]) == {"teammate0", "teammate1"}
+    assert sorted(frame["s"].unique()) == [0.2, 0.5, 1.0]
+    full = frame[frame["s"] == 1.0]
+    assert (full["depth"] == 1.0).all()
+    assert frame["mflops"].max() == pytest.approx(100.0)
+    assert (frame["method"] == "cooperative").all()
+
+
+def test_pareto_frontier_keeps_only_undominated_points():
+    frame = pd.DataFrame(
+        {"latency_ms": [1, 2, 3, 4, 5], "top1": [50, 49, 60, 60, 70], "method": list("abcde")}
+    )
+    front = plots.pareto_frontier(frame, "latency_ms", "top1")
+    assert front["method"].tolist() == ["a", "c", "e"]
+
+
+def test_comparison_table_indexes_methods_and_depths():
+    frame = pd.concat(
+        [
+            plots.metrics_frame({"teammate0": fake_metrics()["teammate0"]}, method="cooperative"),
+            plots.metrics_frame(fake_metrics(("byot",)), method="BYOT"),
+        ]
+    )
+    table = plots.comparison_table(frame)
+    assert table.index.names == ["method", "blocks run (share)"]
+    assert "top-1 (%)" in table.columns and len(table) == 6
+
+
+def test_block_plan_figure_draws_each_network():
+    nets = {
+        "resnet20": build_model("resnet20", 10, 32),
+        "resnet32": build_model("resnet32", 10, 32),
+    }
+    frame = plots.block_plan_frame(nets, scaling_factors=(0.2, 0.6, 1.0))
+    runs_at_full = frame[(frame["s"] == 1.0)].groupby("network")["runs"].all()
+    assert runs_at_full.all()
+    figure = plots.block_plan_figure(frame, "plans")
+    assert len(figure.axes) == 2
+    assert_titled_and_labelled(figure)
+
+
+def test_block_plan_frame_follows_a_learned_gate():
+    net = build_model("resnet20", 10, 32)
+    gate = add_gate(net)
+    with torch.no_grad():
+        gate.logits.copy_(torch.arange(gate.logits.numel(), dtype=torch.float32))
+    frame = plots.block_plan_frame({"gated": net}, scaling_factors=(0.5,))
+    assert frame.loc[frame["runs"], "block"].tolist() == net.active_blocks(0.5)
+
+
+def test_gumbel_figure():
+    figure = plots.gumbel_temperature_figure(
+        [2, 1, 0, -1], keep=2, temperatures=[0.5, 2], samples=50
+    )
+    assert_titled_and_labelled(figure)
+
+
+def test_cost_figure_from_depth_costs():
+    net = build_model("resnet20", 10, 32)
+    costs = pd.DataFrame(depth_costs(net, (0.2, 1.0), latency_batch_sizes=(1,), repeats=1))
+    assert_titled_and_labelled(plots.cost_figure(costs, "cost"))
+
+
+def test_distillation_and_training_figures():
+    assert_titled_and_labelled(plots.softmax_temperature_figure([2, 1, 0], [1, 4]))
+    log = [
+        {"epoch": "1", "train_loss": "3.0", "images_per_s": "100"},
+        {"epoch": "2", "train_loss": "2.0", "images_per_s": "110"},
+    ]
+    assert_titled_and_labelled(plots.training_curves_figure({"a": log, "b": log}, "curves"))
+    frame = plots.metrics_frame(fake_metrics(), run="mutual").query("s == 1.0")
+    assert_titled_and_labelled(plots.full_depth_accuracy_figure(frame, "bars"))
+
+
+def test_accuracy_and_comparison_figures():
+    assert_titled_and_labelled(plots.sfsl_weight_figure())
+    frame = plots.metrics_frame(fake_metrics())
+    assert_titled_and_labelled(plots.accuracy_by_depth_figure(frame, "by depth"))
+    methods = pd.concat(
+        [
+            plots.metrics_frame(fake_metrics(("teammate0",)), method="cooperative"),
+            plots.metrics_frame(fake_metrics(("byot",), base=40), method="BYOT"),
+        ]
+    )
+    assert_titled_and_labelled(plots.method_comparison_figure(methods, "methods"))
+    assert_titled_and_labelled(plots.frontier_figure(methods, "frontier"))
+
+
+def test_budget_figure():
+    budgets = pd.DataFrame(
+        {"budget_pct": [30, 60, 100], "s": [0.2, 0.5, 1.0], "top1": [50, 60, 70]}
+    )
+    assert_titled_and_labelled(plots.budget_figure(budgets, "budget"))
+
+
+def test_predictions_and_explorer():
+    net = build_model("resnet20", 10, 32)
+    images = torch.randn(3, 3, 32, 32)
+    raw = torch.randint(0, 256, (3, 3, 32, 32), dtype=torch.uint8)
+    labels = torch.tensor([0, 1, 2])
+    predicted = plots.predictions(net, images, [0.2, 1.0])
+    assert set(predicted) == {0.2, 1.0} and predicted[1.0].shape == (3,)
+    assert_titled_and_labelled(plots.predictions_figure(raw, labels, predicted, "predictions"))
+    frame = plots.metrics_frame(fake_metrics(("teammate0",)))
+    explorer = plots.depth_explorer(net, images, raw, labels, frame)
+    slider = explorer.children[0]
+    assert [value for _, value in slider.options] == [0.2, 0.5, 1.0]
+    slider.value = 0.5  # moving the slider redraws without error
