@@ -12,13 +12,14 @@ import argparse
 import json
 import sys
 
-from coop_utils.config import PROFILES, load_config, parse_override
+from coop_utils.config import ABLATIONS, PROFILES, load_config, parse_override
 
 
 def _train(args: argparse.Namespace) -> int:
     from coop_utils.training import train
 
-    overrides = dict(parse_override(item) for item in args.set)
+    overrides = dict(ABLATIONS.get(args.variant or "", {}))  # a named ablation's switches
+    overrides |= dict(parse_override(item) for item in args.set)
     for key in ("dataset", "method", "variant", "seed"):
         if getattr(args, key) is not None:
             overrides[key] = getattr(args, key)
@@ -49,7 +50,11 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--profile", required=True, choices=PROFILES)
     train.add_argument("--dataset", choices=["cifar100", "tiny-imagenet"])
     train.add_argument("--method", choices=["cooperative", "independent", "byot", "branchynet"])
-    train.add_argument("--variant", help="name of an ablation or seed, used in the results file")
+    train.add_argument(
+        "--variant",
+        help="a name for the run's results file; an ablation's name also flips its switches: "
+        + ", ".join(ABLATIONS),
+    )
     train.add_argument("--seed", type=int)
     train.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key"

@@ -35,8 +35,16 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from coop_utils.config import PARAMS_DIR, PROFILES, RunConfig, load_config, parse_override
+from coop_utils.config import (
+    ABLATIONS,
+    PARAMS_DIR,
+    PROFILES,
+    RunConfig,
+    load_config,
+    parse_override,
+)
 from coop_utils.models import SCALING_FACTORS
+from coop_utils.training import load_system
 
 __all__ = [
     "ABLATIONS",
@@ -82,18 +90,8 @@ RESULT_PROFILES = ("full", "preview")
 #: parameters every chapter declares; the rest are the chapter's own
 BASE_PARAMETERS = ("profile", "data_root", "device", "seed", "run_root", "results_root")
 
+
 #: the ablations of METHOD.md: variant name -> config changes of the cooperative method
-ABLATIONS: dict[str, dict[str, Any]] = {
-    "no-leader": {"use_leader": False},
-    "no-mutual": {"mutual": False},
-    "no-sfsl": {"sfsl": False},
-    "first-gating": {"gating": "first"},
-    "one-teammate": {"teammates": 1, "mutual": False},
-    "per-batch": {"sampling": "per_batch"},
-    "bn-recalibration": {"bn_recalibration": True},
-}
-
-
 def resolve_path(path: str | os.PathLike) -> Path:
     """``path`` if absolute, else relative to the repository root (not to the kernel's cwd)."""
     candidate = Path(path).expanduser()
@@ -269,22 +267,6 @@ def sample_test_images(config: RunConfig, count: int):
             break
     normalised = torch.cat(batches)[:count]
     return normalised, test.images[: len(normalised)], test.labels[: len(normalised)]
-
-
-def load_system(run):
-    """The trained networks of a finished ``run`` (its last checkpoint), in eval mode."""
-    from coop_utils import runs
-    from coop_utils.data import DATASETS
-    from coop_utils.training import build_system
-
-    config = run.config
-    info = DATASETS[config.dataset]
-    system = build_system(
-        config, config.num_classes or info.num_classes, config.image_size or info.image_size
-    )
-    state = runs.load_checkpoint(Path(run.directory) / "checkpoint.pt")
-    system.load_state_dict(state["system"])
-    return system.eval()
 
 
 def deployed_teammate(metrics: Mapping[str, Any]) -> str:

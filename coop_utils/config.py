@@ -21,13 +21,24 @@ import yaml
 
 from coop_utils.models import ARCHITECTURES, SCALING_FACTORS
 
-__all__ = ["PARAMS_DIR", "PROFILES", "RunConfig", "load_config", "parse_override"]
+__all__ = ["ABLATIONS", "PARAMS_DIR", "PROFILES", "RunConfig", "load_config", "parse_override"]
 
 PROFILES = ("smoke", "preview", "full")
 PARAMS_DIR = Path(__file__).resolve().parent.parent / "params"
 
 Dataset = Literal["cifar100", "tiny-imagenet"]
 Method = Literal["cooperative", "independent", "byot", "branchynet"]
+
+#: the ablations of the cooperative method: a variant name and the switches it flips
+ABLATIONS: dict[str, dict[str, Any]] = {
+    "no-leader": {"use_leader": False},
+    "no-mutual": {"mutual": False},
+    "no-sfsl": {"sfsl": False},
+    "first-gating": {"gating": "first"},
+    "one-teammate": {"teammates": 1, "mutual": False},
+    "per-batch": {"sampling": "per_batch"},
+    "bn-recalibration": {"bn_recalibration": True},
+}
 
 #: keys that say where or how fast a run happens, not what it computes: left out of the hash
 _NOT_HASHED = ("device", "compile", "data_root", "run_root", "results_root", "eval_every")

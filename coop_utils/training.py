@@ -45,6 +45,7 @@ __all__ = [
     "accuracy",
     "build_system",
     "evaluate_system",
+    "load_system",
     "parameter_digest",
     "prepare_data",
     "resolve_device",
@@ -481,6 +482,18 @@ def _reused(config: RunConfig, directory: Path) -> Run:
         reused=True,
         summary_path=runs.results_path(config) if runs.results_path(config).exists() else None,
     )
+
+
+def load_system(run: Run) -> System:
+    """The trained networks of a finished ``run`` (its last checkpoint), in eval mode."""
+    config = run.config
+    info = datasets.DATASETS[config.dataset]
+    system = build_system(
+        config, config.num_classes or info.num_classes, config.image_size or info.image_size
+    )
+    state = runs.load_checkpoint(Path(run.directory) / "checkpoint.pt")
+    system.load_state_dict(state["system"])
+    return system.eval()
 
 
 def train(config: RunConfig, progress: bool = True) -> Run:

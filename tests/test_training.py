@@ -213,3 +213,22 @@ def test_bn_recalibration_re_estimates_statistics_on_a_copy(tmp_path):
     expected = expected.mean(0)
     torch.testing.assert_close(recalibrated.stem[1].running_mean, expected, rtol=1e-4, atol=1e-5)
     assert not recalibrated.training
+
+
+def test_cli_variant_of_an_ablation_flips_its_switches(monkeypatch, capsys):
+    from coop_utils.__main__ import main
+
+    seen = []
+
+    def fake_train(config, progress=True):
+        seen.append(config)
+        raise ValueError("stop here")
+
+    monkeypatch.setattr(training, "train", fake_train)
+    assert (
+        main(["train", "--profile", "smoke", "--variant", "one-teammate", "--set", "seed=3"]) == 2
+    )
+    assert seen[0].teammates == 1 and not seen[0].mutual and seen[0].seed == 3
+    assert seen[0].variant == "one-teammate"
+    assert main(["train", "--profile", "smoke", "--set", "colour=red"]) == 2
+    assert "unknown config key(s) 'colour'" in capsys.readouterr().err
