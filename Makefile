@@ -7,7 +7,7 @@ PROFILE ?= smoke
 CHAPTERS ?=
 BOOK_ARGS ?=
 
-.PHONY: test book lab lint format clean
+.PHONY: test book lab lint format clean results
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,21 @@ LAB_OVERRIDES := $(VENV)/share/jupyter/lab/settings/overrides.json
 lab: $(STAMP)
 	$(VENV)/bin/jupytext-config --settings-file $(LAB_OVERRIDES) set-default-viewer python
 	$(VENV)/bin/jupyter lab notebooks/
+
+# make results [PROFILE=preview] [DATASET=tiny-imagenet]: every run the replication compares,
+# one after another; a finished run is reused and an interrupted one resumes, so this can be
+# stopped and started again at will.
+DATASET ?= tiny-imagenet
+TRAIN := $(PY) -m coop_utils train --profile $(PROFILE) --dataset $(DATASET)
+results: $(STAMP)
+	$(TRAIN) --method cooperative
+	$(TRAIN) --method independent
+	$(TRAIN) --method byot
+	$(TRAIN) --method branchynet
+	$(TRAIN) --method cooperative --seed 1
+	for ablation in no-leader no-mutual no-sfsl one-teammate first-gating bn-recalibration; do \
+		$(TRAIN) --method cooperative --variant $$ablation || exit 1; \
+	done
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -53,10 +53,9 @@ def main() -> None:
     randomness = StepRandomness(torch.Generator().manual_seed(1), torch.Generator().manual_seed(2))
     system.start_epoch(randomness)
 
-    def cooperative_step():
-        loss, _ = system(images, labels, randomness)
+    def cooperative_step():  # as the training loop takes it
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        system.backward_step(images, labels, randomness)
         optimizer.step()
 
     def pass_alone(net, scaling_factor=None):

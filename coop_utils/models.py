@@ -298,9 +298,10 @@ class SkippableResNet(nn.Module):
             block, scale = self.blocks[index], scales[index]
             if scale is not None:
                 residual = block.residual(out)
-                if not isinstance(scale, float):
-                    residual = residual * scale
-                residual += block.shortcut(out)
+                if isinstance(scale, float):
+                    residual += block.shortcut(out)
+                else:  # shortcut + m * F(x) in one kernel
+                    residual = torch.addcmul(block.shortcut(out), residual, scale)
                 out = torch.relu_(residual)
             if index in wanted:
                 features.append(out)

@@ -232,3 +232,56 @@ def test_cli_variant_of_an_ablation_flips_its_switches(monkeypatch, capsys):
     assert seen[0].variant == "one-teammate"
     assert main(["train", "--profile", "smoke", "--set", "colour=red"]) == 2
     assert "unknown config key(s) 'colour'" in capsys.readouterr().err
+
+
+def test_bn_recalibration_reuses_the_trained_run(tmp_path, monkeypatch):
+    base = train(smoke(tmp_path, method="cooperative"), progress=False)
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("the recalibration ablation must reuse the trained networks")
+
+    monkeypatch.setattr(training._Trainer, "run", no_training)
+    config = smoke(
+        tmp_path, method="cooperative", variant="bn-recalibration", bn_recalibration=True
+    )
+    recalibrated = train(config, progress=False)
+    assert recalibrated.summary_path.name == "cooperative-bn-recalibration.json"
+    for key in ("top1", "top5", "flops"):  # full depth keeps the trained statistics
+        assert recalibrated.metrics["leader"]["1"][key] == base.metrics["leader"]["1"][key]
+        assert recalibrated.metrics["teammate0"]["1"][key] == base.metrics["teammate0"]["1"][key]
+    assert train(config, progress=False).reused
+
+
+@pytest.mark.parametrize("use_leader", [True, False])
+def test_pass_by_pass_backward_gives_the_gradients_of_the_whole_loss(tmp_path, use_leader):
+    config = smoke(tmp_path, use_leader=use_leader)
+    torch.manual_seed(0)
+    system = build_system(config, num_classes=10, image_size=32)
+    for module in system.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            torch.nn.init.uniform_(module.weight, 0.5, 1.5)
+    images, labels = torch.randn(8, 3, 32, 32), torch.arange(8) % 10
+
+    def gradients(step):
+        randomness = StepRandomness(
+            torch.Generator().manual_seed(1), torch.Generator().manual_seed(2)
+        )
+        system.start_epoch(randomness)
+        system.zero_grad(set_to_none=True)
+        loss = step(randomness)
+        return loss, {name: p.grad.clone() for name, p in system.named_parameters()}
+
+    def whole(randomness):
+        loss, _ = system(images, labels, randomness)
+        loss.backward()
+        return loss.detach()
+
+    def by_pass(randomness):
+        return system.backward_step(images, labels, randomness)[0]
+
+    whole_loss, whole_grads = gradients(whole)
+    pass_loss, pass_grads = gradients(by_pass)
+    torch.testing.assert_close(pass_loss, whole_loss)
+    assert whole_grads.keys() == pass_grads.keys()
+    for name, grad in whole_grads.items():
+        torch.testing.assert_close(pass_grads[name], grad, rtol=1e-4, atol=1e-6, msg=name)
