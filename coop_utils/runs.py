@@ -13,6 +13,7 @@ A finished run's summary goes to ``results/<profile>/<dataset>/<method>[-<varian
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime
 import fcntl
@@ -154,9 +155,16 @@ def _git_commit() -> str:
 
 
 def device_name(device: torch.device) -> str:
+    """The GPU's name, or the CPU's model and the threads torch uses."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
+    model = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.partition(":")[2].strip()
+                break
+    return f"{model} (CPU, {torch.get_num_threads()} threads)"
 
 
 def write_summary(
