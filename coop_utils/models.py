@@ -264,12 +264,15 @@ class SkippableResNet(nn.Module):
             self._check_mask(mask)
             differentiable = mask.requires_grad and torch.is_grad_enabled()
         # A block is computed only where it changes the output or a gradient needs it:
-        # with a straight-through mask, d loss / d m_i = <grad, F_i(x)> for every block.
-        values = mask.detach().tolist()
-        for position, (block, value) in enumerate(zip(self.gateable_blocks, values, strict=True)):
-            if differentiable:
+        # with a straight-through mask, d loss / d m_i = <grad, F_i(x)> for every block, so all
+        # blocks run and the mask's values need not be read (no device sync on a GPU).
+        if differentiable:
+            for position, block in enumerate(self.gateable_blocks):
                 scales[block] = mask[position]
-            elif value == 0.0:
+            return scales
+        values = mask.tolist()
+        for position, (block, value) in enumerate(zip(self.gateable_blocks, values, strict=True)):
+            if value == 0.0:
                 scales[block] = None
             elif value != 1.0:
                 scales[block] = mask[position]
