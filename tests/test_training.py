@@ -180,7 +180,7 @@ def test_ctrl_c_saves_a_checkpoint_mid_epoch_and_resumes_exactly(tmp_path, unint
 
 def test_two_process_gloo_run_ends_with_identical_parameters(tmp_path):
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2"]
-    command += ["--master_port=29531", "-m", "coop_utils", "train", "--profile", "smoke"]
+    command += ["--standalone", "-m", "coop_utils", "train", "--profile", "smoke"]
     command += ["--method", "cooperative", "--quiet", "--set", "epochs=1"]
     command += ["--set", f"run_root={tmp_path / 'runs'}", "--set", f"results_root={tmp_path}"]
     env = os.environ | {"OMP_NUM_THREADS": "1"}
