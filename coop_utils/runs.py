@@ -35,12 +35,14 @@ __all__ = [
     "RunBusyError",
     "append_log",
     "atomic_write_json",
+    "device_name",
     "hold_run",
     "load_checkpoint",
     "read_log",
     "results_path",
     "run_dir",
     "save_checkpoint",
+    "truncate_log",
     "write_summary",
 ]
 
