@@ -13,6 +13,9 @@ import json
 import sys
 
 from coop_utils.config import ABLATIONS, PROFILES, load_config, parse_override
+from coop_utils.data import DatasetError
+from coop_utils.runs import RunBusyError
+from coop_utils.training import NonFiniteLossError
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -68,9 +71,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return _train(args) if args.command == "train" else book_module.run(args)
-    except ValueError as error:
+    except (ValueError, DatasetError, RunBusyError) as error:  # bad input: no traceback
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except NonFiniteLossError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":
