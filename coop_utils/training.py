@@ -292,8 +292,8 @@ class CooperativeSystem(System):
 
         Every teacher in the objective is detached, so its gradient splits into the Leader's
         term, the Teammates' terms and each sub-network's term; back-propagating each as soon
-        as it is computed frees its activations early (a cooperative step is about 15 %
-        faster on the CPU than holding all seven graphs for one backward).
+        as it is computed frees its activations early, instead of holding all seven graphs
+        for one backward (``benchmarks/train_step.py`` measures the step against its parts).
         """
         config, terms = self.config, {}
         factors = self._step_factors(randomness)
