@@ -714,6 +714,11 @@ def _failure(name: str, error: BaseException) -> str:
     return f"chapter {name} failed: {type(error).__name__}: {error}"
 
 
+#: seconds a cell of a smoke chapter may take: a stuck kernel fails, naming the cell, rather
+#: than hang a test run (preview and full cells train for many minutes and have no limit)
+SMOKE_CELL_TIMEOUT_S = 600
+
+
 def execute_chapter(source: Path, output: Path, parameters: Mapping[str, Any]) -> ChapterRun:
     """Convert ``source`` with jupytext and execute it with papermill into ``output``."""
     import jupytext
@@ -733,6 +738,9 @@ def execute_chapter(source: Path, output: Path, parameters: Mapping[str, Any]) -
                 cwd=str(REPO_ROOT),
                 progress_bar=False,
                 log_output=False,
+                execution_timeout=(
+                    SMOKE_CELL_TIMEOUT_S if parameters.get("profile", "smoke") == "smoke" else None
+                ),
             )
         except Exception as exception:  # a failing chapter is reported, the others still run
             error = _failure(source.stem, exception)
