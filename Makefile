@@ -7,7 +7,7 @@ PROFILE ?= smoke
 CHAPTERS ?=
 BOOK_ARGS ?=
 
-.PHONY: test book lab lint format clean results
+.PHONY: test book lab lint format clean results benchmarks
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -54,3 +54,10 @@ format: $(STAMP)
 
 clean:
 	rm -rf _build book/executed
+
+# The three benchmarks, recorded in results/benchmarks/ for the book (chapter 7, performance).
+# Run them on a quiet machine: nothing else training, no test suite.
+benchmarks: $(STAMP)
+	$(PY) benchmarks/depth_cost.py --record results/benchmarks/depth_cost.json
+	$(PY) benchmarks/train_step.py --record results/benchmarks/train_step.json
+	$(PY) benchmarks/data_throughput.py --record results/benchmarks/data_throughput.json

@@ -7,6 +7,7 @@
     transforms.
 
 Usage: python benchmarks/data_throughput.py [--root FOLDER_HOLDING_tiny-imagenet-200]
+       [--record results/benchmarks/data_throughput.json]
 """
 
 import argparse
@@ -23,6 +24,7 @@ from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 
 from coop_utils.data import BatchLoader, channel_stats, load_dataset
+from coop_utils.runs import write_benchmark
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CACHE_SPEEDUP_TARGET = 20
@@ -60,6 +62,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--batches", type=int, default=30, help="timed batches per pipeline")
     parser.add_argument("--workers", type=int, default=2, help="ImageFolder DataLoader workers")
+    parser.add_argument("--record", type=Path, help="also write the figures to this JSON file")
     args = parser.parse_args()
     default_threads = torch.get_num_threads()
 
@@ -121,10 +124,25 @@ def main() -> None:
     checks = [("cached load / first load", cached_load, first_load, CACHE_SPEEDUP_TARGET)]
     checks += [(f"{label} / ImageFolder", label, reference, BATCH_SPEEDUP_TARGET) for label in ours]
     print(f"{'ratio of images/s':<52}{'value':>8}{'target':>10}  result")
+    ratios = []
     for name, numerator, denominator, target in checks:
         value = rates[numerator] / rates[denominator]
         verdict = "PASS" if value >= target else "FAIL"
         print(f"{name:<52}{value:>7.1f}x{f'>= {target}x':>10}  {verdict}")
+        ratios.append({"ratio": name, "value": value, "target": target, "met": value >= target})
+    if args.record:
+        results = {
+            "images": count,
+            "image_size": 64,
+            "batch_size": args.batch_size,
+            "workers": args.workers,
+            "measurements": [
+                {"measurement": label, "images": n, "seconds": seconds, "images_per_s": n / seconds}
+                for label, n, seconds in rows
+            ],
+            "ratios": ratios,
+        }
+        print(f"recorded: {write_benchmark(args.record, 'data_throughput', results)}")
 
 
 if __name__ == "__main__":

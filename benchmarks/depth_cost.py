@@ -8,6 +8,7 @@ mask, straight-through) against the same network without a gate.
 
     python benchmarks/depth_cost.py                 # resnet56 and resnet152, 32x32, CPU
     python benchmarks/depth_cost.py --archs resnet20 --rounds 3   # quick look
+    python benchmarks/depth_cost.py --record results/benchmarks/depth_cost.json  # for the book
 """
 
 from __future__ import annotations
@@ -17,12 +18,14 @@ import copy
 import platform
 import statistics
 import time
+from pathlib import Path
 
 import torch
 
 from coop_utils.evaluate import count_flops, measure_latency
 from coop_utils.gating import add_gate
 from coop_utils.models import SCALING_FACTORS, build_model
+from coop_utils.runs import write_benchmark
 
 LATENCY_TOLERANCE = 0.15  # target: |latency ratio - FLOPs ratio| <= 15 % of the FLOPs ratio
 GATE_OVERHEAD_TARGET = 0.05
@@ -53,7 +56,7 @@ def depth_table(arch, image_size, batch_sizes, rounds, memory_format):
     header += "".join(f" {f'latency b{b}':>11} {'ratio':>6}" for b in batch_sizes)
     header += f" {'gap b' + str(batch_sizes[-1]):>9}  target"
     print(header)
-    passed = True
+    passed, rows = True, []
     for s in SCALING_FACTORS:
         flops_ratio = count_flops(net, s) / full_flops
         line = f"{s:>4.1f} {len(net.active_blocks(s)):>7d} {flops_ratio:>12.3f}"
@@ -64,7 +67,17 @@ def depth_table(arch, image_size, batch_sizes, rounds, memory_format):
         ok = gap <= LATENCY_TOLERANCE
         passed &= ok
         print(f"{line} {gap:>8.1%}  {'PASS' if ok else 'FAIL'}")
-    return passed
+        rows.append(
+            {
+                "arch": arch,
+                "s": s,
+                "active_blocks": len(net.active_blocks(s)),
+                "flops_ratio": flops_ratio,
+                **{f"latency_ms_b{b}": latencies[b][s] * 1e3 for b in batch_sizes},
+                **{f"latency_ratio_b{b}": latencies[b][s] / latencies[b][1.0] for b in batch_sizes},
+            }
+        )
+    return passed, rows
 
 
 def training_step_time(net, images, labels, gated, rounds, tau=1.0, scaling_factor=0.5):
@@ -107,7 +120,8 @@ def gate_overhead(arch, image_size, batch_size, rounds):
         f"gated {gated_median * 1e3:8.1f} ms, overhead {overhead:+6.1%}  "
         f"(target <= {GATE_OVERHEAD_TARGET:.0%}) {'PASS' if ok else 'FAIL'}"
     )
-    return ok
+    row = {"arch": arch, "batch_size": batch_size, "plain_ms": plain_median * 1e3}
+    return ok, row | {"gated_ms": gated_median * 1e3, "overhead": overhead}
 
 
 def main() -> None:
@@ -123,6 +137,7 @@ def main() -> None:
         default="channels_last",
         help="layout of the inference network and its input (channels_last is faster on CPU)",
     )
+    parser.add_argument("--record", type=Path, help="also write the figures to this JSON file")
     args = parser.parse_args()
 
     print(
@@ -131,7 +146,7 @@ def main() -> None:
     )
     memory_format = getattr(torch, args.memory_format)
     print(f"inference memory format: {args.memory_format}")
-    results = [
+    tables = [
         depth_table(a, args.image_size, args.batch_sizes, args.rounds, memory_format)
         for a in args.archs
     ]
@@ -139,10 +154,24 @@ def main() -> None:
         "\nTraining step, gated (sampled mask, all blocks computed for the straight-through "
         "gradient) against plain:"
     )
-    results += [
+    overheads = [
         gate_overhead(a, args.image_size, args.train_batch, args.rounds) for a in args.archs
     ]
-    print(f"\n{'all targets met' if all(results) else 'some targets missed'}")
+    passed = all(ok for ok, _ in tables + overheads)
+    print(f"\n{'all targets met' if passed else 'some targets missed'}")
+    if args.record:
+        results = {
+            "image_size": args.image_size,
+            "batch_sizes": args.batch_sizes,
+            "rounds": args.rounds,
+            "memory_format": args.memory_format,
+            "latency_tolerance": LATENCY_TOLERANCE,
+            "gate_overhead_target": GATE_OVERHEAD_TARGET,
+            "depths": [row for _, rows in tables for row in rows],
+            "gate_overhead": [row for _, row in overheads],
+            "targets_met": passed,
+        }
+        print(f"recorded: {write_benchmark(args.record, 'depth_cost', results)}")
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ Target: the cooperative step takes at most 1.10x the sum of its parts.
 
     python benchmarks/train_step.py              # preview profile's settings
     python benchmarks/train_step.py --rounds 3   # quicker
+    python benchmarks/train_step.py --record results/benchmarks/train_step.json  # for the book
 """
 
 from __future__ import annotations
@@ -21,11 +22,13 @@ import argparse
 import platform
 import statistics
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 from coop_utils.config import load_config
+from coop_utils.runs import write_benchmark
 from coop_utils.training import StepRandomness, build_system
 
 TARGET = 1.10
@@ -41,6 +44,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profile", default="preview")
     parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--record", type=Path, help="also write the figures to this JSON file")
     args = parser.parse_args()
 
     config = load_config(args.profile, device="cpu")
@@ -124,6 +128,23 @@ def main() -> None:
         f"({single_rate / cooperative_rate:.1f}x; the cooperative step trains "
         f"{len(parts) - 1} passes)"
     )
+    if args.record:
+        results = {
+            "profile": args.profile,
+            "arch": config.arch,
+            "image_size": size,
+            "num_classes": num_classes,
+            "batch_size": batch,
+            "rounds": args.rounds,
+            "parts_ms": {name: median[name] * 1e3 for name in parts},
+            "parts_sum_ms": parts_sum * 1e3,
+            "cooperative_step_ms": median["cooperative step"] * 1e3,
+            "single_network_step_ms": median["single-network step"] * 1e3,
+            "ratio": ratio,
+            "target": TARGET,
+            "images_per_s": {"cooperative": cooperative_rate, "single network": single_rate},
+        }
+        print(f"recorded: {write_benchmark(args.record, 'train_step', results)}")
 
 
 if __name__ == "__main__":

@@ -8,8 +8,8 @@ chapter's own settings, keyed by the chapter's file name), then runs
 
 The chapters call the helpers below: :func:`start_chapter` (the profile note and the run
 settings), :func:`recorded_results` (the committed preview and full summaries),
-:func:`load_system` (a finished run's networks) and :func:`replication_verdicts`
-(chapter 07's verdict table, computed from result files).
+:func:`load_system` (a finished run's networks); the verdict read from the result files is
+:mod:`coop_utils.verdict`.
 """
 
 from __future__ import annotations
@@ -43,13 +43,12 @@ from coop_utils.config import (
     load_config,
     parse_override,
 )
-from coop_utils.models import SCALING_FACTORS
 from coop_utils.training import load_system
 
 __all__ = [
     "ABLATIONS",
     "BASE_PARAMETERS",
-    "PENDING_NOTE",
+    "BENCHMARKS",
     "REPO_ROOT",
     "RESULT_PROFILES",
     "BookReport",
@@ -57,11 +56,12 @@ __all__ = [
     "ChapterRun",
     "Recorded",
     "add_arguments",
+    "benchmark_label",
+    "benchmark_records",
     "best_recorded",
     "best_recorded_profile",
     "build_book",
     "chapter_paths",
-    "claim_table",
     "deployed_teammate",
     "execute_chapter",
     "load_system",
@@ -70,7 +70,6 @@ __all__ = [
     "profile_parameters",
     "recorded_label",
     "recorded_results",
-    "replication_verdicts",
     "resolve_path",
     "run",
     "sample_test_images",
@@ -375,211 +374,6 @@ def no_recorded_note(dataset: str, name: str = "cooperative") -> str:
     )
 
 
-PENDING_NOTE = (
-    "**Verdict pending.** No preview or full results are recorded in `results/` yet, and smoke "
-    "numbers are never results: a smoke run trains a tiny network for a few dozen steps on "
-    "generated data, to prove the code runs. Run `make book PROFILE=preview` (CPU) or "
-    "`PROFILE=full` (GPU) and commit `results/`; this table then fills itself from those files."
-)
-
-
-# --- the replication verdict ----------------------------------------------------------------
-
-HOLDS, FAILS, OPEN = "holds", "does not hold", "inconclusive"
-
-
-def _row(by_depth: Mapping[str, Mapping[str, float]], s: float) -> Mapping[str, float] | None:
-    for key, row in by_depth.items():
-        if abs(float(key) - s) < 1e-6:
-            return row
-    return None
-
-
-def _test_images(config: Mapping[str, Any]) -> int:
-    """How many test images a summary's accuracies were measured on."""
-    from coop_utils.data import DATASETS
-
-    info = DATASETS[config["dataset"]]
-    classes = config.get("num_classes") or info.num_classes
-    if config.get("data") == "generated":
-        return classes * config["generated_test_per_class"]
-    return classes * info.test_per_class
-
-
-def _stderr(accuracy_pct: float, images: int) -> float:
-    """Binomial standard error of an accuracy measured on ``images`` images, in points."""
-    p = min(max(accuracy_pct / 100, 0.0), 1.0)
-    return 100 * math.sqrt(max(p * (1 - p), 0.0025) / images)
-
-
-def _sign_verdict(difference: float, two_se: float) -> str:
-    if difference - two_se > 0:
-        return HOLDS
-    if difference + two_se < 0:
-        return FAILS
-    return OPEN
-
-
-def _depth_curve(by_depth: Mapping[str, Mapping[str, float]]) -> tuple[np.ndarray, np.ndarray]:
-    rows = sorted(by_depth.values(), key=lambda row: row["active_blocks"])
-    full = rows[-1]["active_blocks"]
-    depth = np.array([row["active_blocks"] / full for row in rows])
-    return depth, np.array([row["top1"] for row in rows])
-
-
-def _claims(summaries: Mapping[str, Mapping[str, Any]], margin: float) -> list[dict[str, str]]:
-    """Rows of measured numbers and verdicts for one dataset's summaries of one profile."""
-    cooperative = summaries["cooperative"]
-    images = _test_images(cooperative["config"])
-    deployed = deployed_teammate(cooperative["metrics"])
-    coop = cooperative["metrics"][deployed]
-    mean = cooperative["metrics"].get("teammate_mean", coop)
-    rows = []
-
-    full, shallow = _row(coop, 1.0), _row(coop, 0.2)
-    latency = shallow["latency_ms"] / full["latency_ms"]
-    flops = shallow["flops"] / full["flops"]
-    rows.append(
-        {
-            "claim": "Depth chosen at run time cuts the cost of inference",
-            "measured": f"at s = 0.2, latency {latency:.0%} and FLOPs {flops:.0%} of full depth "
-            f"({deployed})",
-            "rule": "holds if latency(0.2) <= 60 % of latency(1); does not hold if >= 90 %",
-            "verdict": HOLDS if latency <= 0.6 else FAILS if latency >= 0.9 else OPEN,
-        }
-    )
-
-    claim = "Comparable accuracy to a network trained for that depth alone, at every depth"
-    rule = (
-        f"gap = cooperative - independent top-1; holds if every gap - 2 SE > -{margin:g} pts; "
-        f"does not hold if any gap + 2 SE < -{margin:g} pts"
-    )
-    if "independent" not in summaries:
-        rows.append(
-            {"claim": claim, "measured": "no independent run", "rule": rule, "verdict": OPEN}
-        )
-    else:
-        gaps = []
-        for key, row in summaries["independent"]["metrics"]["independent"].items():
-            ours = _row(coop, float(key))
-            if ours is not None:
-                two_se = 2 * math.hypot(_stderr(ours["top1"], images), _stderr(row["top1"], images))
-                gaps.append((float(key), ours["top1"] - row["top1"], two_se))
-        verdict = (
-            FAILS
-            if any(gap + two_se < -margin for _, gap, two_se in gaps)
-            else HOLDS
-            if all(gap - two_se > -margin for _, gap, two_se in gaps)
-            else OPEN
-        )
-        measured = ", ".join(f"s={s:g}: {gap:+.1f} ± {two_se:.1f}" for s, gap, two_se in gaps)
-        rows.append(
-            {"claim": claim, "measured": measured + " pts", "rule": rule, "verdict": verdict}
-        )
-
-    claim = "Smoother accuracy degradation than BYOT and BranchyNet as depth shrinks"
-    rule = (
-        "at each baseline exit in [0.2, 1): excess drop = (our drop from full depth) - (its drop); "
-        "holds if the mean excess + 2 SE < 0 for both; does not hold if - 2 SE > 0 for either"
-    )
-    coop_depth, coop_top1 = _depth_curve(coop)
-    parts, verdicts = [], []
-    for baseline in ("byot", "branchynet"):
-        if baseline not in summaries:
-            parts.append(f"no {baseline} run")
-            verdicts.append(None)
-            continue
-        depth, top1 = _depth_curve(summaries[baseline]["metrics"][baseline])
-        inside = (depth >= 0.2 - 1e-9) & (depth < 1 - 1e-9)
-        ours = np.interp(depth[inside], coop_depth, coop_top1)
-        excess = float(np.mean((coop_top1[-1] - ours) - (top1[-1] - top1[inside])))
-        two_se = 2 * 2 * _stderr(float(np.mean(top1)), images)  # four accuracies per difference
-        parts.append(f"{baseline}: {excess:+.1f} ± {two_se:.1f} pts")
-        verdicts.append(_sign_verdict(-excess, two_se))
-    if FAILS in verdicts:
-        verdict = FAILS
-    elif verdicts and all(v == HOLDS for v in verdicts):
-        verdict = HOLDS
-    else:
-        verdict = OPEN
-    rows.append({"claim": claim, "measured": "; ".join(parts), "rule": rule, "verdict": verdict})
-
-    for variant, claim, factors in (
-        ("no-leader", "The Leader improves the Teammates", SCALING_FACTORS),
-        ("no-sfsl", "SFSL improves the shallow sub-networks", (0.2, 0.3, 0.4)),
-    ):
-        grid = ", ".join(f"{s:g}" for s in factors)
-        rule = (
-            f"difference of mean Teammate top-1 over s in {{{grid}}} with and without; "
-            "holds if - 2 SE > 0, does not hold if + 2 SE < 0"
-        )
-        other = summaries.get(f"cooperative-{variant}")
-        if other is None:
-            measured, verdict = f"no cooperative-{variant} run", OPEN
-        else:
-            theirs = other["metrics"].get("teammate_mean") or other["metrics"]["teammate0"]
-            ours_mean = np.mean([_row(mean, s)["top1"] for s in factors])
-            theirs_mean = np.mean([_row(theirs, s)["top1"] for s in factors])
-            difference = float(ours_mean - theirs_mean)
-            two_se = 2 * math.sqrt(2) * _stderr(float(ours_mean), images)
-            measured = (
-                f"{ours_mean:.1f} vs {theirs_mean:.1f} %: {difference:+.1f} ± {two_se:.1f} pts"
-            )
-            verdict = _sign_verdict(difference, two_se)
-        rows.append({"claim": claim, "measured": measured, "rule": rule, "verdict": verdict})
-    return rows
-
-
-def claim_table(
-    summaries_by_dataset: Mapping[str, Mapping[str, Mapping[str, Any]]], margin: float = 2.0
-) -> pd.DataFrame:
-    """The claims of the paper, our measured numbers and a verdict, per dataset.
-
-    ``summaries_by_dataset[dataset][name]`` is a results summary (``name`` is the results file
-    name: ``cooperative``, ``independent``, ``byot``, ``branchynet``,
-    ``cooperative-no-leader``, ...). Summaries of the smoke profile get no verdict.
-    """
-    rows = []
-    comparable = {}
-    for dataset, summaries in summaries_by_dataset.items():
-        if "cooperative" not in summaries:
-            continue
-        cooperative = summaries["cooperative"]
-        profile = cooperative["config"]["profile"]
-        evidence = (
-            f"{profile}, {cooperative['config']['arch']}, {cooperative.get('device', '?')}, "
-            f"{str(cooperative.get('date', ''))[:10]}"
-        )
-        for row in _claims(summaries, margin):
-            if profile not in RESULT_PROFILES:
-                row["verdict"] = f"withheld ({profile}: not a result)"
-            rows.append({"dataset": dataset, **row, "evidence": evidence})
-            if row["claim"].startswith("Comparable"):
-                comparable[dataset] = row["verdict"]
-    if len(comparable) > 1:
-        verdicts = set(comparable.values())
-        if verdicts <= {HOLDS}:
-            verdict = HOLDS
-        elif FAILS in verdicts:
-            verdict = FAILS
-        elif all(v.startswith("withheld") for v in verdicts):
-            verdict = next(iter(verdicts))
-        else:
-            verdict = OPEN
-        rows.append(
-            {
-                "dataset": " + ".join(comparable),
-                "claim": "Stable across datasets with different feature-map sizes (32 and 64 px)",
-                "measured": "; ".join(f"{d}: {v}" for d, v in comparable.items()),
-                "rule": "the 'comparable accuracy' verdict on every dataset",
-                "verdict": verdict,
-                "evidence": "the rows above",
-            }
-        )
-    columns = ["claim", "dataset", "measured", "verdict", "rule", "evidence"]
-    return pd.DataFrame(rows, columns=columns)
-
-
 def summaries_of(results_root: str | os.PathLike, profile: str) -> dict[str, dict[str, Any]]:
     """``{dataset: {name: summary}}`` of one profile's results folder."""
     found: dict[str, dict[str, Any]] = {}
@@ -588,16 +382,34 @@ def summaries_of(results_root: str | os.PathLike, profile: str) -> dict[str, dic
     return found
 
 
-def replication_verdicts(
-    results_root: str | os.PathLike, margin: float = 2.0
-) -> pd.DataFrame | None:
-    """The verdict table from the best recorded profile of each dataset; ``None`` if none."""
-    chosen: dict[str, dict[str, Any]] = {}
-    for profile in RESULT_PROFILES:
-        for dataset, summaries in summaries_of(results_root, profile).items():
-            if dataset not in chosen and "cooperative" in summaries:
-                chosen[dataset] = summaries
-    return claim_table(chosen, margin) if chosen else None
+# --- recorded benchmarks ----------------------------------------------------------------------
+
+#: the benchmarks whose records the book shows, and the command that writes each record
+BENCHMARKS = {
+    "depth_cost": "python benchmarks/depth_cost.py --record results/benchmarks/depth_cost.json",
+    "train_step": "python benchmarks/train_step.py --record results/benchmarks/train_step.json",
+    "data_throughput": "python benchmarks/data_throughput.py "
+    "--record results/benchmarks/data_throughput.json",
+}
+
+
+def benchmark_records(results_root: str | os.PathLike) -> dict[str, dict[str, Any]]:
+    """``{name: record}`` of each benchmark recorded in ``<results_root>/benchmarks/``."""
+    folder = resolve_path(results_root) / "benchmarks"
+    records = {}
+    for name in BENCHMARKS:
+        path = folder / f"{name}.json"
+        if path.exists():
+            records[name] = json.loads(path.read_text())
+    return records
+
+
+def benchmark_label(record: Mapping[str, Any]) -> str:
+    """Where, when and by which command a benchmark record was measured."""
+    return (
+        f"*Measured on {record['device']} ({record['cpu_count']} cores), torch {record['torch']}, "
+        f"commit {record['git_commit']}, {record['date'][:10]}, by* `{record['command']}`"
+    )
 
 
 # --- the runner -----------------------------------------------------------------------------

@@ -23,9 +23,13 @@ from coop_utils.models import SCALING_FACTORS
 
 __all__ = [
     "accuracy_by_depth_figure",
+    "ablation_figure",
+    "ablation_frame",
     "block_plan_figure",
     "block_plan_frame",
     "budget_figure",
+    "latency_flops_figure",
+    "step_parts_figure",
     "comparison_table",
     "cost_figure",
     "depth_explorer",
@@ -339,6 +343,61 @@ def accuracy_by_depth_figure(frame: pd.DataFrame, title: str, hue: str = "networ
     return fig
 
 
+def ablation_frame(summaries: Mapping[str, Mapping]) -> pd.DataFrame:
+    """The Teammates' mean top-1 at each ``s`` of every cooperative summary, one row per seed.
+
+    ``summaries`` maps results file names to summaries (as :func:`book.summaries_of` gives);
+    the seeds of one name share its ``variant`` label (``cooperative`` for the full method).
+    """
+    from coop_utils.verdict import group_seeds
+
+    rows = []
+    for name, runs in group_seeds(summaries).items():
+        if not name.startswith("cooperative"):
+            continue
+        variant = name.removeprefix("cooperative-") if name != "cooperative" else "cooperative"
+        for run in runs:
+            metrics = run["metrics"]
+            by_depth = metrics.get("teammate_mean") or metrics["teammate0"]
+            seed = int(run["config"].get("seed", 0))
+            rows += [
+                {"variant": variant, "seed": seed, "s": float(key), "top1": row["top1"]}
+                for key, row in by_depth.items()
+            ]
+    return pd.DataFrame(rows, columns=["variant", "seed", "s", "top1"])
+
+
+def ablation_figure(frame: pd.DataFrame, title: str) -> Figure:
+    """One panel per ablation: its mean-Teammate accuracy against ``s`` beside the full
+    method's, whose seeds are drawn as a band from the lowest to the highest."""
+    variants = [v for v in frame["variant"].unique() if v != "cooperative"]
+    full = frame[frame["variant"] == "cooperative"]
+    fig, axes = _figure(max(1, len(variants)), width=3.2, height=3.4, sharey=True)
+    for ax, variant in zip(axes, variants, strict=False):
+        pair = pd.concat([full, frame[frame["variant"] == variant]])
+        sns.lineplot(
+            pair,
+            x="s",
+            y="top1",
+            hue="variant",
+            hue_order=["cooperative", variant],
+            errorbar=("pi", 100),
+            marker="o",
+            legend=False,
+            ax=ax,
+        )
+        ax.set_title(f"vs {variant}")
+        ax.set_xlabel("s (share of blocks)")
+        ax.set_ylabel("Teammates' mean test top-1 (%)")
+        ax.set_xlim(0.15, 1.05)
+    seeds = full["seed"].nunique()
+    fig.suptitle(
+        f"{title}\nblue: full method ({seeds} seed{'s' if seeds > 1 else ''}, band = range); "
+        "orange: the ablation"
+    )
+    return fig
+
+
 def method_comparison_figure(frame: pd.DataFrame, title: str) -> Figure:
     """Accuracy of every method against depth, FLOPs and latency (three panels, shared y)."""
     fig, axes = _figure(3, width=4.0, height=3.8, sharey=True)
@@ -481,3 +540,60 @@ def depth_explorer(
     slider.observe(show, names="value")
     show()
     return widgets.VBox([slider, output])
+
+
+# --- performance: the recorded benchmarks -----------------------------------------------------
+
+
+def latency_flops_figure(depths: Sequence[Mapping[str, float]], title: str) -> Figure:
+    """Measured latency against FLOPs, each relative to full depth, one panel per network of
+    ``benchmarks/depth_cost.py``'s record; a point on the diagonal costs in time what it saves
+    in FLOPs."""
+    frame = pd.DataFrame(depths)
+    batches = sorted(
+        int(c.removeprefix("latency_ratio_b")) for c in frame if c.startswith("latency_ratio_b")
+    )
+    long = frame.melt(
+        id_vars=["arch", "s", "flops_ratio"],
+        value_vars=[f"latency_ratio_b{b}" for b in batches],
+        var_name="batch",
+        value_name="latency_ratio",
+    )
+    long["batch"] = "batch " + long["batch"].str.removeprefix("latency_ratio_b")
+    archs = list(dict.fromkeys(frame["arch"]))
+    fig, axes = _figure(len(archs), width=4.4, height=4.0, sharey=True)
+    for ax, arch in zip(axes, archs, strict=True):
+        sns.scatterplot(
+            long[long["arch"] == arch],
+            x="flops_ratio",
+            y="latency_ratio",
+            hue="batch",
+            style="batch",
+            s=60,
+            legend=ax is axes[0],
+            ax=ax,
+        )
+        ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
+        ax.set_xlim(0, 1.05)
+        ax.set_ylim(0, 1.15)
+        ax.set_xlabel("FLOPs relative to full depth (ratio)")
+        ax.set_ylabel("latency relative to full depth (ratio)")
+        ax.set_title(arch)
+    fig.suptitle(title)
+    return fig
+
+
+def step_parts_figure(parts_ms: Mapping[str, float], step_ms: float, title: str) -> Figure:
+    """The cooperative training step beside the sum of its passes timed alone, stacked."""
+    fig, (ax,) = _figure(1, width=7.0, height=3.2)
+    left = 0.0
+    colours = sns.color_palette("colorblind", len(parts_ms))
+    for (name, ms), colour in zip(parts_ms.items(), colours, strict=True):
+        ax.barh("sum of the parts", ms, left=left, color=colour, label=name)
+        left += ms
+    ax.barh("cooperative step", step_ms, color="grey")
+    ax.set_xlabel("time per step (ms)")
+    ax.set_ylabel("measured (kind)")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")
+    ax.set_title(title)
+    return fig

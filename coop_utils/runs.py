@@ -21,6 +21,7 @@ import json
 import os
 import platform
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -43,6 +44,7 @@ __all__ = [
     "run_dir",
     "save_checkpoint",
     "truncate_log",
+    "write_benchmark",
     "write_summary",
 ]
 
@@ -189,4 +191,23 @@ def write_summary(
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
     atomic_write_json(path, summary)
+    return path
+
+
+def write_benchmark(path: str | os.PathLike, name: str, results: Mapping[str, Any]) -> Path:
+    """Record a benchmark's ``results`` at ``path`` (JSON, atomic) with the command that produced
+    them, the hardware, torch version, git commit and date, for the book to read."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    record = {
+        "benchmark": name,
+        "command": " ".join(["python", *sys.argv]),
+        "device": device_name(torch.device("cpu")),
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+        "git_commit": _git_commit(),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "results": dict(results),
+    }
+    atomic_write_json(path, record)
     return path

@@ -26,7 +26,7 @@
 import pandas as pd
 from IPython.display import Markdown, display
 
-from coop_utils import book, plots
+from coop_utils import book, plots, verdict
 from coop_utils.evaluate import choose_scaling_factor, count_flops, measure_latency
 
 # %% tags=["parameters"]
@@ -88,13 +88,32 @@ budget_plot = plots.budget_figure(
 # Accuracy is a staircase in the budget: each step is one more depth of the grid that fits,
 # and a budget between two steps buys nothing more than the step below it.
 
+# %% [markdown]
+# Time does not shrink as fast as FLOPs: the stem, the head and the per-call overhead are paid
+# at every depth, so on a small network the shallowest plan can take more than half the time
+# of the full one. The budget below sits halfway between the measured times of the shallowest
+# and the full plan; `choose_scaling_factor` measures again, and when a noisy machine makes
+# even the shallowest plan miss the budget it says so rather than returning a depth that
+# does not fit.
+
 # %%
-full_latency = measure_latency(net, 1.0, device=chapter.torch_device)
-half_time = choose_scaling_factor(net, budget_latency=full_latency / 2, device=chapter.torch_device)
+shallowest = min(run.config.scaling_factors)
+ends = {s: measure_latency(net, s, device=chapter.torch_device) for s in (shallowest, 1.0)}
+budget_latency = (ends[shallowest] + ends[1.0]) / 2
 print(
-    f"full depth: {1e3 * full_latency:.2f} ms per image on {chapter.torch_device}; "
-    f"within half of that: s = {half_time:g}"
+    f"on {chapter.torch_device}, batch 1: s = {shallowest:g} takes {1e3 * ends[shallowest]:.2f} ms,"
+    f" s = 1 takes {1e3 * ends[1.0]:.2f} ms; budget {1e3 * budget_latency:.2f} ms"
 )
+try:
+    s_within = choose_scaling_factor(
+        net,
+        budget_latency=budget_latency,
+        device=chapter.torch_device,
+        scaling_factors=run.config.scaling_factors,
+    )
+    print(f"deepest plan within the budget: s = {s_within:g}")
+except ValueError as error:  # the re-measured times moved past the budget
+    print(f"no plan fits: {error}")
 
 # %% [markdown]
 # ## The accuracy-latency frontier
@@ -148,17 +167,21 @@ static_plot = plots.predictions_figure(
 #
 # Each claim of the paper, our measured numbers, and a verdict computed from the result
 # files of the preview and full profiles (the best recorded profile per dataset), never typed.
-# The rule of each verdict is in its row: accuracies differ by more than sampling noise when
-# the gap is larger than two binomial standard errors of the test set, and "comparable" means
-# within a margin set by the parameter `comparable_margin_pts` (2 points by default; see
-# *Open decisions*).
+# The rule of each verdict is in its row. Runs of several seeds are pooled: a row gives the
+# mean over seeds and each seed's own number. Two results differ when their gap is larger than
+# twice its standard deviation, estimated from the spread between the seeds of the full
+# method and never below the binomial noise of the test set (with one seed, that noise is all
+# we know, and run-to-run variation is missed). "Comparable" means within a margin set by the
+# parameter `comparable_margin_pts` (2 points by default; see *Open decisions*).
 
 # %%
-verdicts = book.replication_verdicts(chapter.results_root, margin=comparable_margin_pts)
+verdicts = verdict.replication_verdicts(chapter.results_root, margin=comparable_margin_pts)
 if verdicts is None:
-    display(Markdown(book.PENDING_NOTE))
+    display(Markdown(verdict.PENDING_NOTE))
 else:
     display(verdicts.set_index(["claim", "dataset"]))
+    display(Markdown("**Where we disagree with the paper, and why.**"))
+    display(Markdown(verdict.discussion(verdicts, verdict.best_summaries(chapter.results_root))))
 
 # %% [markdown]
 # A verdict is only as good as the runs behind it: the evidence column names their profile,
@@ -173,7 +196,79 @@ if profile not in book.RESULT_PROFILES:
         )
     )
     display(
-        book.claim_table(book.summaries_of(chapter.results_root, profile), comparable_margin_pts)
+        verdict.claim_table(book.summaries_of(chapter.results_root, profile), comparable_margin_pts)
         .query("dataset == @dataset")
         .set_index(["claim", "dataset"])
     )
+
+# %% [markdown]
+# ## Performance on recorded hardware
+#
+# Three benchmarks check that the code is as fast as the method allows, each measuring its
+# ratios side by side in one run: whether a shallow plan really costs less time (not only
+# fewer FLOPs), what a cooperative training step costs against its passes timed alone, and
+# how fast the data pipeline feeds training against torchvision's. Their records live in
+# `results/benchmarks/`; `make benchmarks` measures them again on your machine.
+
+# %%
+records = book.benchmark_records(chapter.results_root)
+missing = [name for name in book.BENCHMARKS if name not in records]
+if missing:
+    display(
+        Markdown(
+            "Not recorded yet: "
+            + "; ".join(f"`{name}` (`{book.BENCHMARKS[name]}`)" for name in missing)
+        )
+    )
+
+# %% [markdown]
+# ### Latency against FLOPs
+#
+# For each scaling factor, latency and FLOPs relative to full depth. Points on the diagonal
+# save as much time as FLOPs; points above it lose part of the saving to costs every depth
+# pays (stem, head, per-layer dispatch), most at batch 1.
+
+# %%
+if "depth_cost" in records:
+    record = records["depth_cost"]
+    display(Markdown(book.benchmark_label(record)))
+    latency_plot = plots.latency_flops_figure(
+        record["results"]["depths"], "Latency against FLOPs per scaling factor (depth_cost)"
+    )
+    display(pd.DataFrame(record["results"]["depths"]).set_index(["arch", "s"]).round(3))
+    display(pd.DataFrame(record["results"]["gate_overhead"]).set_index("arch").round(3))
+
+# %% [markdown]
+# The second table is the training-time price of a learned gate: with a straight-through
+# Gumbel mask every block runs, so a gated step costs what a full-depth step costs, plus the
+# sampling.
+#
+# ### The cooperative step against its parts
+
+# %%
+if "train_step" in records:
+    record = records["train_step"]["results"]
+    display(Markdown(book.benchmark_label(records["train_step"])))
+    step_plot = plots.step_parts_figure(
+        record["parts_ms"],
+        record["cooperative_step_ms"],
+        f"One cooperative step ({record['arch']}, batch {record['batch_size']}) against its "
+        f"passes timed alone: ratio {record['ratio']:.2f} (target <= {record['target']:.2f})",
+    )
+    display(
+        Markdown(
+            f"Throughput: {record['images_per_s']['cooperative']:.0f} images/s for the "
+            f"cooperative step, {record['images_per_s']['single network']:.0f} for one plain "
+            "network."
+        )
+    )
+
+# %% [markdown]
+# ### Data throughput against torchvision
+
+# %%
+if "data_throughput" in records:
+    record = records["data_throughput"]["results"]
+    display(Markdown(book.benchmark_label(records["data_throughput"])))
+    display(pd.DataFrame(record["measurements"]).set_index("measurement").round(2))
+    display(pd.DataFrame(record["ratios"]).set_index("ratio").round(2))

@@ -1,4 +1,4 @@
-"""The book: the runner's helpers, the verdict computed from result files, the smoke book built
+"""The book: the runner's helpers, the smoke book built
 with warnings as errors, its pages and images, and the built book in headless Chromium."""
 
 import base64
@@ -104,122 +104,6 @@ def test_a_chapter_not_executed_yet_gets_a_placeholder_page(tmp_path):
     page = nbformat.read(tmp_path / "page.ipynb", as_version=4)
     assert page.cells[0].source.startswith("# Dynamic depth")
     assert f"--chapters {source.stem[:2]}" in page.cells[0].source
-
-
-# --- the verdict ----------------------------------------------------------------------------
-
-
-def summary(profile, metrics, **config):
-    config = {
-        "profile": profile,
-        "dataset": "cifar100",
-        "data": "real",
-        "arch": "resnet20",
-    } | config
-    return {"config": config, "metrics": metrics, "device": "test CPU", "date": "2026-01-02T00:00"}
-
-
-def rows(factors, top1, latency=None, blocks=9):
-    return {
-        f"{s:.4g}": {
-            "top1": top1(s),
-            "top5": 99.0,
-            "flops": int(1e8 * s),
-            "val_top1": top1(s),
-            "latency_ms": (latency or (lambda s: 10 * s))(s),
-            "active_blocks": max(1, round(blocks * s)),
-        }
-        for s in factors
-    }
-
-
-GRID = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
-
-
-def summaries(profile="preview", coop=lambda s: 70.0, independent=lambda s: 70.0, exits=None):
-    """A full set of result summaries for one dataset: the cooperative run, baselines, ablations."""
-    teammate = rows(GRID, coop)
-    exits = exits or (lambda s: 70.0 - 40 * (1 - s))
-    return {
-        "cooperative": summary(
-            profile, {"teammate0": teammate, "teammate1": teammate, "teammate_mean": teammate}
-        ),
-        "independent": summary(profile, {"independent": rows((0.2, 0.5, 1.0), independent)}),
-        "byot": summary(profile, {"byot": rows((1 / 3, 2 / 3, 1.0), exits)}),
-        "branchynet": summary(profile, {"branchynet": rows(GRID, exits)}),
-        "cooperative-no-leader": summary(profile, {"teammate_mean": rows(GRID, lambda s: 60.0)}),
-        "cooperative-no-sfsl": summary(profile, {"teammate_mean": rows(GRID, lambda s: 70.0)}),
-    }
-
-
-def verdicts(table):
-    return dict(zip(table["claim"].str.split().str[0], table["verdict"], strict=True))
-
-
-def test_claims_that_hold_are_judged_so_from_the_numbers():
-    table = book.claim_table({"cifar100": summaries()})
-    got = verdicts(table)
-    assert got["Depth"] == "holds"  # latency at s = 0.2 is 20 % of full depth
-    assert got["Comparable"] == "holds"  # equal accuracy to the independent networks
-    assert got["Smoother"] == "holds"  # exits lose 32 points at 1/5 depth, we lose none
-    assert got["The"] == "holds"  # the Leader is worth 10 points
-    assert got["SFSL"] == "inconclusive"  # no difference
-    assert (table["evidence"].str.startswith("preview, resnet20, test CPU, 2026-01-02")).all()
-
-
-def test_claims_that_fail_are_judged_so_from_the_numbers():
-    flat_latency = summaries(coop=lambda s: 50.0)
-    for run in flat_latency["cooperative"]["metrics"].values():
-        for row in run.values():
-            row["latency_ms"] = 10.0
-    got = verdicts(book.claim_table({"cifar100": flat_latency}))
-    assert got["Depth"] == "does not hold"
-    assert got["Comparable"] == "does not hold"  # 20 points below the independent networks
-
-
-def test_a_missing_run_makes_its_claim_inconclusive():
-    partial = summaries()
-    del partial["independent"], partial["cooperative-no-leader"]
-    got = verdicts(book.claim_table({"cifar100": partial}))
-    assert got["Comparable"] == "inconclusive" and got["The"] == "inconclusive"
-
-
-def test_smoke_summaries_get_no_verdict():
-    table = book.claim_table({"cifar100": summaries("smoke")})
-    assert table["verdict"].str.startswith("withheld (smoke").all()
-
-
-def test_two_datasets_add_the_stability_claim():
-    tiny = summaries()
-    for item in tiny.values():
-        item["config"]["dataset"] = "tiny-imagenet"
-    table = book.claim_table({"cifar100": summaries(), "tiny-imagenet": tiny})
-    assert table.iloc[-1]["claim"].startswith("Stable across datasets")
-    assert table.iloc[-1]["verdict"] == "holds"
-
-
-def test_verdicts_read_the_best_recorded_profile_and_never_smoke(tmp_path):
-    assert book.replication_verdicts(tmp_path) is None
-    for profile, items in (("smoke", summaries("smoke")), ("preview", summaries("preview"))):
-        for name, item in items.items():
-            path = tmp_path / profile / "cifar100" / f"{name}.json"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(item))
-    table = book.replication_verdicts(tmp_path)
-    assert (table["evidence"].str.startswith("preview")).all()
-    assert book.best_recorded(tmp_path, "cifar100").profile == "preview"
-    assert book.best_recorded(tmp_path, "tiny-imagenet") is None
-    profile, found = book.best_recorded_profile(tmp_path, "cifar100")
-    assert profile == "preview" and "byot" in found
-
-
-def test_the_deployed_teammate_is_chosen_on_validation_accuracy():
-    metrics = {
-        "teammate0": {"1": {"top1": 90.0, "val_top1": 50.0}},
-        "teammate1": {"1": {"top1": 10.0, "val_top1": 60.0}},
-        "teammate_mean": {"1": {"top1": 50.0, "val_top1": 55.0}},
-    }
-    assert book.deployed_teammate(metrics) == "teammate1"
 
 
 # --- the built smoke book -------------------------------------------------------------------
@@ -417,3 +301,18 @@ def test_the_browser_renders_pages_with_their_images_loaded(built, browser, page
     shot = ARTIFACTS / f"book-{Path(page).stem}.png"
     browser.screenshot(shot)
     assert shot.stat().st_size > 10_000
+
+
+def test_benchmark_records_are_read_with_their_provenance(tmp_path):
+    from coop_utils.runs import write_benchmark
+
+    assert book.benchmark_records(tmp_path) == {}
+    path = write_benchmark(
+        tmp_path / "benchmarks" / "train_step.json", "train_step", {"ratio": 1.05}
+    )
+    (tmp_path / "benchmarks" / "unrelated.json").write_text("{}")
+    records = book.benchmark_records(tmp_path)
+    assert list(records) == ["train_step"] and records["train_step"]["results"] == {"ratio": 1.05}
+    label = book.benchmark_label(records["train_step"])
+    assert "(CPU," in label and records["train_step"]["date"][:10] in label
+    assert json.loads(path.read_text())["command"].startswith("python ")

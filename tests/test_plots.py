@@ -168,3 +168,45 @@ def test_predictions_and_explorer():
     slider = explorer.children[0]
     assert [value for _, value in slider.options] == [0.2, 0.5, 1.0]
     slider.value = 0.5  # moving the slider redraws without error
+
+
+def test_ablation_frame_pools_seeds_and_the_figure_pairs_each_ablation():
+    def summary(seed, metrics):
+        return {"config": {"seed": seed}, "metrics": metrics}
+
+    recorded = {
+        "cooperative": summary(0, fake_metrics(("teammate0", "teammate_mean"))),
+        "cooperative-seed1": summary(1, fake_metrics(("teammate_mean",), base=40)),
+        "cooperative-one-teammate": summary(0, fake_metrics(("teammate0",), base=30)),
+        "byot": summary(0, fake_metrics(("byot",))),
+    }
+    frame = plots.ablation_frame(recorded)
+    assert set(frame["variant"]) == {"cooperative", "one-teammate"}  # baselines left out
+    full = frame[frame["variant"] == "cooperative"]
+    assert sorted(full["seed"].unique()) == [0, 1] and len(full) == 6
+    # the Teammates' mean is read where there is one, the only Teammate otherwise
+    assert full.query("seed == 0 and s == 1.0")["top1"].item() == 50.0 + 30 + 1
+    assert frame.query("variant == 'one-teammate' and s == 1.0")["top1"].item() == 60.0
+    figure = plots.ablation_figure(frame, "ablations")
+    assert_titled_and_labelled(figure)
+    assert [ax.get_title() for ax in figure.axes] == ["vs one-teammate"]
+    assert "2 seeds" in figure._suptitle.get_text()
+
+
+def test_performance_figures_from_benchmark_records():
+    depths = [
+        {"arch": arch, "s": s, "flops_ratio": s, "latency_ratio_b1": 0.2 + 0.8 * s}
+        | {"latency_ratio_b64": s}
+        for arch in ("resnet56", "resnet152")
+        for s in (0.2, 0.6, 1.0)
+    ]
+    figure = plots.latency_flops_figure(depths, "latency against FLOPs")
+    assert_titled_and_labelled(figure)
+    assert [ax.get_title() for ax in figure.axes] == ["resnet56", "resnet152"]
+    assert len(figure.axes[0].collections[0].get_offsets()) == 6  # three depths, two batches
+    parts = {"Leader, full depth": 10.0, "Teammate 0, full depth": 12.0, "SGD step": 1.0}
+    figure = plots.step_parts_figure(parts, 25.0, "step")
+    assert_titled_and_labelled(figure)
+    bars = figure.axes[0].patches
+    assert len(bars) == 4 and bars[-1].get_width() == 25.0
+    assert sum(bar.get_width() for bar in bars[:3]) == 23.0
