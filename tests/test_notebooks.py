@@ -15,6 +15,7 @@ import nbformat
 import pytest
 
 from coop_utils import book
+from coop_utils.runs import write_benchmark
 
 CHAPTERS = [path.stem for path in book.chapter_paths()]
 SMOKE_NOTE = "Smoke run: these numbers are not results"
@@ -145,6 +146,7 @@ def test_result_chapters_show_recorded_runs_and_compute_the_verdict(executed, tm
         target = results / "preview" / path.parent.name / path.name
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(json.dumps(summary))
+    record_benchmarks(results / "benchmarks")
     parameters = {
         "profile": "smoke",
         "run_root": executed["run_root"],
@@ -161,4 +163,44 @@ def test_result_chapters_show_recorded_runs_and_compute_the_verdict(executed, tm
     assert "preview profile" in texts["04_cooperative_cifar100"]
     assert "Verdict pending" not in texts["07_cost_adaptive_inference"]
     assert any(v in texts["07_cost_adaptive_inference"] for v in ("holds", "inconclusive"))
+    assert "Where we disagree with the paper" in texts["07_cost_adaptive_inference"]
+    # the performance section reads the three benchmark records
+    assert "Not recorded yet" not in texts["07_cost_adaptive_inference"]
+    assert texts["07_cost_adaptive_inference"].count("Measured on") == 3
+    assert "BatchLoader, 2 torch thread(s)" in texts["07_cost_adaptive_inference"]
     shutil.rmtree(results)
+
+
+def record_benchmarks(folder):
+    """Benchmark records in the shape the three benchmarks write (figures made up)."""
+    depths = [
+        {"arch": "resnet56", "s": s, "active_blocks": round(27 * s), "flops_ratio": s}
+        | {"latency_ms_b1": 6 * s, "latency_ratio_b1": s}
+        for s in (0.2, 0.5, 1.0)
+    ]
+    gate = [{"arch": "resnet56", "batch_size": 64, "plain_ms": 100.0, "gated_ms": 104.0}]
+    write_benchmark(
+        folder / "depth_cost.json",
+        "depth_cost",
+        {"depths": depths, "gate_overhead": [gate[0] | {"overhead": 0.04}]},
+    )
+    step = {
+        "arch": "resnet20",
+        "batch_size": 64,
+        "parts_ms": {"Leader, full depth": 100.0, "SGD step": 5.0},
+        "cooperative_step_ms": 110.0,
+        "ratio": 110 / 105,
+        "target": 1.1,
+        "images_per_s": {"cooperative": 580.0, "single network": 640.0},
+    }
+    write_benchmark(folder / "train_step.json", "train_step", step)
+    measurements = [
+        {"measurement": "BatchLoader, 2 torch thread(s)", "images": 7680, "seconds": 0.5}
+        | {"images_per_s": 15360.0}
+    ]
+    ratios = [{"ratio": "BatchLoader / ImageFolder", "value": 18.0, "target": 10, "met": True}]
+    write_benchmark(
+        folder / "data_throughput.json",
+        "data_throughput",
+        {"measurements": measurements, "ratios": ratios},
+    )
