@@ -348,14 +348,16 @@ def ablation_frame(summaries: Mapping[str, Mapping]) -> pd.DataFrame:
 
     ``summaries`` maps results file names to summaries (as :func:`book.summaries_of` gives);
     the seeds of one name share its ``variant`` label (``cooperative`` for the full method).
+    Only the full method and the ablations of :data:`coop_utils.config.ABLATIONS` are kept.
     """
+    from coop_utils.config import ABLATIONS
     from coop_utils.verdict import group_seeds
 
     rows = []
     for name, runs in group_seeds(summaries).items():
-        if not name.startswith("cooperative"):
-            continue
         variant = name.removeprefix("cooperative-") if name != "cooperative" else "cooperative"
+        if variant != "cooperative" and (variant not in ABLATIONS or name == variant):
+            continue  # a baseline, or a run of another chapter's own (chapter 2's kd-*)
         for run in runs:
             metrics = run["metrics"]
             by_depth = metrics.get("teammate_mean") or metrics["teammate0"]

@@ -179,9 +179,10 @@ def test_ablation_frame_pools_seeds_and_the_figure_pairs_each_ablation():
         "cooperative-seed1": summary(1, fake_metrics(("teammate_mean",), base=40)),
         "cooperative-one-teammate": summary(0, fake_metrics(("teammate0",), base=30)),
         "byot": summary(0, fake_metrics(("byot",))),
+        "cooperative-kd-mutual": summary(0, fake_metrics(("teammate_mean",))),  # chapter 2's
     }
     frame = plots.ablation_frame(recorded)
-    assert set(frame["variant"]) == {"cooperative", "one-teammate"}  # baselines left out
+    assert set(frame["variant"]) == {"cooperative", "one-teammate"}  # no baselines, no kd-*
     full = frame[frame["variant"] == "cooperative"]
     assert sorted(full["seed"].unique()) == [0, 1] and len(full) == 6
     # the Teammates' mean is read where there is one, the only Teammate otherwise
