@@ -371,31 +371,28 @@ def ablation_frame(summaries: Mapping[str, Mapping]) -> pd.DataFrame:
 
 def ablation_figure(frame: pd.DataFrame, title: str) -> Figure:
     """One panel per ablation: its mean-Teammate accuracy against ``s`` beside the full
-    method's, whose seeds are drawn as a band from the lowest to the highest."""
+    method's run of the same seed, with the range of the full method over all its seeds as a
+    band (how far two runs that differ only in their seed land apart)."""
     variants = [v for v in frame["variant"].unique() if v != "cooperative"]
     full = frame[frame["variant"] == "cooperative"]
+    band = full.groupby("s")["top1"].agg(["min", "max"])
+    full_colour, variant_colour = sns.color_palette("colorblind", 2)
     fig, axes = _figure(max(1, len(variants)), width=3.2, height=3.4, sharey=True)
     for ax, variant in zip(axes, variants, strict=False):
-        pair = pd.concat([full, frame[frame["variant"] == variant]])
-        sns.lineplot(
-            pair,
-            x="s",
-            y="top1",
-            hue="variant",
-            hue_order=["cooperative", variant],
-            errorbar=("pi", 100),
-            marker="o",
-            legend=False,
-            ax=ax,
-        )
+        changed = frame[frame["variant"] == variant]
+        paired = full[full["seed"].isin(changed["seed"].unique())].groupby("s")["top1"].mean()
+        ax.fill_between(band.index, band["min"], band["max"], color=full_colour, alpha=0.2)
+        ax.plot(paired.index, paired.values, marker="o", color=full_colour)
+        mean = changed.groupby("s")["top1"].mean()
+        ax.plot(mean.index, mean.values, marker="o", color=variant_colour)
         ax.set_title(f"vs {variant}")
         ax.set_xlabel("s (share of blocks)")
         ax.set_ylabel("Teammates' mean test top-1 (%)")
         ax.set_xlim(0.15, 1.05)
     seeds = full["seed"].nunique()
     fig.suptitle(
-        f"{title}\nblue: full method ({seeds} seed{'s' if seeds > 1 else ''}, band = range); "
-        "orange: the ablation"
+        f"{title}\nblue: full method, same seed as the ablation (band: its range over {seeds} "
+        f"seed{'s' if seeds > 1 else ''}); orange: the ablation"
     )
     return fig
 

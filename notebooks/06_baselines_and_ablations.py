@@ -137,9 +137,10 @@ else:
 # ## What each part of the method is worth
 #
 # Each ablation removes one part (or, for batch-norm recalibration, adds one) and is compared
-# with the full method on the mean accuracy of the Teammates. With two or more seeds of the
-# full method, the band shows how far two runs that differ only in their seed land apart:
-# an ablation inside the band has not been shown to matter.
+# on the mean accuracy of the Teammates with the full method's run of the same seed: same
+# initialisation, same data order, same drawn scaling factors. With two or more seeds of the
+# full method, the band shows how far two runs that differ only in their seed land apart: a
+# gap smaller than the band has not been shown to matter.
 
 # %%
 if recorded_profile is not None:
@@ -149,8 +150,8 @@ if recorded_profile is not None:
 
 # %% [markdown]
 # The verdicts below are computed from the same files by the rules of chapter 7 (which also
-# judges the remaining claims): the difference of the means over the scaling factors named in
-# each rule, and twice its standard deviation, estimated from the spread between seeds and
+# judges the remaining claims): the difference over the scaling factors named in each rule, and
+# twice its standard deviation, estimated from the spread between the full method's seeds and
 # never below the binomial noise of the test set.
 
 # %%
