@@ -387,7 +387,7 @@ def ablation_figure(frame: pd.DataFrame, title: str) -> Figure:
         ax.plot(mean.index, mean.values, marker="o", color=variant_colour)
         ax.set_title(f"vs {variant}")
         ax.set_xlabel("s (share of blocks)")
-        ax.set_ylabel("Teammates' mean test top-1 (%)")
+        ax.set_ylabel("Teammates' mean test top-1 (%)" if ax is axes[0] else "")
         ax.set_xlim(0.15, 1.05)
     seeds = full["seed"].nunique()
     fig.suptitle(
