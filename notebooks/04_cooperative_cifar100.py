@@ -85,7 +85,9 @@ if run is not None:
 # %% [markdown]
 # The loss sums every term of the objective (the Leader, two Teammates and their sub-networks),
 # so its level is not comparable with a single network's cross-entropy; its fall is what to
-# look for.
+# look for. It can jump from one epoch to the next: each epoch draws new scaling factors, and
+# SFSL weighs a sub-network's terms by $1/s$, so an epoch that draws $s = 0.2$ counts them
+# five times.
 
 # %% [markdown]
 # ## Accuracy at every depth
