@@ -51,10 +51,12 @@ __all__ = [
     "BENCHMARKS",
     "REPO_ROOT",
     "RESULT_PROFILES",
+    "RUN_KEYS",
     "BookReport",
     "Chapter",
     "ChapterRun",
     "Recorded",
+    "accuracy_table",
     "add_arguments",
     "benchmark_label",
     "benchmark_records",
@@ -62,6 +64,7 @@ __all__ = [
     "best_recorded_profile",
     "build_book",
     "chapter_paths",
+    "config_table",
     "deployed_teammate",
     "execute_chapter",
     "load_system",
@@ -74,6 +77,7 @@ __all__ = [
     "run",
     "sample_test_images",
     "select_chapters",
+    "show_recorded_run",
     "show_source",
     "start_chapter",
     "summaries_of",
@@ -364,6 +368,51 @@ def recorded_label(profile: str, summaries: Mapping[str, Mapping[str, Any]]) -> 
         for name, summary in summaries.items()
     )
     return f"**Recorded {profile} runs:** {runs}."
+
+
+#: the configuration keys a training chapter shows above its run
+RUN_KEYS = (
+    "data", "arch", "epochs", "batch_size", "lr", "temperature", "teammates", "use_leader",
+    "mutual", "sfsl", "gating", "tau", "factors_per_teammate", "num_classes", "image_size",
+)  # fmt: skip
+
+
+def config_table(config: RunConfig, keys: Sequence[str] = RUN_KEYS) -> pd.DataFrame:
+    """One row: the values of ``keys`` in ``config``, indexed by its profile."""
+    return pd.DataFrame({key: [str(getattr(config, key))] for key in keys}, index=[config.profile])
+
+
+def accuracy_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """Test top-1 of each network (rows) at each scaling factor (columns) of a metrics frame."""
+    table = frame.pivot(index="network", columns="s", values="top1").round(1)
+    table.columns = [f"s = {s:g}" for s in table.columns]
+    return table
+
+
+def show_recorded_run(
+    results_root: str | os.PathLike, dataset: str, networks: Sequence[str]
+) -> Recorded | None:
+    """Show the best recorded cooperative run on ``dataset``: its label, its accuracy by depth
+    as a figure and a table (``networks`` only), or a note that none is recorded."""
+    import matplotlib.pyplot as plt
+    from IPython.display import Markdown, display
+
+    from coop_utils import plots
+
+    recorded = best_recorded(results_root, dataset)
+    if recorded is None:
+        display(Markdown(no_recorded_note(dataset)))
+        return None
+    display(Markdown(f"**Recorded run:** {recorded.label} (`{recorded.path.name}`)."))
+    frame = plots.metrics_frame(recorded.metrics)
+    frame = frame[frame["network"].isin(networks)]
+    figure = plots.accuracy_by_depth_figure(
+        frame, f"Test accuracy by depth, recorded {recorded.profile} run ({dataset})"
+    )
+    display(figure)  # before the table, and only once: the inline backend skips closed figures
+    plt.close(figure)
+    display(accuracy_table(frame))
+    return recorded
 
 
 def no_recorded_note(dataset: str, name: str = "cooperative") -> str:

@@ -23,8 +23,7 @@
 # `COOP_DATA_ROOT` (downloaded if missing) and a CPU. Full: a GPU (see *Reproducing*).
 
 # %%
-import pandas as pd
-from IPython.display import Markdown, display
+from IPython.display import display
 
 from coop_utils import book, plots
 from coop_utils.losses import cooperative_objective
@@ -66,9 +65,7 @@ book.show_source(cooperative_objective)
 
 # %%
 config = chapter.config(dataset)
-keys = ["data", "arch", "epochs", "batch_size", "lr", "temperature", "teammates", "use_leader"]
-keys += ["mutual", "sfsl", "gating", "tau", "factors_per_teammate", "num_classes", "image_size"]
-pd.DataFrame({key: [str(getattr(config, key))] for key in keys}, index=[profile])
+book.config_table(config)
 
 # %%
 run = chapter.train(config)
@@ -105,9 +102,7 @@ if run is not None:
 
 # %%
 if run is not None:
-    table = frame.pivot(index="network", columns="s", values="top1").round(1)
-    table.columns = [f"s = {s:g}" for s in table.columns]
-    display(table)
+    display(book.accuracy_table(frame))
 
 # %% [markdown]
 # ## Recorded results
@@ -116,17 +111,7 @@ if run is not None:
 # page was executed at:
 
 # %%
-recorded = book.best_recorded(chapter.results_root, dataset)
-if recorded is None:
-    display(Markdown(book.no_recorded_note(dataset)))
-else:
-    display(Markdown(f"**Recorded run:** {recorded.label} (`{recorded.path.name}`)."))
-    recorded_frame = plots.metrics_frame(recorded.metrics).query("network in @networks")
-    recorded_plot = plots.accuracy_by_depth_figure(
-        recorded_frame, f"Test accuracy by depth, recorded {recorded.profile} run ({dataset})"
-    )
-    recorded_table = recorded_frame.pivot(index="network", columns="s", values="top1").round(1)
-    display(recorded_table)
+recorded = book.show_recorded_run(chapter.results_root, dataset, networks)
 
 # %% [markdown]
 # A recorded curve is the evidence that chapter 7's verdict reads; its label says on what

@@ -24,11 +24,9 @@
 # `COOP_DATA_ROOT` (downloaded if missing) and a CPU. Full: a GPU (see *Reproducing*).
 
 # %%
-import pandas as pd
-from IPython.display import Markdown, display
+from IPython.display import display
 
 from coop_utils import book, plots
-from coop_utils.losses import cooperative_objective
 
 # %% tags=["parameters"]
 profile = "smoke"
@@ -46,19 +44,10 @@ networks = ["teammate0", "teammate1", "teammate_mean", "leader"]
 # %% [markdown]
 # ## The objective
 #
-# The objective is chapter 4's, unchanged. With the Leader's logits $z_L$, the Teammates'
-# $z_1, z_2$, and the sub-network of Teammate $i$ at each drawn scaling factor $s \in S_i$ with
-# logits $z_i^s$, one batch's loss is
-#
-# $$\mathcal{L} = \mathrm{CE}(z_L, y) + \sum_{i} \Bigl[\mathrm{CE}(z_i, y)
-# + \mathrm{KD}(z_j \to z_i) + \mathrm{KD}(z_L \to z_i)
-# + \sum_{s \in S_i} w(s)\bigl(\mathrm{CE}(z_i^s, y) + \mathrm{KD}(z_i \to z_i^s)\bigr)\Bigr],$$
-#
-# $j$ being the other Teammate and $w(s) = 1/s$ (chapter 3). Each term's switch
-# (`use_leader`, `mutual`, `sfsl`) removes exactly that term:
-
-# %%
-book.show_source(cooperative_objective)
+# The objective is chapter 4's, unchanged: the Leader's cross-entropy, each Teammate's
+# cross-entropy with distillation from the other Teammate and from the Leader, and each drawn
+# sub-network's cross-entropy with distillation from its own Teammate, weighted by
+# $w(s) = 1/s$ (chapter 3). Only the data differ.
 
 # %% [markdown]
 # ## Training at the chosen profile
@@ -68,9 +57,7 @@ book.show_source(cooperative_objective)
 
 # %%
 config = chapter.config(dataset)
-keys = ["data", "arch", "epochs", "batch_size", "lr", "temperature", "teammates", "use_leader"]
-keys += ["mutual", "sfsl", "gating", "tau", "factors_per_teammate", "num_classes", "image_size"]
-pd.DataFrame({key: [str(getattr(config, key))] for key in keys}, index=[profile])
+book.config_table(config)
 
 # %%
 run = chapter.train(config)
@@ -107,9 +94,7 @@ if run is not None:
 
 # %%
 if run is not None:
-    table = frame.pivot(index="network", columns="s", values="top1").round(1)
-    table.columns = [f"s = {s:g}" for s in table.columns]
-    display(table)
+    display(book.accuracy_table(frame))
 
 # %% [markdown]
 # ## Recorded results
@@ -118,17 +103,7 @@ if run is not None:
 # page was executed at:
 
 # %%
-recorded = book.best_recorded(chapter.results_root, dataset)
-if recorded is None:
-    display(Markdown(book.no_recorded_note(dataset)))
-else:
-    display(Markdown(f"**Recorded run:** {recorded.label} (`{recorded.path.name}`)."))
-    recorded_frame = plots.metrics_frame(recorded.metrics).query("network in @networks")
-    recorded_plot = plots.accuracy_by_depth_figure(
-        recorded_frame, f"Test accuracy by depth, recorded {recorded.profile} run ({dataset})"
-    )
-    recorded_table = recorded_frame.pivot(index="network", columns="s", values="top1").round(1)
-    display(recorded_table)
+recorded = book.show_recorded_run(chapter.results_root, dataset, networks)
 
 # %% [markdown]
 # A recorded curve is the evidence that chapter 7's verdict reads; its label says on what
