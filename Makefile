@@ -40,7 +40,7 @@ results: $(STAMP)
 	$(TRAIN) --method byot
 	$(TRAIN) --method branchynet
 	$(TRAIN) --method cooperative --seed 1
-	for ablation in no-leader no-mutual no-sfsl one-teammate first-gating bn-recalibration; do \
+	for ablation in no-leader no-mutual no-sfsl one-teammate first-gating shared-bn sfsl-normalised; do \
 		$(TRAIN) --method cooperative --variant $$ablation || exit 1; \
 	done
 

@@ -87,7 +87,7 @@ def training_step_time(net, images, labels, gated, rounds, tau=1.0, scaling_fact
 
     def step():
         mask = net.gate.sample(scaling_factor, tau) if gated else None
-        loss = torch.nn.functional.cross_entropy(net(images, mask=mask), labels)
+        loss = torch.nn.functional.cross_entropy(net(images, mask=mask, run_dropped=True), labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

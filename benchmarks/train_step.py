@@ -6,10 +6,13 @@ Side by side in one run, on the CPU, at the preview profile's architecture and b
   with a sampled Gumbel mask, the summed objective, one backward, one SGD step;
 - the sum of its parts: each of those forward-backward passes timed alone (cross-entropy on
   one network), plus the SGD step alone;
-- single-network training (one plain network, cross-entropy) in images per second.
+- single-network training (one plain network, cross-entropy) in images per second;
+- the cooperative step under both gate estimators (``gate_gradient``): ``kept`` computes only
+  the blocks a sub-network keeps, ``all`` computes every block (same weights, same draws).
 
 Measurements are interleaved round by round so that drift in machine speed hits all alike.
-Target: the cooperative step takes at most 1.10x the sum of its parts.
+Targets: the cooperative step takes at most 1.10x the sum of its parts; ``kept`` is at least
+1.25x faster than ``all`` (its FLOPs ideal is printed beside it).
 
     python benchmarks/train_step.py              # preview profile's settings
     python benchmarks/train_step.py --rounds 3   # quicker
@@ -28,10 +31,12 @@ import torch
 import torch.nn.functional as F
 
 from coop_utils.config import load_config
+from coop_utils.evaluate import count_flops
 from coop_utils.runs import write_benchmark
 from coop_utils.training import StepRandomness, build_system
 
 TARGET = 1.10
+SPEED_UP_TARGET = 1.25
 
 
 def _timed(function) -> float:
@@ -57,17 +62,30 @@ def main() -> None:
     randomness = StepRandomness(torch.Generator().manual_seed(1), torch.Generator().manual_seed(2))
     system.start_epoch(randomness)
 
-    def cooperative_step():  # as the training loop takes it
-        optimizer.zero_grad(set_to_none=True)
-        system.backward_step(images, labels, randomness)
-        optimizer.step()
+    def step_of(trained_system, trained_optimizer):
+        def step():  # as the training loop takes it
+            trained_optimizer.zero_grad(set_to_none=True)
+            trained_system.backward_step(images, labels, randomness)
+            trained_optimizer.step()
+
+        return step
+
+    cooperative_step = step_of(system, optimizer)
+    estimators = {}  # the same weights and draws under each gate estimator
+    for estimator in ("kept", "all"):
+        twin = build_system(config.replace(gate_gradient=estimator), num_classes, size)
+        twin = twin.to(memory_format=torch.channels_last)
+        twin.load_state_dict(system.state_dict())
+        twin_optimizer = torch.optim.SGD(twin.parameters(), lr=0.01, momentum=0.9)
+        estimators[estimator] = step_of(twin, twin_optimizer)
 
     def pass_alone(net, scaling_factor=None):
         def run():
-            mask = None
-            if scaling_factor is not None:  # sampled afresh, as the step does
-                mask = net.gate.sample(scaling_factor, config.tau, generator=randomness.gumbel)
-            F.cross_entropy(net(images, mask=mask), labels).backward()
+            if scaling_factor is None:
+                logits = net(images)
+            else:  # a mask sampled afresh, as the step does
+                logits = system._subnetwork(net, scaling_factor, images, randomness)
+            F.cross_entropy(logits, labels).backward()
 
         return run
 
@@ -93,9 +111,11 @@ def main() -> None:
         single_optimizer.step()
 
     timings: dict[str, list[float]] = {"cooperative step": [], "single-network step": []}
-    timings |= {name: [] for name in parts}
+    timings |= {name: [] for name in parts} | {f"step, {name}": [] for name in estimators}
     for round_index in range(args.rounds + 1):  # the first round warms up
         measured = {"cooperative step": _timed(cooperative_step)}
+        for name, step in estimators.items():
+            measured[f"step, {name}"] = _timed(step)
         for name, part in parts.items():
             optimizer.zero_grad(set_to_none=name != "SGD step")  # the step updates real tensors
             measured[name] = _timed(part)
@@ -128,6 +148,14 @@ def main() -> None:
         f"({single_rate / cooperative_rate:.1f}x; the cooperative step trains "
         f"{len(parts) - 1} passes)"
     )
+    speed_up = median["step, all"] / median["step, kept"]
+    ideal = _flops_ideal(system, randomness.epoch_factors)
+    print(
+        f"cooperative step, gate_gradient all {median['step, all'] * 1e3:.1f} ms, kept "
+        f"{median['step, kept'] * 1e3:.1f} ms (factors drawn: {randomness.epoch_factors}; "
+        f"target >= {SPEED_UP_TARGET:.2f}x: "
+        f"{'PASS' if speed_up >= SPEED_UP_TARGET else 'FAIL'})"
+    )
     if args.record:
         results = {
             "profile": args.profile,
@@ -143,8 +171,30 @@ def main() -> None:
             "ratio": ratio,
             "target": TARGET,
             "images_per_s": {"cooperative": cooperative_rate, "single network": single_rate},
+            "gate_gradient_default": config.gate_gradient,
+            "step_ms_by_gate_gradient": {
+                name: median[f"step, {name}"] * 1e3 for name in estimators
+            },
+            "kept_over_all_speed_up": speed_up,
+            "kept_over_all_flops_ideal": ideal,
+            "drawn_factors": randomness.epoch_factors,
         }
         print(f"recorded: {write_benchmark(args.record, 'train_step', results)}")
+    print(f"cooperative step speed-up, kept over all: {speed_up:.2f}x (FLOPs ideal {ideal:.2f}x)")
+
+
+def _flops_ideal(system, drawn_factors) -> float:
+    """Training FLOPs of a step computing every block over one computing only the kept ones:
+    the passes' forward FLOPs (the backward costs a fixed multiple of each pass's forward)."""
+    full = count_flops(system.teammates[0])
+    shared = full * (len(system.teammates) + (system.leader is not None))
+    sub_all = full * sum(len(factors) for factors in drawn_factors)
+    sub_kept = sum(
+        count_flops(net, s)
+        for net, factors in zip(system.teammates, drawn_factors, strict=True)
+        for s in factors
+    )
+    return (shared + sub_all) / (shared + sub_kept)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ import sys
 from coop_utils.config import ABLATIONS, PROFILES, load_config, parse_override
 from coop_utils.data import DatasetError
 from coop_utils.runs import RunBusyError
-from coop_utils.training import NonFiniteLossError
+from coop_utils.training import NonFiniteLossError, TrainingInterrupted
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -27,7 +27,7 @@ def _train(args: argparse.Namespace) -> int:
         if getattr(args, key) is not None:
             overrides[key] = getattr(args, key)
     config = load_config(args.profile, **overrides)
-    run = train(config, progress=not args.quiet)
+    run = train(config, progress=not args.quiet, reuse_stale=args.reuse_stale)
     if run.parameter_digest:
         print(f"parameter digest: {run.parameter_digest}", flush=True)
     if not run.metrics:  # a rank other than 0
@@ -63,6 +63,11 @@ def main(argv: list[str] | None = None) -> int:
         "--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key"
     )
     train.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.add_argument(
+        "--reuse-stale",
+        action="store_true",
+        help="reuse or resume a run made by other code or data instead of training it again",
+    )
     train.add_argument("--json", action="store_true", help="also print the metrics as JSON")
     book = commands.add_parser("book", help="execute the chapters and build the book")
     from coop_utils import book as book_module
@@ -77,6 +82,15 @@ def main(argv: list[str] | None = None) -> int:
     except NonFiniteLossError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
+    except TrainingInterrupted as error:  # the checkpoint is saved: the same command resumes
+        print(f"interrupted by {error}", file=sys.stderr)
+        return 128 + error.signum
+    except KeyboardInterrupt:  # outside the training steps: the last checkpoint stands
+        print(
+            "interrupted: the last saved checkpoint stands; the same command resumes",
+            file=sys.stderr,
+        )
+        return 130
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
+import torch
 import yaml
 
 from coop_utils.models import ARCHITECTURES, SCALING_FACTORS
@@ -37,7 +38,10 @@ ABLATIONS: dict[str, dict[str, Any]] = {
     "first-gating": {"gating": "first"},
     "one-teammate": {"teammates": 1, "mutual": False},
     "per-batch": {"sampling": "per_batch"},
-    "bn-recalibration": {"bn_recalibration": True},
+    "shared-bn": {"bn_stats": "shared"},
+    "sfsl-normalised": {"sfsl_normalise": True},
+    "gate-all": {"gate_gradient": "all"},
+    "gate-kept": {"gate_gradient": "kept"},
 }
 
 #: keys that say where or how fast a run happens, not what it computes: left out of the hash
@@ -73,7 +77,8 @@ class RunConfig:
     momentum: float = 0.9
     nesterov: bool = False
     weight_decay: float = 5e-4
-    lr_milestones: tuple[int, ...] = (60, 120, 160)
+    lr_schedule: Literal["step", "linear", "cosine"] = "step"  # linear, cosine: to zero
+    lr_milestones: tuple[int, ...] = (60, 120, 160)  # step: lr x lr_gamma at these epochs
     lr_gamma: float = 0.2
 
     # cooperative method
@@ -82,12 +87,15 @@ class RunConfig:
     use_leader: bool = True
     mutual: bool = True
     sfsl: bool = True
+    sfsl_normalise: bool = False  # 1/s rescaled to mean 1 over the drawn factors
     gating: Literal["gumbel", "first"] = "gumbel"
+    gate_gradient: Literal["kept", "all"] = "kept"  # which blocks a sub-network pass computes
     tau: float = 1.0
     sampling: Literal["per_epoch", "per_batch"] = "per_epoch"
     factors_per_teammate: int = 2
     sampled_factors: tuple[float, ...] = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
-    bn_recalibration: bool = False
+    bn_stats: Literal["per_depth", "shared"] = "per_depth"  # per_depth: re-estimated per plan
+    bn_batches: int = 20  # training batches that re-estimate each plan's statistics
 
     # baselines and evaluation
     scaling_factors: tuple[float, ...] = SCALING_FACTORS
@@ -97,6 +105,7 @@ class RunConfig:
     # where and how
     seed: int = 0
     device: str = "auto"  # auto: cuda if available, else cpu
+    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast on CUDA, else fp32
     compile: bool = False
     data_root: str | None = None  # None: $COOP_DATA_ROOT, else data/
     run_root: str = "runs"
@@ -108,9 +117,28 @@ class RunConfig:
     def to_dict(self) -> dict[str, Any]:
         return {key: list(v) if isinstance(v, tuple) else v for key, v in _items(self)}
 
+    def resolved_device(self) -> torch.device:
+        """The device ``device`` names; ``auto`` is CUDA where available."""
+        if self.device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        device = torch.device(self.device)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"config key 'device' is {self.device!r}, but CUDA is not available")
+        return device
+
+    def resolved_precision(self) -> str:
+        """``fp32`` or ``bf16`` (autocast); ``auto`` is bf16 on CUDA and fp32 elsewhere."""
+        if self.precision != "auto":
+            return self.precision
+        cuda = self.device.startswith("cuda") or (
+            self.device == "auto" and torch.cuda.is_available()
+        )
+        return "bf16" if cuda else "fp32"
+
     def hash(self) -> str:
-        """Short hash of the keys that change what the run computes."""
+        """Short hash of the keys that change what the run computes, the precision included."""
         hashed = {key: value for key, value in self.to_dict().items() if key not in _NOT_HASHED}
+        hashed["precision"] = self.resolved_precision()
         payload = json.dumps(hashed, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
@@ -175,6 +203,7 @@ _RANGES: dict[str, tuple[str, Any]] = {
         lambda v: list(v) == sorted(set(v)) and all(m >= 1 for m in v),
     ),
     "lr_gamma": ("a number in (0, 1]", lambda v: 0 < v <= 1),
+    "bn_batches": ("an integer >= 1", lambda v: v >= 1),
     "temperature": ("a number > 0", lambda v: v > 0),
     "teammates": ("an integer from 1 to 4", lambda v: 1 <= v <= 4),
     "tau": ("a number > 0", lambda v: v > 0),
@@ -211,6 +240,8 @@ def _validate(config: RunConfig) -> None:
             f"config key 'factors_per_teammate' ({config.factors_per_teammate}) exceeds the "
             f"{len(config.sampled_factors)} sampled_factors it draws from without replacement"
         )
+    if config.sfsl_normalise and not config.sfsl:
+        raise ValueError("config key 'sfsl_normalise' needs sfsl: true (it rescales 1/s)")
     if config.teammates == 1 and config.mutual and config.method == "cooperative":
         raise ValueError(
             "config key 'mutual' must be false with teammates: 1 (no one to learn from)"

@@ -17,9 +17,21 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from coop_utils.models import SCALING_FACTORS, SkippableResNet, check_scaling_factor
+from coop_utils.models import (
+    SCALING_FACTORS,
+    PlanBatchNorm2d,
+    SkippableResNet,
+    check_scaling_factor,
+)
 
-__all__ = ["choose_scaling_factor", "count_flops", "depth_costs", "measure_latency"]
+__all__ = [
+    "calibrate_batchnorm",
+    "choose_scaling_factor",
+    "count_flops",
+    "depth_costs",
+    "distinct_plans",
+    "measure_latency",
+]
 
 
 class _EvalMode:
@@ -50,6 +62,53 @@ def count_flops(net: SkippableResNet, s: float = 1.0, image_size: int | None = N
     with _EvalMode(net), torch.no_grad(), counter:
         net(image, s=s)
     return int(counter.get_total_flops())
+
+
+def distinct_plans(
+    net: SkippableResNet, scaling_factors: Sequence[float] = SCALING_FACTORS
+) -> dict[tuple[int, ...], float]:
+    """The distinct depth plans of ``scaling_factors`` (and s = 1): blocks -> smallest s."""
+    plans: dict[tuple[int, ...], float] = {}
+    for s in sorted({*scaling_factors, 1.0}):
+        plans.setdefault(tuple(net.active_blocks(s)), s)
+    return plans
+
+
+@torch.no_grad()
+def calibrate_batchnorm(
+    net: SkippableResNet,
+    batches: Sequence[torch.Tensor],
+    scaling_factors: Sequence[float] = SCALING_FACTORS,
+) -> list[tuple[int, ...]]:
+    """Re-estimate batch-norm statistics at every distinct depth plan and store them in ``net``.
+
+    Each plan's statistics are the plain average over ``batches`` (training images) of the
+    batch statistics its blocks see when only that plan runs, as switchable batch norm does in
+    slimmable networks. The shared running statistics are left as they were. Returns the plans.
+    """
+    plans = distinct_plans(net, scaling_factors)
+    norms = {name: m for name, m in net.named_modules() if isinstance(m, PlanBatchNorm2d)}
+    shared = {name: (m.momentum, copy.deepcopy(m.state_dict())) for name, m in norms.items()}
+    was_training = net.training
+    stats = []
+    try:
+        net.train()
+        for s in plans.values():
+            for norm in norms.values():
+                norm.reset_running_stats()
+                norm.momentum = None  # a cumulative average over the batches
+            for images in batches:
+                net(images, s=s)
+            stats.append(
+                {name: (m.running_mean.clone(), m.running_var.clone()) for name, m in norms.items()}
+            )
+    finally:
+        for name, (momentum, state) in shared.items():
+            norms[name].momentum = momentum
+            norms[name].load_state_dict(state)
+        net.train(was_training)
+    net.set_plan_stats(list(plans), stats)
+    return list(plans)
 
 
 def _memory_format(net: SkippableResNet) -> torch.memory_format:

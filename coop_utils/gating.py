@@ -29,10 +29,15 @@ def sample_gumbel(
     generator: torch.Generator | None = None,
     device: torch.device | str | None = None,
 ) -> Tensor:
-    """Standard Gumbel noise ``-log(-log(U))``."""
-    uniform = torch.rand(shape, generator=generator, device=device)
+    """Standard Gumbel noise ``-log(-log(U))``, moved to ``device``.
+
+    The uniform draw happens on the CPU (where the run's seeded generators live) and is then
+    moved, so a CPU run and a GPU run of one seed draw the same noise.
+    """
+    uniform = torch.rand(shape, generator=generator)
     tiny = torch.finfo(uniform.dtype).tiny
-    return -torch.log((-torch.log(uniform.clamp_min(tiny))).clamp_min(tiny))
+    noise = -torch.log((-torch.log(uniform.clamp_min(tiny))).clamp_min(tiny))
+    return noise if device is None else noise.to(device)
 
 
 def relaxed_topk(scores: Tensor, k: int, tau: float) -> Tensor:

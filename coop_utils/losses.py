@@ -7,7 +7,9 @@ detached, averaged over the batch. The objective sums:
 - each Teammate ``i``: ``CE(z_i, y) + mean_j KD(z_j -> z_i) + KD(z_L -> z_i)``,
   the mean running over the other Teammates (one other when there are two);
 - each sub-network of Teammate ``i`` at ``s < 1``:
-  ``w(s) * [CE(z_i^s, y) + KD(z_i -> z_i^s)]`` with ``w(s) = 1 / s`` under SFSL.
+  ``w(s) * [CE(z_i^s, y) + KD(z_i -> z_i^s)]`` with ``w(s) = 1 / s`` under SFSL
+  (``sfsl_normalise``: ``1 / s`` rescaled to mean 1 over the Teammate's drawn factors, so the
+  sub-network terms keep the total weight they have without SFSL).
 
 The switches ``use_leader``, ``mutual`` and ``sfsl`` each remove exactly their term.
 """
@@ -26,6 +28,7 @@ __all__ = [
     "kd_loss",
     "leader_loss",
     "sfsl_weight",
+    "sfsl_weights",
     "subnetwork_loss",
     "teammate_loss",
 ]
@@ -50,6 +53,17 @@ def sfsl_weight(scaling_factor: float, sfsl: bool = True) -> float:
     """Scaling Factor Sensitive Loss weight: ``1 / s`` with SFSL, ``1`` without."""
     value = check_scaling_factor(scaling_factor)
     return 1.0 / value if sfsl else 1.0
+
+
+def sfsl_weights(
+    scaling_factors: Sequence[float], sfsl: bool = True, normalise: bool = False
+) -> list[float]:
+    """The weights of one Teammate's sub-networks; ``normalise`` rescales ``1 / s`` to mean 1."""
+    weights = [sfsl_weight(s, sfsl) for s in scaling_factors]
+    if normalise and weights:
+        mean = sum(weights) / len(weights)
+        weights = [weight / mean for weight in weights]
+    return weights
 
 
 def leader_loss(leader_logits: Tensor, targets: Tensor) -> Tensor:
@@ -85,9 +99,13 @@ def subnetwork_loss(
     scaling_factor: float,
     temperature: float = 4.0,
     sfsl: bool = True,
+    weight: float | None = None,
 ) -> Tensor:
-    """``w(s) * [CE(z^s, y) + KD(z -> z^s)]``: a sub-network learns from labels and its Teammate."""
-    weight = sfsl_weight(scaling_factor, sfsl)
+    """``w(s) * [CE(z^s, y) + KD(z -> z^s)]``: a sub-network learns from labels and its Teammate.
+
+    ``weight`` overrides ``w(s)`` (see :func:`sfsl_weights` for the normalised variant).
+    """
+    weight = sfsl_weight(scaling_factor, sfsl) if weight is None else weight
     ce = F.cross_entropy(sub_logits, targets)
     return weight * (ce + kd_loss(sub_logits, full_logits, temperature))
 
@@ -101,6 +119,7 @@ def cooperative_objective(
     use_leader: bool = True,
     mutual: bool = True,
     sfsl: bool = True,
+    sfsl_normalise: bool = False,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """Total cooperative loss and its terms (detached, for logging).
 
@@ -121,9 +140,13 @@ def cooperative_objective(
         terms[f"teammate{index}"] = teammate_loss(
             logits, targets, others, leader_logits, temperature, mutual, use_leader
         )
-        for position, (scaling_factor, sub_logits) in enumerate(subnetwork_logits[index]):
+        subs = subnetwork_logits[index]
+        weights = sfsl_weights([s for s, _ in subs], sfsl, sfsl_normalise)
+        for position, ((scaling_factor, sub_logits), weight) in enumerate(
+            zip(subs, weights, strict=True)
+        ):
             terms[f"teammate{index}/sub{position}@{scaling_factor:g}"] = subnetwork_loss(
-                sub_logits, logits, targets, scaling_factor, temperature, sfsl
+                sub_logits, logits, targets, scaling_factor, temperature, weight=weight
             )
     total = sum(terms.values())
     return total, {name: value.detach() for name, value in terms.items()}

@@ -13,17 +13,21 @@ one is attached as ``net.gate``, and otherwise by position (the first blocks).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import numbers
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = [
     "ARCHITECTURES",
     "EarlyExitNetwork",
+    "PlanBatchNorm2d",
     "SCALING_FACTORS",
     "SkippableResNet",
     "build_model",
@@ -91,6 +95,51 @@ def first_blocks_mask(stage_sizes: Sequence[int], scaling_factor: float) -> Tens
     return torch.tensor(values)
 
 
+class _PlanSelector:
+    """Which depth plan's batch-norm statistics a network's evaluation uses (``None``: shared)."""
+
+    index: int | None = None
+
+
+class PlanBatchNorm2d(nn.BatchNorm2d):
+    """Batch norm with one set of running statistics per depth plan (switchable batch norm).
+
+    Training uses and updates the shared running statistics, except where ``update_stats`` is
+    off: a block that the mask drops but that still runs (its gate's gradient needs its output)
+    normalises with the batch's statistics and leaves the running ones alone. Evaluation uses
+    row ``selector.index`` of ``plan_mean`` / ``plan_var`` when the network selected a plan.
+    """
+
+    def __init__(self, num_features: int) -> None:
+        super().__init__(num_features)
+        self.register_buffer("plan_mean", torch.zeros(0, num_features))
+        self.register_buffer("plan_var", torch.ones(0, num_features))
+        self.selector = _PlanSelector()
+        self.update_stats = True
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.training and not self.update_stats:
+            return F.batch_norm(x, None, None, self.weight, self.bias, True, 0.0, self.eps)
+        index = self.selector.index
+        if not self.training and index is not None:
+            mean, var = self.plan_mean[index], self.plan_var[index]
+            return F.batch_norm(x, mean, var, self.weight, self.bias, False, 0.0, self.eps)
+        return super().forward(x)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        _resize_buffers(self, state_dict, prefix, ("plan_mean", "plan_var"))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+
+def _resize_buffers(module: nn.Module, state_dict, prefix: str, names: Sequence[str]) -> None:
+    """Give ``module``'s per-plan buffers the number of plans the incoming state holds."""
+    for name in names:
+        incoming = state_dict.get(prefix + name)
+        if incoming is not None:
+            current = getattr(module, name)
+            setattr(module, name, torch.empty_like(current).resize_(incoming.shape))
+
+
 class BasicBlock(nn.Module):
     """Two 3x3 convolutions (ResNet-18/34 and the CIFAR ResNets)."""
 
@@ -100,10 +149,10 @@ class BasicBlock(nn.Module):
         super().__init__()
         self.residual = nn.Sequential(
             nn.Conv2d(in_channels, width, 3, stride, 1, bias=False),
-            nn.BatchNorm2d(width),
+            PlanBatchNorm2d(width),
             nn.ReLU(inplace=True),
             nn.Conv2d(width, width, 3, 1, 1, bias=False),
-            nn.BatchNorm2d(width),
+            PlanBatchNorm2d(width),
         )
         self.shortcut = _shortcut(in_channels, width, stride)
 
@@ -118,13 +167,13 @@ class Bottleneck(nn.Module):
         out_channels = width * self.expansion
         self.residual = nn.Sequential(
             nn.Conv2d(in_channels, width, 1, bias=False),
-            nn.BatchNorm2d(width),
+            PlanBatchNorm2d(width),
             nn.ReLU(inplace=True),
             nn.Conv2d(width, width, 3, stride, 1, bias=False),
-            nn.BatchNorm2d(width),
+            PlanBatchNorm2d(width),
             nn.ReLU(inplace=True),
             nn.Conv2d(width, out_channels, 1, bias=False),
-            nn.BatchNorm2d(out_channels),
+            PlanBatchNorm2d(out_channels),
         )
         self.shortcut = _shortcut(in_channels, out_channels, stride)
 
@@ -134,7 +183,7 @@ def _shortcut(in_channels: int, out_channels: int, stride: int) -> nn.Module:
         return nn.Identity()
     return nn.Sequential(
         nn.Conv2d(in_channels, out_channels, 1, stride, bias=False),
-        nn.BatchNorm2d(out_channels),
+        PlanBatchNorm2d(out_channels),
     )
 
 
@@ -164,7 +213,7 @@ class SkippableResNet(nn.Module):
         stem_width = spec.widths[0]
         self.stem = nn.Sequential(
             nn.Conv2d(3, stem_width, 3, 1, 1, bias=False),
-            nn.BatchNorm2d(stem_width),
+            PlanBatchNorm2d(stem_width),
             nn.ReLU(inplace=True),
         )
         blocks: list[nn.Module] = []
@@ -190,6 +239,14 @@ class SkippableResNet(nn.Module):
         self.stage_last_blocks = [
             start + n - 1 for start, n in zip(starts, spec.stage_sizes, strict=True)
         ]
+        # Per-depth batch norm: row p of ``bn_plans`` marks the blocks of plan p, whose statistics
+        # are row p of every PlanBatchNorm2d's ``plan_mean`` / ``plan_var`` (none until set).
+        self.register_buffer("bn_plans", torch.zeros(0, len(blocks), dtype=torch.bool))
+        self._plan_rows: dict[tuple[int, ...], int] | None = None
+        self._selector = _PlanSelector()
+        for module in self.modules():
+            if isinstance(module, PlanBatchNorm2d):
+                module.selector = self._selector
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -249,13 +306,66 @@ class SkippableResNet(nn.Module):
                 f"shape ({self.num_gateable},), got {shape}"
             )
 
-    def _block_scales(self, s: float | None, mask: Tensor | None) -> list[Tensor | float | None]:
-        """Per block: ``None`` to skip it, ``1.0`` to run it plainly, or a tensor to scale it."""
+    @property
+    def has_plan_stats(self) -> bool:
+        """Whether per-depth batch-norm statistics are stored (see :meth:`set_plan_stats`)."""
+        return self.bn_plans.shape[0] > 0
+
+    def plan_index(self, blocks: Sequence[int]) -> int | None:
+        """Row of the stored per-depth statistics for the plan running ``blocks``, if any."""
+        if self._plan_rows is None:
+            rows = self.bn_plans.tolist()
+            self._plan_rows = {
+                tuple(i for i, on in enumerate(row) if on): index for index, row in enumerate(rows)
+            }
+        return self._plan_rows.get(tuple(blocks))
+
+    def set_plan_stats(self, plans: Sequence[Sequence[int]], stats: Sequence[dict]) -> None:
+        """Store batch-norm statistics per plan: ``stats[p][name] = (mean, var)`` for every
+        :class:`PlanBatchNorm2d` ``name`` of the network, measured on plan ``plans[p]``."""
+        device = self.bn_plans.device
+        marks = torch.zeros(len(plans), self.num_blocks, dtype=torch.bool, device=device)
+        for row, blocks in enumerate(plans):
+            marks[row, list(blocks)] = True
+        self.bn_plans = marks
+        for name, module in self.named_modules():
+            if isinstance(module, PlanBatchNorm2d):
+                empty = module.running_mean.new_zeros(0, module.num_features)
+                means = [plan[name][0] for plan in stats]
+                variances = [plan[name][1] for plan in stats]
+                module.plan_mean = torch.stack(means).to(device) if stats else empty
+                module.plan_var = torch.stack(variances).to(device) if stats else empty.clone()
+        self._plan_rows = None
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        _resize_buffers(self, state_dict, prefix, ("bn_plans",))
+        self._plan_rows = None
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def _select_plan_stats(self, scales: Sequence[object]) -> None:
+        """In evaluation, point every batch norm at the statistics of the plan about to run."""
+        index = None
+        if not self.training and self.has_plan_stats:
+            blocks = [i for i, scale in enumerate(scales) if scale is not None]
+            index = self.plan_index(blocks)
+            if index is None:
+                warnings.warn(
+                    f"no per-depth batch-norm statistics for the plan of blocks {blocks}; "
+                    "using the shared statistics",
+                    stacklevel=3,
+                )
+        self._selector.index = index
+
+    def _block_scales(
+        self, s: float | None, mask: Tensor | None, run_dropped: bool
+    ) -> tuple[list[Tensor | float | None], set[int]]:
+        """Per block: ``None`` to skip it, ``1.0`` to run it plainly, or a tensor to scale it;
+        and the blocks that run although the mask drops them (their statistics stay frozen)."""
         if s is not None and mask is not None:
             raise ValueError("pass either a scaling factor s or a mask, not both")
         scales: list[Tensor | float | None] = [1.0] * self.num_blocks
         if mask is None and s is None:
-            return scales
+            return scales, set()
         if mask is None:
             check_scaling_factor(s)
             mask = self.inference_mask(s)
@@ -263,20 +373,21 @@ class SkippableResNet(nn.Module):
         else:
             self._check_mask(mask)
             differentiable = mask.requires_grad and torch.is_grad_enabled()
-        # A block is computed only where it changes the output or a gradient needs it:
-        # with a straight-through mask, d loss / d m_i = <grad, F_i(x)> for every block, so all
-        # blocks run and the mask's values need not be read (no device sync on a GPU).
-        if differentiable:
-            for position, block in enumerate(self.gateable_blocks):
-                scales[block] = mask[position]
-            return scales
-        values = mask.tolist()
+        # A dropped block runs only when its gate's straight-through gradient needs its output
+        # (d loss / d m_i = <grad, F_i(x)>, the ``all`` estimator); the ``kept`` estimator and
+        # inference skip it, so a sub-network costs what its plan costs.
+        frozen = set()
+        values = mask.detach().tolist()
         for position, (block, value) in enumerate(zip(self.gateable_blocks, values, strict=True)):
             if value == 0.0:
-                scales[block] = None
-            elif value != 1.0:
+                if differentiable and run_dropped:
+                    scales[block] = mask[position]
+                    frozen.add(block)
+                else:
+                    scales[block] = None
+            elif differentiable or value != 1.0:
                 scales[block] = mask[position]
-        return scales
+        return scales, frozen
 
     def forward_features(
         self,
@@ -284,13 +395,17 @@ class SkippableResNet(nn.Module):
         s: float | None = None,
         mask: Tensor | None = None,
         taps: Sequence[int] | None = None,
+        run_dropped: bool = False,
     ) -> list[Tensor]:
         """Feature maps after the blocks in ``taps`` (default: the last block of each stage).
 
-        Blocks after the last tap are not run, so an early exit costs only its prefix.
+        Blocks after the last tap are not run, so an early exit costs only its prefix. With a
+        differentiable ``mask``, ``run_dropped`` also runs the blocks it drops (the ``all`` gate
+        estimator); their batch norms then leave the running statistics alone.
         """
         self._check_input(x)
-        scales = self._block_scales(s, mask)
+        scales, frozen = self._block_scales(s, mask, run_dropped)
+        self._select_plan_stats(scales)
         taps = self.stage_last_blocks if taps is None else sorted(set(taps))
         if not taps or taps[0] < 0 or taps[-1] >= self.num_blocks:
             raise ValueError(f"taps must be block indices in [0, {self.num_blocks}), got {taps}")
@@ -300,22 +415,52 @@ class SkippableResNet(nn.Module):
         for index in range(taps[-1] + 1):
             block, scale = self.blocks[index], scales[index]
             if scale is not None:
-                residual = block.residual(out)
-                if isinstance(scale, float):
-                    residual += block.shortcut(out)
-                else:  # shortcut + m * F(x) in one kernel
-                    residual = torch.addcmul(block.shortcut(out), residual, scale)
+                with _frozen_stats(block, index in frozen and self.training):
+                    residual = block.residual(out)
+                    if isinstance(scale, float):
+                        residual += block.shortcut(out)
+                    else:  # shortcut + m * F(x) in one kernel
+                        residual = torch.addcmul(block.shortcut(out), residual, scale)
                 out = torch.relu_(residual)
             if index in wanted:
                 features.append(out)
         return features
 
     def classify(self, features: Tensor) -> Tensor:
-        """Logits from the last stage's feature map."""
-        return self.fc(torch.flatten(self.pool(features), 1))
+        """Logits from the last stage's feature map, in fp32 even under autocast: bf16 logits
+        tie often enough (8 bits of mantissa) to bias top-k accuracy."""
+        return _fp32_linear(self.fc, torch.flatten(self.pool(features), 1))
 
-    def forward(self, x: Tensor, s: float | None = None, mask: Tensor | None = None) -> Tensor:
-        return self.classify(self.forward_features(x, s=s, mask=mask)[-1])
+    def forward(
+        self,
+        x: Tensor,
+        s: float | None = None,
+        mask: Tensor | None = None,
+        run_dropped: bool = False,
+    ) -> Tensor:
+        return self.classify(self.forward_features(x, s=s, mask=mask, run_dropped=run_dropped)[-1])
+
+
+@contextlib.contextmanager
+def _frozen_stats(block: nn.Module, frozen: bool):
+    """Within the block, batch norms use the batch's statistics without updating their own."""
+    if not frozen:
+        yield
+        return
+    norms = [m for m in block.modules() if isinstance(m, PlanBatchNorm2d)]
+    for norm in norms:
+        norm.update_stats = False
+    try:
+        yield
+    finally:
+        for norm in norms:
+            norm.update_stats = True
+
+
+def _fp32_linear(layer: nn.Linear, inputs: Tensor) -> Tensor:
+    """``layer(inputs)`` computed in fp32, outside any autocast region."""
+    with torch.autocast(inputs.device.type, enabled=False):
+        return layer(inputs.float())
 
 
 class ExitHead(nn.Module):
@@ -389,7 +534,7 @@ class EarlyExitNetwork(nn.Module):
         if index < len(self.heads):
             return self.heads[index](features)
         pooled = torch.flatten(self.backbone.pool(features), 1)
-        return self.backbone.fc(pooled), pooled
+        return _fp32_linear(self.backbone.fc, pooled), pooled
 
     def forward_exits(self, x: Tensor) -> tuple[list[Tensor], list[Tensor]]:
         """Logits and pooled features of every exit, shallow to deep (for training)."""

@@ -172,9 +172,16 @@ def device_name(device: torch.device) -> str:
 
 
 def write_summary(
-    config: RunConfig, metrics: Mapping[str, Any], wall_time_s: float, device: torch.device
+    config: RunConfig,
+    metrics: Mapping[str, Any],
+    wall_time_s: float,
+    device: torch.device,
+    provenance: Mapping[str, Any] | None = None,
 ) -> Path:
-    """Write the results summary of a finished run; a file of another profile is never touched."""
+    """Write the results summary of a finished run; a file of another profile is never touched.
+
+    ``provenance`` (code digest, data fingerprint, precision) goes in at the top level.
+    """
     path = results_path(config)
     if path.exists():
         existing = json.loads(path.read_text())
@@ -189,6 +196,7 @@ def write_summary(
         "torch": torch.__version__,
         "git_commit": _git_commit(),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        **(provenance or {}),
     }
     atomic_write_json(path, summary)
     return path

@@ -14,16 +14,20 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import hashlib
 import itertools
 import json
 import math
 import os
 import shutil
+import signal
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -35,12 +39,13 @@ from tqdm.auto import tqdm
 from coop_utils import data as datasets
 from coop_utils import runs
 from coop_utils.config import RunConfig
-from coop_utils.evaluate import count_flops, measure_latency
+from coop_utils.evaluate import calibrate_batchnorm, count_flops, measure_latency
 from coop_utils.gating import BlockGate, add_gate
 from coop_utils.losses import (
     cooperative_objective,
     kd_loss,
     leader_loss,
+    sfsl_weights,
     subnetwork_loss,
     teammate_loss,
 )
@@ -56,13 +61,13 @@ __all__ = [
     "parameter_digest",
     "prepare_data",
     "resolve_device",
+    "state_digest",
     "train",
 ]
 
 BYOT_TEMPERATURE = 3.0
 BYOT_KD_WEIGHT = 0.1
 BYOT_HINT_WEIGHT = 1e-6
-BN_RECALIBRATION_IMAGES = 2048
 LATENCY_REPEATS = 5
 
 
@@ -81,12 +86,8 @@ class Run:
 
 
 def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"config key 'device' is {name!r}, but CUDA is not available here")
-    return device
+    """``auto``: CUDA where available, else the CPU; a CUDA name without CUDA is a ValueError."""
+    return RunConfig(device=name).resolved_device()
 
 
 def _generator(*keys: int) -> torch.Generator:
@@ -107,6 +108,7 @@ class Data:
     num_classes: int
     image_size: int
     description: str
+    calibration: datasets.BatchLoader | None = None  # training images for per-depth batch norm
 
 
 def _generated_root(config: RunConfig) -> Path:
@@ -165,26 +167,30 @@ def prepare_data(
     mean, std = datasets.channel_stats(train_images, train_idx)
     common = {"batch_size": config.batch_size // world_size, "device": device, "mean": mean}
     common |= {"std": std, "rank": rank, "world_size": world_size}
+    single = common | {"rank": 0, "world_size": 1}  # evaluation: every sample, on every rank
     train_loader = datasets.BatchLoader(
         train_images, train.labels, train=True, seed=config.seed, indices=train_idx, **common
     )
     val_loader = None
     if len(val_idx):
         val_loader = datasets.BatchLoader(
-            train_images,
-            train.labels,
-            train=False,
-            indices=val_idx,
-            **(common | {"rank": 0, "world_size": 1}),
+            train_images, train.labels, train=False, indices=val_idx, **single
         )
-    test_loader = datasets.BatchLoader(
-        test_images, test.labels[test_idx], train=False, **(common | {"rank": 0, "world_size": 1})
+    test_loader = datasets.BatchLoader(test_images, test.labels[test_idx], train=False, **single)
+    # Per-depth batch norm is re-estimated on a seeded random subset of the training images,
+    # without augmentation (the test images have none); never on validation or test images.
+    subset = train_idx[torch.randperm(len(train_idx), generator=_generator(config.seed, 99))]
+    subset = subset[: config.bn_batches * single["batch_size"]]
+    calibration = datasets.BatchLoader(
+        train_images, train.labels, train=False, indices=subset, **single
     )
     description = (
         f"{train.describe()}; using {num_classes} classes at {image_size}x{image_size}: "
         f"{len(train_idx):,} train, {len(val_idx):,} validation, {len(test_idx):,} test images"
     )
-    return Data(train_loader, val_loader, test_loader, num_classes, image_size, description)
+    return Data(
+        train_loader, val_loader, test_loader, num_classes, image_size, description, calibration
+    )
 
 
 # --- systems -------------------------------------------------------------------------------
@@ -211,6 +217,15 @@ class System(nn.Module):
 
     needs_all_parameters = True  # False: DDP must look for parameters a step leaves unused
 
+    def __init__(self, config: RunConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.precision = config.resolved_precision()
+
+    def calibrate(self, batches: list[Tensor]) -> None:
+        """After training: re-estimate batch-norm statistics per depth plan where depths share
+        a network (the cooperative Teammates); other methods train each depth on its own."""
+
     def start_epoch(self, randomness: StepRandomness) -> None:
         """Per-epoch choices (the cooperative method draws its scaling factors here)."""
 
@@ -218,7 +233,7 @@ class System(nn.Module):
         self, images: Tensor, labels: Tensor, randomness: StepRandomness
     ) -> tuple[Tensor, dict[str, Tensor]]:
         """Accumulate the gradients of the batch's loss; return the loss (detached) and terms."""
-        with _autocast(images.device):
+        with _autocast(images.device, self.precision):
             loss, terms = self(images, labels, randomness)
         loss.backward()
         return loss.detach(), terms
@@ -232,8 +247,7 @@ class CooperativeSystem(System):
     """Two (1 to 4) gated Teammates, their sub-networks, and a Leader (METHOD.md)."""
 
     def __init__(self, config: RunConfig, num_classes: int, image_size: int) -> None:
-        super().__init__()
-        self.config = config
+        super().__init__(config)
         self.teammates = nn.ModuleList()
         for _ in range(config.teammates):
             net = build_model(config.arch, num_classes, image_size)
@@ -260,6 +274,26 @@ class CooperativeSystem(System):
             return randomness.epoch_factors
         return self._draw_factors(randomness.factors)
 
+    def _subnetwork(
+        self, net: SkippableResNet, s: float, images: Tensor, randomness: StepRandomness
+    ) -> Tensor:
+        """Logits of a sub-network at ``s`` under a freshly drawn training mask.
+
+        ``gate_gradient: kept`` computes only the blocks the mask keeps; ``all`` computes every
+        block, so that a dropped block's gate gets its exact straight-through gradient. The
+        mask's sum, times zero, keeps the gate logits in the graph when a plan keeps no gated
+        block, as DistributedDataParallel expects every parameter to take part.
+        """
+        mask = net.gate.sample(s, self.config.tau, generator=randomness.gumbel)
+        run_dropped = self.config.gate_gradient == "all"
+        logits = net(images, mask=mask, run_dropped=run_dropped)
+        return logits + 0.0 * mask.sum() if mask.requires_grad else logits
+
+    def calibrate(self, batches: list[Tensor]) -> None:
+        if self.config.bn_stats == "per_depth":
+            for net in self.teammates:
+                calibrate_batchnorm(net, batches, self.config.scaling_factors)
+
     def forward(
         self, images: Tensor, labels: Tensor, randomness: StepRandomness
     ) -> tuple[Tensor, dict[str, Tensor]]:
@@ -269,11 +303,9 @@ class CooperativeSystem(System):
         teammate_logits, subnetwork_logits = [], []
         for net, net_factors in zip(self.teammates, factors, strict=True):
             teammate_logits.append(net(images))
-            subs = []
-            for s in net_factors:
-                mask = net.gate.sample(s, config.tau, generator=randomness.gumbel)
-                subs.append((s, net(images, mask=mask.to(images.device))))
-            subnetwork_logits.append(subs)
+            subnetwork_logits.append(
+                [(s, self._subnetwork(net, s, images, randomness)) for s in net_factors]
+            )
         return cooperative_objective(
             teammate_logits,
             subnetwork_logits,
@@ -283,6 +315,7 @@ class CooperativeSystem(System):
             use_leader=config.use_leader,
             mutual=config.mutual,
             sfsl=config.sfsl,
+            sfsl_normalise=config.sfsl_normalise,
         )
 
     def backward_step(
@@ -297,14 +330,15 @@ class CooperativeSystem(System):
         """
         config, terms = self.config, {}
         factors = self._step_factors(randomness)
+        autocast = functools.partial(_autocast, images.device, self.precision)
         leader_logits = None
         if self.leader is not None:
-            with _autocast(images.device):
+            with autocast():
                 leader_logits = self.leader(images)
                 terms["leader"] = leader_loss(leader_logits, labels)
             terms["leader"].backward()
             leader_logits = leader_logits.detach()
-        with _autocast(images.device):
+        with autocast():
             logits = [net(images) for net in self.teammates]
             for index, own in enumerate(logits):
                 others = [other for j, other in enumerate(logits) if j != index]
@@ -320,12 +354,12 @@ class CooperativeSystem(System):
         sum(terms[f"teammate{i}"] for i in range(len(logits))).backward()
         for index, (net, net_factors) in enumerate(zip(self.teammates, factors, strict=True)):
             teacher = logits[index].detach()
-            for position, s in enumerate(net_factors):
-                mask = net.gate.sample(s, config.tau, generator=randomness.gumbel)
-                with _autocast(images.device):
-                    sub_logits = net(images, mask=mask.to(images.device))
+            weights = sfsl_weights(net_factors, config.sfsl, config.sfsl_normalise)
+            for position, (s, weight) in enumerate(zip(net_factors, weights, strict=True)):
+                with autocast():
+                    sub_logits = self._subnetwork(net, s, images, randomness)
                     term = subnetwork_loss(
-                        sub_logits, teacher, labels, s, config.temperature, config.sfsl
+                        sub_logits, teacher, labels, s, config.temperature, weight=weight
                     )
                 term.backward()
                 terms[f"teammate{index}/sub{position}@{s:g}"] = term
@@ -346,7 +380,7 @@ class IndependentSystem(System):
     needs_all_parameters = False
 
     def __init__(self, config: RunConfig, num_classes: int, image_size: int) -> None:
-        super().__init__()
+        super().__init__(config)
         self.factors = sorted(set(config.independent_factors))
         self.nets = nn.ModuleList(
             build_model(config.arch, num_classes, image_size) for _ in self.factors
@@ -369,7 +403,7 @@ class ExitSystem(System):
     """A backbone with early exits: BYOT (an exit per stage) or BranchyNet (an exit per depth)."""
 
     def __init__(self, config: RunConfig, num_classes: int, image_size: int) -> None:
-        super().__init__()
+        super().__init__(config)
         self.method = config.method
         backbone = build_model(config.arch, num_classes, image_size)
         if config.method == "byot":
@@ -413,23 +447,29 @@ def build_system(config: RunConfig, num_classes: int, image_size: int) -> System
 # --- evaluation ----------------------------------------------------------------------------
 
 
-def _autocast(device: torch.device):
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
+def _autocast(device: torch.device, precision: str):
+    """bf16 autocast for ``precision == "bf16"``; nothing for fp32."""
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 
 @torch.no_grad()
-def accuracy(net: nn.Module, loader: datasets.BatchLoader, s: float) -> tuple[float, float]:
-    """Top-1 and top-5 accuracy (%) of ``net`` at scaling factor ``s`` over ``loader``."""
+def accuracy(
+    net: nn.Module, loader: datasets.BatchLoader, s: float, precision: str = "fp32"
+) -> tuple[float, float]:
+    """Top-1 and top-5 accuracy (%) of ``net`` at scaling factor ``s`` over ``loader``.
+
+    Logits are ranked in fp32: ties among bf16 logits would go to the lower class index.
+    """
     was_training = net.training
     net.eval()
     correct1 = correct5 = total = 0
     try:
         for images, labels in loader:
             images = images.contiguous(memory_format=torch.channels_last)
-            with _autocast(images.device):
-                logits = net(images, s=s)
+            with _autocast(images.device, precision):
+                logits = net(images, s=s).float()
             top = logits.topk(min(5, logits.shape[1]), dim=1).indices
             hits = top == labels[:, None]
             correct1 += int(hits[:, 0].sum())
@@ -440,36 +480,14 @@ def accuracy(net: nn.Module, loader: datasets.BatchLoader, s: float) -> tuple[fl
     return 100 * correct1 / total, 100 * correct5 / total
 
 
-@torch.no_grad()
-def recalibrate_batchnorm(
-    net: SkippableResNet, loader: datasets.BatchLoader, s: float
-) -> nn.Module:
-    """A copy of ``net`` whose BN statistics are re-estimated at the depth plan of ``s``."""
-    copy_ = copy.deepcopy(net)
-    for module in copy_.modules():
-        if isinstance(module, nn.BatchNorm2d):
-            module.reset_running_stats()
-            module.momentum = None  # cumulative average over the batches seen
-    copy_.train()
-    seen = 0
-    for images, _ in loader:
-        copy_(images, s=s)
-        seen += len(images)
-        if seen >= BN_RECALIBRATION_IMAGES:
-            break
-    return copy_.eval()
-
-
 def evaluate_system(system: System, data: Data, config: RunConfig, device: torch.device):
     """Final metrics: per network, per scaling factor, test and validation accuracy and cost."""
     metrics: dict[str, dict[str, dict[str, float]]] = {}
     for name, net, s in system.evaluations():
-        if config.bn_recalibration and isinstance(net, SkippableResNet) and s < 1:
-            net = recalibrate_batchnorm(net, data.val or data.test, s)
-        top1, top5 = accuracy(net, data.test, s)
+        top1, top5 = accuracy(net, data.test, s, system.precision)
         row = {"top1": top1, "top5": top5, "flops": count_flops(net, s)}
         if data.val is not None:
-            row["val_top1"] = accuracy(net, data.val, s)[0]
+            row["val_top1"] = accuracy(net, data.val, s, system.precision)[0]
         row["latency_ms"] = 1e3 * measure_latency(net, s, batch_size=1, repeats=LATENCY_REPEATS)
         row["active_blocks"] = len(net.active_blocks(s))
         metrics.setdefault(name, {})[f"{s:.4g}"] = row
@@ -482,25 +500,43 @@ def evaluate_system(system: System, data: Data, config: RunConfig, device: torch
     return metrics
 
 
+def calibration_batches(data: Data) -> list[Tensor]:
+    """The training images that re-estimate per-depth batch-norm statistics, as batches."""
+    return [images.contiguous(memory_format=torch.channels_last) for images, _ in data.calibration]
+
+
 def _validation_curve(system: System, data: Data) -> dict[str, float]:
-    """Validation top-1 of the first evaluated network at its shallowest and deepest depth."""
+    """Validation top-1 of the first evaluated network at its shallowest and deepest depth,
+    evaluated as the final metrics are (per-depth statistics on a calibrated copy)."""
     if data.val is None:
         return {}
-    rows = list(system.evaluations())
+    probe = copy.deepcopy(system)
+    probe.calibrate(calibration_batches(data))
+    rows = list(probe.evaluations())
     rows = sorted((s, net) for name, net, s in rows if name == rows[0][0])
     (shallow, shallow_net), (deep, deep_net) = rows[0], rows[-1]
     return {
-        "val_top1_deepest": accuracy(deep_net, data.val, deep)[0],
-        "val_top1_shallowest": accuracy(shallow_net, data.val, shallow)[0],
+        "val_top1_deepest": accuracy(deep_net, data.val, deep, probe.precision)[0],
+        "val_top1_shallowest": accuracy(shallow_net, data.val, shallow, probe.precision)[0],
     }
 
 
 # --- the loop ------------------------------------------------------------------------------
 
 
-def _learning_rate(config: RunConfig, epoch: int) -> float:
-    """Step schedule: ``lr * gamma ** (milestones passed)``; ``epoch`` counts from 0."""
-    return config.lr * config.lr_gamma ** sum(epoch >= m for m in config.lr_milestones)
+def learning_rate(config: RunConfig, step: int, steps_per_epoch: int, total_steps: int) -> float:
+    """The learning rate of optimizer step ``step`` (from 0).
+
+    ``step``: ``lr * gamma ** (milestone epochs passed)``; ``linear`` and ``cosine`` decay
+    from ``lr`` to zero over the run's steps, updated every step (budgeted training).
+    """
+    if config.lr_schedule == "step":
+        epoch = step // steps_per_epoch
+        return config.lr * config.lr_gamma ** sum(epoch >= m for m in config.lr_milestones)
+    progress = step / max(total_steps, 1)
+    if config.lr_schedule == "linear":
+        return config.lr * (1.0 - progress)
+    return config.lr * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 def _optimizer(system: System, config: RunConfig) -> torch.optim.SGD:
@@ -515,12 +551,11 @@ def _optimizer(system: System, config: RunConfig) -> torch.optim.SGD:
 
 
 def _distributed() -> tuple[int, int]:
-    """``(rank, world size)`` under torchrun, ``(0, 1)`` otherwise."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size > 1 and not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        dist.init_process_group(backend=backend)
-    return (dist.get_rank(), dist.get_world_size()) if world_size > 1 else (0, 1)
+    """``(rank, world size)`` under torchrun (which always starts a process group, even for one
+    process, so that DDP's set-up and hooks run), ``(0, 1)`` otherwise."""
+    if dist.is_torchelastic_launched() and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+    return (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
 
 
 def parameter_digest(module: nn.Module) -> str:
@@ -528,11 +563,81 @@ def parameter_digest(module: nn.Module) -> str:
 
     Buffers are left out: BN running statistics are each rank's own between broadcasts.
     """
+    return _digest(dict(module.named_parameters()))
+
+
+def state_digest(state: nn.Module | dict[str, Tensor]) -> str:
+    """SHA-256 of a module's whole state (parameters and buffers, batch-norm statistics too)."""
+    return _digest(state.state_dict() if isinstance(state, nn.Module) else state)
+
+
+def _digest(tensors: dict[str, Tensor]) -> str:
     digest = hashlib.sha256()
-    for name, tensor in sorted(module.named_parameters()):
+    for name, tensor in sorted(tensors.items()):
         digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        digest.update(tensor.detach().cpu().reshape(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()[:16]
+
+
+# --- provenance and reuse ------------------------------------------------------------------
+
+
+def provenance(config: RunConfig) -> dict[str, Any]:
+    """What a run's numbers depend on beyond its config: the code, the data, the precision."""
+    code, dirty = runs.code_digest()
+    root = _generated_root(config) if config.data == "generated" else config.data_root
+    fingerprints = [datasets.data_fingerprint(config.dataset, split, root) for split in SPLITS]
+    data = hashlib.sha256("+".join(fingerprints).encode()).hexdigest()[:16]
+    return {
+        "code_digest": code,
+        "code_dirty": dirty,
+        "git_commit": runs.git_commit(),
+        "data_fingerprint": data,
+        "precision": config.resolved_precision(),
+    }
+
+
+SPLITS = ("train", "test")
+_MATCHED = ("code_digest", "data_fingerprint", "precision")
+
+
+def _recorded_provenance(directory: Path) -> dict[str, Any]:
+    path = directory / "provenance.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _staleness(recorded: dict[str, Any], current: dict[str, Any]) -> str:
+    """Why a run recorded with ``recorded`` cannot stand for ``current`` ('' if it can)."""
+    changed = [key for key in _MATCHED if recorded.get(key) != current[key]]
+    if not changed:
+        return ""
+    return ", ".join(
+        f"{key} {recorded.get(key, 'unrecorded')} -> {current[key]}" for key in changed
+    )
+
+
+def _set_aside_if_stale(directory: Path, current: dict[str, Any], reuse_stale: bool) -> None:
+    """Move a run made by other code or data aside (nothing is deleted), unless asked to reuse
+    it anyway; then a fresh run starts in its place."""
+    if not directory.exists() or not any(
+        (directory / name).exists() for name in ("checkpoint.pt", "metrics.json")
+    ):
+        return
+    why = _staleness(_recorded_provenance(directory), current)
+    if not why:
+        return
+    if reuse_stale:
+        print(f"reusing {directory} although it is stale ({why}): --reuse-stale", flush=True)
+        return
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    aside = directory.with_name(f"{directory.name}.stale-{stamp}")
+    with runs.hold_run(directory):
+        directory.rename(aside)
+    print(
+        f"retraining {directory}: it was made by other code or data ({why}); "
+        f"the old run is kept in {aside}",
+        flush=True,
+    )
 
 
 def _reused(config: RunConfig, directory: Path) -> Run:
@@ -548,27 +653,36 @@ def _reused(config: RunConfig, directory: Path) -> Run:
     )
 
 
-def _reused_or_none(config: RunConfig) -> Run | None:
+def _finished(config: RunConfig, current: dict[str, Any], reuse_stale: bool) -> Run | None:
     directory = runs.run_dir(config)
+    _set_aside_if_stale(directory, current, reuse_stale)
     return _reused(config, directory) if (directory / "metrics.json").exists() else None
 
 
-def _recalibrated(config: RunConfig, directory: Path, trained: Run) -> Run:
-    """Evaluate the finished run ``trained`` with per-depth BN statistics, as ``config``'s run."""
-    device = resolve_device(config.device)
+def _shared_bn_evaluation(
+    config: RunConfig, directory: Path, trained: Run, current: dict[str, Any]
+) -> Run:
+    """Evaluate the finished run ``trained`` with its shared batch-norm statistics, as
+    ``config``'s run: the ablation changes evaluation only, so nothing is trained again."""
+    device = config.resolved_device()
     data = prepare_data(config, device)
     system = load_system(trained).to(device, memory_format=torch.channels_last)
+    for net in system.modules():
+        if isinstance(net, SkippableResNet):
+            net.set_plan_stats([], [])
     metrics = evaluate_system(system, data, config, device)
     runs.atomic_write_json(directory / "config.json", config.to_dict())
+    runs.atomic_write_json(directory / "provenance.json", current)
     shutil.copyfile(trained.directory / "log.csv", directory / "log.csv")
     summary = {
         "metrics": metrics,
         "wall_time_s": trained.wall_time_s,
         "data": data.description,
         "weights_from": str(trained.directory),
+        "provenance": current,
     }
     runs.atomic_write_json(directory / "metrics.json", summary)
-    summary_path = runs.write_summary(config, metrics, trained.wall_time_s, device)
+    summary_path = runs.write_summary(config, metrics, trained.wall_time_s, device, current)
     log = runs.read_log(directory / "log.csv")
     return Run(config, directory, metrics, log, trained.wall_time_s, summary_path=summary_path)
 
@@ -585,39 +699,81 @@ def load_system(run: Run) -> System:
     return system.eval()
 
 
-def train(config: RunConfig, progress: bool = True) -> Run:
+def train(config: RunConfig, progress: bool = True, reuse_stale: bool = False) -> Run:
     """Train ``config``'s run, or reuse it if finished, or resume it if interrupted.
 
-    BN recalibration only changes evaluation: when the same run without it has finished,
-    its trained networks are recalibrated and evaluated instead of training them again.
+    A run made by other code or from other data (its code digest or data fingerprint differ)
+    is moved aside and trained again, unless ``reuse_stale``. The ``shared-bn`` ablation only
+    changes evaluation: when the same run with per-depth statistics has finished, its trained
+    networks are evaluated with their shared statistics instead of training them again.
     """
+    current = provenance(config)
     directory = runs.run_dir(config)
-    if (directory / "metrics.json").exists():
-        return _reused(config, directory)
-    if config.bn_recalibration:
-        trained = _reused_or_none(config.replace(bn_recalibration=False, variant=""))
+    finished = _finished(config, current, reuse_stale)
+    if finished is not None:
+        return finished
+    if config.bn_stats == "shared" and config.method == "cooperative":
+        base = config.replace(bn_stats="per_depth", variant="")
+        trained = _finished(base, current, reuse_stale)
         if trained is not None:
             with runs.hold_run(directory):
-                return _recalibrated(config, directory, trained)
+                return _shared_bn_evaluation(config, directory, trained, current)
     rank, world_size = _distributed()
-    device = resolve_device(config.device)
+    device = config.resolved_device()
     if device.type == "cuda" and world_size > 1:
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(device)
     lock = runs.hold_run(directory) if rank == 0 else contextlib.nullcontext()
     with lock:
-        return _Trainer(config, directory, device, rank, world_size, progress).run()
+        return _Trainer(config, directory, device, rank, world_size, progress, current).run()
 
 
 class NonFiniteLossError(FloatingPointError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
 
 
+class TrainingInterrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM stopped training between two steps; a checkpoint was saved there."""
+
+    def __init__(self, signum: int, message: str) -> None:
+        super().__init__(message)
+        self.signum = signum
+
+
+class _StopRequest:
+    """SIGINT and SIGTERM set a flag that the loop reads between steps, so that a checkpoint
+    never holds a half-updated network or generators that ran ahead of the saved step.
+
+    A second SIGINT stops at once (the last checkpoint stays). Signal handlers can only be set
+    in the main thread; elsewhere the default behaviour stays.
+    """
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self.previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.signum == signal.SIGINT and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    def __enter__(self) -> _StopRequest:
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self.previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+
+
 class _Trainer:
-    def __init__(self, config, directory, device, rank, world_size, progress) -> None:
+    def __init__(self, config, directory, device, rank, world_size, progress, current) -> None:
         self.config, self.directory, self.device = config, directory, device
         self.rank, self.world_size = rank, world_size
         self.progress = progress and rank == 0
+        self.provenance = current
         self.checkpoint_path = directory / "checkpoint.pt"
         self.log_path = directory / "log.csv"
 
@@ -664,15 +820,17 @@ class _Trainer:
         if self.rank == 0:
             self.directory.mkdir(parents=True, exist_ok=True)
             runs.atomic_write_json(self.directory / "config.json", config.to_dict())
+            runs.atomic_write_json(self.directory / "provenance.json", self.provenance)
             runs.truncate_log(self.log_path, start_epoch)
 
         model: nn.Module = system
-        if self.world_size > 1:
+        if dist.is_initialized():
             model = nn.parallel.DistributedDataParallel(
                 system, find_unused_parameters=not system.needs_all_parameters
             )
         if config.compile:
             model = torch.compile(model)
+        joint_backward = model is not system  # DDP syncs once; compile traces one graph
 
         steps_per_epoch = len(data.train)
         total_steps = steps_per_epoch * config.epochs
@@ -686,13 +844,9 @@ class _Trainer:
             desc=f"{config.method} {config.dataset}",
         )
         started = time.perf_counter()
-        epoch = start_epoch
-        randomness = None
-        try:
+        epoch, lr = start_epoch, config.lr
+        with _StopRequest() as stop, bar:
             while epoch < config.epochs and global_step < total_steps:
-                lr = _learning_rate(config, epoch)
-                for group in self.optimizer.param_groups:
-                    group["lr"] = lr
                 randomness = StepRandomness(
                     _generator(config.seed, epoch, 1), _generator(config.seed, epoch, 2)
                 )
@@ -706,10 +860,13 @@ class _Trainer:
                 for step_in_epoch, (images, labels) in batches:
                     if global_step >= total_steps:
                         break
+                    lr = learning_rate(config, global_step, steps_per_epoch, total_steps)
+                    for group in self.optimizer.param_groups:
+                        group["lr"] = lr
                     images = images.contiguous(memory_format=torch.channels_last)
                     self.optimizer.zero_grad(set_to_none=True)
-                    if self.world_size > 1 or config.compile:  # one backward: DDP syncs once
-                        with _autocast(device):
+                    if joint_backward:
+                        with _autocast(device, system.precision):
                             loss, _ = model(images, labels, randomness)
                         loss.backward()
                     else:
@@ -729,8 +886,11 @@ class _Trainer:
                     rate = epoch_images * self.world_size / (time.perf_counter() - epoch_start)
                     bar.update()
                     bar.set_postfix(loss=f"{loss_value:.3f}", lr=f"{lr:.3g}", img_s=f"{rate:.0f}")
+                    if stop.signum is not None and skip_steps < steps_per_epoch:
+                        wall = wall_before + time.perf_counter() - started
+                        self._stop(stop.signum, epoch, skip_steps, global_step, randomness, wall)
                 epoch += 1
-                skip_steps, randomness = 0, None
+                skip_steps = 0
                 wall = wall_before + time.perf_counter() - started
                 if self.rank == 0:
                     row = {
@@ -748,25 +908,26 @@ class _Trainer:
                         row |= _validation_curve(system, data)
                     runs.append_log(self.log_path, row)
                     self._save(epoch, 0, global_step, None, wall)
-        except KeyboardInterrupt:
-            wall = wall_before + time.perf_counter() - started
-            self._save(epoch, skip_steps, global_step, randomness, wall)
-            if self.progress:
-                print(f"\ninterrupted: checkpoint saved at epoch {epoch + 1}, step {global_step}")
-            raise
-        finally:
-            bar.close()
+                if stop.signum is not None:
+                    self._stop(stop.signum, epoch, 0, global_step, None, wall)
 
         wall = wall_before + time.perf_counter() - started
         digest = parameter_digest(system)
-        if self.world_size > 1:
+        if dist.is_initialized():
             dist.barrier()
         if self.rank != 0:
             return Run(config, self.directory, {}, [], wall, parameter_digest=digest)
+        system.calibrate(calibration_batches(data))
+        self._save(epoch, 0, global_step, None, wall)  # the checkpoint holds the statistics
         metrics = evaluate_system(system, data, config, device)
-        summary = {"metrics": metrics, "wall_time_s": wall, "data": data.description}
+        summary = {
+            "metrics": metrics,
+            "wall_time_s": wall,
+            "data": data.description,
+            "provenance": self.provenance,
+        }
         runs.atomic_write_json(self.directory / "metrics.json", summary)
-        summary_path = runs.write_summary(config, metrics, wall, device)
+        summary_path = runs.write_summary(config, metrics, wall, device, self.provenance)
         return Run(
             config,
             self.directory,
@@ -775,4 +936,14 @@ class _Trainer:
             wall,
             summary_path=summary_path,
             parameter_digest=digest,
+        )
+
+    def _stop(self, signum, epoch, step_in_epoch, global_step, randomness, wall):
+        """Save where the loop stands (between two steps) and stop."""
+        self._save(epoch, step_in_epoch, global_step, randomness, wall)
+        name = signal.Signals(signum).name
+        raise TrainingInterrupted(
+            signum,
+            f"{name}: checkpoint saved in {self.directory} at epoch {epoch + 1}, step "
+            f"{global_step}; the same command resumes it",
         )

@@ -143,7 +143,16 @@ gumbel_figure = plots.gumbel_temperature_figure(
 # where $\operatorname{sg}$ stops the gradient: the value of $m$ is $m^{\text{hard}}$, its
 # gradient is that of $m^{\text{soft}}$. A gated block computes $x + m_i F_i(x)$, so
 # $\partial \mathcal{L} / \partial m_i = \langle \nabla_{\text{out}} \mathcal{L}, F_i(x) \rangle$,
-# which exists for skipped blocks too.
+# which exists for skipped blocks too, but only if $F_i(x)$ is computed, and computing it
+# costs what running the block costs. Which blocks a training pass computes is a choice
+# (`gate_gradient`):
+#
+# - `all` runs every block, the dropped ones included, so each logit gets its exact
+#   straight-through gradient, and a sub-network at $s = 0.2$ costs a full pass; a dropped
+#   block then normalises with its batch's statistics and never updates its running ones;
+# - `kept` (the default) runs only the kept blocks, so a sub-network costs what its plan costs.
+#   The gradient reaches the kept blocks' $m_i$, and through the relaxed top-k, whose every
+#   output depends on every logit of the stage, all the stage's logits.
 
 # %%
 book.show_source(BlockGate.sample)
@@ -160,18 +169,21 @@ for block in net.blocks:
 gate = add_gate(net)
 mask = gate.sample(0.5, tau=1.0, generator=torch.Generator().manual_seed(seed))
 images, labels = torch.randn(8, 3, 32, 32), torch.randint(0, 10, (8,))
-torch.nn.functional.cross_entropy(net(images, mask=mask), labels).backward()
+gradients = {}
+for estimator, run_dropped in (("kept", False), ("all", True)):
+    gate.logits.grad = None
+    logits = net(images, mask=mask, run_dropped=run_dropped)
+    torch.nn.functional.cross_entropy(logits, labels).backward(retain_graph=True)
+    gradients[f"gradient of its logit ({estimator})"] = gate.logits.grad.numpy().copy()
 pd.DataFrame(
-    {
-        "block": net.gateable_blocks,
-        "mask value (forward)": mask.detach().numpy(),
-        "gradient of its logit": gate.logits.grad.numpy(),
-    }
+    {"block": net.gateable_blocks, "mask value (forward)": mask.detach().numpy()} | gradients
 ).set_index("block").T.round(4)
 
 # %% [markdown]
-# The mask is exactly 0 or 1 in the forward pass, and every logit, kept or skipped, gets a
-# gradient.
+# The mask is exactly 0 or 1 in the forward pass, and under either estimator every logit,
+# kept or skipped, gets a gradient; the two gradients differ, since `kept` never sees what a
+# skipped block would have added. Which one trains better is measured, not assumed: see the
+# estimator pilot in {doc}`../open-decisions`.
 
 # %% [markdown]
 # ## What a depth costs

@@ -239,9 +239,10 @@ if "depth_cost" in records:
     display(pd.DataFrame(record["results"]["gate_overhead"]).set_index("arch").round(3))
 
 # %% [markdown]
-# The second table is the training-time price of a learned gate: with a straight-through
-# Gumbel mask every block runs, so a gated step costs what a full-depth step costs, plus the
-# sampling.
+# The second table is the training-time price of the gate's machinery: with the `all`
+# estimator every block runs, so a gated step costs what a full-depth step costs, plus the
+# sampling and the gate's gradient. The default `kept` estimator runs only the kept blocks; the
+# next benchmark measures what that saves in a whole cooperative step.
 #
 # ### The cooperative step against its parts
 

@@ -96,3 +96,33 @@ def test_bad_gate_arguments_raise():
         BlockGate((3, 3)).sample(0.5, tau=0.0)
     with pytest.raises(ValueError, match="scaling factor"):
         BlockGate((3, 3)).sample(1.5)
+
+
+def test_no_seeded_draw_of_a_training_step_names_a_device(monkeypatch):
+    """Every seeded draw happens on its generator's device (the CPU) and is moved afterwards:
+    ``torch.rand(..., generator=<CPU>, device="cuda")`` raises on a GPU, and drawing on the CPU
+    makes a CPU run and a GPU run of one seed draw the same numbers. On this CPU-only machine the
+    check is that no draw given a generator names a device at all: a CPU run cannot tell
+    ``device="cpu"`` from the device of the network that a GPU run would name."""
+    from coop_utils.config import load_config
+    from coop_utils.training import StepRandomness, build_system
+
+    seen = []
+
+    def checked(draw):
+        def wrapper(*args, generator=None, device=None, **kwargs):
+            if generator is not None:
+                seen.append(draw.__name__)
+                assert device is None, f"torch.{draw.__name__}(generator=..., device={device})"
+            return draw(*args, generator=generator, device=device, **kwargs)
+
+        return wrapper
+
+    for name in ("rand", "randn", "randint", "randperm", "rand_like", "bernoulli"):
+        monkeypatch.setattr(torch, name, checked(getattr(torch, name)))
+    config = load_config("smoke", gate_gradient="all")
+    system = build_system(config, num_classes=10, image_size=32)
+    randomness = StepRandomness(torch.Generator().manual_seed(1), torch.Generator().manual_seed(2))
+    system.start_epoch(randomness)
+    system.backward_step(torch.randn(4, 3, 32, 32), torch.arange(4), randomness)
+    assert "rand" in seen and "randperm" in seen  # the Gumbel noise and the drawn factors

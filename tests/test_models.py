@@ -153,3 +153,83 @@ def test_early_exit_network_runs_only_the_prefix_of_its_exit():
     torch.testing.assert_close(all_logits[-1], backbone(images))  # the last exit is the backbone
     with pytest.raises(ValueError, match="shallowest exit runs 33% of the blocks"):
         net(images, s=0.2)
+
+
+def _varied_batchnorm(net):
+    for module in net.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            torch.nn.init.uniform_(module.weight, 0.5, 1.5)
+            module.running_mean.uniform_(-0.1, 0.1)
+    return net
+
+
+@pytest.mark.parametrize("run_dropped", [False, True])
+def test_blocks_a_mask_drops_never_update_running_statistics(run_dropped):
+    """Whether a dropped block is skipped (``kept``) or run for its gate's gradient (``all``),
+    its batch norms keep their running statistics; the kept blocks update theirs."""
+    from coop_utils.gating import add_gate
+
+    torch.manual_seed(0)
+    net = _varied_batchnorm(build_model("resnet20", 10, 32))
+    add_gate(net)
+    net.train()
+    before = {name: b.clone() for name, b in net.named_buffers() if "running_mean" in name}
+    mask = net.gate.sample(0.5, generator=torch.Generator().manual_seed(0))  # 1 of 2 per stage
+    net(torch.randn(4, 3, 32, 32), mask=mask, run_dropped=run_dropped).sum().backward()
+    for position, block in enumerate(net.gateable_blocks):
+        name = f"blocks.{block}.residual.1.running_mean"
+        moved = not torch.equal(net.get_buffer(name), before[name])
+        assert moved == bool(mask[position] == 1), (name, mask.tolist())
+    assert bool(net.gate.logits.grad.abs().sum() > 0)
+
+
+def test_the_kept_estimator_reaches_every_logit_of_a_stage_through_the_relaxed_topk():
+    from coop_utils.gating import add_gate
+
+    torch.manual_seed(0)
+    net = _varied_batchnorm(build_model("resnet32", 10, 32))
+    add_gate(net)
+    mask = net.gate.sample(0.6, generator=torch.Generator().manual_seed(0))  # 2 of 4 per stage
+    net(torch.randn(4, 3, 32, 32), mask=mask).sum().backward()
+    assert bool((net.gate.logits.grad != 0).all())
+
+
+def test_per_depth_statistics_are_used_per_plan_and_survive_a_state_dict_round_trip():
+    from coop_utils.evaluate import calibrate_batchnorm
+
+    torch.manual_seed(0)
+    net = _varied_batchnorm(build_model("resnet20", 10, 32))
+    batches = [torch.randn(8, 3, 32, 32) + 1 for _ in range(2)]
+    images = torch.randn(4, 3, 32, 32)
+    net.eval()
+    with torch.no_grad():
+        shared = [net(images, s=s) for s in (0.2, 1.0)]
+    shared_mean = net.stem[1].running_mean.clone()
+    plans = calibrate_batchnorm(net, batches)
+    assert len(plans) == 3 and net.has_plan_stats
+    with torch.no_grad():
+        calibrated = [net(images, s=s) for s in (0.2, 1.0)]
+        assert not torch.allclose(calibrated[0], shared[0])
+        # the plan's statistics: the plain average of its batch statistics on those batches
+        expected = torch.stack([net.stem[0](b).mean((0, 2, 3)) for b in batches]).mean(0)
+    torch.testing.assert_close(net.stem[1].plan_mean[0], expected, rtol=1e-4, atol=1e-5)
+    assert torch.equal(net.stem[1].running_mean, shared_mean)  # the shared ones are kept
+    fresh = build_model("resnet20", 10, 32).eval()
+    fresh.load_state_dict(net.state_dict())
+    with torch.no_grad():
+        for s, output in zip((0.2, 1.0), calibrated, strict=True):
+            torch.testing.assert_close(fresh(images, s=s), output)
+    fresh.set_plan_stats([], [])
+    with torch.no_grad():
+        torch.testing.assert_close(fresh(images, s=0.2), shared[0])
+
+
+def test_logits_are_fp32_under_bf16_autocast_so_near_ties_rank_correctly():
+    net = build_model("resnet20", 3, 32).eval()
+    with torch.no_grad():
+        net.fc.weight.zero_()
+        net.fc.bias.copy_(torch.tensor([10.0, 10.01, 0.0]))  # one bf16 value, two fp32 values
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            logits = net(torch.randn(2, 3, 32, 32))
+    assert logits.dtype == torch.float32
+    assert logits.argmax(1).tolist() == [1, 1]

@@ -1,5 +1,7 @@
 """The training engine: every method learns, the objective is METHOD.md's, runs resume and reuse."""
 
+import copy
+import json
 import math
 import os
 import signal
@@ -136,6 +138,7 @@ def _start_cli(config, method="cooperative"):
 
 
 def _wait_for(path, process, timeout=300):
+    """Poll until the run writes ``path`` (an event, not a guess at how long a step takes)."""
     deadline = time.monotonic() + timeout
     while not path.exists():
         assert process.poll() is None, process.stdout.read().decode()
@@ -143,13 +146,24 @@ def _wait_for(path, process, timeout=300):
         time.sleep(0.05)
 
 
+def final_state_digest(config):
+    """Digest of the finished run's whole state: parameters, batch-norm statistics (shared and
+    per depth), gate logits, and the optimizer's momentum buffers."""
+    state = load_checkpoint(run_dir(config) / "checkpoint.pt")
+    optimizer = {
+        f"momentum{i}": v["momentum_buffer"] for i, v in state["optimizer"]["state"].items()
+    }
+    return training.state_digest(state["system"] | optimizer)
+
+
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory):
-    """Metrics of the cooperative smoke run, trained without interruption."""
-    return train(smoke(tmp_path_factory.mktemp("whole")), progress=False).metrics
+    """The cooperative smoke run, trained without interruption: its metrics and state digest."""
+    config = smoke(tmp_path_factory.mktemp("whole"))
+    return train(config, progress=False).metrics, final_state_digest(config)
 
 
-def test_run_killed_mid_training_resumes_to_identical_metrics(tmp_path, uninterrupted):
+def test_run_killed_mid_training_resumes_to_an_identical_state(tmp_path, uninterrupted):
     config = smoke(tmp_path)
     process = _start_cli(config)
     _wait_for(run_dir(config) / "checkpoint.pt", process)
@@ -157,25 +171,50 @@ def test_run_killed_mid_training_resumes_to_identical_metrics(tmp_path, uninterr
     process.wait()
     assert not (run_dir(config) / "metrics.json").exists()
     resumed = train(config, progress=False)
-    assert accuracies(resumed.metrics) == accuracies(uninterrupted)
+    assert final_state_digest(config) == uninterrupted[1]
+    assert accuracies(resumed.metrics) == accuracies(uninterrupted[0])
     assert [row["epoch"] for row in resumed.log] == ["1", "2", "3"]
 
 
-def test_ctrl_c_saves_a_checkpoint_mid_epoch_and_resumes_exactly(tmp_path, uninterrupted):
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("at_step", [3, 13])  # mid-epoch 1, and the last step of epoch 1
+def test_a_signal_mid_step_saves_between_steps_and_resumes_exactly(
+    tmp_path, monkeypatch, uninterrupted, signum, at_step
+):
+    """The signal arrives inside a chosen step; the step completes, then the run saves and stops.
+    Resumed, it ends in exactly the state of the uninterrupted run."""
+    config = smoke(tmp_path)
+    step, calls = training.CooperativeSystem.backward_step, []
+
+    def signalled(self, *args):
+        calls.append(1)
+        if len(calls) == at_step:
+            os.kill(os.getpid(), signum)  # delivered while this step is in flight
+        return step(self, *args)
+
+    monkeypatch.setattr(training.CooperativeSystem, "backward_step", signalled)
+    with pytest.raises(training.TrainingInterrupted, match=signal.Signals(signum).name):
+        train(config, progress=False)
+    state = load_checkpoint(run_dir(config) / "checkpoint.pt")
+    assert state["global_step"] == at_step  # the step in flight finished, no further one began
+    monkeypatch.setattr(training.CooperativeSystem, "backward_step", step)
+    resumed = train(config, progress=False)
+    assert final_state_digest(config) == uninterrupted[1]
+    assert accuracies(resumed.metrics) == accuracies(uninterrupted[0])
+
+
+def test_ctrl_c_on_the_command_line_exits_with_one_line(tmp_path):
+    """Wherever the signal lands (a step, the evaluation, or after the end), the command ends
+    with one line and no traceback; exactness of the resume is the in-process tests' job."""
     config = smoke(tmp_path)
     process = _start_cli(config)
-    checkpoint = run_dir(config) / "checkpoint.pt"
-    _wait_for(checkpoint, process)
-    first_epoch_done = checkpoint.stat().st_mtime_ns
-    time.sleep(0.5)  # into the second epoch
+    _wait_for(run_dir(config) / "checkpoint.pt", process)
     process.send_signal(signal.SIGINT)
-    output = process.communicate(timeout=120)[0].decode()
-    assert process.returncode != 0, output
-    state = load_checkpoint(checkpoint)
-    assert checkpoint.stat().st_mtime_ns != first_epoch_done, output
-    assert state["step_in_epoch"] > 0 or state["epoch"] > 1, state
-    resumed = train(config, progress=False)
-    assert accuracies(resumed.metrics) == accuracies(uninterrupted)
+    output = process.communicate(timeout=300)[0].decode()
+    assert process.returncode in (0, 130), output
+    assert "Traceback" not in output, output
+    if process.returncode == 130:
+        assert "interrupted" in output and "resume" in output, output
 
 
 def test_two_process_gloo_run_ends_with_identical_parameters(tmp_path):
@@ -200,27 +239,12 @@ def test_ablation_switches_train_together(tmp_path):
     assert set(run.metrics) == {"teammate0", "teammate1", "teammate2", "teammate_mean"}
 
 
-def test_bn_recalibration_re_estimates_statistics_on_a_copy(tmp_path):
-    config = smoke(tmp_path)
-    data = training.prepare_data(config, torch.device("cpu"))
-    torch.manual_seed(0)
-    net = build_system(config, data.num_classes, data.image_size).teammates[0]
-    before = net.stem[1].running_mean.clone()
-    recalibrated = training.recalibrate_batchnorm(net, data.val, 0.3)
-    assert torch.equal(net.stem[1].running_mean, before)  # the trained network is untouched
-    with torch.no_grad():  # momentum None: the plain average of the batches' means
-        expected = torch.stack([net.stem[0](images).mean((0, 2, 3)) for images, _ in data.val])
-    expected = expected.mean(0)
-    torch.testing.assert_close(recalibrated.stem[1].running_mean, expected, rtol=1e-4, atol=1e-5)
-    assert not recalibrated.training
-
-
 def test_cli_variant_of_an_ablation_flips_its_switches(monkeypatch, capsys):
     from coop_utils.__main__ import main
 
     seen = []
 
-    def fake_train(config, progress=True):
+    def fake_train(config, progress=True, **kwargs):
         seen.append(config)
         raise ValueError("stop here")
 
@@ -234,22 +258,62 @@ def test_cli_variant_of_an_ablation_flips_its_switches(monkeypatch, capsys):
     assert "unknown config key(s) 'colour'" in capsys.readouterr().err
 
 
-def test_bn_recalibration_reuses_the_trained_run(tmp_path, monkeypatch):
+def test_shared_bn_ablation_reuses_the_trained_run(tmp_path, monkeypatch):
     base = train(smoke(tmp_path, method="cooperative"), progress=False)
 
     def no_training(*args, **kwargs):
-        raise AssertionError("the recalibration ablation must reuse the trained networks")
+        raise AssertionError("the shared-bn ablation must reuse the trained networks")
 
     monkeypatch.setattr(training._Trainer, "run", no_training)
-    config = smoke(
-        tmp_path, method="cooperative", variant="bn-recalibration", bn_recalibration=True
-    )
-    recalibrated = train(config, progress=False)
-    assert recalibrated.summary_path.name == "cooperative-bn-recalibration.json"
-    for key in ("top1", "top5", "flops"):  # full depth keeps the trained statistics
-        assert recalibrated.metrics["leader"]["1"][key] == base.metrics["leader"]["1"][key]
-        assert recalibrated.metrics["teammate0"]["1"][key] == base.metrics["teammate0"]["1"][key]
+    config = smoke(tmp_path, method="cooperative", variant="shared-bn", bn_stats="shared")
+    shared = train(config, progress=False)
+    assert shared.summary_path.name == "cooperative-shared-bn.json"
+    for key in ("top1", "top5", "flops"):  # the Leader has one depth: nothing to re-estimate
+        assert shared.metrics["leader"]["1"][key] == base.metrics["leader"]["1"][key]
+    recorded = json.loads((shared.directory / "metrics.json").read_text())
+    assert recorded["weights_from"] == str(base.directory)
     assert train(config, progress=False).reused
+
+
+def test_a_finished_run_stores_per_depth_statistics_with_its_teammates(tmp_path):
+    config = smoke(tmp_path)
+    run = train(config, progress=False)
+    system = training.load_system(run)
+    for net in system.teammates:
+        plans = {tuple(net.active_blocks(s)) for s in config.scaling_factors}
+        assert net.bn_plans.shape[0] == len(plans) and all(
+            net.plan_index(p) is not None for p in plans
+        )
+    assert not system.leader.has_plan_stats  # one depth, its training statistics
+
+
+def test_evaluation_at_a_depth_does_not_depend_on_the_last_epochs_drawn_factors(tmp_path):
+    """Two copies of a network whose running statistics were moved by sub-network passes at
+    different scaling factors evaluate identically once per-depth statistics are estimated."""
+    from coop_utils.evaluate import calibrate_batchnorm
+
+    config = smoke(tmp_path)
+    data = training.prepare_data(config, torch.device("cpu"))
+    torch.manual_seed(0)
+    net = build_system(config, data.num_classes, data.image_size).teammates[0]
+    for module in net.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            torch.nn.init.uniform_(module.weight, 0.5, 1.5)
+    images = next(iter(data.test))[0]
+    outputs = []
+    for drawn in ((0.2, 0.3), (0.8, 0.9)):
+        copy_ = copy.deepcopy(net).train()
+        with torch.no_grad():
+            for s in drawn:
+                copy_(images, mask=copy_.gate.sample(s, generator=torch.Generator().manual_seed(0)))
+        calibrate_batchnorm(copy_, training.calibration_batches(data))
+        copy_.eval()
+        with torch.no_grad():
+            outputs.append([copy_(images, s=s) for s in config.scaling_factors])
+        outputs[-1].append(copy_.blocks[1].residual[1].running_mean.clone())  # shared stats
+    for first, second in zip(outputs[0][:-1], outputs[1][:-1], strict=True):
+        torch.testing.assert_close(first, second, rtol=0, atol=0)
+    assert not torch.equal(outputs[0][-1], outputs[1][-1])  # the shared statistics did differ
 
 
 @pytest.mark.parametrize("use_leader", [True, False])
