@@ -19,7 +19,9 @@ import datetime
 import fcntl
 import json
 import os
+import pickle
 import platform
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -33,6 +35,7 @@ import torch
 from coop_utils.config import RunConfig
 
 __all__ = [
+    "CheckpointError",
     "RunBusyError",
     "append_log",
     "atomic_write_json",
@@ -51,6 +54,10 @@ __all__ = [
 
 class RunBusyError(RuntimeError):
     """Another process is writing the same run."""
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint file that cannot be read (cut short, empty, or not a checkpoint)."""
 
 
 def run_dir(config: RunConfig) -> Path:
@@ -89,7 +96,27 @@ def save_checkpoint(path: Path, state: Mapping[str, Any]) -> None:
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
-    return torch.load(path, map_location="cpu", weights_only=True)
+    """Read a checkpoint; an unreadable one raises :class:`CheckpointError`, a one-line message
+    that names the file and how to restart the run without it (the file itself is kept)."""
+    path = Path(path)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise
+    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as error:
+        reason = "the file is empty" if path.stat().st_size == 0 else _short_reason(error)
+        aside = path.with_name(path.name + ".unreadable")
+        raise CheckpointError(
+            f"checkpoint {path} cannot be read ({reason}); to restart the run from scratch, "
+            f"move it aside: mv {shlex.quote(str(path))} {shlex.quote(str(aside))}"
+        ) from error
+
+
+def _short_reason(error: BaseException) -> str:
+    """The error's type and the first sentence of its message, on one line."""
+    first_line = (str(error).strip().splitlines() or [""])[0]
+    sentence = first_line.split(". ")[0].rstrip(".")
+    return f"{type(error).__name__}: {sentence}" if sentence else type(error).__name__
 
 
 def append_log(path: Path, row: Mapping[str, Any]) -> None:

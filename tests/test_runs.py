@@ -5,8 +5,10 @@ import json
 import pytest
 import torch
 
+from coop_utils.__main__ import main
 from coop_utils.config import load_config
 from coop_utils.runs import (
+    CheckpointError,
     RunBusyError,
     append_log,
     atomic_write_json,
@@ -36,6 +38,54 @@ def test_checkpoint_round_trip_with_weights_only(tmp_path):
     loaded = load_checkpoint(tmp_path / "checkpoint.pt")
     assert loaded["epoch"] == 3 and torch.equal(loaded["weights"], state["weights"])
     assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]  # no temp file left
+
+
+def _checkpoint_bytes(tmp_path) -> bytes:
+    state = {"weights": torch.randn(256), "epoch": 3, "rng": torch.Generator().get_state()}
+    save_checkpoint(tmp_path / "whole.pt", state)
+    return (tmp_path / "whole.pt").read_bytes()
+
+
+def _assert_unreadable_named(path, error: CheckpointError) -> None:
+    message = str(error)
+    assert str(path) in message and "cannot be read" in message and "\n" not in message
+    assert f"mv {path} {path}.unreadable" in message
+    assert path.exists()  # nothing deleted
+
+
+@pytest.mark.parametrize("fraction", [0.001, 0.01, 0.25, 0.5, 0.9, 0.999])
+def test_a_truncated_checkpoint_is_named_in_one_line(tmp_path, fraction):
+    whole = _checkpoint_bytes(tmp_path)
+    path = tmp_path / "checkpoint.pt"
+    path.write_bytes(whole[: max(1, int(len(whole) * fraction))])
+    with pytest.raises(CheckpointError) as caught:
+        load_checkpoint(path)
+    _assert_unreadable_named(path, caught.value)
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [(b"", r"\(the file is empty\)"), (bytes(range(256)) * 8, r"\(\w*Error: .+\)")],
+)
+def test_an_empty_or_garbage_checkpoint_is_named_in_one_line(tmp_path, content, reason):
+    path = tmp_path / "checkpoint.pt"
+    path.write_bytes(content)
+    with pytest.raises(CheckpointError, match=reason) as caught:
+        load_checkpoint(path)
+    _assert_unreadable_named(path, caught.value)
+
+
+def test_train_reports_an_unreadable_checkpoint_in_one_line(tmp_path, capsys):
+    config = load_config("smoke", run_root=str(tmp_path / "runs"), results_root=str(tmp_path))
+    path = run_dir(config) / "checkpoint.pt"
+    path.parent.mkdir(parents=True)
+    truncated = _checkpoint_bytes(tmp_path)[:100]
+    path.write_bytes(truncated)
+    argv = ["train", "--profile", "smoke", "--quiet", "--set", f"run_root={config.run_root}"]
+    assert main([*argv, "--set", f"results_root={tmp_path}"]) == 1
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("error: checkpoint") and "\n" not in error and str(path) in error
+    assert path.read_bytes() == truncated
 
 
 def test_failed_write_keeps_the_previous_file(tmp_path):
