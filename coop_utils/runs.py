@@ -17,6 +17,7 @@ import contextlib
 import csv
 import datetime
 import fcntl
+import hashlib
 import json
 import os
 import pickle
@@ -37,9 +38,12 @@ from coop_utils.config import RunConfig
 __all__ = [
     "CheckpointError",
     "RunBusyError",
+    "TRAINING_MODULES",
     "append_log",
     "atomic_write_json",
+    "code_digest",
     "device_name",
+    "git_commit",
     "hold_run",
     "load_checkpoint",
     "read_log",
@@ -50,6 +54,19 @@ __all__ = [
     "write_benchmark",
     "write_summary",
 ]
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+#: the package's modules that a training run executes: the sources :func:`code_digest` covers
+TRAINING_MODULES = (
+    "config.py",
+    "data.py",
+    "models.py",
+    "gating.py",
+    "losses.py",
+    "training.py",
+    "runs.py",
+    "evaluate.py",
+)
 
 
 class RunBusyError(RuntimeError):
@@ -171,18 +188,36 @@ def hold_run(directory: Path) -> Iterator[None]:
         handle.close()
 
 
-def _git_commit() -> str:
+def _git(*args: str, cwd: Path = PACKAGE_DIR) -> str:
+    """The output of a git command in ``cwd``; empty where git is absent or fails."""
     try:
-        result = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            cwd=Path(__file__).resolve().parent,
-        )
+        result = subprocess.run(["git", *args], capture_output=True, text=True, timeout=5, cwd=cwd)
     except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return result.stdout.strip() or "unknown"
+        return ""
+    return result.stdout.strip() if result.returncode == 0 else ""
+
+
+def git_commit() -> str:
+    """The short hash of the checked-out commit, or "unknown" outside a git checkout."""
+    return _git("rev-parse", "--short", "HEAD") or "unknown"
+
+
+def code_digest(package_dir: str | os.PathLike | None = None) -> tuple[str, bool]:
+    """SHA-256 (16 hex digits) of the :data:`TRAINING_MODULES` sources, and whether git reports
+    uncommitted changes to them (False outside a git checkout).
+
+    The digest covers each file's name and bytes in sorted order, so it names the code a run
+    executed even where the commit does not (a checkout with local changes, a copy without git).
+    """
+    folder = Path(package_dir) if package_dir is not None else PACKAGE_DIR
+    files = [folder / name for name in sorted(TRAINING_MODULES) if (folder / name).is_file()]
+    digest = hashlib.sha256()
+    for path in files:
+        content = path.read_bytes()
+        digest.update(f"{path.name}\t{len(content)}\n".encode())
+        digest.update(content)
+    dirty = bool(_git("status", "--porcelain", "--", *map(str, files), cwd=folder))
+    return digest.hexdigest()[:16], dirty
 
 
 def device_name(device: torch.device) -> str:
@@ -214,7 +249,7 @@ def write_summary(
         "wall_time_s": round(wall_time_s, 1),
         "device": device_name(device),
         "torch": torch.__version__,
-        "git_commit": _git_commit(),
+        "git_commit": git_commit(),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
     atomic_write_json(path, summary)
@@ -232,7 +267,7 @@ def write_benchmark(path: str | os.PathLike, name: str, results: Mapping[str, An
         "device": device_name(torch.device("cpu")),
         "cpu_count": os.cpu_count(),
         "torch": torch.__version__,
-        "git_commit": _git_commit(),
+        "git_commit": git_commit(),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "results": dict(results),
     }

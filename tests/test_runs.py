@@ -1,6 +1,9 @@
 """The run store: atomic writes, the single-writer lock, logs and result summaries."""
 
 import json
+import shutil
+import subprocess
+from pathlib import Path
 
 import pytest
 import torch
@@ -8,10 +11,13 @@ import torch
 from coop_utils.__main__ import main
 from coop_utils.config import load_config
 from coop_utils.runs import (
+    TRAINING_MODULES,
     CheckpointError,
     RunBusyError,
     append_log,
     atomic_write_json,
+    code_digest,
+    git_commit,
     hold_run,
     load_checkpoint,
     read_log,
@@ -125,3 +131,54 @@ def test_summary_never_overwrites_another_profile(tmp_path):
     with pytest.raises(RuntimeError, match="another profile"):
         write_summary(config, {}, 1.0, torch.device("cpu"))
     assert json.loads(path.read_text())["config"]["profile"] == "preview"
+
+
+@pytest.fixture
+def package_copy(tmp_path) -> Path:
+    """A copy of the coop_utils sources, outside any git checkout."""
+    source = Path(__file__).resolve().parents[1] / "coop_utils"
+    return Path(
+        shutil.copytree(
+            source, tmp_path / "coop_utils", ignore=shutil.ignore_patterns("__pycache__")
+        )
+    )
+
+
+def test_code_digest_is_stable_and_follows_the_training_modules(package_copy):
+    digest, dirty = code_digest(package_copy)
+    assert len(digest) == 16 and int(digest, 16) >= 0 and dirty is False  # not a checkout
+    assert code_digest(package_copy) == (digest, False)
+    for other in ("book.py", "plots.py"):
+        (package_copy / other).write_text("# changed\n")
+    (package_copy / "notes.txt").write_text("not a module")
+    assert code_digest(package_copy)[0] == digest
+    models = package_copy / "models.py"
+    models.write_text(models.read_text() + "\n# a comment\n")
+    changed = code_digest(package_copy)[0]
+    assert changed != digest
+    models.rename(package_copy / "models_renamed.py")  # a module the list no longer names
+    assert code_digest(package_copy)[0] not in (digest, changed)
+
+
+def test_code_digest_reports_uncommitted_changes_to_the_training_modules(package_copy):
+    def git(*args):
+        identity = ["-c", "user.name=test", "-c", "user.email=test@example.com"]
+        subprocess.run(["git", *identity, *args], cwd=package_copy, check=True, capture_output=True)
+
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-qm", "sources")
+    assert code_digest(package_copy)[1] is False
+    (package_copy / "plots.py").write_text("# changed\n")
+    assert code_digest(package_copy)[1] is False
+    (package_copy / TRAINING_MODULES[0]).write_text("# changed\n")
+    assert code_digest(package_copy)[1] is True
+
+
+def test_git_commit_names_the_checked_out_commit():
+    package = Path(__file__).resolve().parents[1] / "coop_utils"
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=package, capture_output=True, text=True)
+    if head.returncode != 0:
+        assert git_commit() == "unknown"
+    else:
+        assert len(git_commit()) >= 7 and head.stdout.startswith(git_commit())
