@@ -216,7 +216,7 @@ def code_digest(package_dir: str | os.PathLike | None = None) -> tuple[str, bool
         content = path.read_bytes()
         digest.update(f"{path.name}\t{len(content)}\n".encode())
         digest.update(content)
-    dirty = bool(_git("status", "--porcelain", "--", *map(str, files), cwd=folder))
+    dirty = bool(files) and bool(_git("status", "--porcelain", "--", *map(str, files), cwd=folder))
     return digest.hexdigest()[:16], dirty
 
 
@@ -256,15 +256,20 @@ def write_summary(
     return path
 
 
-def write_benchmark(path: str | os.PathLike, name: str, results: Mapping[str, Any]) -> Path:
+def write_benchmark(
+    path: str | os.PathLike,
+    name: str,
+    results: Mapping[str, Any],
+    device: str | torch.device = "cpu",
+) -> Path:
     """Record a benchmark's ``results`` at ``path`` (JSON, atomic) with the command that produced
-    them, the hardware, torch version, git commit and date, for the book to read."""
+    them, the hardware it ran on (``device``), torch version, git commit and date, for the book."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     record = {
         "benchmark": name,
         "command": " ".join(["python", *sys.argv]),
-        "device": device_name(torch.device("cpu")),
+        "device": device_name(torch.device(device)),
         "cpu_count": os.cpu_count(),
         "torch": torch.__version__,
         "git_commit": git_commit(),

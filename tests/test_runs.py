@@ -25,6 +25,7 @@ from coop_utils.runs import (
     run_dir,
     save_checkpoint,
     truncate_log,
+    write_benchmark,
     write_summary,
 )
 
@@ -182,3 +183,11 @@ def test_git_commit_names_the_checked_out_commit():
         assert git_commit() == "unknown"
     else:
         assert len(git_commit()) >= 7 and head.stdout.startswith(git_commit())
+
+
+def test_a_benchmark_record_names_the_device_it_ran_on(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA H100 80GB HBM3")
+    gpu = json.loads(write_benchmark(tmp_path / "gpu.json", "gpu", {}, device="cuda").read_text())
+    cpu = json.loads(write_benchmark(tmp_path / "cpu.json", "cpu", {"x": 1}).read_text())
+    assert gpu["device"] == "NVIDIA H100 80GB HBM3"
+    assert "(CPU," in cpu["device"] and cpu["results"] == {"x": 1}
