@@ -25,12 +25,13 @@ import argparse
 import platform
 import statistics
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from coop_utils.config import load_config
+from coop_utils.config import RunConfig, load_config
 from coop_utils.evaluate import count_flops
 from coop_utils.runs import write_benchmark
 from coop_utils.training import StepRandomness, build_system
@@ -45,6 +46,40 @@ def _timed(function) -> float:
     return time.perf_counter() - start
 
 
+@dataclass
+class CooperativeStep:
+    """One training step of ``config``'s system on a fixed random batch, as the loop takes it:
+    the gradients of the batch (``backward_step``), then an SGD step. Call it to run one."""
+
+    system: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    images: torch.Tensor
+    labels: torch.Tensor
+    randomness: StepRandomness
+
+    def __call__(self) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        self.system.backward_step(self.images, self.labels, self.randomness)
+        self.optimizer.step()
+
+
+def cooperative_step(
+    config: RunConfig, num_classes: int, image_size: int, device: str | torch.device = "cpu"
+) -> CooperativeStep:
+    """Build ``config``'s system channels-last on ``device``, a random batch of
+    ``config.batch_size`` and the epoch's scaling factors (seeded: the same on every call)."""
+    torch.manual_seed(0)
+    system = build_system(config, num_classes, image_size)
+    system = system.to(device, memory_format=torch.channels_last)
+    shape = (config.batch_size, 3, image_size, image_size)
+    images = torch.randn(shape, device=device).contiguous(memory_format=torch.channels_last)
+    labels = torch.randint(0, num_classes, (config.batch_size,), device=device)
+    randomness = StepRandomness(torch.Generator().manual_seed(1), torch.Generator().manual_seed(2))
+    system.start_epoch(randomness)
+    optimizer = torch.optim.SGD(system.parameters(), lr=0.01, momentum=0.9)
+    return CooperativeStep(system, optimizer, images, labels, randomness)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profile", default="preview")
@@ -54,30 +89,17 @@ def main() -> None:
 
     config = load_config(args.profile, device="cpu")
     num_classes, size, batch = config.num_classes or 100, config.image_size or 32, config.batch_size
-    torch.manual_seed(0)
-    system = build_system(config, num_classes, size).to(memory_format=torch.channels_last)
-    optimizer = torch.optim.SGD(system.parameters(), lr=0.01, momentum=0.9)
-    images = torch.randn(batch, 3, size, size).contiguous(memory_format=torch.channels_last)
-    labels = torch.randint(0, num_classes, (batch,))
-    randomness = StepRandomness(torch.Generator().manual_seed(1), torch.Generator().manual_seed(2))
-    system.start_epoch(randomness)
-
-    def step_of(trained_system, trained_optimizer):
-        def step():  # as the training loop takes it
-            trained_optimizer.zero_grad(set_to_none=True)
-            trained_system.backward_step(images, labels, randomness)
-            trained_optimizer.step()
-
-        return step
-
-    cooperative_step = step_of(system, optimizer)
-    estimators = {}  # the same weights and draws under each gate estimator
-    for estimator in ("kept", "all"):
-        twin = build_system(config.replace(gate_gradient=estimator), num_classes, size)
-        twin = twin.to(memory_format=torch.channels_last)
-        twin.load_state_dict(system.state_dict())
-        twin_optimizer = torch.optim.SGD(twin.parameters(), lr=0.01, momentum=0.9)
-        estimators[estimator] = step_of(twin, twin_optimizer)
+    cooperative = cooperative_step(config, num_classes, size)
+    system, optimizer, randomness = (
+        cooperative.system,
+        cooperative.optimizer,
+        cooperative.randomness,
+    )
+    images, labels = cooperative.images, cooperative.labels
+    estimators = {  # the same initial weights, batch and draws under each gate estimator
+        estimator: cooperative_step(config.replace(gate_gradient=estimator), num_classes, size)
+        for estimator in ("kept", "all")
+    }
 
     def pass_alone(net, scaling_factor=None):
         def run():
@@ -113,7 +135,7 @@ def main() -> None:
     timings: dict[str, list[float]] = {"cooperative step": [], "single-network step": []}
     timings |= {name: [] for name in parts} | {f"step, {name}": [] for name in estimators}
     for round_index in range(args.rounds + 1):  # the first round warms up
-        measured = {"cooperative step": _timed(cooperative_step)}
+        measured = {"cooperative step": _timed(cooperative)}
         for name, step in estimators.items():
             measured[f"step, {name}"] = _timed(step)
         for name, part in parts.items():

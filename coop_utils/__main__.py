@@ -14,7 +14,7 @@ import sys
 
 from coop_utils.config import ABLATIONS, PROFILES, load_config, parse_override
 from coop_utils.data import DatasetError
-from coop_utils.runs import RunBusyError
+from coop_utils.runs import CheckpointError, RunBusyError
 from coop_utils.training import NonFiniteLossError, TrainingInterrupted
 
 
@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, DatasetError, RunBusyError) as error:  # bad input: no traceback
         print(f"error: {error}", file=sys.stderr)
         return 2
-    except NonFiniteLossError as error:
+    except (NonFiniteLossError, CheckpointError) as error:  # the run's state: kept as it is
         print(f"error: {error}", file=sys.stderr)
         return 1
     except TrainingInterrupted as error:  # the checkpoint is saved: the same command resumes

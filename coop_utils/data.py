@@ -109,6 +109,7 @@ class Dataset:
     classes: list[str]
     source: Path
     generated: bool
+    fingerprint: str = ""  # data_fingerprint of the files it was loaded from
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -163,14 +164,9 @@ def load_dataset(
     sizes and modification times.
     """
     info = _dataset_info(name, split)
-    root = data_root(root)
-    folder = root / info.folder
-    if not folder.exists():
-        if not download:
-            raise DatasetNotFoundError(_not_found_message(name, root, "download=False"))
-        _download_and_extract(name, root, verify)
+    folder = _dataset_folder(name, data_root(root), download, verify)
     index = _INDEXERS[name](folder, split)
-    salt = f"{name}/{split}/verify={verify and name == 'cifar100'}"
+    salt = f"{_CACHE_FORMAT_VERSION}\t{name}/{split}/verify={verify and name == 'cifar100'}"
     cache_path = cache_dir() / f"{name}-{split}-{_fingerprint(index.file_stats, salt)}.pt"
     tensors = _read_cache(cache_path)
     if tensors is None:
@@ -184,9 +180,35 @@ def load_dataset(
         classes=list(tensors["classes"]),
         source=folder,
         generated=(folder / GENERATED_MARKER).is_file(),
+        fingerprint=_data_fingerprint(name, split, index),
     )
     _report(dataset, info)
     return dataset
+
+
+def data_fingerprint(name: str, split: str, root: str | os.PathLike | None = None) -> str:
+    """SHA-256 (16 hex digits) of the relative paths and byte sizes of the files a split is
+    loaded from: it names the data a run saw, and survives copies to other machines (which
+    change modification times). Cheap: a directory listing and a stat per file, no decoding.
+    A missing dataset raises the loader's :class:`DatasetNotFoundError`; nothing is downloaded.
+    """
+    _dataset_info(name, split)
+    folder = _dataset_folder(name, data_root(root), download=False, verify=False)
+    return _data_fingerprint(name, split, _INDEXERS[name](folder, split))
+
+
+def _data_fingerprint(name: str, split: str, index: _SourceIndex) -> str:
+    return _fingerprint(index.file_stats, f"{name}/{split}", mtimes=False)
+
+
+def _dataset_folder(name: str, root: Path, download: bool, verify: bool) -> Path:
+    """The dataset's folder under ``root``, downloaded first if it is absent and ``download``."""
+    folder = root / DATASETS[name].folder
+    if not folder.exists():
+        if not download:
+            raise DatasetNotFoundError(_not_found_message(name, root, "download=False"))
+        _download_and_extract(name, root, verify)
+    return folder
 
 
 def _dataset_info(name: str, split: str) -> DatasetInfo:
@@ -304,10 +326,14 @@ class _SourceIndex:
     classes: list[str] = field(default_factory=list)
 
 
-def _fingerprint(file_stats: list[tuple[str, os.stat_result]], salt: str) -> str:
-    """Hash of paths, sizes and modification times: a changed source gets a new cache key."""
-    lines = [f"{_CACHE_FORMAT_VERSION}\t{salt}"]
-    lines += [f"{path}\t{stat.st_size}\t{stat.st_mtime_ns}" for path, stat in file_stats]
+def _fingerprint(
+    file_stats: list[tuple[str, os.stat_result]], salt: str, mtimes: bool = True
+) -> str:
+    """Hash of ``salt`` and the files' paths, sizes and (unless ``mtimes`` is False)
+    modification times: a changed source gets a new cache key."""
+    lines = [salt]
+    for path, stat in file_stats:
+        lines.append(f"{path}\t{stat.st_size}" + (f"\t{stat.st_mtime_ns}" if mtimes else ""))
     return hashlib.sha256("\n".join(lines).encode()).hexdigest()[:16]
 
 

@@ -17,9 +17,12 @@ import contextlib
 import csv
 import datetime
 import fcntl
+import hashlib
 import json
 import os
+import pickle
 import platform
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -33,10 +36,14 @@ import torch
 from coop_utils.config import RunConfig
 
 __all__ = [
+    "CheckpointError",
     "RunBusyError",
+    "TRAINING_MODULES",
     "append_log",
     "atomic_write_json",
+    "code_digest",
     "device_name",
+    "git_commit",
     "hold_run",
     "load_checkpoint",
     "read_log",
@@ -48,9 +55,26 @@ __all__ = [
     "write_summary",
 ]
 
+PACKAGE_DIR = Path(__file__).resolve().parent
+#: the package's modules that a training run executes: the sources :func:`code_digest` covers
+TRAINING_MODULES = (
+    "config.py",
+    "data.py",
+    "models.py",
+    "gating.py",
+    "losses.py",
+    "training.py",
+    "runs.py",
+    "evaluate.py",
+)
+
 
 class RunBusyError(RuntimeError):
     """Another process is writing the same run."""
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint file that cannot be read (cut short, empty, or not a checkpoint)."""
 
 
 def run_dir(config: RunConfig) -> Path:
@@ -89,7 +113,27 @@ def save_checkpoint(path: Path, state: Mapping[str, Any]) -> None:
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
-    return torch.load(path, map_location="cpu", weights_only=True)
+    """Read a checkpoint; an unreadable one raises :class:`CheckpointError`, a one-line message
+    that names the file and how to restart the run without it (the file itself is kept)."""
+    path = Path(path)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise
+    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as error:
+        reason = "the file is empty" if path.stat().st_size == 0 else _short_reason(error)
+        aside = path.with_name(path.name + ".unreadable")
+        raise CheckpointError(
+            f"checkpoint {path} cannot be read ({reason}); to restart the run from scratch, "
+            f"move it aside: mv {shlex.quote(str(path))} {shlex.quote(str(aside))}"
+        ) from error
+
+
+def _short_reason(error: BaseException) -> str:
+    """The error's type and the first sentence of its message, on one line."""
+    first_line = (str(error).strip().splitlines() or [""])[0]
+    sentence = first_line.split(". ")[0].rstrip(".")
+    return f"{type(error).__name__}: {sentence}" if sentence else type(error).__name__
 
 
 def append_log(path: Path, row: Mapping[str, Any]) -> None:
@@ -144,18 +188,36 @@ def hold_run(directory: Path) -> Iterator[None]:
         handle.close()
 
 
-def _git_commit() -> str:
+def _git(*args: str, cwd: Path = PACKAGE_DIR) -> str:
+    """The output of a git command in ``cwd``; empty where git is absent or fails."""
     try:
-        result = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            cwd=Path(__file__).resolve().parent,
-        )
+        result = subprocess.run(["git", *args], capture_output=True, text=True, timeout=5, cwd=cwd)
     except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return result.stdout.strip() or "unknown"
+        return ""
+    return result.stdout.strip() if result.returncode == 0 else ""
+
+
+def git_commit() -> str:
+    """The short hash of the checked-out commit, or "unknown" outside a git checkout."""
+    return _git("rev-parse", "--short", "HEAD") or "unknown"
+
+
+def code_digest(package_dir: str | os.PathLike | None = None) -> tuple[str, bool]:
+    """SHA-256 (16 hex digits) of the :data:`TRAINING_MODULES` sources, and whether git reports
+    uncommitted changes to them (False outside a git checkout).
+
+    The digest covers each file's name and bytes in sorted order, so it names the code a run
+    executed even where the commit does not (a checkout with local changes, a copy without git).
+    """
+    folder = Path(package_dir) if package_dir is not None else PACKAGE_DIR
+    files = [folder / name for name in sorted(TRAINING_MODULES) if (folder / name).is_file()]
+    digest = hashlib.sha256()
+    for path in files:
+        content = path.read_bytes()
+        digest.update(f"{path.name}\t{len(content)}\n".encode())
+        digest.update(content)
+    dirty = bool(files) and bool(_git("status", "--porcelain", "--", *map(str, files), cwd=folder))
+    return digest.hexdigest()[:16], dirty
 
 
 def device_name(device: torch.device) -> str:
@@ -194,7 +256,7 @@ def write_summary(
         "wall_time_s": round(wall_time_s, 1),
         "device": device_name(device),
         "torch": torch.__version__,
-        "git_commit": _git_commit(),
+        "git_commit": git_commit(),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         **(provenance or {}),
     }
@@ -202,18 +264,23 @@ def write_summary(
     return path
 
 
-def write_benchmark(path: str | os.PathLike, name: str, results: Mapping[str, Any]) -> Path:
+def write_benchmark(
+    path: str | os.PathLike,
+    name: str,
+    results: Mapping[str, Any],
+    device: str | torch.device = "cpu",
+) -> Path:
     """Record a benchmark's ``results`` at ``path`` (JSON, atomic) with the command that produced
-    them, the hardware, torch version, git commit and date, for the book to read."""
+    them, the hardware it ran on (``device``), torch version, git commit and date, for the book."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     record = {
         "benchmark": name,
         "command": " ".join(["python", *sys.argv]),
-        "device": device_name(torch.device("cpu")),
+        "device": device_name(torch.device(device)),
         "cpu_count": os.cpu_count(),
         "torch": torch.__version__,
-        "git_commit": _git_commit(),
+        "git_commit": git_commit(),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "results": dict(results),
     }

@@ -193,25 +193,27 @@ def test_generated_images_are_learnable(cifar_root: Path) -> None:
 
 
 def test_real_tiny_imagenet_subset(real_tiny_imagenet: dict[str, data.Dataset]) -> None:
+    """The loader against the folder read independently: whatever subset it holds (the shared
+    copy has 400 training images per class and the whole validation split)."""
     train, test = real_tiny_imagenet["train"], real_tiny_imagenet["test"]
-    assert len(train.classes) == len(test.classes) == 200
-    assert train.images.shape == (40_000, 3, 64, 64) and train.images.dtype == torch.uint8
-    assert test.images.shape == (10_000, 3, 64, 64)
-    assert train.class_counts().tolist() == [200] * 200
-    assert test.class_counts().tolist() == [50] * 200
-    assert not train.generated and "GENERATED" not in repr(train)
     folder = train.source
     wnids = (folder / "wnids.txt").read_text().split()
-    annotations = (folder / "val/val_annotations.txt").read_text().splitlines()
-    for position in np.random.default_rng(0).choice(len(annotations), 200, replace=False):
-        wnid = annotations[position].split("\t")[1]
-        assert test.labels[position] == wnids.index(wnid), annotations[position]
-    for position in (0, 4321, 9999):
-        filename = annotations[position].split("\t")[0]
-        assert torch.equal(test.images[position], decode_with_pil(folder / "val/images" / filename))
+    train_files, train_labels = tiny_imagenet_files(folder, "train")
+    test_files, test_labels = tiny_imagenet_files(folder, "test")
+    assert len(train.classes) == len(test.classes) == len(wnids)
+    assert train.images.shape == (len(train_files), 3, 64, 64) and train.images.dtype == torch.uint8
+    assert test.images.shape == (len(test_files), 3, 64, 64)
+    assert train.labels.tolist() == train_labels and test.labels.tolist() == test_labels
+    for dataset, labels in ((train, train_labels), (test, test_labels)):  # files per class
+        assert dataset.class_counts().tolist() == np.bincount(labels, minlength=len(wnids)).tolist()
+    assert not train.generated and "GENERATED" not in repr(train)
+    for position in (0, len(test_files) // 2 + 1, len(test_files) - 1):
+        assert torch.equal(test.images[position], decode_with_pil(test_files[position]))
+    first_of_class_7 = train_labels.index(7)
     first_file = sorted((folder / "train" / wnids[7] / "images").glob("*.JPEG"))[0]
-    assert torch.equal(train.images[7 * 200], decode_with_pil(first_file))
-    assert train.labels[7 * 200] == 7
+    assert train_files[first_of_class_7] == first_file
+    assert torch.equal(train.images[first_of_class_7], decode_with_pil(first_file))
+    assert torch.equal(train.images[-1], decode_with_pil(train_files[-1]))
 
 
 def test_loading_a_subset_reports_counts_per_class(
@@ -294,6 +296,51 @@ def test_an_interrupted_cache_write_leaves_no_file(
         with pytest.raises(KeyboardInterrupt):
             load_dataset("tiny-imagenet", "test", root=tiny_root, download=False)
     assert list(cache.iterdir()) == []
+
+
+# --- data fingerprint -------------------------------------------------------------------------
+
+
+def test_the_data_fingerprint_names_the_files_and_not_where_or_when_they_were_copied(
+    tiny_root: Path, tmp_path: Path
+) -> None:
+    fingerprint = data.data_fingerprint("tiny-imagenet", "train", root=tiny_root)
+    assert len(fingerprint) == 16 and int(fingerprint, 16) >= 0
+    assert data.data_fingerprint("tiny-imagenet", "train", root=tiny_root) == fingerprint
+    assert data.data_fingerprint("tiny-imagenet", "test", root=tiny_root) != fingerprint
+    loaded = load_dataset("tiny-imagenet", "train", root=tiny_root, download=False)
+    assert loaded.fingerprint == fingerprint
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_root, copy, copy_function=shutil.copy)  # new mtimes
+    assert data.data_fingerprint("tiny-imagenet", "train", root=copy) == fingerprint
+    first = tiny_imagenet_files(tiny_root / "tiny-imagenet-200", "train")[0][0]
+    os.utime(first, ns=(10**18, 10**18))
+    assert data.data_fingerprint("tiny-imagenet", "train", root=tiny_root) == fingerprint
+
+
+def test_the_data_fingerprint_changes_with_a_file_size_or_an_added_image(tiny_root: Path) -> None:
+    folder = tiny_root / "tiny-imagenet-200"
+    fingerprints = {data.data_fingerprint("tiny-imagenet", "train", root=tiny_root)}
+    files, _ = tiny_imagenet_files(folder, "train")
+    with files[3].open("ab") as image:
+        image.write(b"\0")
+    fingerprints.add(data.data_fingerprint("tiny-imagenet", "train", root=tiny_root))
+    shutil.copy(files[0], files[0].with_name("extra_0.JPEG"))
+    fingerprints.add(data.data_fingerprint("tiny-imagenet", "train", root=tiny_root))
+    assert len(fingerprints) == 3
+
+
+def test_the_data_fingerprint_of_cifar100_and_of_a_missing_dataset(
+    cifar_root: Path, tmp_path: Path
+) -> None:
+    loaded = load_dataset("cifar100", "test", root=cifar_root, verify=False)
+    assert loaded.fingerprint == data.data_fingerprint("cifar100", "test", root=cifar_root)
+    with pytest.raises(DatasetNotFoundError) as from_loader:
+        load_dataset("cifar100", "train", root=tmp_path / "empty", download=False)
+    with pytest.raises(DatasetNotFoundError) as from_fingerprint:
+        data.data_fingerprint("cifar100", "train", root=tmp_path / "empty")
+    assert str(from_fingerprint.value) == str(from_loader.value)
+    assert not (tmp_path / "empty").exists()
 
 
 # --- batch loader -----------------------------------------------------------------------------

@@ -1,15 +1,23 @@
 """The run store: atomic writes, the single-writer lock, logs and result summaries."""
 
 import json
+import shutil
+import subprocess
+from pathlib import Path
 
 import pytest
 import torch
 
+from coop_utils.__main__ import main
 from coop_utils.config import load_config
 from coop_utils.runs import (
+    TRAINING_MODULES,
+    CheckpointError,
     RunBusyError,
     append_log,
     atomic_write_json,
+    code_digest,
+    git_commit,
     hold_run,
     load_checkpoint,
     read_log,
@@ -17,6 +25,7 @@ from coop_utils.runs import (
     run_dir,
     save_checkpoint,
     truncate_log,
+    write_benchmark,
     write_summary,
 )
 
@@ -36,6 +45,54 @@ def test_checkpoint_round_trip_with_weights_only(tmp_path):
     loaded = load_checkpoint(tmp_path / "checkpoint.pt")
     assert loaded["epoch"] == 3 and torch.equal(loaded["weights"], state["weights"])
     assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]  # no temp file left
+
+
+def _checkpoint_bytes(tmp_path) -> bytes:
+    state = {"weights": torch.randn(256), "epoch": 3, "rng": torch.Generator().get_state()}
+    save_checkpoint(tmp_path / "whole.pt", state)
+    return (tmp_path / "whole.pt").read_bytes()
+
+
+def _assert_unreadable_named(path, error: CheckpointError) -> None:
+    message = str(error)
+    assert str(path) in message and "cannot be read" in message and "\n" not in message
+    assert f"mv {path} {path}.unreadable" in message
+    assert path.exists()  # nothing deleted
+
+
+@pytest.mark.parametrize("fraction", [0.001, 0.01, 0.25, 0.5, 0.9, 0.999])
+def test_a_truncated_checkpoint_is_named_in_one_line(tmp_path, fraction):
+    whole = _checkpoint_bytes(tmp_path)
+    path = tmp_path / "checkpoint.pt"
+    path.write_bytes(whole[: max(1, int(len(whole) * fraction))])
+    with pytest.raises(CheckpointError) as caught:
+        load_checkpoint(path)
+    _assert_unreadable_named(path, caught.value)
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [(b"", r"\(the file is empty\)"), (bytes(range(256)) * 8, r"\(\w*Error: .+\)")],
+)
+def test_an_empty_or_garbage_checkpoint_is_named_in_one_line(tmp_path, content, reason):
+    path = tmp_path / "checkpoint.pt"
+    path.write_bytes(content)
+    with pytest.raises(CheckpointError, match=reason) as caught:
+        load_checkpoint(path)
+    _assert_unreadable_named(path, caught.value)
+
+
+def test_train_reports_an_unreadable_checkpoint_in_one_line(tmp_path, capsys):
+    config = load_config("smoke", run_root=str(tmp_path / "runs"), results_root=str(tmp_path))
+    path = run_dir(config) / "checkpoint.pt"
+    path.parent.mkdir(parents=True)
+    truncated = _checkpoint_bytes(tmp_path)[:100]
+    path.write_bytes(truncated)
+    argv = ["train", "--profile", "smoke", "--quiet", "--set", f"run_root={config.run_root}"]
+    assert main([*argv, "--set", f"results_root={tmp_path}"]) == 1
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("error: checkpoint") and "\n" not in error and str(path) in error
+    assert path.read_bytes() == truncated
 
 
 def test_failed_write_keeps_the_previous_file(tmp_path):
@@ -75,3 +132,62 @@ def test_summary_never_overwrites_another_profile(tmp_path):
     with pytest.raises(RuntimeError, match="another profile"):
         write_summary(config, {}, 1.0, torch.device("cpu"))
     assert json.loads(path.read_text())["config"]["profile"] == "preview"
+
+
+@pytest.fixture
+def package_copy(tmp_path) -> Path:
+    """A copy of the coop_utils sources, outside any git checkout."""
+    source = Path(__file__).resolve().parents[1] / "coop_utils"
+    return Path(
+        shutil.copytree(
+            source, tmp_path / "coop_utils", ignore=shutil.ignore_patterns("__pycache__")
+        )
+    )
+
+
+def test_code_digest_is_stable_and_follows_the_training_modules(package_copy):
+    digest, dirty = code_digest(package_copy)
+    assert len(digest) == 16 and int(digest, 16) >= 0 and dirty is False  # not a checkout
+    assert code_digest(package_copy) == (digest, False)
+    for other in ("book.py", "plots.py"):
+        (package_copy / other).write_text("# changed\n")
+    (package_copy / "notes.txt").write_text("not a module")
+    assert code_digest(package_copy)[0] == digest
+    models = package_copy / "models.py"
+    models.write_text(models.read_text() + "\n# a comment\n")
+    changed = code_digest(package_copy)[0]
+    assert changed != digest
+    models.rename(package_copy / "models_renamed.py")  # a module the list no longer names
+    assert code_digest(package_copy)[0] not in (digest, changed)
+
+
+def test_code_digest_reports_uncommitted_changes_to_the_training_modules(package_copy):
+    def git(*args):
+        identity = ["-c", "user.name=test", "-c", "user.email=test@example.com"]
+        subprocess.run(["git", *identity, *args], cwd=package_copy, check=True, capture_output=True)
+
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-qm", "sources")
+    assert code_digest(package_copy)[1] is False
+    (package_copy / "plots.py").write_text("# changed\n")
+    assert code_digest(package_copy)[1] is False
+    (package_copy / TRAINING_MODULES[0]).write_text("# changed\n")
+    assert code_digest(package_copy)[1] is True
+
+
+def test_git_commit_names_the_checked_out_commit():
+    package = Path(__file__).resolve().parents[1] / "coop_utils"
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=package, capture_output=True, text=True)
+    if head.returncode != 0:
+        assert git_commit() == "unknown"
+    else:
+        assert len(git_commit()) >= 7 and head.stdout.startswith(git_commit())
+
+
+def test_a_benchmark_record_names_the_device_it_ran_on(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA H100 80GB HBM3")
+    gpu = json.loads(write_benchmark(tmp_path / "gpu.json", "gpu", {}, device="cuda").read_text())
+    cpu = json.loads(write_benchmark(tmp_path / "cpu.json", "cpu", {"x": 1}).read_text())
+    assert gpu["device"] == "NVIDIA H100 80GB HBM3"
+    assert "(CPU," in cpu["device"] and cpu["results"] == {"x": 1}
