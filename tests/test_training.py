@@ -349,3 +349,35 @@ def test_pass_by_pass_backward_gives_the_gradients_of_the_whole_loss(tmp_path, u
     assert whole_grads.keys() == pass_grads.keys()
     for name, grad in whole_grads.items():
         torch.testing.assert_close(pass_grads[name], grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_a_run_made_by_other_code_is_set_aside_and_trained_again(tmp_path, monkeypatch, capsys):
+    config = smoke(tmp_path, method="byot", epochs=1)
+    first = train(config, progress=False)
+    recorded = json.loads(first.summary_path.read_text())
+    assert recorded["code_digest"] == training.runs.code_digest()[0]
+    assert recorded["precision"] == "fp32" and recorded["data_fingerprint"]
+    monkeypatch.setattr(training.runs, "code_digest", lambda: ("0123456789abcdef", False))
+    assert train(config, progress=False, reuse_stale=True).reused  # asked for: reused as it is
+    again = train(config, progress=False)
+    assert not again.reused
+    assert "made by other code or data (code_digest" in capsys.readouterr().out
+    aside = list(run_dir(config).parent.glob(f"{run_dir(config).name}.stale-*"))
+    assert len(aside) == 1 and (aside[0] / "metrics.json").exists()  # nothing was deleted
+    assert json.loads(again.summary_path.read_text())["code_digest"] == "0123456789abcdef"
+    assert train(config, progress=False).reused
+
+
+def test_learning_rate_schedules_end_where_they_should():
+    config = load_config("smoke", epochs=4, lr=0.1, lr_milestones=(2,), lr_gamma=0.5)
+    step = [training.learning_rate(config, t, 10, 40) for t in (0, 19, 20, 39)]
+    assert step == pytest.approx([0.1, 0.1, 0.05, 0.05])
+    linear = config.replace(lr_schedule="linear")
+    assert [training.learning_rate(linear, t, 10, 40) for t in (0, 20, 39)] == pytest.approx(
+        [0.1, 0.05, 0.0025]
+    )
+    cosine = config.replace(lr_schedule="cosine")
+    assert [training.learning_rate(cosine, t, 10, 40) for t in (0, 20)] == pytest.approx(
+        [0.1, 0.05]
+    )
+    assert training.learning_rate(cosine, 39, 10, 40) < 0.001
