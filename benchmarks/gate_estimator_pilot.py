@@ -19,6 +19,7 @@ resumes, so the command can be stopped and started again.
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 from pathlib import Path
 
@@ -58,16 +59,11 @@ def compare(runs: dict) -> dict:
             "factors_whose_plan_left_first_k": learned,
             "images_per_s": statistics.median(float(row["images_per_s"]) for row in run.log),
             "wall_time_s": run.wall_time_s,
-            "code_digest": run_provenance(run),
+            "code_digest": json.loads((Path(run.directory) / "provenance.json").read_text())[
+                "code_digest"
+            ],
         }
     return results
-
-
-def run_provenance(run) -> str:
-    import json
-
-    path = Path(run.directory) / "provenance.json"
-    return json.loads(path.read_text()).get("code_digest", "") if path.exists() else ""
 
 
 def main() -> None:
