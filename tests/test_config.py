@@ -21,9 +21,13 @@ def test_lists_become_tuples_and_whole_numbers_floats():
 
 
 def test_hash_ignores_where_and_how_fast_but_not_what():
-    base = load_config("smoke")
+    base = load_config("smoke", precision="fp32")
     assert base.hash() == base.replace(device="cuda", run_root="elsewhere", compile=True).hash()
     assert base.hash() != base.replace(seed=1).hash()
+    # the precision is what a run computes: a CUDA run (bf16 autocast) never reuses a CPU run
+    auto = base.replace(precision="auto")
+    assert auto.replace(device="cpu").hash() == base.hash()
+    assert auto.replace(device="cuda").hash() != base.hash()
     assert base.hash() != base.replace(sfsl=False).hash()
 
 

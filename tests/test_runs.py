@@ -28,6 +28,7 @@ from coop_utils.runs import (
     write_benchmark,
     write_summary,
 )
+from coop_utils.training import provenance
 
 
 def test_run_dir_and_results_path(tmp_path):
@@ -88,6 +89,8 @@ def test_train_reports_an_unreadable_checkpoint_in_one_line(tmp_path, capsys):
     path.parent.mkdir(parents=True)
     truncated = _checkpoint_bytes(tmp_path)[:100]
     path.write_bytes(truncated)
+    # made by this code from this data, so it is resumed, not set aside as stale
+    atomic_write_json(path.parent / "provenance.json", provenance(config))
     argv = ["train", "--profile", "smoke", "--quiet", "--set", f"run_root={config.run_root}"]
     assert main([*argv, "--set", f"results_root={tmp_path}"]) == 1
     error = capsys.readouterr().err.strip()
