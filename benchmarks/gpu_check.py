@@ -4,7 +4,7 @@ For a machine with one CUDA GPU and PyTorch, run from the repository root with i
 (no virtual environment needed: PyTorch, pandas, seaborn, tqdm and PyYAML suffice):
 
     make gpu-check                                          # every step
-    make gpu-check GPU_CHECK_ARGS="--skip-train --record results/benchmarks/gpu_step.json"
+    make gpu-check GPU_CHECK_ARGS="--skip-train --record results/benchmarks/gpu_check.json"
     PYTHONPATH=. python3 benchmarks/gpu_check.py --data-root gpu-data --full-steps 20
 
 Steps, each reported PASS or FAIL with its time; a failed step does not stop the others:
@@ -313,7 +313,9 @@ def time_step(step: CooperativeStep) -> tuple[float, int]:
     return TIMED_STEPS / (time.perf_counter() - start), torch.cuda.max_memory_allocated()
 
 
-def measure_throughput(image_size: int, compile: bool, peak: float | None, rows: list) -> str:
+def measure_throughput(
+    image_size: int, compile: bool, peak: float | None, rows: list[dict[str, Any]]
+) -> str:
     """Step d: one configuration of the cooperative step; appends its figures to ``rows``."""
     config = load_config(
         "full", dataset="tiny-imagenet", arch=THROUGHPUT_ARCH, image_size=image_size, device="cuda"
@@ -343,7 +345,10 @@ def measure_throughput(image_size: int, compile: bool, peak: float | None, rows:
 
     row, batch = halving_on_oom(measure, THROUGHPUT_BATCH)
     rows.append(row)
-    note = f"batch {batch}" + ("" if batch == THROUGHPUT_BATCH else " (128 ran out of memory)")
+    if batch != THROUGHPUT_BATCH:
+        note = f"batch {batch} (batch {THROUGHPUT_BATCH} ran out of memory)"
+    else:
+        note = f"batch {batch}"
     return (
         f"{note}, {row['images_per_s']:,.0f} images/s, peak memory "
         f"{row['peak_memory_gib']:.1f} GiB, MFU {format_mfu(row['mfu'])}"
