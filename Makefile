@@ -7,7 +7,7 @@ PROFILE ?= smoke
 CHAPTERS ?=
 BOOK_ARGS ?=
 
-.PHONY: test book lab lint format clean results benchmarks
+.PHONY: test book lab lint format clean results benchmarks gpu-check
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -61,3 +61,11 @@ benchmarks: $(STAMP)
 	$(PY) benchmarks/depth_cost.py --record results/benchmarks/depth_cost.json
 	$(PY) benchmarks/train_step.py --record results/benchmarks/train_step.json
 	$(PY) benchmarks/data_throughput.py --record results/benchmarks/data_throughput.json
+
+# make gpu-check [GPU_CHECK_ARGS="--full-steps 20 --record results/benchmarks/gpu_check.json"]:
+# on a machine with a CUDA GPU, with the interpreter found there (no venv: it needs PyTorch,
+# pandas, seaborn, tqdm and PyYAML): every method on cuda, the full profile's configuration
+# on a Tiny ImageNet subset (COOP_DATA_ROOT, else gpu-data/), torchrun, and step throughput.
+GPU_CHECK_ARGS ?=
+gpu-check:
+	PYTHONPATH=. $(PYTHON) benchmarks/gpu_check.py $(GPU_CHECK_ARGS)
