@@ -66,6 +66,7 @@ benchmarks: $(STAMP)
 # on a machine with a CUDA GPU, with the interpreter found there (no venv: it needs PyTorch,
 # pandas, seaborn, tqdm and PyYAML): every method on cuda, the full profile's configuration
 # on a Tiny ImageNet subset (COOP_DATA_ROOT, else gpu-data/), torchrun, and step throughput.
+# The venv's interpreter where one exists, else the one on the PATH.
 GPU_CHECK_ARGS ?=
 gpu-check:
-	PYTHONPATH=. $(PYTHON) benchmarks/gpu_check.py $(GPU_CHECK_ARGS)
+	PYTHONPATH=. $(if $(wildcard $(PY)),$(PY),$(PYTHON)) benchmarks/gpu_check.py $(GPU_CHECK_ARGS)
