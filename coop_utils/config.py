@@ -19,7 +19,7 @@ from typing import Any, Literal, get_args, get_origin
 
 import yaml
 
-from coop_utils.models import ARCHITECTURES, SCALING_FACTORS
+from coop_utils.models import ARCHITECTURES, SCALING_FACTORS, EarlyExitNetwork
 
 __all__ = ["ABLATIONS", "PARAMS_DIR", "PROFILES", "RunConfig", "load_config", "parse_override"]
 
@@ -90,8 +90,8 @@ class RunConfig:
     bn_recalibration: bool = False
 
     # baselines and evaluation
-    scaling_factors: tuple[float, ...] = SCALING_FACTORS
-    independent_factors: tuple[float, ...] = (0.2, 0.5, 1.0)
+    scaling_factors: tuple[float, ...] = SCALING_FACTORS  # also: one independent net per plan
+    branchynet_weights: tuple[float, ...] = ()  # per exit, shallow to deep; (): 1 for each
     eval_every: int = 0  # evaluate every N epochs during training; 0: only at the end
 
     # where and how
@@ -184,10 +184,7 @@ _RANGES: dict[str, tuple[str, Any]] = {
         "numbers in (0, 1], including 1.0",
         lambda v: all(0 < s <= 1 for s in v) and 1.0 in v,
     ),
-    "independent_factors": (
-        "numbers in (0, 1]",
-        lambda v: len(v) > 0 and all(0 < s <= 1 for s in v),
-    ),
+    "branchynet_weights": ("numbers > 0", lambda v: all(w > 0 for w in v)),
     "eval_every": ("an integer >= 0", lambda v: v >= 0),
     "seed": ("an integer >= 0", lambda v: v >= 0),
     "device": (
@@ -210,6 +207,16 @@ def _validate(config: RunConfig) -> None:
         raise ValueError(
             f"config key 'factors_per_teammate' ({config.factors_per_teammate}) exceeds the "
             f"{len(config.sampled_factors)} sampled_factors it draws from without replacement"
+        )
+    exits = len(
+        EarlyExitNetwork.blocks_at(
+            sum(ARCHITECTURES[config.arch].stage_sizes), config.scaling_factors
+        )
+    )
+    if config.branchynet_weights and len(config.branchynet_weights) != exits:
+        raise ValueError(
+            f"config key 'branchynet_weights' must give one weight per BranchyNet exit: {exits} "
+            f"for {config.arch} at these scaling_factors, got {len(config.branchynet_weights)}"
         )
     if config.teammates == 1 and config.mutual and config.method == "cooperative":
         raise ValueError(
