@@ -19,7 +19,6 @@ import datetime
 import inspect
 import json
 import logging
-import math
 import os
 import shutil
 import subprocess
@@ -31,7 +30,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import yaml
 
@@ -44,6 +42,7 @@ from coop_utils.config import (
     parse_override,
 )
 from coop_utils.training import load_system
+from coop_utils.verdict import RESULT_PROFILES, deployed_teammate, summaries_of
 
 __all__ = [
     "ABLATIONS",
@@ -88,8 +87,6 @@ NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
 EXECUTED_DIR = Path("book") / "executed"
 #: what a book root holds besides the executed chapters
 BOOK_SOURCES = ("_config.yml", "_toc.yml", "book")
-#: profiles whose summaries are results, best first; smoke numbers never are
-RESULT_PROFILES = ("full", "preview")
 #: parameters every chapter declares; the rest are the chapter's own
 BASE_PARAMETERS = ("profile", "data_root", "device", "seed", "run_root", "results_root")
 
@@ -272,19 +269,6 @@ def sample_test_images(config: RunConfig, count: int):
     return normalised, test.images[: len(normalised)], test.labels[: len(normalised)]
 
 
-def deployed_teammate(metrics: Mapping[str, Any]) -> str:
-    """The Teammate to deploy: best mean validation top-1 over depths (never the test split)."""
-    teammates = sorted(name for name in metrics if name.removeprefix("teammate").isdigit())
-    if not teammates:
-        raise ValueError(f"no Teammate in these metrics: {', '.join(metrics)}")
-
-    def validation(name: str) -> float:
-        rows = metrics[name].values()
-        return float(np.mean([row.get("val_top1", -math.inf) for row in rows]))
-
-    return max(teammates, key=lambda name: (validation(name), -teammates.index(name)))
-
-
 def method_frame(metrics: Mapping[str, Any], method: str) -> pd.DataFrame:
     """One method's rows of :func:`plots.metrics_frame`: the deployed Teammate of a cooperative
     run, the only network of the others; ``method`` labels them."""
@@ -354,7 +338,7 @@ def best_recorded_profile(
 ) -> tuple[str | None, dict[str, dict[str, Any]]]:
     """``(profile, {name: summary})`` of the best profile with any summary on ``dataset``."""
     for profile in RESULT_PROFILES:
-        summaries = summaries_of(results_root, profile).get(dataset)
+        summaries = summaries_of(resolve_path(results_root), profile).get(dataset)
         if summaries:
             return profile, dict(sorted(summaries.items()))
     return None, {}
@@ -421,14 +405,6 @@ def no_recorded_note(dataset: str, name: str = "cooperative") -> str:
         "is nothing real to show here. `make book PROFILE=preview` (CPU) or `PROFILE=full` (GPU) "
         "records one; this section then shows it, labelled with its profile, hardware and date."
     )
-
-
-def summaries_of(results_root: str | os.PathLike, profile: str) -> dict[str, dict[str, Any]]:
-    """``{dataset: {name: summary}}`` of one profile's results folder."""
-    found: dict[str, dict[str, Any]] = {}
-    for recorded in recorded_results(results_root, profiles=(profile,)):
-        found.setdefault(recorded.dataset, {})[recorded.name] = recorded.summary
-    return found
 
 
 # --- recorded benchmarks ----------------------------------------------------------------------

@@ -20,7 +20,7 @@ from typing import Any, Literal, get_args, get_origin
 import torch
 import yaml
 
-from coop_utils.models import ARCHITECTURES, SCALING_FACTORS
+from coop_utils.models import ARCHITECTURES, SCALING_FACTORS, EarlyExitNetwork
 
 __all__ = ["ABLATIONS", "PARAMS_DIR", "PROFILES", "RunConfig", "load_config", "parse_override"]
 
@@ -98,8 +98,8 @@ class RunConfig:
     bn_batches: int = 20  # training batches that re-estimate each plan's statistics
 
     # baselines and evaluation
-    scaling_factors: tuple[float, ...] = SCALING_FACTORS
-    independent_factors: tuple[float, ...] = (0.2, 0.5, 1.0)
+    scaling_factors: tuple[float, ...] = SCALING_FACTORS  # also: one independent net per plan
+    branchynet_weights: tuple[float, ...] = ()  # per exit, shallow to deep; (): 1 for each
     eval_every: int = 0  # evaluate every N epochs during training; 0: only at the end
 
     # where and how
@@ -213,10 +213,7 @@ _RANGES: dict[str, tuple[str, Any]] = {
         "numbers in (0, 1], including 1.0",
         lambda v: all(0 < s <= 1 for s in v) and 1.0 in v,
     ),
-    "independent_factors": (
-        "numbers in (0, 1]",
-        lambda v: len(v) > 0 and all(0 < s <= 1 for s in v),
-    ),
+    "branchynet_weights": ("numbers > 0", lambda v: all(w > 0 for w in v)),
     "eval_every": ("an integer >= 0", lambda v: v >= 0),
     "seed": ("an integer >= 0", lambda v: v >= 0),
     "device": (
@@ -242,6 +239,16 @@ def _validate(config: RunConfig) -> None:
         )
     if config.sfsl_normalise and not config.sfsl:
         raise ValueError("config key 'sfsl_normalise' needs sfsl: true (it rescales 1/s)")
+    exits = len(
+        EarlyExitNetwork.blocks_at(
+            sum(ARCHITECTURES[config.arch].stage_sizes), config.scaling_factors
+        )
+    )
+    if config.branchynet_weights and len(config.branchynet_weights) != exits:
+        raise ValueError(
+            f"config key 'branchynet_weights' must give one weight per BranchyNet exit: {exits} "
+            f"for {config.arch} at these scaling_factors, got {len(config.branchynet_weights)}"
+        )
     if config.teammates == 1 and config.mutual and config.method == "cooperative":
         raise ValueError(
             "config key 'mutual' must be false with teammates: 1 (no one to learn from)"

@@ -24,6 +24,7 @@ from torch import Tensor
 from coop_utils.models import check_scaling_factor
 
 __all__ = [
+    "byot_loss",
     "cooperative_objective",
     "kd_loss",
     "leader_loss",
@@ -148,5 +149,39 @@ def cooperative_objective(
             terms[f"teammate{index}/sub{position}@{scaling_factor:g}"] = subnetwork_loss(
                 sub_logits, logits, targets, scaling_factor, temperature, weight=weight
             )
+    total = sum(terms.values())
+    return total, {name: value.detach() for name, value in terms.items()}
+
+
+def byot_loss(
+    logits: Sequence[Tensor],
+    features: Sequence[Tensor],
+    targets: Tensor,
+    alpha: float = 0.1,
+    beta: float = 1e-6,
+    temperature: float = 3.0,
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """BYOT's loss as ``train.py`` of luanyunteng/pytorch-be-your-own-teacher computes it.
+
+    ``logits[e]`` and ``features[e]`` (pooled) of every exit, shallow to deep; the deepest is
+    the teacher, detached. ``(1 - alpha) * sum_e CE(z_e, y)
+    + alpha * T^2 * sum_{e < E} softCE(z_e / T, softmax(z_E / T))
+    + beta * sum_{e < E} sum((f_e - f_E)^2 where f_e > 0 or f_E > 0)``: the soft-target
+    cross-entropy is a batch mean (it has the gradient of KL), the feature loss a sum over the
+    batch and every feature.
+    """
+    if len(logits) != len(features) or len(logits) < 2:
+        raise ValueError(
+            f"BYOT needs logits and features of the same exits, at least 2; got "
+            f"{len(logits)} logits and {len(features)} features"
+        )
+    teacher = F.softmax(logits[-1].detach() / temperature, dim=-1)
+    target_features = features[-1].detach()
+    terms = {f"exit{e}_ce": (1 - alpha) * F.cross_entropy(z, targets) for e, z in enumerate(logits)}
+    for e, (z, f) in enumerate(zip(logits[:-1], features[:-1], strict=True)):
+        soft_ce = -(teacher * F.log_softmax(z / temperature, dim=-1)).sum(-1).mean()
+        terms[f"exit{e}_kd"] = alpha * temperature**2 * soft_ce
+        kept = (f > 0) | (target_features > 0)
+        terms[f"exit{e}_feature"] = beta * ((f - target_features) ** 2 * kept).sum()
     total = sum(terms.values())
     return total, {name: value.detach() for name, value in terms.items()}

@@ -463,22 +463,39 @@ def _fp32_linear(layer: nn.Linear, inputs: Tensor) -> Tensor:
         return layer(inputs.float())
 
 
-class ExitHead(nn.Module):
-    """Classifier on an intermediate feature map: 1x1 conv to the final width, BN, ReLU, pool, fc.
+def _conv_bn_relu(in_channels: int, out_channels: int, kernel: int = 1) -> list[nn.Module]:
+    """A ``kernel`` x ``kernel`` convolution of stride ``kernel``, BN and ReLU."""
+    return [
+        nn.Conv2d(in_channels, out_channels, kernel, kernel, bias=False),
+        nn.BatchNorm2d(out_channels),
+        nn.ReLU(inplace=True),
+    ]
 
-    The pooled vector it classifies is also returned, for BYOT's feature hint.
+
+class ExitHead(nn.Module):
+    """Classifier on an intermediate feature map; returns the logits and the pooled features.
+
+    ``stride=None`` (BranchyNet): a 1x1 convolution to ``width``, BN, ReLU, at the exit's own
+    resolution. ``stride=k`` (BYOT, as in the reference code): a bottleneck, 1x1 to ``width / 4``,
+    a k x k convolution of stride k, 1x1 to ``width``, each with BN and ReLU, so that the exit
+    reaches the final stage's resolution and width before it is pooled.
     """
 
-    def __init__(self, in_channels: int, width: int, num_classes: int) -> None:
+    def __init__(
+        self, in_channels: int, width: int, num_classes: int, stride: int | None = None
+    ) -> None:
         super().__init__()
-        self.project = nn.Sequential(
-            nn.Conv2d(in_channels, width, 1, bias=False),
-            nn.BatchNorm2d(width),
-            nn.ReLU(inplace=True),
-            nn.AdaptiveAvgPool2d(1),
-            nn.Flatten(),
-        )
+        if stride is None:
+            layers = _conv_bn_relu(in_channels, width)
+        else:
+            middle = width // 4
+            layers = _conv_bn_relu(in_channels, middle) + _conv_bn_relu(middle, middle, stride)
+            layers += _conv_bn_relu(middle, width)
+        self.project = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
         self.fc = nn.Linear(width, num_classes)
+        for module in self.project:
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
 
     def forward(self, features: Tensor) -> tuple[Tensor, Tensor]:
         pooled = self.project(features)
@@ -491,10 +508,13 @@ class EarlyExitNetwork(nn.Module):
     The last exit is the backbone's own head. ``net(x, s=d)`` runs the deepest exit
     whose depth (share of blocks run) is at most ``d``, computing only the blocks
     before it, so exit networks answer the same cost calls as a
-    :class:`SkippableResNet`.
+    :class:`SkippableResNet`. ``bottleneck=True`` gives every exit BYOT's bottleneck head,
+    which downsamples it to the final stage's shape (:class:`ExitHead`).
     """
 
-    def __init__(self, backbone: SkippableResNet, exit_blocks: Sequence[int]) -> None:
+    def __init__(
+        self, backbone: SkippableResNet, exit_blocks: Sequence[int], bottleneck: bool = False
+    ) -> None:
         super().__init__()
         exits = sorted(set(exit_blocks) | {backbone.num_blocks - 1})
         if exits[0] < 0:
@@ -503,13 +523,21 @@ class EarlyExitNetwork(nn.Module):
         self.exit_blocks = exits
         self.image_size = backbone.image_size
         self.stem = backbone.stem  # the cost helpers read the input layout from here
-        channels = [self._channels_after(block) for block in exits[:-1]]
-        self.heads = nn.ModuleList(
-            ExitHead(c, backbone.feature_channels, backbone.num_classes) for c in channels
-        )
+        last_stage = len(backbone.stage_sizes) - 1
+        self.heads = nn.ModuleList()
+        for block in exits[:-1]:
+            stage = backbone.stage_of_block[block]
+            stride = 2 ** (last_stage - stage) if bottleneck else None  # each later stage halves
+            channels = backbone.stage_channels[stage]
+            self.heads.append(
+                ExitHead(channels, backbone.feature_channels, backbone.num_classes, stride)
+            )
 
-    def _channels_after(self, block: int) -> int:
-        return self.backbone.stage_channels[self.backbone.stage_of_block[block]]
+    @staticmethod
+    def blocks_at(num_blocks: int, depths: Sequence[float]) -> list[int]:
+        """BranchyNet's exits: after the first ``round(d * num_blocks)`` blocks (at least one),
+        one exit per distinct block, for each depth ``d``."""
+        return sorted({max(1, math.floor(d * num_blocks + 0.5)) - 1 for d in depths})
 
     @property
     def exit_depths(self) -> list[float]:

@@ -29,6 +29,7 @@ __all__ = [
     "block_plan_frame",
     "budget_figure",
     "latency_flops_figure",
+    "matched_cost_figure",
     "step_parts_figure",
     "comparison_table",
     "cost_figure",
@@ -346,7 +347,7 @@ def accuracy_by_depth_figure(frame: pd.DataFrame, title: str, hue: str = "networ
 def ablation_frame(summaries: Mapping[str, Mapping]) -> pd.DataFrame:
     """The Teammates' mean top-1 at each ``s`` of every cooperative summary, one row per seed.
 
-    ``summaries`` maps results file names to summaries (as :func:`book.summaries_of` gives);
+    ``summaries`` maps results file names to summaries (as :func:`verdict.summaries_of` gives);
     the seeds of one name share its ``variant`` label (``cooperative`` for the full method).
     Only the full method and the ablations of :data:`coop_utils.config.ABLATIONS` are kept.
     """
@@ -421,6 +422,27 @@ def method_comparison_figure(frame: pd.DataFrame, title: str) -> Figure:
     handles, labels = axes[0].get_legend_handles_labels()
     axes[0].get_legend().remove()
     fig.legend(handles, labels, title="method", loc="outside right upper")
+    fig.suptitle(title)
+    return fig
+
+
+def matched_cost_figure(table: pd.DataFrame, title: str) -> Figure:
+    """One panel per exit baseline: its exits' accuracy against measured FLOPs (dots), and the
+    deployed Teammate's accuracy at the same FLOPs (crosses) where it was measured around them,
+    a dotted segment joining each pair (``verdict.matched_cost_table``)."""
+    methods = list(dict.fromkeys(table["method"]))
+    fig, axes = _figure(max(1, len(methods)), width=4.6, height=3.8, sharey=True)
+    for ax, method in zip(axes, methods, strict=False):
+        part = table[table["method"] == method]
+        compared = part[part["compared"] == "yes"]
+        ax.plot(part["MFLOPs"], part["exit top-1 (%)"], "o-", label=f"{method} exits")
+        ours = compared["ours at equal FLOPs (%)"]
+        ax.plot(compared["MFLOPs"], ours, "X", markersize=10, label="cooperative, same FLOPs")
+        ax.vlines(compared["MFLOPs"], compared["exit top-1 (%)"], ours, "grey", linestyles=":")
+        ax.set_xlabel(MFLOPS_LABEL)
+        ax.set_ylabel(TOP1_LABEL if ax is axes[0] else "")
+        ax.set_title(f"against {method}")
+        ax.legend(fontsize="small")
     fig.suptitle(title)
     return fig
 

@@ -42,14 +42,20 @@ from coop_utils.config import RunConfig
 from coop_utils.evaluate import calibrate_batchnorm, count_flops, measure_latency
 from coop_utils.gating import BlockGate, add_gate
 from coop_utils.losses import (
+    byot_loss,
     cooperative_objective,
-    kd_loss,
     leader_loss,
     sfsl_weights,
     subnetwork_loss,
     teammate_loss,
 )
-from coop_utils.models import EarlyExitNetwork, SkippableResNet, build_model
+from coop_utils.models import (
+    ARCHITECTURES,
+    EarlyExitNetwork,
+    SkippableResNet,
+    build_model,
+    depth_plan,
+)
 
 __all__ = [
     "NonFiniteLossError",
@@ -65,9 +71,6 @@ __all__ = [
     "train",
 ]
 
-BYOT_TEMPERATURE = 3.0
-BYOT_KD_WEIGHT = 0.1
-BYOT_HINT_WEIGHT = 1e-6
 LATENCY_REPEATS = 5
 
 
@@ -375,55 +378,61 @@ class CooperativeSystem(System):
 
 
 class IndependentSystem(System):
-    """One plain network per depth plan, each trained with cross-entropy at its own depth."""
+    """One plain network per distinct depth plan of the scaling-factor grid, each trained with
+    cross-entropy at its own depth and evaluated at every factor whose plan is its plan."""
 
     needs_all_parameters = False
 
     def __init__(self, config: RunConfig, num_classes: int, image_size: int) -> None:
         super().__init__(config)
-        self.factors = sorted(set(config.independent_factors))
+        sizes = ARCHITECTURES[config.arch].stage_sizes
+        plans: dict[tuple[int, ...], list[float]] = {}
+        for s in sorted(config.scaling_factors):
+            plans.setdefault(depth_plan(sizes, s), []).append(s)
+        self.factors = list(plans.values())  # the factors of each plan, shallow to deep
         self.nets = nn.ModuleList(
             build_model(config.arch, num_classes, image_size) for _ in self.factors
         )
 
     def forward(self, images: Tensor, labels: Tensor, randomness: StepRandomness):
         terms = {
-            f"independent@{s:g}": F.cross_entropy(net(images, s=s), labels)
-            for s, net in zip(self.factors, self.nets, strict=True)
+            f"independent@{factors[0]:g}": F.cross_entropy(net(images, s=factors[0]), labels)
+            for factors, net in zip(self.factors, self.nets, strict=True)
         }
         total = sum(terms.values())
         return total, {name: value.detach() for name, value in terms.items()}
 
     def evaluations(self) -> Iterator[tuple[str, nn.Module, float]]:
-        for s, net in zip(self.factors, self.nets, strict=True):
-            yield "independent", net, s
+        for factors, net in zip(self.factors, self.nets, strict=True):
+            for s in factors:
+                yield "independent", net, s
 
 
 class ExitSystem(System):
-    """A backbone with early exits: BYOT (an exit per stage) or BranchyNet (an exit per depth)."""
+    """A backbone with early exits. BYOT: an exit per stage with a bottleneck head, trained
+    with :func:`coop_utils.losses.byot_loss`. BranchyNet: an exit at the depth of every scaling
+    factor, trained with the weighted sum of the exits' cross-entropies (``branchynet_weights``,
+    shallow to deep; default 1 for every exit, as in the authors' code)."""
 
     def __init__(self, config: RunConfig, num_classes: int, image_size: int) -> None:
         super().__init__(config)
         self.method = config.method
         backbone = build_model(config.arch, num_classes, image_size)
         if config.method == "byot":
-            exits = backbone.stage_last_blocks[:-1]
-        else:  # branchynet: an exit after the first round(s * blocks) blocks, for every s
-            exits = {
-                max(1, math.floor(s * backbone.num_blocks + 0.5)) - 1
-                for s in config.scaling_factors
-            }
-        self.net = EarlyExitNetwork(backbone, sorted(exits))
+            self.net = EarlyExitNetwork(backbone, backbone.stage_last_blocks[:-1], bottleneck=True)
+        else:
+            exits = EarlyExitNetwork.blocks_at(backbone.num_blocks, config.scaling_factors)
+            self.net = EarlyExitNetwork(backbone, exits)
+        self.weights = config.branchynet_weights or (1.0,) * len(self.net.exit_blocks)
 
     def forward(self, images: Tensor, labels: Tensor, randomness: StepRandomness):
-        logits, pooled = self.net.forward_exits(images)
-        terms = {f"exit{i}_ce": F.cross_entropy(z, labels) for i, z in enumerate(logits)}
+        logits, features = self.net.forward_exits(images)
         if self.method == "byot":
-            deepest, deepest_features = logits[-1], pooled[-1].detach()
-            for i, (z, features) in enumerate(zip(logits[:-1], pooled[:-1], strict=True)):
-                terms[f"exit{i}_kd"] = BYOT_KD_WEIGHT * kd_loss(z, deepest, BYOT_TEMPERATURE)
-                hint = (features - deepest_features).pow(2).sum(1).mean()
-                terms[f"exit{i}_hint"] = BYOT_HINT_WEIGHT * hint
+            return byot_loss(logits, features, labels)
+        terms = {
+            f"exit{i}_ce": weight * F.cross_entropy(z, labels)
+            for i, (weight, z) in enumerate(zip(self.weights, logits, strict=True))
+        }
         total = sum(terms.values())
         return total, {name: value.detach() for name, value in terms.items()}
 

@@ -1,48 +1,68 @@
 """The replication verdict: each claim of the paper, our numbers, and a verdict read from files.
 
-Everything here is computed from results summaries (``results/<profile>/<dataset>/*.json``),
-never typed in. A summary named ``<name>-seed<N>`` is seed ``N`` of ``<name>``; the seeds of
-one name are pooled: a claim reports the mean over seeds, each seed's own number, and an
-uncertainty that uses the spread between seeds where there are several.
+Everything here is computed from result summaries (``results/<profile>/<dataset>/*.json``) and
+the depth-cost benchmark record (``results/benchmarks/depth_cost.json``), never typed in. A
+summary named ``<name>-seed<N>`` is seed ``N`` of ``<name>``.
 
-The noise model, stated once. A quantity measured on one run (an accuracy, a mean of
-accuracies, a drop between two depths) varies from run to run by ``sigma``: the standard
-deviation between the seeds of the cooperative run when it has several, but never less than the
-binomial standard error of the test set, which is all that is known with one seed. A difference
-between the means of ``n`` and ``m`` runs then has standard deviation
-``sigma * sqrt(1/n + 1/m)``, and a verdict asks whether the difference clears twice that.
-With two seeds the spread is itself a rough estimate; the tables print it so that a reader can
-judge.
+The statistics, stated once. A claim compares two arms of runs and reports the difference of
+their means with its 95 % t-interval, whose degrees of freedom come from the seeds:
+
+- *paired by seed* where the two runs of a seed share their initialisation and data order (the
+  Teammates of the cooperative variants, built first and in the same order) and their code
+  digests are equal: the mean of the per-seed differences, ``n - 1`` degrees of freedom;
+- *unpaired* elsewhere (across methods, or runs of different code): Welch's interval, its
+  degrees of freedom rounded down to a tenth.
+
+No run is taken to vary less than the binomial standard error of its test set, which is all one
+run can tell. A claim with fewer than 3 runs in an arm (3 pairs) is "inconclusive (n < 3)",
+whatever its mean: with 2 seeds the 95 % multiplier is 12.7 standard errors, not 2.
 """
 
 from __future__ import annotations
 
+import functools
+import json
 import math
 import os
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from coop_utils.book import RESULT_PROFILES, deployed_teammate, summaries_of
 from coop_utils.models import ARCHITECTURES, SCALING_FACTORS, depth_plan
 
 __all__ = [
     "FAILS",
+    "FEW",
     "HOLDS",
     "OPEN",
     "PENDING_NOTE",
+    "RESULT_PROFILES",
+    "Difference",
     "best_summaries",
     "claim_table",
+    "compare",
     "component_rows",
+    "deployed_teammate",
     "discussion",
     "group_seeds",
+    "matched_cost_table",
     "replication_verdicts",
+    "summaries_of",
+    "t_critical",
+    "tally",
 ]
 
 HOLDS, FAILS, OPEN = "holds", "does not hold", "inconclusive"
+#: fewest runs in an arm (or pairs) for a claim to be decided
+MIN_RUNS = 3
+FEW = f"{OPEN} (n < {MIN_RUNS})"
+#: profiles whose summaries are results, best first; smoke numbers never are
+RESULT_PROFILES = ("full", "preview")
 
 PENDING_NOTE = (
     "**Verdict pending.** No preview or full results are recorded in `results/` yet, and smoke "
@@ -55,23 +75,50 @@ Summary = Mapping[str, Any]
 
 _SEED = re.compile(r"^(?P<name>.+)-seed(?P<seed>\d+)$")
 
-#: the ablations judged, each as (variant, claim, scaling factors averaged over, whether the
-#: variant adds the component rather than removing it)
-COMPONENTS: tuple[tuple[str, str, tuple[float, ...], bool], ...] = (
-    ("no-leader", "The Leader improves the Teammates", SCALING_FACTORS, False),
-    ("no-mutual", "Mutual distillation between the Teammates improves them", SCALING_FACTORS,
-     False),
-    ("no-sfsl", "SFSL improves the shallow sub-networks", (0.2, 0.3, 0.4), False),
-    ("one-teammate", "A second Teammate improves the first", SCALING_FACTORS, False),
-    ("first-gating", "Learned (Gumbel) gating beats keeping the first blocks",
-     SCALING_FACTORS[:-1], False),
-    ("bn-recalibration",
-     "Per-depth batch-norm recalibration helps the sub-networks (this replication's option, "
-     "not a claim of the paper)", SCALING_FACTORS[:-1], True),
+#: the claims about the parts of the method: (the arm expected to be better, the other arm,
+#: the claim, the scaling factors its Teammates' accuracy is averaged over: see ``_factors``)
+COMPONENTS: tuple[tuple[str, str, str, str], ...] = (
+    ("cooperative", "cooperative-no-leader", "The Leader improves the Teammates", "all"),
+    ("cooperative", "cooperative-no-mutual",
+     "Mutual distillation between the Teammates improves them", "all"),
+    ("cooperative", "cooperative-no-sfsl", "SFSL improves the shallow sub-networks", "shallow"),
+    ("cooperative-sfsl-normalised", "cooperative-no-sfsl",
+     "Weighting shallow sub-networks more helps them at equal total weight (control: SFSL "
+     "normalised to mean 1 against no SFSL)", "shallow"),
+    ("cooperative", "cooperative-sfsl-normalised",
+     "A larger total weight on the sub-networks helps them (control: SFSL against SFSL "
+     "normalised to mean 1)", "shallow"),
+    ("cooperative", "cooperative-one-teammate",
+     "A second Teammate improves the first (teammate0 against teammate0)", "all"),
+    ("cooperative", "cooperative-first-gating",
+     "Learned (Gumbel) gating beats keeping the first blocks", "choice"),
+    ("cooperative", "cooperative-shared-bn",
+     "Per-depth batch-norm statistics help the sub-networks (this replication's choice, not a "
+     "claim of the paper)", "below full"),
 )  # fmt: skip
+EXIT_BASELINES = {"byot": "BYOT", "branchynet": "BranchyNet"}
 
 
 # --- reading summaries ------------------------------------------------------------------------
+
+
+def summaries_of(results_root: str | os.PathLike, profile: str) -> dict[str, dict[str, Summary]]:
+    """``{dataset: {name: summary}}`` of ``<results_root>/<profile>/<dataset>/<name>.json``."""
+    found: dict[str, dict[str, Summary]] = {}
+    for path in sorted(Path(results_root, profile).glob("*/*.json")):
+        found.setdefault(path.parent.name, {})[path.stem] = json.loads(path.read_text())
+    return found
+
+
+def best_summaries(results_root: str | os.PathLike) -> dict[str, dict[str, Summary]]:
+    """``{dataset: {name: summary}}`` from the best recorded profile of each dataset that has a
+    cooperative run (full before preview; smoke never)."""
+    chosen: dict[str, dict[str, Summary]] = {}
+    for profile in RESULT_PROFILES:
+        for dataset, summaries in summaries_of(results_root, profile).items():
+            if dataset not in chosen and "cooperative" in summaries:
+                chosen[dataset] = summaries
+    return chosen
 
 
 def group_seeds(summaries: Mapping[str, Summary]) -> dict[str, list[Summary]]:
@@ -88,8 +135,29 @@ def group_seeds(summaries: Mapping[str, Summary]) -> dict[str, list[Summary]]:
     }
 
 
+def deployed_teammate(metrics: Mapping[str, Any]) -> str:
+    """The Teammate to deploy: best mean validation top-1 over depths (never the test split)."""
+    teammates = _teammates(metrics)
+    if not teammates:
+        raise ValueError(f"no Teammate in these metrics: {', '.join(metrics)}")
+
+    def validation(name: str) -> float:
+        rows = metrics[name].values()
+        return float(np.mean([row.get("val_top1", -math.inf) for row in rows]))
+
+    return max(teammates, key=lambda name: (validation(name), -teammates.index(name)))
+
+
+def _teammates(metrics: Mapping[str, Any]) -> list[str]:
+    return sorted(name for name in metrics if name.removeprefix("teammate").isdigit())
+
+
 def _seed_of(summary: Summary) -> int:
     return int(summary.get("config", {}).get("seed", 0))
+
+
+def _digest(summary: Summary) -> str:
+    return str(summary.get("code_digest") or "unknown")
 
 
 def _row(by_depth: Mapping[str, Mapping[str, float]], s: float) -> Mapping[str, float] | None:
@@ -110,12 +178,6 @@ def _deployed(summary: Summary) -> Mapping[str, Mapping[str, float]]:
     return summary["metrics"][deployed_teammate(summary["metrics"])]
 
 
-def _teammates(summary: Summary) -> Mapping[str, Mapping[str, float]]:
-    """Mean of the Teammates (the only Teammate of a one-Teammate run)."""
-    metrics = summary["metrics"]
-    return metrics.get("teammate_mean") or metrics["teammate0"]
-
-
 def _test_images(config: Mapping[str, Any]) -> int:
     """How many test images a summary's accuracies were measured on."""
     from coop_utils.data import DATASETS
@@ -133,56 +195,130 @@ def _stderr(accuracy_pct: float, images: int) -> float:
     return 100 * math.sqrt(max(p * (1 - p), 0.0025) / images)
 
 
-def _sigma(values: Sequence[float], floor: float) -> float:
-    """Run-to-run standard deviation: the spread of ``values`` over seeds, at least ``floor``."""
-    if len(values) < 2:
-        return floor
-    return max(float(np.std(values, ddof=1)), floor)
+# --- statistics -------------------------------------------------------------------------------
 
 
-def _two_sd(values: Sequence[float], floor: float, others: int = 1) -> float:
-    """Twice the standard deviation of mean(values) - (a mean over ``others`` runs)."""
-    return 2 * _sigma(values, floor) * math.sqrt(1 / len(values) + 1 / others)
+@functools.lru_cache
+def t_critical(df: float, level: float = 0.95) -> float:
+    """``t`` with ``P(|T| <= t) = level`` for Student's t with ``df`` degrees of freedom
+    (12.71 at 1, 4.30 at 2, towards 1.96 as ``df`` grows): bisection on its integrated density."""
+    if isinstance(df, bool) or not isinstance(df, int | float) or not df >= 1:
+        raise ValueError(f"degrees of freedom must be a number >= 1, got {df!r}")
+    if not 0 < level < 1:
+        raise ValueError(f"confidence level must be in (0, 1), got {level!r}")
+    log_norm = math.lgamma((df + 1) / 2) - math.lgamma(df / 2) - 0.5 * math.log(df * math.pi)
+
+    def mass(t: float) -> float:  # P(|T| <= t)
+        x = np.linspace(0.0, t, 4001)
+        return 2 * float(np.trapezoid(np.exp(log_norm - (df + 1) / 2 * np.log1p(x * x / df)), x))
+
+    low, high = 0.0, 2.0
+    while mass(high) < level:
+        low, high = high, 2 * high
+    for _ in range(50):
+        middle = (low + high) / 2
+        low, high = (middle, high) if mass(middle) < level else (low, middle)
+    return (low + high) / 2
 
 
-def _seeds(values: Sequence[float]) -> str:
-    if len(values) < 2:
-        return "one seed"
-    return "seeds " + ", ".join(f"{v:+.1f}" for v in values)
+@dataclass(frozen=True)
+class Difference:
+    """``mean(a) - mean(b)`` of two arms of runs and the half-width of its 95 % t-interval
+    (``nan`` where an arm has a single run)."""
+
+    value: float
+    half_width: float
+    runs: tuple[int, int]
+    paired: bool
+
+    def verdict(self, above: float = 0.0) -> str:
+        """Whether the difference exceeds ``above``: holds if the whole interval does, does not
+        hold if none of it does; :data:`FEW` with fewer than 3 runs in an arm."""
+        if min(self.runs) < MIN_RUNS:
+            return FEW
+        if self.value - self.half_width > above:
+            return HOLDS
+        if self.value + self.half_width < above:
+            return FAILS
+        return OPEN
+
+    @property
+    def sample(self) -> str:
+        if self.paired:
+            return f"{self.runs[0]} pair{'s' if self.runs[0] != 1 else ''}"
+        return f"{self.runs[0]} vs {self.runs[1]} runs"
+
+    def __str__(self) -> str:
+        spread = f" ± {self.half_width:.1f}" if math.isfinite(self.half_width) else ""
+        return f"{self.value:+.1f}{spread}"
 
 
-def _sign_verdict(difference: float, two_sd: float) -> str:
-    if difference - two_sd > 0:
-        return HOLDS
-    if difference + two_sd < 0:
-        return FAILS
-    return OPEN
+def compare(
+    a: Sequence[float], b: Sequence[float], floor: float, paired: bool = False
+) -> Difference:
+    """``mean(a) - mean(b)`` with its 95 % t-interval; no run's standard deviation is taken
+    below ``floor`` (the binomial error of its test set, in points). ``paired``: ``a[i]`` and
+    ``b[i]`` are the runs of one seed."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if paired and len(a) != len(b):
+        raise ValueError(f"paired arms need as many runs each, got {len(a)} and {len(b)}")
+    if not (len(a) and len(b)):
+        raise ValueError("each arm needs at least one run")
+    half = math.nan
+    if paired:
+        if len(a) > 1:
+            sd = max(float(np.std(a - b, ddof=1)), math.sqrt(2) * floor)
+            half = t_critical(len(a) - 1) * sd / math.sqrt(len(a))
+        return Difference(float(np.mean(a - b)), half, (len(a), len(b)), True)
+    if min(len(a), len(b)) > 1:
+        va, vb = (max(float(np.std(x, ddof=1)), floor) ** 2 / len(x) for x in (a, b))
+        df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
+        half = t_critical(math.floor(df * 10 + 1e-6) / 10) * math.sqrt(va + vb)
+    return Difference(float(a.mean() - b.mean()), half, (len(a), len(b)), False)
 
 
-def _depth_curve(by_depth: Mapping[str, Mapping[str, float]]) -> tuple[np.ndarray, np.ndarray]:
-    rows = sorted(by_depth.values(), key=lambda row: row["active_blocks"])
-    full = rows[-1]["active_blocks"]
-    depth = np.array([row["active_blocks"] / full for row in rows])
-    return depth, np.array([row["top1"] for row in rows])
+def _paired(a_runs: list[Summary], b_runs: list[Summary]) -> tuple[list, str]:
+    """The runs of ``a`` and ``b`` of one seed, if every such pair ran the same code (else none),
+    and how the two arms are compared."""
+    by_seed = {_seed_of(run): run for run in b_runs}
+    pairs = [(run, by_seed[_seed_of(run)]) for run in a_runs if _seed_of(run) in by_seed]
+    if not pairs:
+        return [], "unpaired: no common seed"
+    if any(_digest(x) != _digest(y) for x, y in pairs):
+        return [], "unpaired: code digests differ"
+    unknown = any(_digest(x) == "unknown" for x, _ in pairs)
+    return pairs, "paired by seed" + (", code digest unknown" if unknown else "")
 
 
 # --- the claims -------------------------------------------------------------------------------
 
 
-def _cost_claim(cooperative: list[Summary]) -> dict[str, str]:
-    summary = cooperative[0]
-    deployed = deployed_teammate(summary["metrics"])
-    coop = summary["metrics"][deployed]
-    full, shallow = _row(coop, 1.0), _row(coop, 0.2)
-    latency = shallow["latency_ms"] / full["latency_ms"]
-    flops = shallow["flops"] / full["flops"]
-    return {
-        "claim": "Depth chosen at run time cuts the cost of inference",
-        "measured": f"at s = 0.2, latency {latency:.0%} and FLOPs {flops:.0%} of full depth "
-        f"({deployed}, seed {_seed_of(summary)})",
-        "rule": "holds if latency(0.2) <= 60 % of latency(1); does not hold if >= 90 %",
-        "verdict": HOLDS if latency <= 0.6 else FAILS if latency >= 0.9 else OPEN,
-    }
+def _claim(claim: str, measured: str, rule: str, verdict: str) -> dict[str, str]:
+    return {"claim": claim, "measured": measured, "rule": rule, "verdict": verdict}
+
+
+def _depth_cost_check(record: Mapping[str, Any] | None) -> dict[str, str]:
+    claim = (
+        "Depth chosen at run time cuts the cost of inference (an implementation check on the "
+        "quiet-machine benchmark, not a replicated claim)"
+    )
+    rule = (
+        "latency at s = 0.2 relative to s = 1, batch 1, each benchmarked backbone; holds if every "
+        "one is <= 60 %, does not hold if one is >= 90 %"
+    )
+    if record is None:
+        return _claim(claim, "no depth-cost benchmark record", rule, OPEN)
+    shallow = [row for row in record["results"]["depths"] if abs(row["s"] - 0.2) < 1e-9]
+    ratios = [row["latency_ratio_b1"] for row in shallow]
+    measured = "; ".join(
+        f"{row['arch']}: latency {row['latency_ratio_b1']:.0%}, FLOPs {row['flops_ratio']:.0%} "
+        "of full depth"
+        for row in shallow
+    )
+    if not ratios:
+        return _claim(claim, "no row at s = 0.2", rule, OPEN)
+    verdict = FAILS if max(ratios) >= 0.9 else HOLDS if max(ratios) <= 0.6 else OPEN
+    return _claim(claim, measured, rule, verdict)
 
 
 def _comparable_claim(
@@ -190,184 +326,214 @@ def _comparable_claim(
 ) -> dict[str, str]:
     claim = "Comparable accuracy to a network trained for that depth alone, at every depth"
     rule = (
-        "gap = deployed Teammate (chosen on validation) - independent network, top-1, mean over "
-        f"seeds; holds if every gap - 2 SD > -{margin:g} pts; does not hold if any "
-        f"gap + 2 SD < -{margin:g} pts"
+        "gap = deployed Teammate (chosen on validation) minus the independent network of the "
+        "same depth plan, top-1, unpaired (different methods); holds if at every s the 95 % "
+        f"t-interval of the gap lies above -{margin:g} pts, does not hold if at some s it lies "
+        "below"
     )
     if not independent:
-        return {"claim": claim, "measured": "no independent run", "rule": rule, "verdict": OPEN}
+        return _claim(claim, "no independent run", rule, OPEN)
     gaps = []
     for key in independent[0]["metrics"]["independent"]:
         s = float(key)
         if _row(_deployed(cooperative[0]), s) is None:
             continue
-        reference = float(np.mean([_top1(r["metrics"]["independent"], s) for r in independent]))
         ours = [_top1(_deployed(run), s) for run in cooperative]
-        two_sd = _two_sd(ours, _stderr(float(np.mean(ours)), images), len(independent))
-        per_seed = [value - reference for value in ours]
-        gaps.append((s, float(np.mean(per_seed)), two_sd, per_seed))
-    if any(gap + two_sd < -margin for _, gap, two_sd, _ in gaps):
-        verdict = FAILS
-    elif all(gap - two_sd > -margin for _, gap, two_sd, _ in gaps):
-        verdict = HOLDS
+        reference = [_top1(run["metrics"]["independent"], s) for run in independent]
+        gaps.append((s, compare(ours, reference, _stderr(float(np.mean(reference)), images))))
+    if not gaps:
+        return _claim(claim, "no depth in common", rule, OPEN)
+    verdicts = {gap.verdict(-margin) for _, gap in gaps}
+    if FEW in verdicts or FAILS in verdicts:
+        verdict = FEW if FEW in verdicts else FAILS
     else:
-        verdict = OPEN
-    measured = "; ".join(
-        f"s={s:g}: {gap:+.1f} ± {two_sd:.1f} ({_seeds(per_seed)})"
-        for s, gap, two_sd, per_seed in gaps
-    )
-    return {"claim": claim, "measured": measured + " pts", "rule": rule, "verdict": verdict}
+        verdict = HOLDS if verdicts == {HOLDS} else OPEN
+    measured = "; ".join(f"s={s:g}: {gap}" for s, gap in gaps)
+    return _claim(claim, f"{measured} pts ({gaps[0][1].sample})", rule, verdict)
 
 
-def _excess_drop(coop: Mapping[str, Mapping[str, float]], exits: Mapping[str, Any]) -> float:
-    """Mean over the exits inside [0.2, 1) of (our drop from full depth) - (the exits' drop),
-    our accuracy interpolated at each exit's fraction of the blocks."""
-    coop_depth, coop_top1 = _depth_curve(coop)
-    depth, top1 = _depth_curve(exits)
-    inside = (depth >= 0.2 - 1e-9) & (depth < 1 - 1e-9)
-    ours = np.interp(depth[inside], coop_depth, coop_top1)
-    return float(np.mean((coop_top1[-1] - ours) - (top1[-1] - top1[inside])))
+def _curve(by_depth: Mapping[str, Mapping[str, float]]) -> tuple[np.ndarray, np.ndarray]:
+    """Measured FLOPs and top-1 of one network's depths, cheapest first; the depths of one
+    plan (several factors, equal FLOPs) averaged."""
+    top1 = pd.DataFrame(list(by_depth.values())).groupby("flops")["top1"].mean()
+    return top1.index.to_numpy(dtype=float), top1.to_numpy(dtype=float)
 
 
-def _smoother_claim(
+def _matched_exits(cooperative: list[Summary], exits: list[Summary], method: str) -> list[str]:
+    """The exits below full depth whose measured FLOPs lie inside the deployed Teammate's
+    measured range: only there is our accuracy interpolated, never extrapolated."""
+    flops, _ = _curve(_deployed(cooperative[0]))
+    rows = exits[0]["metrics"][method]
+    full = max(row["flops"] for row in rows.values())
+    return [
+        key
+        for key, row in rows.items()
+        if row["flops"] < full and flops[0] <= row["flops"] <= flops[-1]
+    ]
+
+
+def _at_flops(summary: Summary, points: Sequence[float]) -> tuple[float, float]:
+    """A cooperative run's deployed Teammate: full-depth top-1, and its top-1 interpolated
+    linearly on measured FLOPs at ``points``, averaged."""
+    flops, top1 = _curve(_deployed(summary))
+    return float(top1[-1]), float(np.mean(np.interp(points, flops, top1)))
+
+
+def _exit_accuracy(summary: Summary, method: str, keys: Sequence[str]) -> tuple[float, float]:
+    """An exit network's full-depth top-1, and its top-1 at the exits ``keys``, averaged."""
+    rows = summary["metrics"][method]
+    full = max(rows.values(), key=lambda row: row["flops"])["top1"]
+    return full, float(np.mean([rows[key]["top1"] for key in keys]))
+
+
+def _matched_cost_claims(
     cooperative: list[Summary], groups: Mapping[str, list[Summary]], images: int
-) -> dict[str, str]:
-    claim = "Smoother accuracy degradation than BYOT and BranchyNet as depth shrinks"
-    rule = (
-        "at each baseline exit in [0.2, 1) of the blocks: excess drop = (our drop from full "
-        "depth) - (its drop), mean over exits and seeds; holds if excess + 2 SD < 0 for both; "
-        "does not hold if excess - 2 SD > 0 for either"
+) -> list[dict[str, str]]:
+    where = (
+        "at each exit below full depth inside our measured FLOPs range, our top-1 interpolated "
+        "on measured FLOPs (no extrapolation), mean over those exits, unpaired; holds if the "
+        "95 % t-interval lies above 0, does not hold if below"
     )
-    parts, verdicts = [], []
-    for baseline in ("byot", "branchynet"):
-        runs = groups.get(baseline)
-        if not runs:
-            parts.append(f"no {baseline} run")
-            verdicts.append(None)
+    rows = []
+    for method, name in EXIT_BASELINES.items():
+        smoother = f"Smoother accuracy degradation than {name} as depth shrinks"
+        accurate = (
+            f"More accurate than {name} at equal measured FLOPs (beside the drop: a weak "
+            "full-depth network drops little)"
+        )
+        drop_rule = f"their drop from own full depth minus ours, {where}"
+        gain_rule = f"our top-1 minus theirs, {where}"
+        runs = groups.get(method)
+        keys = _matched_exits(cooperative, runs, method) if runs else []
+        if not keys:
+            why = f"no {method} run" if not runs else "no exit inside our measured FLOPs range"
+            rows += [_claim(smoother, why, drop_rule, OPEN), _claim(accurate, why, gain_rule, OPEN)]
             continue
-        per_seed = [
-            float(np.mean([_excess_drop(_deployed(ours), r["metrics"][baseline]) for r in runs]))
-            for ours in cooperative
+        points = [runs[0]["metrics"][method][key]["flops"] for key in keys]
+        ours = [_at_flops(run, points) for run in cooperative]
+        theirs = [_exit_accuracy(run, method, keys) for run in runs]
+        floor = _stderr(float(np.mean([at for _, at in theirs])), images)
+        our_drop, their_drop = ([full - at for full, at in arm] for arm in (ours, theirs))
+        drop = compare(their_drop, our_drop, math.sqrt(2) * floor)
+        gain = compare([at for _, at in ours], [at for _, at in theirs], floor)
+        exits = f"{len(keys)} exit(s) at {', '.join(f'{p / 1e6:.1f}' for p in points)} MFLOPs"
+        rows += [
+            _claim(
+                smoother,
+                f"drop from full depth {np.mean(their_drop):.1f} (theirs) vs "
+                f"{np.mean(our_drop):.1f} pts: {drop} pts ({drop.sample}; {exits})",
+                drop_rule,
+                drop.verdict(),
+            ),
+            _claim(
+                accurate,
+                f"{np.mean([at for _, at in ours]):.1f} vs {np.mean([at for _, at in theirs]):.1f}"
+                f" %: {gain} pts ({gain.sample}; {exits})",
+                gain_rule,
+                gain.verdict(),
+            ),
         ]
-        floor = 2 * _stderr(float(np.mean(_depth_curve(runs[0]["metrics"][baseline])[1])), images)
-        excess, two_sd = float(np.mean(per_seed)), _two_sd(per_seed, floor, len(runs))
-        parts.append(f"{baseline}: {excess:+.1f} ± {two_sd:.1f} pts ({_seeds(per_seed)})")
-        verdicts.append(_sign_verdict(-excess, two_sd))
-    if FAILS in verdicts:
-        verdict = FAILS
-    elif verdicts and all(v == HOLDS for v in verdicts):
-        verdict = HOLDS
-    else:
-        verdict = OPEN
-    return {"claim": claim, "measured": "; ".join(parts), "rule": rule, "verdict": verdict}
+    return rows
+
+
+def _factors(kind: str, config: Mapping[str, Any]) -> tuple[float, ...]:
+    """The scaling factors a component claim averages over: ``all``, ``shallow`` (up to 0.4),
+    ``below full``, or ``choice`` (plans where a gate has blocks to choose between: some stage
+    keeps more than its first block and fewer than all)."""
+    grid = tuple(float(s) for s in config.get("scaling_factors") or SCALING_FACTORS)
+    if kind == "all":
+        return grid
+    if kind == "shallow":
+        return tuple(s for s in grid if s <= 0.4 + 1e-9)
+    if kind == "below full":
+        return tuple(s for s in grid if s < 1)
+    sizes = ARCHITECTURES[config["arch"]].stage_sizes
+    plans = {s: depth_plan(sizes, s) for s in grid}
+    return tuple(s for s in grid if any(1 < k < n for k, n in zip(plans[s], sizes, strict=True)))
 
 
 def _component_claim(
-    variant: str,
-    claim: str,
-    factors: Sequence[float],
-    adds: bool,
-    cooperative: list[Summary],
-    others: list[Summary] | None,
-    images: int,
+    groups: Mapping[str, list[Summary]], better: str, worse: str, claim: str, kind: str, images: int
 ) -> dict[str, str]:
-    grid = ", ".join(f"{s:g}" for s in factors)
-    with_, without = ("the variant", "the method") if adds else ("the method", "the variant")
-    noise = (
-        "same trained weights, so SD is the test set's binomial noise"
-        if adds
-        else "SD from the spread between the full method's seeds (never below the test set's "
-        "binomial noise), times sqrt(2 / pairs)"
-    )
+    factors = _factors(kind, groups["cooperative"][0]["config"])
     rule = (
-        f"difference of the Teammates' mean top-1 over s in {{{grid}}}, {with_} minus {without}, "
-        f"each run against the full method's run of the same seed; {noise}; "
-        "holds if - 2 SD > 0, does not hold if + 2 SD < 0"
+        "top-1 of the Teammates in both runs, mean over s in "
+        f"{{{', '.join(f'{s:g}' for s in factors)}}}: {better} minus {worse}, paired by seed "
+        "where the code digests match; holds if the 95 % t-interval lies above 0, does not hold "
+        "if below"
     )
-    by_seed = {_seed_of(run): run for run in cooperative}
-    pairs = [(by_seed[_seed_of(o)], o) for o in others or () if _seed_of(o) in by_seed]
-    if not pairs:
-        missing = (
-            f"no cooperative-{variant} run"
-            if not others
-            else f"no run of the full method with the seeds of cooperative-{variant}"
-        )
-        return {"claim": claim, "measured": missing, "rule": rule, "verdict": OPEN}
+    a_runs, b_runs = groups.get(better), groups.get(worse)
+    if not a_runs or not b_runs:
+        return _claim(claim, f"no {better if not a_runs else worse} run", rule, OPEN)
+    if not factors:
+        return _claim(claim, "no scaling factor at which the two can differ", rule, OPEN)
+    networks = [name for name in _teammates(a_runs[0]["metrics"]) if name in b_runs[0]["metrics"]]
 
-    def mean_top1(summary: Summary) -> float:
-        return float(np.mean([_top1(_teammates(summary), s) for s in factors]))
+    def value(run: Summary) -> float:
+        return float(np.mean([_top1(run["metrics"][n], s) for n in networks for s in factors]))
 
-    full = [mean_top1(base) for base, _ in pairs]
-    changed = [mean_top1(other) for _, other in pairs]
-    sign = 1 if adds else -1
-    per_seed = [sign * (c - f) for f, c in zip(full, changed, strict=True)]
-    difference = float(np.mean(per_seed))
-    floor = _stderr(float(np.mean(full)), images)
-    if adds:  # the variant re-evaluates the very networks of its seed
-        sigma = floor
-        two_sd = 2 * _sigma(per_seed, floor) / math.sqrt(len(per_seed))
-    else:  # separately trained runs, each as variable as the full method between seeds
-        sigma = _sigma([mean_top1(run) for run in cooperative], floor)
-        two_sd = 2 * sigma * math.sqrt(2 / len(pairs))
-    with_mean, without_mean = (
-        (float(np.mean(changed)), float(np.mean(full)))
-        if adds
-        else (float(np.mean(full)), float(np.mean(changed)))
+    pairs, how = _paired(a_runs, b_runs)
+    xs, ys = (
+        ([value(x) for x, _ in pairs], [value(y) for _, y in pairs])
+        if pairs
+        else ([value(r) for r in a_runs], [value(r) for r in b_runs])
     )
-    seeds = ", ".join(str(_seed_of(other)) for _, other in pairs)
-    spread = "" if adds else f"; SD between {len(cooperative)} seed(s) {sigma:.1f}"
+    difference = compare(xs, ys, _stderr(float(np.mean(xs)), images), paired=bool(pairs))
     measured = (
-        f"{with_mean:.1f} vs {without_mean:.1f} %: {difference:+.1f} ± {two_sd:.1f} pts "
-        f"(seed {seeds}{spread})"
+        f"{np.mean(xs):.1f} vs {np.mean(ys):.1f} %: {difference} pts ({difference.sample}, "
+        f"{how}; {', '.join(networks)})"
     )
-    verdict = _sign_verdict(difference, two_sd)
-    return {"claim": claim, "measured": measured, "rule": rule, "verdict": verdict}
+    return _claim(claim, measured, rule, difference.verdict())
 
 
-def _claims(summaries: Mapping[str, Summary], margin: float) -> list[dict[str, str]]:
+def _claims(groups: Mapping[str, list[Summary]], margin: float) -> list[dict[str, str]]:
     """Rows of measured numbers and verdicts for one dataset's summaries of one profile."""
-    groups = group_seeds(summaries)
     cooperative = groups["cooperative"]
     images = _test_images(cooperative[0]["config"])
-    rows = [
-        _cost_claim(cooperative),
-        _comparable_claim(cooperative, groups.get("independent"), images, margin),
-        _smoother_claim(cooperative, groups, images),
-    ]
-    for variant, claim, factors, adds in COMPONENTS:
-        others = groups.get(f"cooperative-{variant}")
-        rows.append(_component_claim(variant, claim, factors, adds, cooperative, others, images))
+    rows = [_comparable_claim(cooperative, groups.get("independent"), images, margin)]
+    rows += _matched_cost_claims(cooperative, groups, images)
+    rows += [_component_claim(groups, *component, images) for component in COMPONENTS]
     return rows
 
 
 def _evidence(cooperative: list[Summary]) -> str:
     first = cooperative[0]
     seeds = len(cooperative)
+    digests = {_digest(run) for run in cooperative}
+    digest = digests.pop() if len(digests) == 1 else "mixed"
     return (
         f"{first['config']['profile']}, {first['config']['arch']}, "
-        f"{seeds} seed{'s' if seeds > 1 else ''}, {first.get('device', '?')}, "
-        f"{str(first.get('date', ''))[:10]}"
+        f"{seeds} seed{'s' if seeds > 1 else ''} of the method, "
+        f"{_test_images(first['config']):,} test images, code digest {digest}, "
+        f"{first.get('device', '?')}, {str(first.get('date', ''))[:10]}"
     )
 
 
 def claim_table(
-    summaries_by_dataset: Mapping[str, Mapping[str, Summary]], margin: float = 2.0
+    summaries_by_dataset: Mapping[str, Mapping[str, Summary]],
+    margin: float = 2.0,
+    depth_cost: Mapping[str, Any] | None = None,
 ) -> pd.DataFrame:
     """The claims of the paper, our measured numbers and a verdict, per dataset.
 
     ``summaries_by_dataset[dataset][name]`` is a results summary (``name`` is the results file
     name: ``cooperative``, ``cooperative-seed1``, ``independent``, ``byot``, ``branchynet``,
-    ``cooperative-no-leader``, ...). Summaries of the smoke profile get no verdict.
+    ``cooperative-no-leader``, ...); ``depth_cost`` is the record of
+    ``benchmarks/depth_cost.py``. Summaries of the smoke profile get no verdict.
     """
-    rows = []
+    evidence = "no record"
+    if depth_cost is not None:
+        evidence = f"{depth_cost['device']}, commit {depth_cost['git_commit']}, "
+        evidence += str(depth_cost["date"])[:10]
+    rows = [{"dataset": "benchmark", **_depth_cost_check(depth_cost), "evidence": evidence}]
     comparable = {}
     for dataset, summaries in summaries_by_dataset.items():
-        cooperative = group_seeds(summaries).get("cooperative")
-        if not cooperative:
+        groups = group_seeds(summaries)
+        if "cooperative" not in groups:
             continue
-        profile = cooperative[0]["config"]["profile"]
-        evidence = _evidence(cooperative)
-        for row in _claims(summaries, margin):
+        profile = groups["cooperative"][0]["config"]["profile"]
+        evidence = _evidence(groups["cooperative"])
+        for row in _claims(groups, margin):
             if profile not in RESULT_PROFILES:
                 row["verdict"] = f"withheld ({profile}: not a result)"
             rows.append({"dataset": dataset, **row, "evidence": evidence})
@@ -382,7 +548,7 @@ def claim_table(
         elif all(v.startswith("withheld") for v in verdicts):
             verdict = next(iter(verdicts))
         else:
-            verdict = OPEN
+            verdict = FEW if FEW in verdicts else OPEN
         rows.append(
             {
                 "dataset": " + ".join(comparable),
@@ -400,42 +566,73 @@ def claim_table(
 def replication_verdicts(
     results_root: str | os.PathLike, margin: float = 2.0
 ) -> pd.DataFrame | None:
-    """The verdict table from the best recorded profile of each dataset; ``None`` if none."""
+    """The verdict table from the best recorded profile of each dataset and the depth-cost
+    benchmark record; ``None`` if no dataset has a recorded cooperative run."""
     chosen = best_summaries(results_root)
-    return claim_table(chosen, margin) if chosen else None
+    record = Path(results_root, "benchmarks", "depth_cost.json")
+    depth_cost = json.loads(record.read_text()) if record.exists() else None
+    return claim_table(chosen, margin, depth_cost) if chosen else None
 
 
-def best_summaries(results_root: str | os.PathLike) -> dict[str, dict[str, Any]]:
-    """``{dataset: {name: summary}}`` from the best recorded profile of each dataset that has a
-    cooperative run (full before preview; smoke never)."""
-    chosen: dict[str, dict[str, Any]] = {}
-    for profile in RESULT_PROFILES:
-        for dataset, summaries in summaries_of(results_root, profile).items():
-            if dataset not in chosen and "cooperative" in summaries:
-                chosen[dataset] = summaries
-    return chosen
+def tally(table: pd.DataFrame) -> str:
+    """One line counting the verdicts of a claim table."""
+    verdicts = table["verdict"].astype(str)
+    judged = verdicts[~verdicts.str.startswith("withheld")]
+    return (
+        f"Claims judged: {len(judged)} ({len(verdicts) - len(judged)} withheld). Holds: "
+        f"{(judged == HOLDS).sum()}; does not hold: {(judged == FAILS).sum()}; inconclusive: "
+        f"{judged.str.startswith(OPEN).sum()}, of which n < {MIN_RUNS}: {(judged == FEW).sum()}."
+    )
 
 
 def component_rows(table: pd.DataFrame) -> pd.DataFrame:
-    """The rows of a claim table about the parts of the method (the ablations)."""
-    claims = {claim for _, claim, _, _ in COMPONENTS} | {
-        "Smoother accuracy degradation than BYOT and BranchyNet as depth shrinks"
-    }
-    return table[table["claim"].isin(claims)]
+    """The rows of a claim table about the parts of the method and the exit baselines."""
+    parts = {claim for _, _, claim, _ in COMPONENTS}
+    baselines = table["claim"].str.startswith(("Smoother", "More accurate"))
+    return table[table["claim"].isin(parts) | baselines]
+
+
+def matched_cost_table(summaries: Mapping[str, Summary]) -> pd.DataFrame:
+    """Every exit of the exit baselines beside the deployed Teammate at the same measured FLOPs,
+    means over seeds. Our accuracy is interpolated on FLOPs inside its measured range only; the
+    other exits are listed with the reason they are not compared."""
+    groups, rows = group_seeds(summaries), []
+    cooperative = groups.get("cooperative")
+    for method, name in EXIT_BASELINES.items():
+        runs = groups.get(method)
+        if not cooperative or not runs:
+            continue
+        inside = _matched_exits(cooperative, runs, method)
+        full = max(row["flops"] for row in runs[0]["metrics"][method].values())
+        for key, row in sorted(runs[0]["metrics"][method].items(), key=lambda i: i[1]["flops"]):
+            theirs = np.mean([run["metrics"][method][key]["top1"] for run in runs])
+            ours = np.mean([_at_flops(run, [row["flops"]])[1] for run in cooperative])
+            why = "no: full depth" if row["flops"] >= full else "no: outside our measured range"
+            compared = key in inside
+            rows.append(
+                (name, float(key), row["flops"] / 1e6, theirs, ours if compared else math.nan)
+                + ("yes" if compared else why,)
+            )
+    columns = ["method", "exit (share of blocks)", "MFLOPs", "exit top-1 (%)"]
+    frame = pd.DataFrame(rows, columns=[*columns, "ours at equal FLOPs (%)", "compared"])
+    frame["gap (pts)"] = frame["ours at equal FLOPs (%)"] - frame["exit top-1 (%)"]
+    return frame.round(2)
 
 
 #: the most likely reasons a claim does not hold, or stays open, in a small-scale replication
 LIKELY_REASONS: dict[str, str] = {
+    "Seeds": f"fewer than {MIN_RUNS} runs in an arm: a 95 % t-interval from 2 seeds is 12.7 "
+    "standard errors wide, so no difference can be shown; every arm needs at least 3 seeds.",
     "Depth": "time shrinks less than FLOPs when fixed costs dominate: at batch 1 on a CPU a "
     "small network spends much of its time in the stem, the head and per-layer dispatch, which "
     "every depth pays (the depth-cost benchmark, in the performance section of chapter 7, "
     "shows deeper backbones following FLOPs more closely).",
-    "Comparable": "a short schedule leaves every network far from convergence, and two seeds "
-    "of the same method land as far apart as the gaps being measured; more seeds or a longer "
+    "Comparable": "a short schedule leaves every network far from convergence, and seeds of "
+    "the same method land as far apart as the gaps being measured; more seeds or a longer "
     "schedule are needed to separate them.",
-    "Smoother": "exits with heads of their own are a strong baseline at shallow depth when "
-    "training is short; the comparison also needs the cooperative network's depths to line up "
-    "with the exits'.",
+    "Exits": "exits with heads of their own are a strong baseline at shallow depth when "
+    "training is short; and only exits inside the cooperative network's measured FLOPs range "
+    "are compared, so a shallow exit below it is left out rather than extrapolated.",
     "Component": "with a short schedule the Teammates and the Leader are weak teachers with "
     "little to pass on; a backbone with few blocks per stage gives the gate little to choose "
     "and the grid few distinct plans; and the spread between seeds is as large as the effect "
@@ -443,8 +640,12 @@ LIKELY_REASONS: dict[str, str] = {
 }
 
 
-def _reason(claim: str) -> str:
-    for key in ("Depth", "Comparable", "Smoother"):
+def _reason(claim: str, verdict: str) -> str:
+    if verdict == FEW:
+        return LIKELY_REASONS["Seeds"]
+    if claim.startswith(("Smoother", "More accurate")):
+        return LIKELY_REASONS["Exits"]
+    for key in ("Depth", "Comparable"):
         if claim.startswith(key):
             return LIKELY_REASONS[key]
     return LIKELY_REASONS["Component"]
@@ -482,8 +683,10 @@ def discussion(
         return "No verdict: every row is withheld."
     short = {claim: re.sub(r"\s*\([^()]*\)$", "", claim) for claim in judged["claim"]}
     paragraphs = []
-    for verdict, heading in ((FAILS, "Contradicted by our runs"), (OPEN, "Not confirmed")):
-        rows = judged[judged["verdict"] == verdict]
+    for heading, rows in (
+        ("Contradicted by our runs", judged[judged["verdict"] == FAILS]),
+        ("Not confirmed", judged[judged["verdict"].str.startswith(OPEN)]),
+    ):
         if not rows.empty:
             claims = "; ".join(f"{short[r.claim]} ({r.dataset})" for r in rows.itertuples())
             paragraphs.append(f"**{heading}:** {claims}.")
@@ -491,7 +694,7 @@ def discussion(
         return "Every claim judged holds on the recorded runs."
     reasons: dict[str, list[str]] = {}
     for row in judged[judged["verdict"] != HOLDS].itertuples():
-        reasons.setdefault(_reason(row.claim), []).append(short[row.claim])
+        reasons.setdefault(_reason(row.claim, row.verdict), []).append(short[row.claim])
     paragraphs.append(
         "**Most likely reasons:**\n"
         + "\n".join(

@@ -167,21 +167,48 @@ static_plot = plots.predictions_figure(
 #
 # Each claim of the paper, our measured numbers, and a verdict computed from the result
 # files of the preview and full profiles (the best recorded profile per dataset), never typed.
-# The rule of each verdict is in its row. Runs of several seeds are pooled: a row gives the
-# mean over seeds and each seed's own number. Two results differ when their gap is larger than
-# twice its standard deviation, estimated from the spread between the seeds of the full
-# method and never below the binomial noise of the test set (with one seed, that noise is all
-# we know, and run-to-run variation is missed). "Comparable" means within a margin set by the
-# parameter `comparable_margin_pts` (2 points by default; see *Open decisions*).
+# The rule of each verdict is in its row; the rules share one piece of statistics:
+#
+# - A claim is a difference between two arms of runs, reported with its **95 % t-interval**,
+#   whose degrees of freedom come from the seeds. It holds if the whole interval lies on the
+#   claimed side of zero (of minus the margin, for "comparable"), does not hold if the whole
+#   interval lies on the other side, and is inconclusive otherwise.
+# - **Fewer than 3 runs in an arm: "inconclusive (n < 3)"**, whatever the mean. With 2 seeds
+#   (1 degree of freedom) the 95 % multiplier is 12.7 standard errors, not 2.
+# - Runs are **paired by seed** only where they share their initialisation and data order (the
+#   Teammates across the cooperative variants) and ran the same code (equal code digests;
+#   summaries without a digest are paired and say so). Across methods, the arms are unpaired
+#   (Welch's interval).
+# - No run counts as less noisy than the **binomial error of its test set**; the evidence column
+#   states the test set's size.
+# - Exit baselines are compared **at equal measured FLOPs**: the deployed Teammate's accuracy is
+#   interpolated on measured FLOPs, only inside its measured range (below it an exit is not
+#   scored), and absolute accuracy stands beside the drop from full depth.
+# - "Depth cuts the cost" reads the depth-cost benchmark, measured on a quiet machine (the
+#   performance section below), not the latencies each run timed at its end on a busy CPU: it
+#   checks the implementation and replicates nothing.
+#
+# "Comparable" means within a margin set by the parameter `comparable_margin_pts` (2 points by
+# default; see *Open decisions*).
 
 # %%
 verdicts = verdict.replication_verdicts(chapter.results_root, margin=comparable_margin_pts)
 if verdicts is None:
     display(Markdown(verdict.PENDING_NOTE))
 else:
+    display(Markdown(f"**{verdict.tally(verdicts)}**"))
     display(verdicts.set_index(["claim", "dataset"]))
     display(Markdown("**Where we disagree with the paper, and why.**"))
     display(Markdown(verdict.discussion(verdicts, verdict.best_summaries(chapter.results_root))))
+
+# %% [markdown]
+# The exit-baseline rows are judged on these pairs: each exit below full depth beside the
+# deployed Teammate at the same measured FLOPs, means over seeds (chapter 6 draws them).
+
+# %%
+for dataset_name, summaries in verdict.best_summaries(chapter.results_root).items():
+    display(Markdown(f"*{dataset_name}*"))
+    display(verdict.matched_cost_table(summaries).set_index(["method", "exit (share of blocks)"]))
 
 # %% [markdown]
 # A verdict is only as good as the runs behind it: the evidence column names their profile,

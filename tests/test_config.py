@@ -2,17 +2,27 @@
 
 import pytest
 
-from coop_utils.config import RunConfig, load_config, parse_override
+from coop_utils.config import PROFILES, RunConfig, load_config, parse_override
 
 
-def test_profiles_load_and_overrides_apply():
-    smoke = load_config("smoke", dataset="tiny-imagenet", method="byot", lr=0.01)
-    assert smoke.profile == "smoke" and smoke.dataset == "tiny-imagenet"
-    assert smoke.method == "byot" and smoke.lr == 0.01
-    full = load_config("full")
-    assert full.arch == "resnet152" and full.epochs == 200
-    assert full.lr_milestones == (60, 120, 160) and full.batch_size == 128
-    assert load_config("preview").data == "real"
+def test_a_profile_file_is_read_and_overrides_win(tmp_path):
+    (tmp_path / "preview.yaml").write_text(
+        "arch: resnet32\nlr: 1\nepochs: 7\nprofile: full\n"
+        "chapters:\n  07_cost_adaptive_inference: {dataset: cifar100}\n"
+    )
+    config = load_config("preview", params_dir=tmp_path, epochs=3, dataset="tiny-imagenet")
+    assert (config.arch, config.lr) == ("resnet32", 1.0) and isinstance(config.lr, float)
+    assert config.epochs == 3 and config.dataset == "tiny-imagenet"  # overrides beat the file
+    assert config.profile == "preview"  # the profile asked for, whatever the file says
+    assert config.batch_size == RunConfig().batch_size  # a key the file leaves out: the default
+    with pytest.raises(ValueError, match="profile file .*smoke.yaml is missing"):
+        load_config("smoke", params_dir=tmp_path)
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_every_shipped_profile_is_a_valid_config_for_every_method(profile):
+    for method in ("cooperative", "independent", "byot", "branchynet"):
+        assert load_config(profile, method=method).method == method
 
 
 def test_lists_become_tuples_and_whole_numbers_floats():
@@ -52,6 +62,8 @@ def test_hash_ignores_where_and_how_fast_but_not_what():
         ({"device": "tpu"}, "'device' must be 'auto', 'cpu', 'cuda'"),
         ({"lr_milestones": [5, 3]}, "'lr_milestones' must be increasing"),
         ({"train_fraction": 0}, "'train_fraction' must be a number in \\(0, 1\\]"),
+        ({"branchynet_weights": [1.0, 0.0]}, "'branchynet_weights' must be numbers > 0"),
+        ({"independent_factors": [0.5]}, "unknown config key\\(s\\) 'independent_factors'"),
         ({"colour": "blue"}, "unknown config key\\(s\\) 'colour'; known: arch"),
     ],
 )

@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from coop_utils.losses import (
+    byot_loss,
     cooperative_objective,
     kd_loss,
     leader_loss,
@@ -138,3 +139,40 @@ def test_objective_bad_input(batch):
         cooperative_objective([logits["A"]], [[]], targets, leader_logits=None)
     with pytest.raises(ValueError, match="sub-networks for 2 Teammates"):
         cooperative_objective([logits["A"]], [[], []], targets, use_leader=False)
+
+
+def test_byot_loss_equals_the_reference_formula_by_hand():
+    """One image, two classes, label 1; a shallow exit and the deepest exit.
+
+    Shallow logits (0, 0): CE = ln 2. Deepest logits (0, 3 ln 3): CE = ln(1 + 3^-3) = ln(28/27).
+    At T = 3 the teacher is softmax(0, ln 3) = (1/4, 3/4) and the student softmax(0, 0), so the
+    soft-target cross-entropy is ln 2, times T^2 = 9. Features (1, -1, 2) against (0, 0, 1):
+    the middle one is counted nowhere (neither is > 0), the others give 1 + 1 = 2.
+    """
+    shallow = torch.tensor([[0.0, 0.0]], requires_grad=True)
+    deepest = torch.tensor([[0.0, 3 * math.log(3)]], requires_grad=True)
+    features = [torch.tensor([[1.0, -1.0, 2.0]]), torch.tensor([[0.0, 0.0, 1.0]])]
+    labels = torch.tensor([1])
+    total, terms = byot_loss([shallow, deepest], features, labels)
+    ce = math.log(2) + math.log(28 / 27)
+    expected = 0.9 * ce + 0.1 * 9 * math.log(2) + 1e-6 * 2
+    assert total.item() == pytest.approx(expected, rel=1e-6)
+    assert terms["exit0_kd"].item() == pytest.approx(0.9 * math.log(2), rel=1e-6)
+    assert terms["exit0_feature"].item() == pytest.approx(2e-6, rel=1e-6)
+    # the feature loss sums over the batch, the cross-entropies and KD average over it
+    doubled, terms2 = byot_loss(
+        [shallow.repeat(2, 1), deepest.repeat(2, 1)],
+        [f.repeat(2, 1) for f in features],
+        labels.repeat(2),
+    )
+    assert terms2["exit0_feature"].item() == pytest.approx(4e-6, rel=1e-6)
+    assert doubled.item() == pytest.approx(expected + 2e-6, rel=1e-6)
+    # the deepest exit teaches but is not taught: its gradient comes from its CE alone
+    total.backward()
+    p = torch.softmax(deepest.detach(), -1)
+    torch.testing.assert_close(deepest.grad, 0.9 * (p - torch.tensor([[0.0, 1.0]])))
+
+
+def test_byot_loss_bad_input():
+    with pytest.raises(ValueError, match="at least 2"):
+        byot_loss([torch.zeros(1, 2)], [torch.zeros(1, 3)], torch.tensor([0]))

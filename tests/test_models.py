@@ -233,3 +233,22 @@ def test_logits_are_fp32_under_bf16_autocast_so_near_ties_rank_correctly():
             logits = net(torch.randn(2, 3, 32, 32))
     assert logits.dtype == torch.float32
     assert logits.argmax(1).tolist() == [1, 1]
+
+
+@pytest.mark.parametrize(("arch", "exits"), [("resnet20", 3), ("resnet18", 4)])
+def test_byot_exits_are_bottlenecks_that_reach_the_final_stage_shape(arch, exits):
+    backbone = build_model(arch, num_classes=10, image_size=32)
+    net = EarlyExitNetwork(backbone, backbone.stage_last_blocks[:-1], bottleneck=True).eval()
+    assert len(net.exit_blocks) == exits  # one exit per stage
+    with torch.no_grad():
+        taps = backbone.forward_features(torch.randn(2, 3, 32, 32), taps=net.exit_blocks)
+        final = taps[-1]
+        for head, features in zip(net.heads, taps[:-1], strict=True):
+            convs = [m for m in head.project if isinstance(m, torch.nn.Conv2d)]
+            width = final.shape[1]
+            assert [c.out_channels for c in convs] == [width // 4, width // 4, width]
+            assert head.project[:-2](features).shape == final.shape  # before pooling
+
+
+def test_branchynet_exits_follow_the_scaling_factors():
+    assert EarlyExitNetwork.blocks_at(9, (0.2, 0.3, 0.5, 0.6, 1.0)) == [1, 2, 4, 8]

@@ -211,3 +211,21 @@ def test_performance_figures_from_benchmark_records():
     bars = figure.axes[0].patches
     assert len(bars) == 4 and bars[-1].get_width() == 25.0
     assert sum(bar.get_width() for bar in bars[:3]) == 23.0
+
+
+def test_matched_cost_figure_pairs_each_compared_exit_with_our_accuracy():
+    table = pd.DataFrame(
+        [
+            ("BYOT", 0.33, 33.0, 40.0, 44.0, "yes"),
+            ("BYOT", 1.0, 91.0, 70.0, float("nan"), "no: full depth"),
+            ("BranchyNet", 0.22, 21.0, 30.0, float("nan"), "no: outside our measured range"),
+            ("BranchyNet", 0.44, 41.0, 45.0, 47.0, "yes"),
+        ],
+        columns=["method", "exit (share of blocks)", "MFLOPs", "exit top-1 (%)"]
+        + ["ours at equal FLOPs (%)", "compared"],
+    )
+    figure = plots.matched_cost_figure(table, "equal FLOPs")
+    assert_titled_and_labelled(figure)
+    assert [ax.get_title() for ax in figure.axes] == ["against BYOT", "against BranchyNet"]
+    crosses = [line for line in figure.axes[1].lines if line.get_marker() == "X"]
+    assert list(crosses[0].get_xdata()) == [41.0]  # the exit outside our range gets no cross

@@ -381,3 +381,27 @@ def test_learning_rate_schedules_end_where_they_should():
         [0.1, 0.05]
     )
     assert training.learning_rate(cosine, 39, 10, 40) < 0.001
+
+
+@pytest.mark.parametrize(("arch", "plans"), [("resnet20", 3), ("resnet32", 5), ("resnet56", 8)])
+def test_independent_trains_one_network_per_distinct_plan_and_rows_every_factor(arch, plans):
+    config = load_config("smoke", method="independent", arch=arch)
+    system = build_system(config, num_classes=10, image_size=32)
+    assert len(system.nets) == plans
+    rows = list(system.evaluations())
+    assert [s for _, _, s in rows] == list(config.scaling_factors)  # every s has a row
+    for _, net, s in rows:  # each factor is evaluated on the network of its own plan
+        assert s in system.factors[list(system.nets).index(net)]
+
+
+def test_branchynet_sums_its_exits_cross_entropies_with_their_weights():
+    weights = tuple(float(w) for w in range(1, 9))  # resnet20's grid gives 8 exits
+    config = load_config("smoke", method="branchynet", branchynet_weights=weights)
+    system = build_system(config, num_classes=10, image_size=32)
+    images, labels = torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 3])
+    loss, _ = system(images, labels, None)
+    logits, _ = system.net.forward_exits(images)
+    expected = sum(w * F.cross_entropy(z, labels) for w, z in zip(weights, logits, strict=True))
+    torch.testing.assert_close(loss, expected)
+    with pytest.raises(ValueError, match="one weight per BranchyNet exit: 8"):
+        load_config("smoke", method="branchynet", branchynet_weights=[1.0, 2.0])
