@@ -54,7 +54,9 @@ class PlanBlock(nn.Module):
         self.residual, self.shortcut = residual, shortcut
 
     def forward(self, x: Tensor) -> Tensor:
-        return torch.relu(self.residual(x) + self.shortcut(x))
+        out = self.residual(x)
+        out += self.shortcut(x)
+        return torch.relu_(out)
 
 
 class PlanNetwork(nn.Module):
@@ -256,10 +258,11 @@ def load_network(source: str | Path, network: str | None = None):
             raise ValueError(f"{path} embeds no config and has no config.json beside it")
         values = json.loads(beside.read_text())
     config = _config(values)
-    name = path.stem if re.fullmatch(r"teammate\d+|leader", path.stem) else "network"
+    name = path.stem if re.fullmatch(r"teammate\d+|leader", path.stem) else None
     name = payload.get("network", name) if wrapped else name
-    if network is not None and network != name:
+    if network is not None and name is not None and network != name:
         raise ValueError(f"{path} holds one network, {name}, not {network}")
+    name = name or network or "network"
     info = DATASETS[config.dataset]
     net = build_model(
         config.arch, config.num_classes or info.num_classes, config.image_size or info.image_size
