@@ -3,7 +3,8 @@
 ``python -m coop_utils train --profile P --dataset D --method M [--set key=value ...]`` trains
 one run (the same command under ``torchrun --nproc_per_node=N`` trains with
 DistributedDataParallel); ``python -m coop_utils book --profile P`` executes the chapters and
-builds the book.
+builds the book; ``python -m coop_utils export RUN --s S --output FILE`` writes one depth plan of
+a trained network as a plain network (TorchScript or ONNX).
 """
 
 from __future__ import annotations
@@ -11,6 +12,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
+
+import torch
 
 from coop_utils.config import ABLATIONS, PROFILES, load_config, parse_override
 from coop_utils.data import DatasetError
@@ -44,6 +48,43 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    from coop_utils import export
+    from coop_utils.evaluate import choose_scaling_factor, count_flops
+    from coop_utils.models import check_scaling_factor
+
+    # Bad input is refused before anything is loaded or written.
+    if args.s is not None:
+        check_scaling_factor(args.s)
+    fmt = args.format or ("onnx" if args.output.suffix == ".onnx" else "torchscript")
+    export.check_format(fmt)
+    export.check_output(args.output, args.force)
+    net, name, config = export.load_network(args.source, args.network)
+    s = args.s
+    if s is None:
+        s = choose_scaling_factor(
+            net, budget_flops=args.budget_flops, scaling_factors=config.scaling_factors
+        )
+    # The Leader trains at full depth only: its shared statistics are those of its full plan.
+    full_leader = name == "leader" and len(net.active_blocks(s)) == net.num_blocks
+    module = export.export_plan(net, s, shared_bn=args.shared_bn or full_leader)
+    flops, full = count_flops(net, s), count_flops(net, 1.0)
+    print(
+        f"{name} of {args.source}, s = {s:g}: blocks {module.plan_blocks} "
+        f"({len(module.plan_blocks)} of {net.num_blocks}), {flops:,} FLOPs per image "
+        f"({flops / full:.0%} of full depth)"
+    )
+    path = export.save_plan(module, args.output, fmt, force=args.force)
+    images = torch.randn(4, 3, net.image_size, net.image_size)
+    with torch.no_grad():
+        gap = (export.load_plan(path, fmt)(images) - module(images)).abs().max().item()
+    print(
+        f"wrote {path} ({fmt}, {path.stat().st_size / 1e6:.2f} MB); reloaded, its outputs are "
+        f"within {gap:.1e} of the exported module's"
+    )
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m coop_utils", description=__doc__.split("\n")[0]
@@ -73,9 +114,11 @@ def main(argv: list[str] | None = None) -> int:
     from coop_utils import book as book_module
 
     book_module.add_arguments(book)
+    _add_export_arguments(commands)
     args = parser.parse_args(argv)
+    handlers = {"train": _train, "book": book_module.run, "export": _export}
     try:
-        return _train(args) if args.command == "train" else book_module.run(args)
+        return handlers[args.command](args)
     except (ValueError, DatasetError, RunBusyError) as error:  # bad input: no traceback
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -91,6 +134,39 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 130
+
+
+def _add_export_arguments(commands) -> None:
+    export = commands.add_parser(
+        "export",
+        help="write one depth plan of a trained network as a plain network (TorchScript, ONNX)",
+    )
+    export.add_argument(
+        "source", help="a cooperative run's folder, or a weights file of one network (.pt)"
+    )
+    depth = export.add_mutually_exclusive_group(required=True)
+    depth.add_argument("--s", type=float, help="the scaling factor, in (0, 1]")
+    depth.add_argument(
+        "--budget-flops",
+        type=float,
+        help="FLOPs per image: the deepest plan of the run's grid within it",
+    )
+    export.add_argument("--output", "-o", type=Path, required=True, help="the file to write")
+    export.add_argument(
+        "--format",
+        choices=["torchscript", "onnx"],
+        help="default: onnx for a .onnx output, else torchscript; onnx needs the [export] extra",
+    )
+    export.add_argument(
+        "--network",
+        help="teammate0, teammate1, ... or leader (default: the deployed Teammate of the run)",
+    )
+    export.add_argument(
+        "--shared-bn",
+        action="store_true",
+        help="export with the shared batch-norm statistics where no per-depth ones are stored",
+    )
+    export.add_argument("--force", action="store_true", help="overwrite an existing output file")
 
 
 if __name__ == "__main__":

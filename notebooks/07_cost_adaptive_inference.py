@@ -300,3 +300,58 @@ if "data_throughput" in records:
     display(Markdown(book.benchmark_label(records["data_throughput"])))
     display(pd.DataFrame(record["measurements"]).set_index("measurement").round(2))
     display(pd.DataFrame(record["ratios"]).set_index("ratio").round(2))
+
+# %% [markdown]
+# ## Shipping one depth
+#
+# A device does not run the training system: it runs one network, at the depth it can afford.
+# `export_plan` copies the plan's stem, blocks and head into a plain network, with no gate, no
+# mask and no branch per block, each batch norm holding the statistics of that plan; the
+# command `python -m coop_utils export` writes it as TorchScript, or as ONNX with the `[export]`
+# extra, for a scaling factor or for a FLOPs budget:
+#
+# ```bash
+# python -m coop_utils export runs/cifar100/cooperative/<hash> --budget-flops 5e7 --output net.onnx
+# ```
+#
+# Here the deployed Teammate ships at the deepest plan within 60 % of its full-depth FLOPs: the
+# TorchScript file is written beside the run's checkpoint, loaded back, and checked against the
+# network of this chapter at the same depth on the sample images.
+
+# %%
+import torch  # noqa: E402 (this section's own imports)
+
+from coop_utils import export  # noqa: E402
+
+s_ship = choose_scaling_factor(
+    net, budget_flops=0.6 * full_flops, scaling_factors=run.config.scaling_factors
+)
+shipped = export.export_plan(net, s_ship)
+ship_path = export.save_plan(shipped, run.directory / f"{deployed}-s{s_ship:g}.pt", force=True)
+reloaded = export.load_plan(ship_path)
+with torch.no_grad():
+    reference = net(images, s=s_ship)
+    gap = (reloaded(images) - reference).abs().max().item()
+    agree = (reloaded(images).argmax(1) == reference.argmax(1)).float().mean().item()
+print(
+    f"{deployed} at s = {s_ship:g}: blocks {shipped.plan_blocks} of {net.num_blocks}, "
+    f"{count_flops(net, s_ship):,} FLOPs per image, {ship_path.stat().st_size / 1e6:.2f} MB "
+    f"({ship_path.name}); reloaded: largest logit difference {gap:.1e}, "
+    f"{agree:.0%} of predictions the same"
+)
+
+# %% [markdown]
+# Without the gate's machinery a shipped plan is never slower than the network choosing its
+# depth at run time. Timed here at batch 1, on this execution's CPU
+# (`benchmarks/export_latency.py` measures it at batch 1 and 64, with ONNX Runtime too):
+
+# %%
+ship_timings = {
+    f"net(x, s={s_ship:g})": lambda x: net(x, s=s_ship),
+    "exported, eager": shipped,
+    "exported, TorchScript file": reloaded,
+}
+ship_latency = {
+    name: 1e3 * export.time_call(call, images[:1]) for name, call in ship_timings.items()
+}
+pd.Series(ship_latency, name="latency_ms, batch 1").round(3).to_frame()

@@ -1,0 +1,306 @@
+"""Ship one depth: a depth plan of a trained network as a plain network, to TorchScript or ONNX.
+
+:func:`export_plan` copies the plan's stem, blocks and head into a :class:`PlanNetwork`: no gate,
+no mask, no branch on ``s``, every batch norm a plain ``nn.BatchNorm2d`` holding the plan's own
+statistics. :func:`save_plan` writes it as TorchScript (``torch.jit.script``) or ONNX (the
+``[export]`` extra: onnx, onnxscript, onnxruntime), and :func:`load_plan` reads either back.
+The network takes normalised images, as the run's data pipeline feeds them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import importlib.util
+import json
+import re
+import statistics
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from coop_utils import runs
+from coop_utils.config import RunConfig, load_config
+from coop_utils.data import DATASETS
+from coop_utils.gating import add_gate
+from coop_utils.models import PlanBatchNorm2d, SkippableResNet, build_model, check_scaling_factor
+
+__all__ = [
+    "FORMATS",
+    "PlanNetwork",
+    "check_format",
+    "check_output",
+    "export_plan",
+    "load_network",
+    "load_plan",
+    "save_network",
+    "save_plan",
+    "time_call",
+]
+
+FORMATS = ("torchscript", "onnx")
+_ONNX_PACKAGES = ("onnx", "onnxscript", "onnxruntime")
+
+
+class PlanBlock(nn.Module):
+    """A residual block that always runs: ``relu(F(x) + shortcut(x))``."""
+
+    def __init__(self, residual: nn.Module, shortcut: nn.Module) -> None:
+        super().__init__()
+        self.residual, self.shortcut = residual, shortcut
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.residual(x)
+        out += self.shortcut(x)
+        return torch.relu_(out)
+
+
+class PlanNetwork(nn.Module):
+    """One depth plan as a plain network: stem, the plan's blocks in order, pool, classifier."""
+
+    def __init__(self, net: SkippableResNet, blocks: list[int], s: float, plan_row: int | None):
+        super().__init__()
+        self.stem = _plain_copy(net.stem, plan_row)
+        kept = [net.blocks[i] for i in blocks]
+        self.blocks = nn.ModuleList(
+            PlanBlock(_plain_copy(b.residual, plan_row), _plain_copy(b.shortcut, plan_row))
+            for b in kept
+        )
+        self.pool, self.fc = copy.deepcopy(net.pool), copy.deepcopy(net.fc)
+        self.plan_blocks = list(blocks)  # the source network's block indices, for the record
+        self.scaling_factor = float(s)
+        self.image_size = int(net.image_size)
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.stem(x)
+        for block in self.blocks:
+            out = block(out)
+        return self.fc(torch.flatten(self.pool(out), 1))
+
+
+def _plain_copy(module: nn.Module, plan_row: int | None) -> nn.Module:
+    """A copy of ``module`` whose batch norms are plain, with plan ``plan_row``'s statistics
+    (the shared running statistics when ``None``)."""
+    module = copy.deepcopy(module)
+    for name, child in list(module.named_children()):
+        if isinstance(child, PlanBatchNorm2d):
+            plain = nn.BatchNorm2d(child.num_features, eps=child.eps, momentum=child.momentum)
+            plain = plain.to(child.weight.device)
+            own = plan_row is not None
+            mean = child.plan_mean[plan_row] if own else child.running_mean
+            var = child.plan_var[plan_row] if own else child.running_var
+            with torch.no_grad():
+                for target, value in zip(
+                    (plain.weight, plain.bias, plain.running_mean, plain.running_var),
+                    (child.weight, child.bias, mean, var),
+                    strict=True,
+                ):
+                    target.copy_(value)
+            setattr(module, name, plain)
+        else:
+            setattr(module, name, _plain_copy(child, plan_row))
+    return module
+
+
+def export_plan(net: SkippableResNet, s: float, shared_bn: bool = False) -> PlanNetwork:
+    """The depth plan ``net`` runs at ``s`` as a :class:`PlanNetwork` in eval mode: the same
+    weights, that plan's batch-norm statistics; ``shared_bn`` takes the shared ones instead."""
+    if not isinstance(net, SkippableResNet):
+        raise ValueError(f"export takes a SkippableResNet, got {type(net).__name__}")
+    s = check_scaling_factor(s)
+    blocks = net.active_blocks(s)
+    row = None
+    if not shared_bn:
+        if not net.has_plan_stats:
+            raise ValueError(
+                "the network has no per-depth batch-norm statistics; to export it with its "
+                "shared statistics, say so: --shared-bn (shared_bn=True)"
+            )
+        row = net.plan_index(blocks)
+        if row is None:
+            raise ValueError(
+                f"no per-depth batch-norm statistics for the plan of s={s:g} (blocks {blocks}); "
+                "choose a scaling factor of the run's grid, or --shared-bn (shared_bn=True)"
+            )
+    return PlanNetwork(net, blocks, s, row).eval().requires_grad_(False)
+
+
+def check_format(fmt: str) -> None:
+    """Raise ``ValueError`` unless ``fmt`` is known and the packages it needs are installed."""
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown format {fmt!r}; known: {', '.join(FORMATS)}")
+    missing = [p for p in _ONNX_PACKAGES if importlib.util.find_spec(p) is None]
+    if fmt == "onnx" and missing:
+        raise ValueError(
+            f"ONNX export needs {', '.join(missing)}, not installed: install the extra, "
+            "pip install -e '.[export]'"
+        )
+
+
+def _format_of(path: Path, fmt: str | None) -> str:
+    return fmt or ("onnx" if path.suffix == ".onnx" else "torchscript")
+
+
+def check_output(path: str | Path, force: bool = False) -> Path:
+    """``path`` if a file may be written there: its folder exists and, unless ``force``,
+    no file is there yet."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise ValueError(f"output folder {path.parent} does not exist")
+    if path.is_dir() or (path.exists() and not force):
+        raise ValueError(f"{path} exists; --force (force=True) overwrites it")
+    return path
+
+
+def save_plan(
+    module: PlanNetwork, path: str | Path, fmt: str | None = None, force: bool = False
+) -> Path:
+    """Write ``module`` to ``path`` as TorchScript or ONNX (default: ONNX for a ``.onnx``
+    suffix), taking batches of any size."""
+    path, fmt = check_output(path, force), _format_of(Path(path), fmt)
+    check_format(fmt)
+    module = module.eval()
+    if fmt == "torchscript":
+        with _quiet_torchscript():
+            torch.jit.save(torch.jit.script(module), str(path))
+        return path
+    device = next(module.parameters()).device
+    example = torch.zeros(2, 3, module.image_size, module.image_size, device=device)
+    torch.onnx.export(
+        module,
+        (example,),
+        str(path),
+        input_names=["images"],
+        output_names=["logits"],
+        dynamic_shapes=({0: torch.export.Dim("batch")},),
+        external_data=False,
+        dynamo=True,
+        verbose=False,
+    )
+    return path
+
+
+class _OnnxPlan:
+    """An ONNX Runtime session called like a module: images (a tensor) in, logits out."""
+
+    def __init__(self, path: Path) -> None:
+        import onnxruntime
+
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads, options.inter_op_num_threads = torch.get_num_threads(), 1
+        self.session = onnxruntime.InferenceSession(
+            str(path), options, providers=["CPUExecutionProvider"]
+        )
+        self.input = self.session.get_inputs()[0].name
+
+    def __call__(self, images: Tensor) -> Tensor:
+        array = images.detach().cpu().contiguous().numpy()
+        return torch.from_numpy(self.session.run(None, {self.input: array})[0])
+
+
+def load_plan(path: str | Path, fmt: str | None = None) -> Callable[[Tensor], Tensor]:
+    """A file of :func:`save_plan` loaded back: a TorchScript module or an ONNX Runtime session."""
+    path = Path(path)
+    fmt = _format_of(path, fmt)
+    check_format(fmt)
+    if fmt == "onnx":
+        return _OnnxPlan(path)
+    with _quiet_torchscript():
+        return torch.jit.load(str(path)).eval()
+
+
+@contextlib.contextmanager
+def _quiet_torchscript():
+    """Silence recent torch's notice that TorchScript is deprecated: the format is asked for."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=FutureWarning, message=".*deprecated")
+        yield
+
+
+def time_call(call: Callable[[Tensor], object], images: Tensor, warmup=3, repeats=10) -> float:
+    """Median wall-clock seconds of ``call(images)`` on the CPU, under inference mode."""
+    timings = []
+    with torch.inference_mode():
+        for index in range(warmup + repeats):
+            start = time.perf_counter()
+            call(images)
+            if index >= warmup:
+                timings.append(time.perf_counter() - start)
+    return statistics.median(timings)
+
+
+def _config(values: dict) -> RunConfig:
+    values = dict(values)
+    return load_config(values.pop("profile", "smoke"), **values)
+
+
+def load_network(source: str | Path, network: str | None = None):
+    """``(network, its name, run config)`` from a cooperative run's folder (``network``:
+    ``teammate<N>`` or ``leader``, default the deployed Teammate of its metrics, else teammate0)
+    or from a weights file of :func:`save_network` (its config embedded or in ``config.json``
+    beside it)."""
+    path = Path(source)
+    if path.is_dir():
+        return _from_run(path, network)
+    if not path.is_file():
+        raise ValueError(f"{path} is neither a run folder nor a weights file")
+    payload = runs.load_checkpoint(path)
+    wrapped = isinstance(payload.get("state"), dict)
+    state = payload["state"] if wrapped else payload
+    values = payload.get("config") if wrapped else None
+    if values is None:
+        beside = path.parent / "config.json"
+        if not beside.is_file():
+            raise ValueError(f"{path} embeds no config and has no config.json beside it")
+        values = json.loads(beside.read_text())
+    config = _config(values)
+    name = path.stem if re.fullmatch(r"teammate\d+|leader", path.stem) else None
+    name = payload.get("network", name) if wrapped else name
+    if network is not None and name is not None and network != name:
+        raise ValueError(f"{path} holds one network, {name}, not {network}")
+    name = name or network or "network"
+    info = DATASETS[config.dataset]
+    net = build_model(
+        config.arch, config.num_classes or info.num_classes, config.image_size or info.image_size
+    )
+    if any(key.startswith("gate.") for key in state):
+        add_gate(net, mode=config.gating)
+    net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+    return net.eval(), name, config
+
+
+def _from_run(path: Path, network: str | None):
+    from coop_utils.book import deployed_teammate
+    from coop_utils.training import Run, load_system
+
+    if not (path / "checkpoint.pt").is_file() or not (path / "config.json").is_file():
+        raise ValueError(f"{path} is not a run folder: it needs config.json and checkpoint.pt")
+    config = _config(json.loads((path / "config.json").read_text()))
+    if config.method != "cooperative":
+        raise ValueError(f"{path} is a {config.method} run; export takes cooperative runs")
+    system = load_system(Run(config, path, {}, [], 0.0))
+    nets = {f"teammate{i}": net for i, net in enumerate(system.teammates)}
+    nets |= {"leader": system.leader} if system.leader is not None else {}
+    if network is None and (path / "metrics.json").is_file():
+        network = deployed_teammate(json.loads((path / "metrics.json").read_text())["metrics"])
+    network = network or "teammate0"
+    if network not in nets:
+        raise ValueError(f"no network {network!r} in {path}; it has {', '.join(nets)}")
+    return nets[network], network, config
+
+
+def save_network(
+    net: SkippableResNet, path: str | Path, config: RunConfig, name: str, half: bool = False
+) -> Path:
+    """One network's weights (fp16 with ``half``), its name and its run's config, in one file
+    that ``torch.load(weights_only=True)`` and :func:`load_network` read."""
+    state = {
+        key: (value.half() if half and value.is_floating_point() else value).cpu()
+        for key, value in net.state_dict().items()
+    }
+    runs.save_checkpoint(Path(path), {"config": config.to_dict(), "network": name, "state": state})
+    return Path(path)
