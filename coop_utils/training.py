@@ -490,16 +490,25 @@ def accuracy(
 
 
 def evaluate_system(system: System, data: Data, config: RunConfig, device: torch.device):
-    """Final metrics: per network, per scaling factor, test and validation accuracy and cost."""
+    """Final metrics: per network, per scaling factor, test and validation accuracy and cost.
+
+    Scaling factors that share a depth plan run the same blocks with the same statistics, so
+    each plan of a network is evaluated once and its row repeated for its other factors.
+    """
     metrics: dict[str, dict[str, dict[str, float]]] = {}
+    rows: dict[tuple[int, tuple[int, ...]], dict[str, float]] = {}
     for name, net, s in system.evaluations():
-        top1, top5 = accuracy(net, data.test, s, system.precision)
-        row = {"top1": top1, "top5": top5, "flops": count_flops(net, s)}
-        if data.val is not None:
-            row["val_top1"] = accuracy(net, data.val, s, system.precision)[0]
-        row["latency_ms"] = 1e3 * measure_latency(net, s, batch_size=1, repeats=LATENCY_REPEATS)
-        row["active_blocks"] = len(net.active_blocks(s))
-        metrics.setdefault(name, {})[f"{s:.4g}"] = row
+        blocks = tuple(net.active_blocks(s))
+        row = rows.get((id(net), blocks))
+        if row is None:
+            top1, top5 = accuracy(net, data.test, s, system.precision)
+            row = {"top1": top1, "top5": top5, "flops": count_flops(net, s)}
+            if data.val is not None:
+                row["val_top1"] = accuracy(net, data.val, s, system.precision)[0]
+            latency = measure_latency(net, s, batch_size=1, repeats=LATENCY_REPEATS)
+            row |= {"latency_ms": 1e3 * latency, "active_blocks": len(blocks)}
+            rows[(id(net), blocks)] = row
+        metrics.setdefault(name, {})[f"{s:.4g}"] = dict(row)
     teammates = [metrics[name] for name in metrics if name.startswith("teammate")]
     if len(teammates) > 1:
         metrics["teammate_mean"] = {
