@@ -904,9 +904,10 @@ class _Trainer:
                     rate = epoch_images * self.world_size / (time.perf_counter() - epoch_start)
                     bar.update()
                     bar.set_postfix(loss=f"{loss_value:.3f}", lr=f"{lr:.3g}", img_s=f"{rate:.0f}")
-                    if stop.signum is not None and skip_steps < steps_per_epoch:
+                    signum = self._agreed_signal(stop)
+                    if signum and skip_steps < steps_per_epoch:
                         wall = wall_before + time.perf_counter() - started
-                        self._stop(stop.signum, epoch, skip_steps, global_step, randomness, wall)
+                        self._stop(signum, epoch, skip_steps, global_step, randomness, wall)
                 epoch += 1
                 skip_steps = 0
                 wall = wall_before + time.perf_counter() - started
@@ -926,8 +927,9 @@ class _Trainer:
                         row |= _validation_curve(system, data)
                     runs.append_log(self.log_path, row)
                     self._save(epoch, 0, global_step, None, wall)
-                if stop.signum is not None:
-                    self._stop(stop.signum, epoch, 0, global_step, None, wall)
+                signum = self._agreed_signal(stop)
+                if signum:
+                    self._stop(signum, epoch, 0, global_step, None, wall)
 
         wall = wall_before + time.perf_counter() - started
         digest = parameter_digest(system)
@@ -955,6 +957,15 @@ class _Trainer:
             summary_path=summary_path,
             parameter_digest=digest,
         )
+
+    def _agreed_signal(self, stop: _StopRequest) -> int:
+        """The signal received (0: none); under DDP, any rank's, so that all stop at one step."""
+        signum = stop.signum or 0
+        if dist.is_initialized():
+            flag = torch.tensor([signum], device=self.device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            signum = int(flag.item())
+        return signum
 
     def _stop(self, signum, epoch, step_in_epoch, global_step, randomness, wall):
         """Save where the loop stands (between two steps) and stop."""
