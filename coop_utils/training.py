@@ -283,14 +283,16 @@ class CooperativeSystem(System):
         """Logits of a sub-network at ``s`` under a freshly drawn training mask.
 
         ``gate_gradient: kept`` computes only the blocks the mask keeps; ``all`` computes every
-        block, so that a dropped block's gate gets its exact straight-through gradient. The
-        mask's sum, times zero, keeps the gate logits in the graph when a plan keeps no gated
-        block, as DistributedDataParallel expects every parameter to take part.
+        block, so that a dropped block's gate gets its exact straight-through gradient. Under
+        DistributedDataParallel, which expects every parameter to take part, the mask's sum
+        times zero keeps the gate logits in the graph when a plan keeps no gated block.
         """
         mask = net.gate.sample(s, self.config.tau, generator=randomness.gumbel)
         run_dropped = self.config.gate_gradient == "all"
         logits = net(images, mask=mask, run_dropped=run_dropped)
-        return logits + 0.0 * mask.sum() if mask.requires_grad else logits
+        if mask.requires_grad and dist.is_initialized():
+            return logits + 0.0 * mask.sum()
+        return logits
 
     def calibrate(self, batches: list[Tensor]) -> None:
         if self.config.bn_stats == "per_depth":
