@@ -29,20 +29,11 @@ lab: $(STAMP)
 	$(VENV)/bin/jupytext-config --settings-file $(LAB_OVERRIDES) set-default-viewer python
 	$(VENV)/bin/jupyter lab notebooks/
 
-# make results [PROFILE=preview] [DATASET=tiny-imagenet]: every run the replication compares,
-# one after another; a finished run is reused and an interrupted one resumes, so this can be
-# stopped and started again at will.
-DATASET ?= tiny-imagenet
-TRAIN := $(PY) -m coop_utils train --profile $(PROFILE) --dataset $(DATASET)
+# make results [PROFILE=preview]: every run of the profile's campaign (params/PROFILE.yaml,
+# `campaign`), one after another; a finished run is reused and an interrupted one resumes, so
+# this can be stopped (Ctrl-C saves a checkpoint) and started again at will.
 results: $(STAMP)
-	$(TRAIN) --method cooperative
-	$(TRAIN) --method independent
-	$(TRAIN) --method byot
-	$(TRAIN) --method branchynet
-	$(TRAIN) --method cooperative --seed 1
-	for ablation in no-leader no-mutual no-sfsl one-teammate first-gating shared-bn sfsl-normalised; do \
-		$(TRAIN) --method cooperative --variant $$ablation || exit 1; \
-	done
+	$(PY) -m coop_utils results --profile $(if $(filter command line environment,$(origin PROFILE)),$(PROFILE),preview)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -3,7 +3,8 @@
 ``python -m coop_utils train --profile P --dataset D --method M [--set key=value ...]`` trains
 one run (the same command under ``torchrun --nproc_per_node=N`` trains with
 DistributedDataParallel); ``python -m coop_utils book --profile P`` executes the chapters and
-builds the book; ``python -m coop_utils export RUN --s S --output FILE`` writes one depth plan of
+builds the book; ``python -m coop_utils results --profile P`` trains (or reuses, or resumes)
+every run of the profile's campaign in turn; ``python -m coop_utils export RUN --s S --output FILE`` writes one depth plan of
 a trained network as a plain network (TorchScript or ONNX).
 """
 
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from coop_utils.config import ABLATIONS, PROFILES, load_config, parse_override
+from coop_utils.config import ABLATIONS, PROFILES, campaign, load_config, parse_override
 from coop_utils.data import DatasetError
 from coop_utils.runs import CheckpointError, RunBusyError
 from coop_utils.training import NonFiniteLossError, TrainingInterrupted
@@ -46,6 +47,37 @@ def _train(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(run.metrics))
     return 0
+
+
+def _results(args: argparse.Namespace) -> int:
+    from coop_utils.runs import code_digest, results_path
+    from coop_utils.training import train
+
+    planned = [load_config(args.profile, **overrides) for overrides in campaign(args.profile)]
+    if not planned:
+        raise ValueError(f"profile {args.profile!r} has no campaign list")
+    for number, config in enumerate(planned, 1):
+        name = results_path(config).stem
+        if args.list:
+            state = _recorded_state(results_path(config), config.hash(), code_digest()[0])
+            print(f"{number:>3}/{len(planned)}  {name:<40} {state}")
+            continue
+        print(f"run {number}/{len(planned)}: {name}", flush=True)
+        run = train(config, progress=not args.quiet, reuse_stale=args.reuse_stale)
+        print(f"  {'reused' if run.reused else 'finished'}: {run.summary_path}", flush=True)
+    return 0
+
+
+def _recorded_state(path: Path, config_hash: str, digest: str) -> str:
+    """Whether the summary at ``path`` records this config's run by this code."""
+    if not path.exists():
+        return "to run"
+    summary = json.loads(path.read_text())
+    if summary.get("config_hash") != config_hash:
+        return "recorded with another config"
+    if summary.get("code_digest") != digest:
+        return f"recorded by other code ({summary.get('code_digest')})"
+    return "recorded"
 
 
 def _export(args: argparse.Namespace) -> int:
@@ -110,13 +142,20 @@ def main(argv: list[str] | None = None) -> int:
         help="reuse or resume a run made by other code or data instead of training it again",
     )
     train.add_argument("--json", action="store_true", help="also print the metrics as JSON")
+    results = commands.add_parser(
+        "results", help="train (or reuse, or resume) every run of the profile's campaign"
+    )
+    results.add_argument("--profile", default="preview", choices=PROFILES)
+    results.add_argument("--list", action="store_true", help="list the runs and stop")
+    results.add_argument("--quiet", action="store_true", help="no progress bars")
+    results.add_argument("--reuse-stale", action="store_true", help="as for train")
     book = commands.add_parser("book", help="execute the chapters and build the book")
     from coop_utils import book as book_module
 
     book_module.add_arguments(book)
     _add_export_arguments(commands)
     args = parser.parse_args(argv)
-    handlers = {"train": _train, "book": book_module.run, "export": _export}
+    handlers = {"train": _train, "results": _results, "book": book_module.run, "export": _export}
     try:
         return handlers[args.command](args)
     except (ValueError, DatasetError, RunBusyError) as error:  # bad input: no traceback

@@ -22,7 +22,15 @@ import yaml
 
 from coop_utils.models import ARCHITECTURES, SCALING_FACTORS, EarlyExitNetwork
 
-__all__ = ["ABLATIONS", "PARAMS_DIR", "PROFILES", "RunConfig", "load_config", "parse_override"]
+__all__ = [
+    "ABLATIONS",
+    "PARAMS_DIR",
+    "PROFILES",
+    "RunConfig",
+    "campaign",
+    "load_config",
+    "parse_override",
+]
 
 PROFILES = ("smoke", "preview", "full")
 PARAMS_DIR = Path(__file__).resolve().parent.parent / "params"
@@ -46,8 +54,8 @@ ABLATIONS: dict[str, dict[str, Any]] = {
 
 #: keys that say where or how fast a run happens, not what it computes: left out of the hash
 _NOT_HASHED = ("device", "compile", "data_root", "run_root", "results_root", "eval_every")
-#: keys a papermill parameter file may carry for the chapters but that a run does not take
-_NOTEBOOK_KEYS = ("chapters",)
+#: keys a profile file carries for the chapters and the campaign but that a run does not take
+_NOTEBOOK_KEYS = ("chapters", "campaign")
 
 
 @dataclass(frozen=True)
@@ -299,3 +307,21 @@ def load_config(profile: str, params_dir: str | Path | None = None, **overrides:
             f"known: {', '.join(sorted(known))}"
         )
     return RunConfig(**{key: _coerce(key, value) for key, value in values.items()})
+
+
+def campaign(profile: str, params_dir: str | Path | None = None) -> list[dict[str, Any]]:
+    """The runs of the profile's ``campaign`` list, in order: one override dict per run
+    (``method``, ``seed`` and, for an ablation, ``variant`` with the switches it flips)."""
+    path = Path(params_dir or PARAMS_DIR) / f"{profile}.yaml"
+    entries = (yaml.safe_load(path.read_text()) or {}).get("campaign") or []
+    runs = []
+    for entry in entries:
+        variant = entry.get("variant", "")
+        if variant and variant not in ABLATIONS:
+            raise ValueError(f"{path}: campaign variant {variant!r} is not an ablation")
+        for seed in entry.get("seeds", [0]):
+            run = {"method": entry["method"], "seed": seed}
+            if variant:
+                run |= {"variant": variant, **ABLATIONS[variant]}
+            runs.append(run)
+    return runs

@@ -84,3 +84,49 @@ def test_unknown_profile_and_bad_override():
 def test_direct_construction_validates_too():
     with pytest.raises(ValueError, match="'batch_size' must be an integer >= 2"):
         RunConfig(batch_size=1)
+
+
+def test_the_preview_campaign_has_three_seeds_per_claim_arm_and_valid_runs():
+    from coop_utils.config import campaign
+
+    runs = campaign("preview")
+    names = [(run["method"], run.get("variant", ""), run["seed"]) for run in runs]
+    assert len(names) == len(set(names)), "a run is listed twice"
+    arms = {(method, variant) for method, variant, _ in names}
+    exploratory = {"first-gating", "sfsl-normalised", "gate-all"}
+    for method, variant in arms - {("cooperative", v) for v in exploratory}:
+        seeds = {seed for m, v, seed in names if (m, v) == (method, variant)}
+        assert seeds == {0, 1, 2}, (method, variant, seeds)
+    for overrides in runs:  # every run is a valid config, its ablation's switches flipped
+        config = load_config("preview", **overrides)
+        if overrides.get("variant") == "no-sfsl":
+            assert config.sfsl is False
+    # shared-bn only re-evaluates a trained run: it comes after the cooperative run of its seed
+    for index, (method, variant, seed) in enumerate(names):
+        if variant == "shared-bn":
+            assert ("cooperative", "", seed) in names[:index]
+
+
+def test_a_campaign_with_an_unknown_variant_is_refused(tmp_path):
+    from coop_utils.config import campaign
+
+    (tmp_path / "preview.yaml").write_text(
+        "arch: resnet20\ncampaign:\n  - {method: cooperative, variant: no-sfls, seeds: [0]}\n"
+    )
+    with pytest.raises(ValueError, match="no-sfls"):
+        campaign("preview", params_dir=tmp_path)
+    # the campaign list is not a run's config key
+    assert load_config("preview", params_dir=tmp_path).arch == "resnet20"
+
+
+def test_results_list_names_every_campaign_run_and_its_state(tmp_path, monkeypatch, capsys):
+    from coop_utils.__main__ import main
+    from coop_utils.config import campaign
+
+    monkeypatch.chdir(tmp_path)  # no results recorded here
+    assert main(["results", "--profile", "preview", "--list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == len(campaign("preview"))
+    assert lines[0].split()[1:] == ["cooperative", "to", "run"]
+    assert "cooperative-no-sfsl-seed2" in "\n".join(lines)
+    assert main(["results", "--profile", "smoke", "--list"]) == 2  # smoke has no campaign
