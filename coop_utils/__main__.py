@@ -4,8 +4,8 @@
 one run (the same command under ``torchrun --nproc_per_node=N`` trains with
 DistributedDataParallel); ``python -m coop_utils book --profile P`` executes the chapters and
 builds the book; ``python -m coop_utils results --profile P`` trains (or reuses, or resumes)
-every run of the profile's campaign in turn; ``python -m coop_utils export RUN --s S --output FILE`` writes one depth plan of
-a trained network as a plain network (TorchScript or ONNX).
+every run of the profile's campaign in turn; ``python -m coop_utils export RUN --s S --output
+FILE`` writes one depth plan of a trained network as a plain network (TorchScript or ONNX).
 """
 
 from __future__ import annotations

@@ -102,7 +102,7 @@ def test_the_preview_campaign_has_three_seeds_per_claim_arm_and_valid_runs():
         if overrides.get("variant") == "no-sfsl":
             assert config.sfsl is False
     # shared-bn only re-evaluates a trained run: it comes after the cooperative run of its seed
-    for index, (method, variant, seed) in enumerate(names):
+    for index, (_, variant, seed) in enumerate(names):
         if variant == "shared-bn":
             assert ("cooperative", "", seed) in names[:index]
 
