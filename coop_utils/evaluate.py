@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
@@ -31,6 +31,7 @@ __all__ = [
     "depth_costs",
     "distinct_plans",
     "measure_latency",
+    "precise_batchnorm",
 ]
 
 
@@ -75,6 +76,29 @@ def distinct_plans(
 
 
 @torch.no_grad()
+def precise_batchnorm(
+    module: nn.Module, batches: Sequence[torch.Tensor], forward: Callable[[torch.Tensor], object]
+) -> None:
+    """Re-estimate the running statistics of every batch norm in ``module`` as the plain average
+    of the batch statistics that ``forward`` meets over ``batches`` (clean training images),
+    instead of the moving average over the last augmented training batches."""
+    norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [norm.momentum for norm in norms]
+    was_training = module.training
+    try:
+        module.train()
+        for norm in norms:
+            norm.reset_running_stats()
+            norm.momentum = None  # a cumulative average over the batches
+        for images in batches:
+            forward(images)
+    finally:
+        for norm, momentum in zip(norms, momenta, strict=True):
+            norm.momentum = momentum
+        module.train(was_training)
+
+
+@torch.no_grad()
 def calibrate_batchnorm(
     net: SkippableResNet,
     batches: Sequence[torch.Tensor],
@@ -88,25 +112,17 @@ def calibrate_batchnorm(
     """
     plans = distinct_plans(net, scaling_factors)
     norms = {name: m for name, m in net.named_modules() if isinstance(m, PlanBatchNorm2d)}
-    shared = {name: (m.momentum, copy.deepcopy(m.state_dict())) for name, m in norms.items()}
-    was_training = net.training
+    shared = {name: copy.deepcopy(m.state_dict()) for name, m in norms.items()}
     stats = []
     try:
-        net.train()
         for s in plans.values():
-            for norm in norms.values():
-                norm.reset_running_stats()
-                norm.momentum = None  # a cumulative average over the batches
-            for images in batches:
-                net(images, s=s)
+            precise_batchnorm(net, batches, lambda images, s=s: net(images, s=s))
             stats.append(
                 {name: (m.running_mean.clone(), m.running_var.clone()) for name, m in norms.items()}
             )
     finally:
-        for name, (momentum, state) in shared.items():
-            norms[name].momentum = momentum
+        for name, state in shared.items():
             norms[name].load_state_dict(state)
-        net.train(was_training)
     net.set_plan_stats(list(plans), stats)
     return list(plans)
 

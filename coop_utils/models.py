@@ -537,7 +537,7 @@ class EarlyExitNetwork(nn.Module):
     def blocks_at(num_blocks: int, depths: Sequence[float]) -> list[int]:
         """BranchyNet's exits: after the first ``round(d * num_blocks)`` blocks (at least one),
         one exit per distinct block, for each depth ``d``."""
-        return sorted({max(1, math.floor(d * num_blocks + 0.5)) - 1 for d in depths})
+        return sorted({max(1, math.floor(round(d * num_blocks, 9) + 0.5)) - 1 for d in depths})
 
     @property
     def exit_depths(self) -> list[float]:

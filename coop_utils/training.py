@@ -39,7 +39,12 @@ from tqdm.auto import tqdm
 from coop_utils import data as datasets
 from coop_utils import runs
 from coop_utils.config import RunConfig
-from coop_utils.evaluate import calibrate_batchnorm, count_flops, measure_latency
+from coop_utils.evaluate import (
+    calibrate_batchnorm,
+    count_flops,
+    measure_latency,
+    precise_batchnorm,
+)
 from coop_utils.gating import BlockGate, add_gate
 from coop_utils.losses import (
     byot_loss,
@@ -226,8 +231,8 @@ class System(nn.Module):
         self.precision = config.resolved_precision()
 
     def calibrate(self, batches: list[Tensor]) -> None:
-        """After training: re-estimate batch-norm statistics per depth plan where depths share
-        a network (the cooperative Teammates); other methods train each depth on its own."""
+        """After training, every method alike: re-estimate batch-norm statistics from clean
+        training images (the cooperative Teammates per depth plan, every other network once)."""
 
     def start_epoch(self, randomness: StepRandomness) -> None:
         """Per-epoch choices (the cooperative method draws its scaling factors here)."""
@@ -298,6 +303,8 @@ class CooperativeSystem(System):
         if self.config.bn_stats == "per_depth":
             for net in self.teammates:
                 calibrate_batchnorm(net, batches, self.config.scaling_factors)
+        if self.leader is not None:
+            precise_batchnorm(self.leader, batches, self.leader)
 
     def forward(
         self, images: Tensor, labels: Tensor, randomness: StepRandomness
@@ -404,6 +411,10 @@ class IndependentSystem(System):
         total = sum(terms.values())
         return total, {name: value.detach() for name, value in terms.items()}
 
+    def calibrate(self, batches: list[Tensor]) -> None:
+        for factors, net in zip(self.factors, self.nets, strict=True):
+            precise_batchnorm(net, batches, lambda images, n=net, s=factors[0]: n(images, s=s))
+
     def evaluations(self) -> Iterator[tuple[str, nn.Module, float]]:
         for factors, net in zip(self.factors, self.nets, strict=True):
             for s in factors:
@@ -437,6 +448,9 @@ class ExitSystem(System):
         }
         total = sum(terms.values())
         return total, {name: value.detach() for name, value in terms.items()}
+
+    def calibrate(self, batches: list[Tensor]) -> None:
+        precise_batchnorm(self.net, batches, self.net.forward_exits)
 
     def evaluations(self) -> Iterator[tuple[str, nn.Module, float]]:
         for depth in self.net.exit_depths:

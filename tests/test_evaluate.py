@@ -96,3 +96,46 @@ def test_exit_flops_include_the_exit_head_and_grow_with_depth():
         lambda x: backbone.forward_features(x, taps=[2])[0], torch.zeros(1, 3, 32, 32)
     )
     assert flops[0] == stem_and_stage1 + head_flops
+
+
+def test_precise_batchnorm_averages_the_batches_and_restores_the_module():
+    from torch import nn
+
+    from coop_utils.evaluate import precise_batchnorm
+
+    net = nn.Sequential(nn.Conv2d(3, 4, 1, bias=False), nn.BatchNorm2d(4)).eval()
+    batches = [torch.randn(8, 3, 5, 5) + shift for shift in (0.0, 4.0)]
+    precise_batchnorm(net, batches, net)
+    with torch.no_grad():
+        means = [net[0](images).mean(dim=(0, 2, 3)) for images in batches]
+    torch.testing.assert_close(net[1].running_mean, (means[0] + means[1]) / 2)
+    assert not net.training and net[1].momentum == 0.1  # mode and momentum as they were
+
+
+@pytest.mark.parametrize("method", ["cooperative", "independent", "byot", "branchynet"])
+def test_every_method_re_estimates_every_batch_norm_after_training(method):
+    from torch import nn
+
+    from coop_utils.config import load_config
+    from coop_utils.training import build_system
+
+    config = load_config("smoke", method=method, arch="resnet20", dataset="cifar100")
+    torch.manual_seed(0)
+    system = build_system(config, num_classes=10, image_size=16)
+    batches = [torch.randn(16, 3, 16, 16) * 2 + 1 for _ in range(2)]
+    system.calibrate(batches)
+    norms = [m for m in system.modules() if isinstance(m, nn.BatchNorm2d)]
+    untouched = [m for m in norms if torch.equal(m.running_mean, torch.zeros_like(m.running_mean))]
+    if method == "cooperative":  # the Teammates' statistics go to their per-plan buffers
+        assert all(net.has_plan_stats for net in system.teammates)
+        leader = set(system.leader.modules())
+        assert not [m for m in untouched if m in leader]
+    elif method == "independent":  # each network at its own plan: the others never run
+        for factors, net in zip(system.factors, system.nets, strict=True):
+            active = set(net.active_blocks(factors[0]))
+            idle = {m for i, b in enumerate(net.blocks) if i not in active for m in b.modules()}
+            assert [m for m in untouched if m in set(net.modules())] == [
+                m for m in net.modules() if m in idle and isinstance(m, nn.BatchNorm2d)
+            ]
+    else:
+        assert not untouched, f"{len(untouched)} of {len(norms)} batch norms not re-estimated"
