@@ -1,33 +1,17 @@
-"""The book: the runner's helpers, the smoke book built
-with warnings as errors, its pages and images, and the built book in headless Chromium."""
+"""The book: the runner's helpers, the smoke book built with warnings as errors, its pages and
+images (the ``built`` fixture is in conftest.py; the pages in a browser: test_browser.py)."""
 
-import base64
-import contextlib
-import fcntl
 import json
-import os
-import select
-import shutil
-import subprocess
 import textwrap
-import time
 from html.parser import HTMLParser
 from pathlib import Path
 
 import nbformat
 import pytest
-from test_notebooks import ARTIFACTS, CHAPTERS, smoke_book
+from test_notebooks import CHAPTERS
 
 from coop_utils import book
 from coop_utils.__main__ import main
-
-
-@pytest.fixture(scope="session")
-def built(tmp_path_factory):
-    report = smoke_book(tmp_path_factory)
-    assert report["build_returncode"] == 0, report["build_output"][-5000:]
-    return Path(report["root"]) / "_build" / "html"
-
 
 # --- the runner ---------------------------------------------------------------------------
 
@@ -154,153 +138,6 @@ def test_the_bibliography_lists_the_paper(built):
     text = (built / "book" / "bibliography.html").read_text().lower()
     assert "cooperative learning for cost-adaptive inference" in text
     assert "be your own teacher" in text
-
-
-# --- the built book in a real browser -------------------------------------------------------
-
-
-def above_stdio_and_pipe(descriptor: int) -> int:
-    """The same pipe end as a descriptor >= 10, so that bash's ``3<&N 4>&M`` cannot clash."""
-    moved = fcntl.fcntl(descriptor, fcntl.F_DUPFD_CLOEXEC, 10)
-    os.close(descriptor)
-    return moved
-
-
-class Chromium:
-    """Headless Chromium driven over the DevTools protocol on a pipe (fds 3 and 4)."""
-
-    FLAGS = [
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--remote-debugging-pipe",
-    ]
-
-    def __init__(self, executable: str, profile_dir: Path) -> None:
-        to_browser, self._write = map(above_stdio_and_pipe, os.pipe())
-        self._read, from_browser = map(above_stdio_and_pipe, os.pipe())
-        command = [executable, *self.FLAGS, f"--user-data-dir={profile_dir}", "about:blank"]
-        self.process = subprocess.Popen(
-            ["bash", "-c", f'exec "$@" 3<&{to_browser} 4>&{from_browser}', "bash", *command],
-            pass_fds=(to_browser, from_browser),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        os.close(to_browser)
-        os.close(from_browser)
-        self._buffer = b""
-        self._next_id = 0
-        self.session = None
-
-    def send(self, method: str, timeout: float = 60, **params):
-        self._next_id += 1
-        message = {"id": self._next_id, "method": method, "params": params}
-        if self.session and not method.startswith(("Target.", "Browser.")):
-            message["sessionId"] = self.session
-        os.write(self._write, json.dumps(message).encode() + b"\0")
-        deadline = time.monotonic() + timeout
-        while True:
-            reply = self._receive(deadline)
-            if reply.get("id") == self._next_id:
-                if "error" in reply:
-                    raise RuntimeError(f"{method}: {reply['error']}")
-                return reply["result"]
-
-    def _receive(self, deadline: float) -> dict:
-        while b"\0" not in self._buffer:
-            remaining = deadline - time.monotonic()
-            ready, _, _ = select.select([self._read], [], [], max(remaining, 0))
-            if not ready:
-                raise TimeoutError("no answer from Chromium")
-            chunk = os.read(self._read, 1 << 20)
-            if not chunk:
-                raise RuntimeError("Chromium closed the pipe")
-            self._buffer += chunk
-        message, self._buffer = self._buffer.split(b"\0", 1)
-        return json.loads(message)
-
-    def open(self, url: str) -> None:
-        target = self.send("Target.createTarget", url="about:blank")["targetId"]
-        self.session = self.send("Target.attachToTarget", targetId=target, flatten=True)[
-            "sessionId"
-        ]
-        self.send(
-            "Emulation.setDeviceMetricsOverride",
-            width=1280,
-            height=1600,
-            deviceScaleFactor=1,
-            mobile=False,
-        )
-        self.send("Page.navigate", url=url)
-        deadline = time.monotonic() + 60
-        while self.evaluate("document.readyState") != "complete":
-            assert time.monotonic() < deadline, f"{url} did not finish loading"
-            time.sleep(0.2)
-
-    def evaluate(self, expression: str):
-        result = self.send(
-            "Runtime.evaluate", expression=expression, awaitPromise=True, returnByValue=True
-        )
-        return result["result"].get("value")
-
-    def screenshot(self, path: Path) -> None:
-        data = self.send("Page.captureScreenshot", format="png")["data"]
-        path.write_bytes(base64.b64decode(data))
-
-    def close(self) -> None:
-        with contextlib.suppress(RuntimeError, TimeoutError, OSError):
-            self.send("Browser.close", timeout=10)
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-        os.close(self._write)
-        os.close(self._read)
-
-
-LOADED_IMAGES = """(async () => {
-  const images = [...document.images];
-  await Promise.all(images.map(image => image.complete ? null : new Promise(done => {
-    image.onload = image.onerror = done; setTimeout(done, 10000);
-  })));
-  return images.map(image => ({src: image.getAttribute("src"), width: image.naturalWidth}));
-})()"""
-
-
-@pytest.fixture(scope="module")
-def browser(tmp_path_factory):
-    executable = shutil.which("chromium") or shutil.which("chromium-browser")
-    if executable is None:
-        pytest.skip("Chromium is not installed (Debian: apt-get install chromium; .ci/run does)")
-    chromium = Chromium(executable, tmp_path_factory.mktemp("chromium-profile"))
-    yield chromium
-    chromium.close()
-
-
-@pytest.mark.parametrize(
-    ("page", "least_images"),
-    [("book/index.html", 0), (f"book/executed/{CHAPTERS[0]}.html", 3)],
-)
-def test_the_browser_renders_pages_with_their_images_loaded(built, browser, page, least_images):
-    browser.open((built / page).as_uri())
-    assert browser.evaluate("document.title"), f"{page} has no title"
-    heading = browser.evaluate(
-        "document.querySelector('h1') && document.querySelector('h1').innerText"
-    )
-    assert heading, f"{page} shows no heading"
-    images = browser.evaluate(LOADED_IMAGES)
-    figures = [image for image in images if "_images/" in (image["src"] or "")]
-    assert len(figures) >= least_images, images
-    assert all(image["width"] > 0 for image in images), [i for i in images if not i["width"]]
-    ARTIFACTS.mkdir(exist_ok=True)
-    shot = ARTIFACTS / f"book-{Path(page).stem}.png"
-    browser.screenshot(shot)
-    assert shot.stat().st_size > 10_000
 
 
 def test_benchmark_records_are_read_with_their_provenance(tmp_path):
