@@ -7,7 +7,9 @@ and depth, so one figure function serves a smoke run, a recorded preview run and
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -37,8 +39,11 @@ __all__ = [
     "frontier_figure",
     "full_depth_accuracy_figure",
     "gumbel_temperature_figure",
+    "headline_figure",
     "method_comparison_figure",
+    "method_frame",
     "metrics_frame",
+    "nested_plans",
     "pareto_frontier",
     "predictions",
     "predictions_figure",
@@ -94,6 +99,16 @@ def metrics_frame(
     return frame.sort_values(["network", "s"], ignore_index=True)
 
 
+def method_frame(metrics: Mapping[str, Any], method: str) -> pd.DataFrame:
+    """One method's rows of :func:`metrics_frame`: the deployed Teammate of a cooperative run,
+    the only network of the others; ``method`` labels them."""
+    from coop_utils.verdict import deployed_teammate
+
+    teammates = [name for name in metrics if name.removeprefix("teammate").isdigit()]
+    network = deployed_teammate(metrics) if teammates else next(iter(metrics))
+    return metrics_frame({network: metrics[network]}, method=method)
+
+
 def pareto_frontier(frame: pd.DataFrame, cost: str, value: str) -> pd.DataFrame:
     """Rows no other row beats on both ``cost`` (lower is better) and ``value`` (higher)."""
     ordered = frame.sort_values([cost, value], ascending=[True, False])
@@ -141,6 +156,19 @@ def block_plan_frame(
                     }
                 )
     return pd.DataFrame(rows)
+
+
+def nested_plans(
+    networks: Mapping[str, nn.Module], scaling_factors: Sequence[float] = SCALING_FACTORS
+) -> pd.DataFrame:
+    """Per network: whether every shallower plan lies inside every deeper one, and the blocks
+    every depth shares (the shallowest plan)."""
+    rows = {}
+    for label, net in networks.items():
+        plans = [set(net.active_blocks(s)) for s in sorted(scaling_factors)]
+        nested = all(a <= b for a, b in zip(plans, plans[1:], strict=False))
+        rows[label] = {"plans nested": nested, "blocks every depth shares": sorted(plans[0])}
+    return pd.DataFrame(rows).T
 
 
 def block_plan_figure(frame: pd.DataFrame, title: str) -> Figure:
@@ -444,6 +472,38 @@ def matched_cost_figure(table: pd.DataFrame, title: str) -> Figure:
         ax.set_title(f"against {method}")
         ax.legend(fontsize="small")
     fig.suptitle(title)
+    return fig
+
+
+def headline_figure(summaries: Mapping[str, Mapping[str, Any]], title: str) -> Figure:
+    """Test top-1 against measured FLOPs for each method of ``summaries`` (the deployed Teammate
+    of the cooperative runs): the mean over seeds, with its 95 % t-interval from the seeds'
+    spread as error bars (none for a single seed)."""
+    from coop_utils.verdict import group_seeds, t_critical
+
+    frames = [
+        method_frame(run["metrics"], method).assign(seed=seed, seeds=len(runs))
+        for method, runs in group_seeds(summaries).items()
+        if method in ("cooperative", "independent", "byot", "branchynet")
+        for seed, run in enumerate(runs)
+    ]
+    per_seed = pd.concat(frames).groupby(["method", "seeds", "mflops", "seed"])["top1"].mean()
+    stats = per_seed.groupby(["method", "seeds", "mflops"]).agg(["mean", "std", "count"])
+    stats = stats.reset_index()
+    stats["half"] = [
+        t_critical(n - 1) * sd / math.sqrt(n) if n > 1 else 0.0
+        for n, sd in zip(stats["count"], stats["std"], strict=True)
+    ]
+    fig, (ax,) = _figure(1, width=7.0, height=4.4)
+    for (method, seeds), part in stats.groupby(["method", "seeds"]):
+        ax.errorbar(
+            part["mflops"], part["mean"], yerr=part["half"], marker="o", capsize=3,
+            label=f"{method} ({seeds} seed{'s' if seeds > 1 else ''})",
+        )  # fmt: skip
+    ax.set_xlabel(MFLOPS_LABEL)
+    ax.set_ylabel(TOP1_LABEL)
+    ax.legend(fontsize="small")
+    ax.set_title(title)
     return fig
 
 
