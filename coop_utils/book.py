@@ -15,7 +15,6 @@ runs. The chapters call the helpers of the first half of this module.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime
 import html
 import inspect
@@ -664,22 +663,6 @@ CELL_TIMEOUT_S = 600
 REMOVED_TAGS = ("parameters", "injected-parameters")
 
 
-@contextlib.contextmanager
-def _environment(**values: str):
-    """Set environment variables for the kernels started inside (tqdm reads its own on import:
-    ``TQDM_DISABLE`` keeps progress bars out of the executed pages), then restore them."""
-    saved = {key: os.environ.get(key) for key in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-
-
 def _prepare_for_the_book(path: Path) -> None:
     """Tag the parameter cells ``remove-cell`` and drop any widget state, so the HTML page
     shows neither and loads no widget manager."""
@@ -706,21 +689,21 @@ def execute_chapter(source: Path, output: Path, parameters: Mapping[str, Any]) -
         converted = Path(scratch) / f"{source.stem}.ipynb"
         try:
             jupytext.write(jupytext.read(source), converted)
-            with _environment(TQDM_DISABLE="1"):
-                papermill.execute_notebook(
-                    str(converted),
-                    str(output),
-                    parameters=dict(parameters),
-                    cwd=str(REPO_ROOT),
-                    progress_bar=False,
-                    log_output=False,
-                    execution_timeout=(
-                        CELL_TIMEOUT_S
-                        if parameters.get("profile", "smoke") == "smoke"
-                        or not parameters.get("train", True)
-                        else None
-                    ),
-                )
+            os.environ["TQDM_DISABLE"] = "1"  # read by tqdm in the kernel: no progress bars
+            papermill.execute_notebook(
+                str(converted),
+                str(output),
+                parameters=dict(parameters),
+                cwd=str(REPO_ROOT),
+                progress_bar=False,
+                log_output=False,
+                execution_timeout=(
+                    CELL_TIMEOUT_S
+                    if parameters.get("profile", "smoke") == "smoke"
+                    or not parameters.get("train", True)
+                    else None
+                ),
+            )
             _prepare_for_the_book(output)
         except Exception as exception:  # a failing chapter is reported, the others still run
             error = _failure(source.stem, exception)

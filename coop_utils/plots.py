@@ -23,36 +23,6 @@ from coop_utils.gating import relaxed_topk, sample_gumbel
 from coop_utils.losses import sfsl_weight
 from coop_utils.models import SCALING_FACTORS
 
-__all__ = [
-    "accuracy_by_depth_figure",
-    "ablation_figure",
-    "ablation_frame",
-    "block_plan_figure",
-    "block_plan_frame",
-    "budget_figure",
-    "latency_flops_figure",
-    "matched_cost_figure",
-    "step_parts_figure",
-    "comparison_table",
-    "cost_figure",
-    "depth_explorer",
-    "frontier_figure",
-    "full_depth_accuracy_figure",
-    "gumbel_temperature_figure",
-    "headline_figure",
-    "method_comparison_figure",
-    "method_frame",
-    "metrics_frame",
-    "nested_plans",
-    "pareto_frontier",
-    "predictions",
-    "predictions_figure",
-    "sfsl_weight_figure",
-    "softmax_temperature_figure",
-    "training_curves_figure",
-    "use_book_style",
-]
-
 S_LABEL = "scaling factor s (share of blocks)"
 DEPTH_LABEL = "blocks run (share of all blocks)"
 TOP1_LABEL = "test top-1 accuracy (%)"
@@ -586,41 +556,30 @@ def predictions_figure(
 def depth_explorer(
     net: nn.Module, images: Tensor, raw_images: Tensor, labels: Tensor, frame: pd.DataFrame
 ):
-    """A slider over ``s``: the network's accuracy, FLOPs and latency, and its predictions.
-
-    ``frame`` is the network's rows of :func:`metrics_frame`; the predictions are computed
-    live on ``images`` (normalised) and shown on ``raw_images``.
-    """
+    """A slider over ``s`` (a live kernel only): the network's accuracy, FLOPs and latency from
+    ``frame`` (its rows of :func:`metrics_frame`), and its predictions computed live on
+    ``images`` (normalised), shown on ``raw_images``."""
     import ipywidgets as widgets
     from IPython.display import display
 
     by_s = frame.set_index("s")
-    slider = widgets.SelectionSlider(
-        options=[(f"{s:g}", s) for s in by_s.index],
-        value=by_s.index.max(),
-        description="s",
-        continuous_update=False,
-    )
-    output = widgets.Output()
 
-    def show(change=None) -> None:
-        s = slider.value
+    def show(s: float) -> None:
         row = by_s.loc[s]
-        with output:
-            output.clear_output(wait=True)
-            print(
-                f"s = {s:g}: {int(row['active_blocks'])} blocks, top-1 {row['top1']:.1f} %, "
-                f"{row['mflops']:.1f} MFLOPs, {row['latency_ms']:.2f} ms at batch 1"
-            )
-            figure = predictions_figure(
-                raw_images, labels, predictions(net, images, [s]), f"Predictions at s = {s:g}"
-            )
-            display(figure)
-            plt.close(figure)
+        print(
+            f"s = {s:g}: {int(row['active_blocks'])} blocks, top-1 {row['top1']:.1f} %, "
+            f"{row['mflops']:.1f} MFLOPs, {row['latency_ms']:.2f} ms at batch 1"
+        )
+        predicted = predictions(net, images, [s])
+        figure = predictions_figure(raw_images, labels, predicted, f"Predictions at s = {s:g}")
+        display(figure)
+        plt.close(figure)
 
-    slider.observe(show, names="value")
-    show()
-    return widgets.VBox([slider, output])
+    options = [(f"{s:g}", s) for s in by_s.index]
+    slider = widgets.SelectionSlider(
+        options=options, value=by_s.index.max(), description="s", continuous_update=False
+    )
+    return widgets.interactive(show, s=slider)
 
 
 # --- performance: the recorded benchmarks -----------------------------------------------------
