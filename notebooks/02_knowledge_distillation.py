@@ -20,8 +20,8 @@
 # loss, why it carries a factor $T^2$, and two small networks trained briefly with and without
 # learning from each other.
 #
-# **Needs:** a CPU. It trains only when asked: two tiny runs in seconds at smoke, minutes at
-# preview.
+# **Needs:** a CPU. It trains only when asked: two short runs (seconds on the test profile,
+# minutes at preview).
 
 # %%
 import pandas as pd

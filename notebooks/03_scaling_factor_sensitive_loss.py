@@ -19,8 +19,8 @@
 # weighs its loss more {cite}`fang2023cooperative`. This chapter shows the weights, which
 # blocks the sub-networks of different depths share, and a short run with and without SFSL.
 #
-# **Needs:** a CPU. It shows the recorded runs; it trains only when asked (two tiny runs at
-# smoke, the preview runs of chapters 5 and 6 at preview, reused if they exist).
+# **Needs:** a CPU. It shows the recorded runs; it trains only when asked (the runs of
+# chapters 5 and 6, reused if they exist).
 
 # %%
 import pandas as pd

@@ -18,8 +18,8 @@
 # one optimizer on CIFAR-100 {cite}`krizhevsky2009learning`. The chapter opens on the recorded
 # runs' accuracy at every depth; *Run it yourself* trains (or reuses) the run of a profile.
 #
-# **Needs:** nothing to read it. To train: smoke, a CPU for seconds on generated data;
-# preview, CIFAR-100 in `COOP_DATA_ROOT` (downloaded if missing) and a CPU; full, a GPU.
+# **Needs:** nothing to read it. To train: a CPU and CIFAR-100 in `COOP_DATA_ROOT`
+# (downloaded if missing) at preview, a GPU at full.
 
 # %%
 from IPython.display import Markdown, display

@@ -20,8 +20,8 @@
 # is twice as large). The chapter opens on the recorded runs' accuracy at every depth; *Run
 # it yourself* trains (or reuses) the run of a profile.
 #
-# **Needs:** nothing to read it. To train: smoke, a CPU for seconds on generated data;
-# preview, Tiny ImageNet in `COOP_DATA_ROOT` (downloaded if missing) and a CPU; full, a GPU.
+# **Needs:** nothing to read it. To train: a CPU and Tiny ImageNet in `COOP_DATA_ROOT`
+# (downloaded if missing) at preview, a GPU at full.
 
 # %%
 from IPython.display import Markdown, display

@@ -21,7 +21,7 @@
 # measured cost as well as at nominal depth.
 #
 # **Needs:** nothing to read it: it opens on the recorded runs. *Run it yourself* trains one
-# run per method listed there: under a minute at smoke, a preview run each at preview.
+# run per method listed there (a preview run each at preview).
 
 # %%
 from IPython.display import Markdown, display
