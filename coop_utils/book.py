@@ -323,16 +323,12 @@ def recorded_label(summaries: Mapping[str, Summary], dataset: str) -> str:
     return f"**Recorded {profile} runs on {dataset}** ({'; '.join(facts)}): {names}."
 
 
-def weights_path(results_root, profile: str, dataset: str, name: str, network: str) -> Path:
-    """Where a recorded run's network is committed (fp16, :func:`export.save_network`)."""
-    return resolve_path(results_root) / "weights" / profile / dataset / name / f"{network}.pt"
-
-
 def recorded_network(results_root, profile: str, dataset: str, name: str, network: str):
-    """A recorded run's committed network, in eval mode, or ``None`` if it is not committed."""
+    """A recorded run's network committed in ``weights/<profile>/<dataset>/<name>/`` (fp16, as
+    :func:`export.save_network` writes it), in eval mode, or ``None`` if it is not committed."""
     from coop_utils.export import load_network
 
-    path = weights_path(results_root, profile, dataset, name, network)
+    path = resolve_path(results_root) / "weights" / profile / dataset / name / f"{network}.pt"
     return load_network(path)[0] if path.exists() else None
 
 
@@ -728,11 +724,9 @@ def _placeholder(source: Path, output: Path) -> None:
         f"`python -m coop_utils book --chapters {source.stem[:2]}` to execute it."
     )
     notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell(text)])
-    notebook.metadata["kernelspec"] = {
-        "name": "python3",
-        "display_name": "Python 3",
-        "language": "python",
-    }
+    notebook.metadata["kernelspec"] = dict(
+        name="python3", display_name="Python 3", language="python"
+    )
     output.parent.mkdir(parents=True, exist_ok=True)
     nbformat.write(notebook, output)
 
