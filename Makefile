@@ -3,7 +3,8 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
-PROFILE ?= smoke
+PROFILE ?= preview
+TRAIN ?=
 CHAPTERS ?=
 BOOK_ARGS ?=
 
@@ -17,10 +18,15 @@ $(STAMP): pyproject.toml
 test: $(STAMP)
 	$(PY) -m pytest
 
-# make book [PROFILE=smoke|preview|full] [CHAPTERS="01 03"] [BOOK_ARGS="--set device=cuda"]:
-# executes the chapters with papermill at PROFILE, then builds _build/html with warnings as errors.
+# make book: the reader's book. Every chapter shows the recorded results (results/) and the
+# committed weights and trains nothing (no dataset needed, a few minutes); papermill executes
+# the chapters, then _build/html is built with warnings as errors. Training only when asked:
+#   make book PROFILE=smoke            every chapter also trains its tiny smoke runs (the tests, CI)
+#   make book PROFILE=preview TRAIN=1  every chapter also trains (or reuses) its runs at PROFILE
+# [CHAPTERS="01 03"] executes only those; [BOOK_ARGS="--set device=cuda"] sets a parameter.
 book: $(STAMP)
-	$(PY) -m coop_utils book --profile $(PROFILE) $(if $(CHAPTERS),--chapters $(CHAPTERS)) $(BOOK_ARGS)
+	$(PY) -m coop_utils book --profile $(PROFILE) $(if $(TRAIN),--train) \
+		$(if $(CHAPTERS),--chapters $(CHAPTERS)) $(BOOK_ARGS)
 
 # JupyterLab on the chapters; a double click opens notebooks/NN_name.py as a notebook (jupytext),
 # set in the venv's own JupyterLab settings, not in ~/.jupyter.
@@ -33,7 +39,7 @@ lab: $(STAMP)
 # `campaign`), one after another; a finished run is reused and an interrupted one resumes, so
 # this can be stopped (Ctrl-C saves a checkpoint) and started again at will.
 results: $(STAMP)
-	$(PY) -m coop_utils results --profile $(if $(filter command line environment,$(origin PROFILE)),$(PROFILE),preview)
+	$(PY) -m coop_utils results --profile $(PROFILE)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

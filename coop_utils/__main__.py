@@ -2,10 +2,11 @@
 
 ``python -m coop_utils train --profile P --dataset D --method M [--set key=value ...]`` trains
 one run (the same command under ``torchrun --nproc_per_node=N`` trains with
-DistributedDataParallel); ``python -m coop_utils book --profile P`` executes the chapters and
-builds the book; ``python -m coop_utils results --profile P`` trains (or reuses, or resumes)
-every run of the profile's campaign in turn; ``python -m coop_utils export RUN --s S --output
-FILE`` writes one depth plan of a trained network as a plain network (TorchScript or ONNX).
+DistributedDataParallel); ``python -m coop_utils book`` builds the reader's book from the
+recorded results, training nothing (``--profile P --train``: also each chapter's runs);
+``python -m coop_utils results --profile P`` trains (or reuses, or resumes) every run of the
+profile's campaign in turn; ``python -m coop_utils export RUN --s S --output FILE`` writes one
+depth plan of a trained network as a plain network (TorchScript or ONNX).
 """
 
 from __future__ import annotations
@@ -149,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     results.add_argument("--list", action="store_true", help="list the runs and stop")
     results.add_argument("--quiet", action="store_true", help="no progress bars")
     results.add_argument("--reuse-stale", action="store_true", help="as for train")
-    book = commands.add_parser("book", help="execute the chapters and build the book")
+    book = commands.add_parser("book", help="build the reader's book (--train: also train)")
     from coop_utils import book as book_module
 
     book_module.add_arguments(book)

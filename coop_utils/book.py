@@ -1,21 +1,22 @@
-"""The book: execute the chapters with papermill for a profile, then build the Jupyter Book.
+"""The book: execute the chapters with papermill, then build the Jupyter Book.
 
-``python -m coop_utils book --profile smoke [--chapters 01 03] [--set key=value]`` converts
-each ``notebooks/NN_*.py`` with jupytext, executes it with papermill into ``book/executed/``
-with the parameters of ``params/<profile>.yaml`` (its ``chapters:`` section holds each
-chapter's own settings, keyed by the chapter's file name), then runs
-``jupyter-book build --warningiserror --keep-going`` and prints the time of each chapter.
+``python -m coop_utils book`` builds the *reader's book*: every chapter shows the recorded
+results (``results/<profile>/<dataset>/*.json``) and the committed weights
+(``results/weights/<profile>/<dataset>/<run>/<network>.pt``) and trains nothing.
+``--train`` (implied at the smoke profile, which the tests and CI run) also trains, or reuses,
+each chapter's own runs at ``--profile`` in its "Run it yourself" section.
 
-The chapters call the helpers below: :func:`start_chapter` (the profile note and the run
-settings), :func:`recorded_results` (the committed preview and full summaries),
-:func:`load_system` (a finished run's networks); the verdict read from the result files is
-:mod:`coop_utils.verdict`.
+Each ``notebooks/NN_*.py`` is converted with jupytext and executed with papermill into
+``book/executed/`` with the parameters of ``params/<profile>.yaml`` (its ``chapters:`` section
+holds each chapter's own settings), then ``jupyter-book build --warningiserror --keep-going``
+runs. The chapters call the helpers of the first half of this module.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import html
 import inspect
 import json
 import logging
@@ -28,7 +29,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pandas as pd
 import yaml
@@ -38,49 +39,12 @@ from coop_utils.config import (
     PARAMS_DIR,
     PROFILES,
     RunConfig,
+    campaign,
     load_config,
     parse_override,
 )
 from coop_utils.training import load_system
-from coop_utils.verdict import RESULT_PROFILES, deployed_teammate, summaries_of
-
-__all__ = [
-    "ABLATIONS",
-    "BASE_PARAMETERS",
-    "BENCHMARKS",
-    "REPO_ROOT",
-    "RESULT_PROFILES",
-    "RUN_KEYS",
-    "BookReport",
-    "Chapter",
-    "ChapterRun",
-    "Recorded",
-    "accuracy_table",
-    "add_arguments",
-    "benchmark_label",
-    "benchmark_records",
-    "best_recorded",
-    "best_recorded_profile",
-    "build_book",
-    "chapter_paths",
-    "config_table",
-    "deployed_teammate",
-    "execute_chapter",
-    "load_system",
-    "method_frame",
-    "no_recorded_note",
-    "profile_parameters",
-    "recorded_label",
-    "recorded_results",
-    "resolve_path",
-    "run",
-    "sample_test_images",
-    "select_chapters",
-    "show_recorded_run",
-    "show_source",
-    "start_chapter",
-    "summaries_of",
-]
+from coop_utils.verdict import RESULT_PROFILES, deployed_teammate, group_seeds, summaries_of
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
@@ -88,14 +52,21 @@ EXECUTED_DIR = Path("book") / "executed"
 #: what a book root holds besides the executed chapters
 BOOK_SOURCES = ("_config.yml", "_toc.yml", "book")
 #: parameters every chapter declares; the rest are the chapter's own
-BASE_PARAMETERS = ("profile", "data_root", "device", "seed", "run_root", "results_root")
+BASE_PARAMETERS = ("profile", "data_root", "device", "seed", "run_root", "results_root", "train")
+#: the profile whose campaign (``params/<profile>.yaml``, ``campaign``) the reader's book reports
+CAMPAIGN_PROFILE = "preview"
 
 
-#: the ablations of METHOD.md: variant name -> config changes of the cooperative method
 def resolve_path(path: str | os.PathLike) -> Path:
     """``path`` if absolute, else relative to the repository root (not to the kernel's cwd)."""
     candidate = Path(path).expanduser()
     return candidate if candidate.is_absolute() else REPO_ROOT / candidate
+
+
+def _show(markdown: str) -> None:
+    from IPython.display import Markdown, display
+
+    display(Markdown(markdown))
 
 
 # --- what a chapter calls ---------------------------------------------------------------------
@@ -111,6 +82,7 @@ class Chapter:
     data_root: str
     run_root: Path
     results_root: Path
+    trains: bool = False
 
     @property
     def overrides(self) -> dict[str, Any]:
@@ -143,27 +115,46 @@ class Chapter:
             raise ValueError(f"unknown ablation {name!r}; known: {', '.join(ABLATIONS)}")
         return self.config(dataset, variant=name, **ABLATIONS[name], **changes)
 
-    def train(self, config: RunConfig, optional: bool = True):
-        """``training.train(config)`` (a finished run is reused). If the dataset is neither on
-        disk nor downloadable: ``None`` and a note when ``optional``, else the error."""
-        from IPython.display import Markdown, display
-
+    def train(self, configs: Mapping[str, RunConfig], optional: bool = True) -> dict[str, Any]:
+        """Run it yourself: the command of each run, then, when this build trains, the runs
+        themselves (a finished one reused): ``{label: run}`` of those that ran. A dataset that
+        is neither on disk nor downloadable gives a note when ``optional``, else the error."""
         from coop_utils.data import DatasetError
         from coop_utils.training import train
 
-        try:
-            return train(config, progress=False)
-        except DatasetError as error:
-            if not optional:
-                raise
-            display(
-                Markdown(
-                    f"**{config.dataset} is not available here, so this chapter trains nothing "
-                    f"at the {self.profile} profile** and shows recorded results only.\n\n"
-                    f"> {error}"
-                )
+        _show("```bash\n" + "\n".join(map(run_command, configs.values())) + "\n```")
+        if not self.trains:
+            _show(
+                "*This build trains nothing. The commands above train these runs; `make book "
+                f"PROFILE={self.profile} TRAIN=1` trains them and shows them here.*"
             )
-            return None
+            return {}
+        finished = {}
+        for label, config in configs.items():
+            try:
+                finished[label] = train(config, progress=False)
+            except DatasetError as error:
+                if not optional:
+                    raise
+                _show(f"**{config.dataset} is not available here: `{label}` not trained.**")
+                _show(f"> {error}")
+        return finished
+
+
+def run_command(config: RunConfig) -> str:
+    """The ``python -m coop_utils train`` command that trains ``config``'s run."""
+    base = load_config(config.profile, dataset=config.dataset, method=config.method).to_dict()
+    implied = ABLATIONS.get(config.variant, {})
+    named = {"profile", "dataset", "method", "variant", "seed", "device"}
+    named |= {"data_root", "run_root", "results_root"}
+    command = f"python -m coop_utils train --profile {config.profile} --dataset {config.dataset}"
+    command += f" --method {config.method}"
+    command += f" --variant {config.variant}" if config.variant else ""
+    command += f" --seed {config.seed}" if config.seed else ""
+    for key, value in config.to_dict().items():
+        if key not in named and key not in implied and value != base[key]:
+            command += f" --set {key}={json.dumps(value)}"
+    return command
 
 
 class _OncePerMessage(logging.Filter):
@@ -195,11 +186,9 @@ def _show_library_log() -> None:
 
 
 _SMOKE_NOTE = (
-    "This chapter was executed at the <b>smoke</b> profile: a tiny network trained for a few "
-    "dozen steps on small <b>generated</b> data, on the CPU, to prove that every cell runs. "
-    "Its numbers are <b>not results</b>. Results come from the preview and full profiles "
-    "(see <i>Reproducing</i>); where a chapter finds them in <code>results/</code> it shows "
-    "them, labelled."
+    "This chapter was executed at the <b>smoke</b> profile: its <i>Run it yourself</i> sections "
+    "train a tiny network for a few dozen steps on small <b>generated</b> data, on the CPU, to "
+    "prove that every cell runs. Those numbers are <b>not results</b>."
 )
 
 
@@ -210,15 +199,16 @@ def start_chapter(
     data_root: str | None = None,
     run_root: str = "runs",
     results_root: str = "results",
+    train: bool = False,
 ) -> Chapter:
-    """Open a chapter: say at which profile it runs (at smoke: that its numbers are not
-    results), set the figure style and the seed, and resolve the paths of its runs."""
+    """Open a chapter: say what it shows (recorded results; with ``train``, also its own runs
+    at ``profile``, which at smoke are not results), set the figure style and the seed, and
+    resolve the paths of its runs."""
     import torch
     from IPython.display import HTML, display
 
     from coop_utils.plots import use_book_style
     from coop_utils.runs import device_name
-    from coop_utils.training import resolve_device
 
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}; known: {', '.join(PROFILES)}")
@@ -227,15 +217,22 @@ def start_chapter(
     torch.manual_seed(seed)
     data_root = data_root or os.environ.get("COOP_DATA_ROOT") or str(REPO_ROOT / "data")
     chapter = Chapter(
-        profile, device, seed, data_root, resolve_path(run_root), resolve_path(results_root)
+        profile, device, seed, data_root, resolve_path(run_root), resolve_path(results_root), train
     )
-    hardware = device_name(resolve_device(device))
     when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     if profile == "smoke":
         title, kind, text = "Smoke run: these numbers are not results", "warning", _SMOKE_NOTE
-    else:
+    elif train:
         title, kind = f"Executed at the {profile} profile", "note"
-        text = f"Runs of this chapter are {profile} runs; recorded runs are labelled where shown."
+        text = f"The <i>Run it yourself</i> sections train (or reuse) {profile} runs."
+    else:
+        title, kind = "Recorded results", "note"
+        text = (
+            "This page trains nothing: it shows the runs recorded in <code>results/</code>, "
+            f"{campaign_progress(chapter.results_root)[0]}. The <i>Run it yourself</i> sections "
+            "give the commands that train them."
+        )
+    hardware = device_name(chapter.torch_device)
     display(
         HTML(
             f'<div class="admonition {kind}"><p class="admonition-title">{title}</p>'
@@ -252,106 +249,172 @@ def show_source(function: Any):
     return Markdown(f"```python\n{inspect.getsource(function).rstrip()}\n```")
 
 
-def sample_test_images(config: RunConfig, count: int):
-    """The first ``count`` test images of ``config``'s data: ``(normalised, uint8, labels)``."""
-    import torch
-
-    from coop_utils.training import prepare_data
-
-    test = prepare_data(config, torch.device("cpu")).test
-    batches, seen = [], 0
-    for images, _ in test:
-        batches.append(images)
-        seen += len(images)
-        if seen >= count:
-            break
-    normalised = torch.cat(batches)[:count]
-    return normalised, test.images[: len(normalised)], test.labels[: len(normalised)]
-
-
-def method_frame(metrics: Mapping[str, Any], method: str) -> pd.DataFrame:
-    """One method's rows of :func:`plots.metrics_frame`: the deployed Teammate of a cooperative
-    run, the only network of the others; ``method`` labels them."""
-    from coop_utils.plots import metrics_frame
-
-    teammates = [name for name in metrics if name.removeprefix("teammate").isdigit()]
-    network = deployed_teammate(metrics) if teammates else next(iter(metrics))
-    return metrics_frame({network: metrics[network]}, method=method)
-
-
 # --- recorded results -------------------------------------------------------------------------
 
+Summary = Mapping[str, Any]
 
-@dataclass(frozen=True)
-class Recorded:
-    """One results summary (``results/<profile>/<dataset>/<name>.json``)."""
 
-    profile: str
-    dataset: str
-    name: str  # method, or method-variant
-    path: Path
-    summary: dict[str, Any]
+def campaign_progress(
+    results_root: str | os.PathLike, profile: str = CAMPAIGN_PROFILE
+) -> tuple[str, list[str]]:
+    """``("N of M campaign runs recorded so far", [names still missing])`` for the profile's
+    campaign: a run counts once its summary is in ``results_root`` with the campaign's config."""
+    from coop_utils.runs import results_path
 
-    @property
-    def metrics(self) -> dict[str, Any]:
-        return self.summary["metrics"]
-
-    @property
-    def label(self) -> str:
-        config = self.summary.get("config", {})
-        return (
-            f"{self.profile} profile, {config.get('arch', '?')}, {config.get('epochs', '?')} "
-            f"epochs, on {self.summary.get('device', 'unknown hardware')}, "
-            f"{str(self.summary.get('date', 'undated'))[:10]}"
+    root = str(resolve_path(results_root))
+    missing, planned = [], campaign(profile)
+    for overrides in planned:
+        config = load_config(profile, results_root=root, **overrides)
+        path = results_path(config)
+        recorded = (
+            path.exists() and json.loads(path.read_text()).get("config_hash") == config.hash()
         )
+        if not recorded:
+            missing.append(path.stem)
+    done = len(planned) - len(missing)
+    return f"{done} of {len(planned)} {profile} campaign runs recorded so far", missing
 
 
-def recorded_results(
-    results_root: str | os.PathLike,
-    dataset: str | None = None,
-    profiles: Sequence[str] = RESULT_PROFILES,
-) -> list[Recorded]:
-    """Every summary of ``profiles`` (best profile first) under ``results_root``."""
-    root = resolve_path(results_root)
-    found = []
-    for profile in profiles:
-        for path in sorted((root / profile).glob("*/*.json")):
-            if dataset is not None and path.parent.name != dataset:
-                continue
-            summary = json.loads(path.read_text())
-            found.append(Recorded(profile, path.parent.name, path.stem, path, summary))
-    return found
+def progress_note(results_root: str | os.PathLike) -> str:
+    """Markdown: how much of the campaign is recorded, and which runs are still to come."""
+    line, missing = campaign_progress(results_root)
+    still = f" Still to come: {', '.join(f'`{name}`' for name in missing)}." if missing else ""
+    return f"**{line[0].upper()}{line[1:]}** (`params/{CAMPAIGN_PROFILE}.yaml`).{still}"
 
 
-def best_recorded(
-    results_root: str | os.PathLike, dataset: str, name: str = "cooperative"
-) -> Recorded | None:
-    """The summary of ``name`` on ``dataset`` from the best profile that has one."""
-    for recorded in recorded_results(results_root, dataset):
-        if recorded.name == name:
-            return recorded
-    return None
-
-
-def best_recorded_profile(
-    results_root: str | os.PathLike, dataset: str
-) -> tuple[str | None, dict[str, dict[str, Any]]]:
-    """``(profile, {name: summary})`` of the best profile with any summary on ``dataset``."""
+def recorded(
+    results_root: str | os.PathLike, dataset: str, names: Sequence[str] | None = None
+) -> tuple[str | None, dict[str, Summary]]:
+    """``(profile, {name: summary})`` of the best profile (full before preview, smoke never)
+    with any summary on ``dataset`` (of the runs ``names``, every seed of each, if given);
+    ``(None, {})`` when none is recorded."""
     for profile in RESULT_PROFILES:
-        summaries = summaries_of(resolve_path(results_root), profile).get(dataset)
+        summaries = summaries_of(resolve_path(results_root), profile).get(dataset, {})
+        if names is not None:
+            summaries = {n: s for n, s in summaries.items() if set(group_seeds({n: s})) & {*names}}
         if summaries:
             return profile, dict(sorted(summaries.items()))
     return None, {}
 
 
-def recorded_label(profile: str, summaries: Mapping[str, Mapping[str, Any]]) -> str:
-    """One line naming where and when each recorded summary was measured."""
-    runs = "; ".join(
-        f"`{name}` ({summary['config']['arch']}, {summary['config']['epochs']} epochs) on "
-        f"{summary.get('device', 'unknown hardware')}, {str(summary.get('date', 'undated'))[:10]}"
-        for name, summary in summaries.items()
+def recorded_label(summaries: Mapping[str, Summary], dataset: str) -> str:
+    """Markdown naming the recorded runs shown: profile, backbone, hardware, dates, code."""
+    if not summaries:
+        return (
+            f"**No run on {dataset} is recorded yet**: this section fills itself in as the "
+            "campaign's runs are recorded."
+        )
+    runs = list(summaries.values())
+    configs = [run.get("config", {}) for run in runs]
+    profile = configs[0].get("profile", "?")
+    dates = sorted(str(run.get("date", "undated"))[:10] for run in runs)
+    facts = [
+        ", ".join(
+            sorted({f"{c.get('arch', '?')} for {c.get('epochs', '?')} epochs" for c in configs})
+        ),
+        ", ".join(sorted({str(run.get("device", "unknown hardware")) for run in runs})),
+        dates[0] if dates[0] == dates[-1] else f"{dates[0]} to {dates[-1]}",
+        "code " + ", ".join(sorted({str(run.get("code_digest", "unknown")) for run in runs})),
+    ]
+    names = ", ".join(
+        f"`{name}`" + (f" ({len(seeds)} seeds)" if len(seeds) > 1 else "")
+        for name, seeds in group_seeds(summaries).items()
     )
-    return f"**Recorded {profile} runs:** {runs}."
+    return f"**Recorded {profile} runs on {dataset}** ({'; '.join(facts)}): {names}."
+
+
+def recorded_network(results_root, profile: str, dataset: str, name: str, network: str):
+    """A recorded run's network committed in ``weights/<profile>/<dataset>/<name>/`` (fp16, as
+    :func:`export.save_network` writes it), in eval mode, or ``None`` if it is not committed."""
+    from coop_utils.export import load_network
+
+    path = resolve_path(results_root) / "weights" / profile / dataset / name / f"{network}.pt"
+    return load_network(path)[0] if path.exists() else None
+
+
+class Samples(NamedTuple):
+    """A few test images: normalised for the network, as uint8 to show, labels, class names."""
+
+    images: Any
+    raw: Any
+    labels: Any
+    names: list[str]
+
+
+def recorded_samples(results_root, profile: str, dataset: str) -> Samples | None:
+    """The committed test images of ``benchmarks/make_samples.py``, if any."""
+    import numpy as np
+    import torch
+
+    path = resolve_path(results_root) / "samples" / profile / f"{dataset}.npz"
+    if not path.exists():
+        return None
+    data = np.load(path)
+    raw = torch.from_numpy(data["images"])
+    mean, std = (torch.from_numpy(data[key]).view(1, -1, 1, 1) for key in ("mean", "std"))
+    images = (raw.float() / 255 - mean) / std
+    return Samples(images, raw, torch.from_numpy(data["labels"]), list(data["class_names"]))
+
+
+def sample_test_images(config: RunConfig, count: int) -> Samples:
+    """The first ``count`` test images of ``config``'s data (a run trained here)."""
+    import torch
+
+    from coop_utils.training import prepare_data
+
+    test = prepare_data(config, torch.device("cpu")).test
+    normalised = next(iter(test))[0][:count]
+    labels = test.labels[: len(normalised)]
+    return Samples(
+        normalised, test.images[: len(normalised)], labels, [str(int(x)) for x in labels]
+    )
+
+
+@dataclass
+class Deployed:
+    """The Teammate a device would run: recorded (with its committed weights, when they are),
+    else trained by this build."""
+
+    label: str  # Markdown: where it comes from
+    name: str
+    config: RunConfig
+    metrics: dict[str, dict[str, float]]  # its rows, by scaling factor
+    net: Any  # its weights, or only its architecture when ``trained`` is false
+    trained: bool
+    samples: Samples | None
+
+
+def deployed_network(chapter: Chapter, dataset: str, sample_count: int = 8) -> Deployed | None:
+    """The deployed Teammate of the recorded cooperative run on ``dataset``, else of this build's
+    own run (when it trains), else ``None``."""
+    from coop_utils.data import DATASETS
+    from coop_utils.models import build_model
+
+    profile, summaries = recorded(chapter.results_root, dataset)
+    if "cooperative" in summaries:
+        summary = summaries["cooperative"]
+        name = deployed_teammate(summary["metrics"])
+        values = dict(summary["config"])
+        config = load_config(values.pop("profile"), **values)
+        net = recorded_network(chapter.results_root, profile, dataset, "cooperative", name)
+        trained = net is not None
+        if not trained:  # the architecture alone: what FLOPs and latency need
+            info = DATASETS[dataset]
+            size = config.image_size or info.image_size
+            net = build_model(config.arch, config.num_classes or info.num_classes, size).eval()
+        label = recorded_label({"cooperative": summary}, dataset)
+        samples = recorded_samples(chapter.results_root, profile, dataset)
+        return Deployed(label, name, config, summary["metrics"][name], net, trained, samples)
+    if not chapter.trains:
+        return None
+    run = chapter.train({"cooperative": chapter.config(dataset)}).get("cooperative")
+    if run is None:
+        return None
+    name = deployed_teammate(run.metrics)
+    net = load_system(run).teammates[int(name.removeprefix("teammate"))]
+    label = f"**This build's {run.config.profile} run** (`{run.directory}`)."
+    samples = sample_test_images(run.config, sample_count)
+    return Deployed(label, name, run.config, run.metrics[name], net, True, samples)
 
 
 #: the configuration keys a training chapter shows above its run
@@ -366,44 +429,80 @@ def config_table(config: RunConfig, keys: Sequence[str] = RUN_KEYS) -> pd.DataFr
     return pd.DataFrame({key: [str(getattr(config, key))] for key in keys}, index=[config.profile])
 
 
-def accuracy_table(frame: pd.DataFrame) -> pd.DataFrame:
-    """Test top-1 of each network (rows) at each scaling factor (columns) of a metrics frame."""
-    table = frame.pivot(index="network", columns="s", values="top1").round(1)
+def accuracy_table(frame: pd.DataFrame, index: str = "network") -> pd.DataFrame:
+    """Test top-1 of each network (rows; or each value of ``index``) at each scaling factor
+    (columns) of a metrics frame, the mean over seeds where the frame holds several."""
+    table = frame.pivot_table(index=index, columns="s", values="top1", aggfunc="mean")
     table.columns = [f"s = {s:g}" for s in table.columns]
-    return table
+    return table.round(1)
 
 
-def show_recorded_run(
-    results_root: str | os.PathLike, dataset: str, networks: Sequence[str]
-) -> Recorded | None:
-    """Show the best recorded cooperative run on ``dataset``: its label, its accuracy by depth
-    as a figure and a table (``networks`` only), or a note that none is recorded."""
+def seeds_frame(summaries: Mapping[str, Summary], name: str = "cooperative") -> pd.DataFrame:
+    """Every network of every seed of ``name``: :func:`plots.metrics_frame` rows with ``seed``."""
+    from coop_utils.plots import metrics_frame
+
+    runs = group_seeds(summaries).get(name, [])
+    return pd.concat(
+        [metrics_frame(run["metrics"], seed=run["config"].get("seed", 0)) for run in runs]
+        or [pd.DataFrame(columns=["network", "s", "top1", "seed"])],
+        ignore_index=True,
+    )
+
+
+def as_summaries(finished: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """This build's finished runs shaped like results summaries, keyed by their results name."""
+    from coop_utils.runs import results_path
+
+    return {
+        results_path(run.config).stem: {"config": run.config.to_dict(), "metrics": run.metrics}
+        for run in finished.values()
+    }
+
+
+def show_comparison(summaries: Mapping[str, Summary], what: str) -> None:
+    """Every method of ``summaries`` (seed 0) at every depth against depth, FLOPs and latency,
+    as a figure and a table, then the exit baselines at equal measured FLOPs."""
     import matplotlib.pyplot as plt
-    from IPython.display import Markdown, display
+    from IPython.display import display
 
     from coop_utils import plots
+    from coop_utils.verdict import matched_cost_table
 
-    recorded = best_recorded(results_root, dataset)
-    if recorded is None:
-        display(Markdown(no_recorded_note(dataset)))
-        return None
-    display(Markdown(f"**Recorded run:** {recorded.label} (`{recorded.path.name}`)."))
-    frame = plots.metrics_frame(recorded.metrics)
-    frame = frame[frame["network"].isin(networks)]
-    figure = plots.accuracy_by_depth_figure(
-        frame, f"Test accuracy by depth, recorded {recorded.profile} run ({dataset})"
-    )
-    display(figure)  # before the table, and only once: the inline backend skips closed figures
-    plt.close(figure)
-    display(accuracy_table(frame))
-    return recorded
+    methods = [m for m in ("cooperative", "independent", "byot", "branchynet") if m in summaries]
+    frame = pd.concat(plots.method_frame(summaries[m]["metrics"], m) for m in methods)
+    matched = matched_cost_table(summaries)
+    figures = [plots.method_comparison_figure(frame, f"Every method at every depth ({what})")]
+    tables = [plots.comparison_table(frame)]
+    if not matched.empty:
+        figures.append(plots.matched_cost_figure(matched, f"Exits at equal FLOPs ({what})"))
+        tables.append(matched.set_index(["method", "exit (share of blocks)"]))
+    for figure, table in zip(figures, tables, strict=True):
+        display(figure)  # before its table, and once: the inline backend skips closed figures
+        plt.close(figure)
+        display(table)
 
 
-def no_recorded_note(dataset: str, name: str = "cooperative") -> str:
-    return (
-        f"No preview or full run of `{name}` on {dataset} is recorded in `results/` yet, so there "
-        "is nothing real to show here. `make book PROFILE=preview` (CPU) or `PROFILE=full` (GPU) "
-        "records one; this section then shows it, labelled with its profile, hardware and date."
+def verdict_html(table: pd.DataFrame) -> Any:
+    """A claim table as a narrow HTML table: claim, dataset, our number, verdict; each claim's
+    rule and evidence fold out under it."""
+    from IPython.display import HTML
+
+    rows = []
+    for row in table.itertuples():
+        verdict = str(row.verdict)
+        kind = verdict.split(" (")[0].replace(" ", "-")
+        rows.append(
+            f"<tr><td><details><summary>{html.escape(row.claim)}</summary><p><b>Rule:</b> "
+            f"{html.escape(row.rule)}</p><p><b>Evidence:</b> {html.escape(row.evidence)}</p>"
+            f"</details></td><td>{html.escape(row.dataset)}</td>"
+            f"<td>{html.escape(row.measured)}</td>"
+            f'<td class="verdict-{kind}">{html.escape(verdict)}</td></tr>'
+        )
+    return HTML(
+        '<table class="verdicts"><thead><tr><th>claim (click for its rule)</th><th>dataset</th>'
+        "<th>our number: difference ± 95 % interval</th><th>verdict</th></tr></thead><tbody>"
+        + "".join(rows)
+        + "</tbody></table>"
     )
 
 
@@ -466,9 +565,10 @@ def select_chapters(names: Sequence[str] | None) -> list[Path]:
 
 
 def profile_parameters(
-    profile: str, params_dir: str | os.PathLike | None = None
+    profile: str, params_dir: str | os.PathLike | None = None, train: bool = False
 ) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
-    """The parameters every chapter gets at ``profile``, and each chapter's own settings."""
+    """The parameters every chapter gets at ``profile`` (``train``: whether it trains its own
+    runs), and each chapter's own settings."""
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}; known: {', '.join(PROFILES)}")
     path = Path(params_dir or PARAMS_DIR) / f"{profile}.yaml"
@@ -480,6 +580,7 @@ def profile_parameters(
         "seed": values.get("seed", 0),
         "run_root": values.get("run_root", "runs"),
         "results_root": values.get("results_root", "results"),
+        "train": train,
     }
     settings = values.get("chapters") or {}
     known = {path.stem for path in chapter_paths()}
@@ -551,9 +652,25 @@ def _failure(name: str, error: BaseException) -> str:
     return f"chapter {name} failed: {type(error).__name__}: {error}"
 
 
-#: seconds a cell of a smoke chapter may take: a stuck kernel fails, naming the cell, rather
-#: than hang a test run (preview and full cells train for many minutes and have no limit)
-SMOKE_CELL_TIMEOUT_S = 600
+#: seconds a cell may take when it trains nothing or trains at smoke: a stuck kernel fails,
+#: naming the cell, rather than hang a build (preview and full training has no limit)
+CELL_TIMEOUT_S = 600
+#: cell tags the book removes: the defaults of the parameters and papermill's injected values
+REMOVED_TAGS = ("parameters", "injected-parameters")
+
+
+def _prepare_for_the_book(path: Path) -> None:
+    """Tag the parameter cells ``remove-cell`` and drop any widget state, so the HTML page
+    shows neither and loads no widget manager."""
+    import nbformat
+
+    notebook = nbformat.read(path, as_version=4)
+    for cell in notebook.cells:
+        tags = cell.metadata.get("tags", [])
+        if any(tag in tags for tag in REMOVED_TAGS) and "remove-cell" not in tags:
+            cell.metadata["tags"] = [*tags, "remove-cell"]
+    notebook.metadata.pop("widgets", None)
+    nbformat.write(notebook, path)
 
 
 def execute_chapter(source: Path, output: Path, parameters: Mapping[str, Any]) -> ChapterRun:
@@ -568,6 +685,7 @@ def execute_chapter(source: Path, output: Path, parameters: Mapping[str, Any]) -
         converted = Path(scratch) / f"{source.stem}.ipynb"
         try:
             jupytext.write(jupytext.read(source), converted)
+            os.environ["TQDM_DISABLE"] = "1"  # read by tqdm in the kernel: no progress bars
             papermill.execute_notebook(
                 str(converted),
                 str(output),
@@ -576,9 +694,13 @@ def execute_chapter(source: Path, output: Path, parameters: Mapping[str, Any]) -
                 progress_bar=False,
                 log_output=False,
                 execution_timeout=(
-                    SMOKE_CELL_TIMEOUT_S if parameters.get("profile", "smoke") == "smoke" else None
+                    CELL_TIMEOUT_S
+                    if parameters.get("profile", "smoke") == "smoke"
+                    or not parameters.get("train", True)
+                    else None
                 ),
             )
+            _prepare_for_the_book(output)
         except Exception as exception:  # a failing chapter is reported, the others still run
             error = _failure(source.stem, exception)
     return ChapterRun(source.stem, time.perf_counter() - started, output, error)
@@ -602,11 +724,9 @@ def _placeholder(source: Path, output: Path) -> None:
         f"`python -m coop_utils book --chapters {source.stem[:2]}` to execute it."
     )
     notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell(text)])
-    notebook.metadata["kernelspec"] = {
-        "name": "python3",
-        "display_name": "Python 3",
-        "language": "python",
-    }
+    notebook.metadata["kernelspec"] = dict(
+        name="python3", display_name="Python 3", language="python"
+    )
     output.parent.mkdir(parents=True, exist_ok=True)
     nbformat.write(notebook, output)
 
@@ -633,7 +753,8 @@ def _jupyter_book() -> str:
 
 
 def build_book(
-    profile: str = "smoke",
+    profile: str = "preview",
+    train: bool = False,
     chapters: Sequence[str] | None = None,
     overrides: Mapping[str, Any] | None = None,
     book_root: str | os.PathLike | None = None,
@@ -643,6 +764,9 @@ def build_book(
 ) -> BookReport:
     """Execute ``chapters`` (default: all) at ``profile``, then build the book.
 
+    Without ``train`` (the reader's book) the chapters show recorded results and train nothing;
+    with it, or at the smoke profile, each chapter also trains (or reuses) its own runs.
+
     ``overrides`` set a parameter in every chapter that declares it (``run_root=/tmp/runs``).
     ``book_root`` (default: the repository) receives ``book/executed/`` and ``_build/``; another
     folder gets a copy of the book's prose first, so a test build leaves the repository alone.
@@ -651,7 +775,8 @@ def build_book(
     import jupytext
 
     started = time.perf_counter()
-    base, settings = profile_parameters(profile)
+    train = train or profile == "smoke"
+    base, settings = profile_parameters(profile, train=train)
     overrides = dict(overrides or {})
     root = REPO_ROOT if book_root is None else Path(book_root).resolve()
     if root != REPO_ROOT:
@@ -682,7 +807,8 @@ def build_book(
             f"no selected chapter declares the parameter(s) {', '.join(sorted(unused))}"
         )
 
-    echo(f"executing {len(plans)} chapter(s) at the {profile} profile into {root / EXECUTED_DIR}")
+    mode = f"training at the {profile} profile" if train else "reader's book, training nothing"
+    echo(f"executing {len(plans)} chapter(s), {mode}, into {root / EXECUTED_DIR}")
     for source, parameters in plans:
         result = execute_chapter(source, root / EXECUTED_DIR / f"{source.stem}.ipynb", parameters)
         report.chapters.append(result)
@@ -720,7 +846,18 @@ def build_book(
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--profile", default="smoke", choices=PROFILES)
+    parser.add_argument(
+        "--profile",
+        default="preview",
+        choices=PROFILES,
+        help="the profile of the chapters' runs (default: preview); smoke implies --train",
+    )
+    parser.add_argument(
+        "--train",
+        action="store_true",
+        help="also train (or reuse) each chapter's own runs at --profile; default: the reader's "
+        "book, recorded results only",
+    )
     parser.add_argument(
         "--chapters",
         nargs="+",
@@ -745,6 +882,7 @@ def run(args: argparse.Namespace) -> int:
     overrides = dict(parse_override(item) for item in args.set)
     report = build_book(
         args.profile,
+        train=args.train,
         chapters=args.chapters,
         overrides=overrides,
         book_root=args.book_root,

@@ -274,8 +274,8 @@ def load_network(source: str | Path, network: str | None = None):
 
 
 def _from_run(path: Path, network: str | None):
-    from coop_utils.book import deployed_teammate
     from coop_utils.training import Run, load_system
+    from coop_utils.verdict import deployed_teammate
 
     if not (path / "checkpoint.pt").is_file() or not (path / "config.json").is_file():
         raise ValueError(f"{path} is not a run folder: it needs config.json and checkpoint.pt")

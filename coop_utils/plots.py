@@ -7,7 +7,9 @@ and depth, so one figure function serves a smoke run, a recorded preview run and
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -20,33 +22,6 @@ from torch import Tensor, nn
 from coop_utils.gating import relaxed_topk, sample_gumbel
 from coop_utils.losses import sfsl_weight
 from coop_utils.models import SCALING_FACTORS
-
-__all__ = [
-    "accuracy_by_depth_figure",
-    "ablation_figure",
-    "ablation_frame",
-    "block_plan_figure",
-    "block_plan_frame",
-    "budget_figure",
-    "latency_flops_figure",
-    "matched_cost_figure",
-    "step_parts_figure",
-    "comparison_table",
-    "cost_figure",
-    "depth_explorer",
-    "frontier_figure",
-    "full_depth_accuracy_figure",
-    "gumbel_temperature_figure",
-    "method_comparison_figure",
-    "metrics_frame",
-    "pareto_frontier",
-    "predictions",
-    "predictions_figure",
-    "sfsl_weight_figure",
-    "softmax_temperature_figure",
-    "training_curves_figure",
-    "use_book_style",
-]
 
 S_LABEL = "scaling factor s (share of blocks)"
 DEPTH_LABEL = "blocks run (share of all blocks)"
@@ -92,6 +67,16 @@ def metrics_frame(
     full_depth = frame.groupby("network")["active_blocks"].transform("max")
     frame["depth"] = frame["active_blocks"] / full_depth
     return frame.sort_values(["network", "s"], ignore_index=True)
+
+
+def method_frame(metrics: Mapping[str, Any], method: str) -> pd.DataFrame:
+    """One method's rows of :func:`metrics_frame`: the deployed Teammate of a cooperative run,
+    the only network of the others; ``method`` labels them."""
+    from coop_utils.verdict import deployed_teammate
+
+    teammates = [name for name in metrics if name.removeprefix("teammate").isdigit()]
+    network = deployed_teammate(metrics) if teammates else next(iter(metrics))
+    return metrics_frame({network: metrics[network]}, method=method)
 
 
 def pareto_frontier(frame: pd.DataFrame, cost: str, value: str) -> pd.DataFrame:
@@ -141,6 +126,19 @@ def block_plan_frame(
                     }
                 )
     return pd.DataFrame(rows)
+
+
+def nested_plans(
+    networks: Mapping[str, nn.Module], scaling_factors: Sequence[float] = SCALING_FACTORS
+) -> pd.DataFrame:
+    """Per network: whether every shallower plan lies inside every deeper one, and the blocks
+    every depth shares (the shallowest plan)."""
+    rows = {}
+    for label, net in networks.items():
+        plans = [set(net.active_blocks(s)) for s in sorted(scaling_factors)]
+        nested = all(a <= b for a, b in zip(plans, plans[1:], strict=False))
+        rows[label] = {"plans nested": nested, "blocks every depth shares": sorted(plans[0])}
+    return pd.DataFrame(rows).T
 
 
 def block_plan_figure(frame: pd.DataFrame, title: str) -> Figure:
@@ -447,6 +445,38 @@ def matched_cost_figure(table: pd.DataFrame, title: str) -> Figure:
     return fig
 
 
+def headline_figure(summaries: Mapping[str, Mapping[str, Any]], title: str) -> Figure:
+    """Test top-1 against measured FLOPs for each method of ``summaries`` (the deployed Teammate
+    of the cooperative runs): the mean over seeds, with its 95 % t-interval from the seeds'
+    spread as error bars (none for a single seed)."""
+    from coop_utils.verdict import group_seeds, t_critical
+
+    frames = [
+        method_frame(run["metrics"], method).assign(seed=seed, seeds=len(runs))
+        for method, runs in group_seeds(summaries).items()
+        if method in ("cooperative", "independent", "byot", "branchynet")
+        for seed, run in enumerate(runs)
+    ]
+    per_seed = pd.concat(frames).groupby(["method", "seeds", "mflops", "seed"])["top1"].mean()
+    stats = per_seed.groupby(["method", "seeds", "mflops"]).agg(["mean", "std", "count"])
+    stats = stats.reset_index()
+    stats["half"] = [
+        t_critical(n - 1) * sd / math.sqrt(n) if n > 1 else 0.0
+        for n, sd in zip(stats["count"], stats["std"], strict=True)
+    ]
+    fig, (ax,) = _figure(1, width=7.0, height=4.4)
+    for (method, seeds), part in stats.groupby(["method", "seeds"]):
+        ax.errorbar(
+            part["mflops"], part["mean"], yerr=part["half"], marker="o", capsize=3,
+            label=f"{method} ({seeds} seed{'s' if seeds > 1 else ''})",
+        )  # fmt: skip
+    ax.set_xlabel(MFLOPS_LABEL)
+    ax.set_ylabel(TOP1_LABEL)
+    ax.legend(fontsize="small")
+    ax.set_title(title)
+    return fig
+
+
 # --- chapter 07: cost-adaptive inference -----------------------------------------------------
 
 
@@ -526,41 +556,30 @@ def predictions_figure(
 def depth_explorer(
     net: nn.Module, images: Tensor, raw_images: Tensor, labels: Tensor, frame: pd.DataFrame
 ):
-    """A slider over ``s``: the network's accuracy, FLOPs and latency, and its predictions.
-
-    ``frame`` is the network's rows of :func:`metrics_frame`; the predictions are computed
-    live on ``images`` (normalised) and shown on ``raw_images``.
-    """
+    """A slider over ``s`` (a live kernel only): the network's accuracy, FLOPs and latency from
+    ``frame`` (its rows of :func:`metrics_frame`), and its predictions computed live on
+    ``images`` (normalised), shown on ``raw_images``."""
     import ipywidgets as widgets
     from IPython.display import display
 
     by_s = frame.set_index("s")
-    slider = widgets.SelectionSlider(
-        options=[(f"{s:g}", s) for s in by_s.index],
-        value=by_s.index.max(),
-        description="s",
-        continuous_update=False,
-    )
-    output = widgets.Output()
 
-    def show(change=None) -> None:
-        s = slider.value
+    def show(s: float) -> None:
         row = by_s.loc[s]
-        with output:
-            output.clear_output(wait=True)
-            print(
-                f"s = {s:g}: {int(row['active_blocks'])} blocks, top-1 {row['top1']:.1f} %, "
-                f"{row['mflops']:.1f} MFLOPs, {row['latency_ms']:.2f} ms at batch 1"
-            )
-            figure = predictions_figure(
-                raw_images, labels, predictions(net, images, [s]), f"Predictions at s = {s:g}"
-            )
-            display(figure)
-            plt.close(figure)
+        print(
+            f"s = {s:g}: {int(row['active_blocks'])} blocks, top-1 {row['top1']:.1f} %, "
+            f"{row['mflops']:.1f} MFLOPs, {row['latency_ms']:.2f} ms at batch 1"
+        )
+        predicted = predictions(net, images, [s])
+        figure = predictions_figure(raw_images, labels, predicted, f"Predictions at s = {s:g}")
+        display(figure)
+        plt.close(figure)
 
-    slider.observe(show, names="value")
-    show()
-    return widgets.VBox([slider, output])
+    options = [(f"{s:g}", s) for s in by_s.index]
+    slider = widgets.SelectionSlider(
+        options=options, value=by_s.index.max(), description="s", continuous_update=False
+    )
+    return widgets.interactive(show, s=slider)
 
 
 # --- performance: the recorded benchmarks -----------------------------------------------------

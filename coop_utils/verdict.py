@@ -65,10 +65,9 @@ FEW = f"{OPEN} (n < {MIN_RUNS})"
 RESULT_PROFILES = ("full", "preview")
 
 PENDING_NOTE = (
-    "**Verdict pending.** No preview or full results are recorded in `results/` yet, and smoke "
-    "numbers are never results: a smoke run trains a tiny network for a few dozen steps on "
-    "generated data, to prove the code runs. Run `make book PROFILE=preview` (CPU) or "
-    "`PROFILE=full` (GPU) and commit `results/`; this table then fills itself from those files."
+    "**Verdict pending.** No cooperative run of the preview or full profile is recorded in "
+    "`results/` yet. `make results` trains the preview campaign (CPU); once its summaries are "
+    "committed, this table fills itself from those files."
 )
 
 Summary = Mapping[str, Any]

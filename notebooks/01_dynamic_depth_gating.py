@@ -37,13 +37,14 @@ device = "cpu"
 seed = 0
 run_root = "runs"
 results_root = "results"
+train = True
 cost_arch = "resnet56"
 latency_batch_sizes = [1]
 latency_repeats = 5
 gumbel_samples = 1000
 
 # %%
-chapter = book.start_chapter(profile, device, seed, data_root, run_root, results_root)
+chapter = book.start_chapter(profile, device, seed, data_root, run_root, results_root, train)
 
 # %% [markdown]
 # ## What a scaling factor keeps

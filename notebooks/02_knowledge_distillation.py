@@ -20,7 +20,8 @@
 # loss, why it carries a factor $T^2$, and two small networks trained briefly with and without
 # learning from each other.
 #
-# **Needs:** a CPU. At smoke it trains two tiny runs in seconds; at preview, minutes.
+# **Needs:** a CPU. It trains only when asked: two short runs (seconds on the test profile,
+# minutes at preview).
 
 # %%
 import pandas as pd
@@ -36,11 +37,12 @@ device = "cpu"
 seed = 0
 run_root = "runs"
 results_root = "results"
+train = True
 dataset = "cifar100"
 epochs = None
 
 # %%
-chapter = book.start_chapter(profile, device, seed, data_root, run_root, results_root)
+chapter = book.start_chapter(profile, device, seed, data_root, run_root, results_root, train)
 
 # %% [markdown]
 # ## Soft targets and temperature
@@ -115,29 +117,24 @@ pd.DataFrame(rows).set_index("T").round(4)
 book.show_source(teammate_loss)
 
 # %% [markdown]
+# ## Run it yourself: two Teammates, with and without mutual distillation
+#
 # Two runs of the cooperative trainer with its other parts switched off (no Leader, no
 # sub-networks), so that only mutual distillation differs: two Teammates that learn from each
-# other, and two that train side by side, each alone. A finished run is reused, never
-# retrained.
+# other, and two that train side by side, each alone. They are a demonstration, not part of the
+# recorded campaign: the book trains them only when asked (a finished run is reused).
 
-# %%
+# %% tags=["hide-input"]
 schedule = {} if epochs is None else {"epochs": epochs}
 common = {"use_leader": False, "factors_per_teammate": 0, **schedule}
 configs = {
     "mutual": chapter.config(dataset, variant="kd-mutual", **common),
     "alone": chapter.config(dataset, variant="kd-alone", mutual=False, **common),
 }
-runs = {label: chapter.train(config) for label, config in configs.items()}
-trained = all(run is not None for run in runs.values())
-pd.DataFrame(
-    {
-        label: {"run": str(run.directory), "reused": run.reused, "training (s)": run.wall_time_s}
-        for label, run in runs.items()
-        if run is not None
-    }
-)
+runs = chapter.train(configs)
+trained = len(runs) == len(configs)
 
-# %%
+# %% tags=["hide-input"]
 if trained:
     curves = plots.training_curves_figure(
         {label: run.log for label, run in runs.items()},
@@ -148,7 +145,7 @@ if trained:
 # The mutual run's loss carries the extra distillation terms, so its curve sits higher; what
 # matters is the accuracy each network reaches.
 
-# %%
+# %% tags=["hide-input"]
 if trained:
     full_depth = pd.concat(
         plots.metrics_frame(run.metrics, run=label).query("s == 1.0") for label, run in runs.items()
@@ -162,7 +159,7 @@ if trained:
 # Each bar is one network at full depth; the two colours differ only in whether the pair
 # learned from each other.
 
-# %%
+# %% tags=["hide-input"]
 if trained:
     gain = full_depth.groupby("run")["top1"].mean()
     print(

@@ -19,16 +19,15 @@
 # weighs its loss more {cite}`fang2023cooperative`. This chapter shows the weights, which
 # blocks the sub-networks of different depths share, and a short run with and without SFSL.
 #
-# **Needs:** a CPU. At smoke, two tiny cooperative runs (seconds each); at preview, the
-# preview runs of chapters 5 and 6, reused if they exist.
+# **Needs:** a CPU. It shows the recorded runs; it trains only when asked (the runs of
+# chapters 5 and 6, reused if they exist).
 
 # %%
 import pandas as pd
-from IPython.display import display
+from IPython.display import Markdown, display
 
 from coop_utils import book, plots
 from coop_utils.losses import sfsl_weight, subnetwork_loss
-from coop_utils.models import SCALING_FACTORS
 
 # %% tags=["parameters"]
 profile = "smoke"
@@ -37,10 +36,11 @@ device = "cpu"
 seed = 0
 run_root = "runs"
 results_root = "results"
+train = True
 dataset = "cifar100"
 
 # %%
-chapter = book.start_chapter(profile, device, seed, data_root, run_root, results_root)
+chapter = book.start_chapter(profile, device, seed, data_root, run_root, results_root, train)
 
 # %% [markdown]
 # ## The weights
@@ -65,74 +65,84 @@ weight_plot = plots.sfsl_weight_figure()
 # once: the gradient budget shifts towards the depths that lose most.
 
 # %% [markdown]
-# ## A short run with and without SFSL
+# ## With and without SFSL: the recorded runs
 #
-# The same cooperative run twice, differing only in `sfsl`. The run with SFSL is the main
-# cooperative run of its dataset (chapters 4 and 5 reuse it); the one without is chapter 6's
-# `no-sfsl` ablation.
+# The same cooperative run twice, differing only in `sfsl`: the main cooperative run of the
+# dataset (chapters 4 and 5) and chapter 6's `no-sfsl` ablation. The lines are the Teammates'
+# mean accuracy, averaged over the recorded seeds (the band: seaborn's 95 % interval over them).
 
 # %%
-configs = {
-    "with SFSL": chapter.config(dataset),
-    "without SFSL": chapter.ablation(dataset, "no-sfsl"),
-}
-runs = {label: chapter.train(config) for label, config in configs.items()}
-trained = all(run is not None for run in runs.values())
-
-# %%
-if trained:
-    by_depth = pd.concat(
-        plots.metrics_frame(run.metrics, run=label).query("network == 'teammate_mean'")
-        for label, run in runs.items()
-    )
+arms = {"with SFSL": "cooperative", "without SFSL": "cooperative-no-sfsl"}
+recorded_profile, recorded = book.recorded(chapter.results_root, dataset, list(arms.values()))
+display(Markdown(book.recorded_label(recorded, dataset)))
+by_depth = pd.concat(
+    book.seeds_frame(recorded, name).query("network == 'teammate_mean'").assign(run=label)
+    for label, name in arms.items()
+)
+if by_depth["run"].nunique() == len(arms):
     sfsl_plot = plots.accuracy_by_depth_figure(
-        by_depth,
-        f"Mean Teammate accuracy by depth, with and without SFSL ({dataset}, {profile})",
-        hue="run",
+        by_depth, f"Mean Teammate accuracy by depth, with and without SFSL ({dataset})", hue="run"
     )
+    display(book.accuracy_table(by_depth, index="run"))
 
 # %% [markdown]
 # SFSL is meant to lift the left of this curve, the shallow depths, at little cost on the
-# right; at smoke the two lines differ by noise only.
-
-# %%
-if trained:
-    table = by_depth.pivot(index="run", columns="s", values="top1").round(1)
-    table.columns = [f"s = {s:g}" for s in table.columns]
-    display(table)
-
-# %% [markdown]
+# right; chapter 6 judges whether the difference exceeds the spread between seeds.
+#
 # ## Which blocks the shallow sub-networks share
 #
 # At inference, a Teammate keeps the top $k_j - 1$ gateable blocks of each stage *by its
 # learned logits*. The same logits rank the blocks for every $s$, so the plans are nested: the
 # blocks of a shallow sub-network are a subset of those of every deeper one, and the shallowest
-# plan is the core that every depth shares.
+# plan is the core that every depth shares. The committed weights of the recorded runs (seed 0):
 
 # %%
-if trained:
-    systems = {label: book.load_system(run) for label, run in runs.items()}
-    gated = {
-        "with SFSL, Teammate 0": systems["with SFSL"].teammates[0],
-        "with SFSL, Teammate 1": systems["with SFSL"].teammates[1],
-        "without SFSL, Teammate 0": systems["without SFSL"].teammates[0],
-    }
-    plan_plot = plots.block_plan_figure(
-        plots.block_plan_frame(gated), f"Blocks kept by the learned gates ({dataset}, {profile})"
+gated = {
+    f"{label}, {network}": book.recorded_network(
+        chapter.results_root, recorded_profile, dataset, name, network
     )
+    for label, name in arms.items()
+    for network in ("teammate0", "teammate1")
+    if recorded_profile is not None
+}
+gated = {label: net for label, net in gated.items() if net is not None}
+if gated:
+    plan_plot = plots.block_plan_figure(
+        plots.block_plan_frame(gated), f"Blocks kept by the learned gates ({dataset})"
+    )
+    display(plots.nested_plans(gated))
+else:
+    display(Markdown("*No weights of these runs are committed yet (`results/weights/`).*"))
 
 # %% [markdown]
 # Each row is a depth; a dark cell is a block that runs. Rows only ever gain blocks going up,
-# and the two Teammates, trained from different initialisations, need not choose the same ones.
+# and two Teammates, trained from different initialisations, need not choose the same ones.
+#
+# ## Run it yourself
+#
+# The two runs at the profile of this build; a finished run is reused, never retrained.
 
-# %%
-if trained:
-    nested = {
-        label: all(
-            set(net.active_blocks(shallow)) <= set(net.active_blocks(deep))
-            for shallow, deep in zip(SCALING_FACTORS[:-1], SCALING_FACTORS[1:], strict=True)
-        )
-        for label, net in gated.items()
+# %% tags=["hide-input"]
+configs = {
+    "with SFSL": chapter.config(dataset),
+    "without SFSL": chapter.ablation(dataset, "no-sfsl"),
+}
+runs = chapter.train(configs)
+if len(runs) == len(configs):
+    live = pd.concat(
+        plots.metrics_frame(run.metrics, run=label).query("network == 'teammate_mean'")
+        for label, run in runs.items()
+    )
+    live_plot = plots.accuracy_by_depth_figure(
+        live, f"Mean Teammate accuracy by depth ({dataset}, {profile}, this build)", hue="run"
+    )
+    systems = {label: book.load_system(run) for label, run in runs.items()}
+    live_gated = {
+        f"{label}, teammate{i}": net
+        for label, system in systems.items()
+        for i, net in enumerate(system.teammates)
     }
-    shared = {label: net.active_blocks(min(SCALING_FACTORS)) for label, net in gated.items()}
-    display(pd.DataFrame({"plans nested": nested, "blocks every depth shares": shared}))
+    live_plan_plot = plots.block_plan_figure(
+        plots.block_plan_frame(live_gated), f"Blocks kept by the gates ({dataset}, {profile})"
+    )
+    display(plots.nested_plans(live_gated))

@@ -17,14 +17,14 @@
 # Teammates, their sub-networks at randomly drawn depths, and a Leader, trained together by
 # one optimizer on Tiny ImageNet {cite}`le2015tiny`: 200 classes of 64x64 images, twice the
 # side of CIFAR's, with the same network (its stem keeps the resolution, so every feature map
-# is twice as large). The chapter trains (or reuses) the run of the chosen profile, shows its
-# training curves and its accuracy at every depth, then the best recorded real run.
+# is twice as large). The chapter opens on the recorded runs' accuracy at every depth; *Run
+# it yourself* trains (or reuses) the run of a profile.
 #
-# **Needs:** smoke: a CPU, seconds, generated data. Preview: Tiny ImageNet in
-# `COOP_DATA_ROOT` (downloaded if missing) and a CPU. Full: a GPU (see *Reproducing*).
+# **Needs:** nothing to read it. To train: a CPU and Tiny ImageNet in `COOP_DATA_ROOT`
+# (downloaded if missing) at preview, a GPU at full.
 
 # %%
-from IPython.display import display
+from IPython.display import Markdown, display
 
 from coop_utils import book, plots
 
@@ -35,11 +35,33 @@ device = "cpu"
 seed = 0
 run_root = "runs"
 results_root = "results"
+train = True
 
 # %%
-chapter = book.start_chapter(profile, device, seed, data_root, run_root, results_root)
+chapter = book.start_chapter(profile, device, seed, data_root, run_root, results_root, train)
 dataset = "tiny-imagenet"
 networks = ["teammate0", "teammate1", "teammate_mean", "leader"]
+
+# %% [markdown]
+# ## Accuracy at every depth
+#
+# The recorded cooperative runs on this dataset (full before preview), each Teammate, their
+# mean and the Leader; with several seeds, the line is their mean and the band seaborn's 95 %
+# interval over them.
+
+# %%
+recorded_profile, recorded = book.recorded(chapter.results_root, dataset, ["cooperative"])
+display(Markdown(book.recorded_label(recorded, dataset)))
+frame = book.seeds_frame(recorded).query("network in @networks")
+if not frame.empty:
+    accuracy_plot = plots.accuracy_by_depth_figure(
+        frame, f"Test accuracy by depth, recorded {recorded_profile} runs ({dataset})"
+    )
+    display(book.accuracy_table(frame))
+
+# %% [markdown]
+# Each Teammate is one network evaluated at nine depths; the Leader exists at full depth
+# only. The claim under test is that the curves stay flat as $s$ shrinks.
 
 # %% [markdown]
 # ## The objective
@@ -50,26 +72,27 @@ networks = ["teammate0", "teammate1", "teammate_mean", "leader"]
 # $w(s) = 1/s$ (chapter 3). Only the data differ.
 
 # %% [markdown]
-# ## Training at the chosen profile
+# ## Run it yourself
 #
 # The configuration comes from `params/<profile>.yaml`. A finished run with the same
 # configuration is reused from the run store, an interrupted one resumes.
 
-# %%
+# %% tags=["hide-input"]
 config = chapter.config(dataset)
-book.config_table(config)
+display(book.config_table(config))
+run = chapter.train({"cooperative": config}).get("cooperative")
 
-# %%
-run = chapter.train(config)
+# %% tags=["hide-input"]
 if run is not None:
-    status = "reused" if run.reused else "trained"
-    print(f"{status}: {run.directory}, {run.wall_time_s:.0f} s of training")
-
-# %%
-if run is not None:
+    print(f"{'reused' if run.reused else 'trained'}: {run.directory}, {run.wall_time_s:.0f} s")
     curves = plots.training_curves_figure(
         {"cooperative": run.log}, f"Training the cooperative system ({dataset}, {profile})"
     )
+    live = plots.metrics_frame(run.metrics).query("network in @networks")
+    live_plot = plots.accuracy_by_depth_figure(
+        live, f"Test accuracy by depth, this build's run ({dataset}, {profile})"
+    )
+    display(book.accuracy_table(live))
 
 # %% [markdown]
 # The loss sums every term of the objective (the Leader, two Teammates and their sub-networks),
@@ -77,34 +100,3 @@ if run is not None:
 # look for. It can jump from one epoch to the next: each epoch draws new scaling factors, and
 # SFSL weighs a sub-network's terms by $1/s$, so an epoch that draws $s = 0.2$ counts them
 # five times.
-
-# %% [markdown]
-# ## Accuracy at every depth
-
-# %%
-if run is not None:
-    frame = plots.metrics_frame(run.metrics).query("network in @networks")
-    accuracy_plot = plots.accuracy_by_depth_figure(
-        frame, f"Test accuracy by depth, each Teammate, their mean and the Leader ({profile})"
-    )
-
-# %% [markdown]
-# Each Teammate is one network evaluated at nine depths; the Leader exists at full depth
-# only. The claim under test is that the curves stay flat as $s$ shrinks.
-
-# %%
-if run is not None:
-    display(book.accuracy_table(frame))
-
-# %% [markdown]
-# ## Recorded results
-#
-# The best recorded real run on this dataset (full before preview), whatever profile this
-# page was executed at:
-
-# %%
-recorded = book.show_recorded_run(chapter.results_root, dataset, networks)
-
-# %% [markdown]
-# A recorded curve is the evidence that chapter 7's verdict reads; its label says on what
-# hardware, when, and at which profile it was measured.

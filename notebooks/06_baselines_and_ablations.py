@@ -20,11 +20,10 @@
 # backbone, recipe and data; exit methods carry heads of their own, so they are compared at
 # measured cost as well as at nominal depth.
 #
-# **Needs:** smoke: a CPU, under a minute. Preview: a CPU and about as many preview runs as
-# methods listed below. Full: a GPU.
+# **Needs:** nothing to read it: it opens on the recorded runs. *Run it yourself* trains one
+# run per method listed there (a preview run each at preview).
 
 # %%
-import pandas as pd
 from IPython.display import Markdown, display
 
 from coop_utils import book, plots, verdict
@@ -38,14 +37,64 @@ device = "cpu"
 seed = 0
 run_root = "runs"
 results_root = "results"
+train = True
 dataset = "cifar100"
 ablations = ["no-sfsl", "no-leader", "no-mutual"]
 
 # %%
-chapter = book.start_chapter(profile, device, seed, data_root, run_root, results_root)
+chapter = book.start_chapter(profile, device, seed, data_root, run_root, results_root, train)
 
 # %% [markdown]
-# ## The baselines
+# ## Accuracy against depth, FLOPs and latency
+#
+# Every method of the recorded runs on this dataset (full before preview), each shown through
+# one network of seed 0: the deployed Teammate (chosen on validation data) for the cooperative
+# method, the only network for the others.
+
+# %%
+recorded_profile, recorded = book.recorded(chapter.results_root, dataset)
+display(Markdown(book.recorded_label(recorded, dataset)))
+if "cooperative" in recorded:
+    book.show_comparison(recorded, f"recorded {recorded_profile} runs, {dataset}")
+
+# %% [markdown]
+# Read across the three panels: a method ahead at equal depth may fall behind at equal FLOPs or
+# latency, because exits add heads and the independent networks are separate models.
+#
+# The second figure and table compare each exit below full depth with the cooperative
+# network's deployed Teammate at the exit's measured FLOPs (means over the seeds), its accuracy
+# interpolated linearly on measured FLOPs between its own depths, and only inside the range it
+# was measured over: an exit cheaper than its shallowest depth is listed, not compared. A cross
+# above its dot is a depth where the cooperative network is more accurate at the same cost.
+
+# %% [markdown]
+# ## What each part of the method is worth
+#
+# Each ablation removes one part and is compared on the accuracy of the Teammates it shares with
+# the full method; `shared-bn` removes the per-depth batch-norm statistics, and
+# `sfsl-normalised` is a control that keeps SFSL's $1/s$ shape but rescales the weights to mean
+# 1 over the drawn factors, which separates "shallow sub-networks weigh more" from "the
+# sub-network terms weigh more in total". A variant's run of a seed is paired with the full
+# method's run of that seed: the Teammates are built first and in the same order, so they share
+# their initialisation, their data order and the drawn scaling factors. The band shows how far
+# two runs of the full method that differ only in their seed land apart: a gap smaller than the
+# band has not been shown to matter.
+
+# %%
+if "cooperative" in recorded:
+    ablation_plot = plots.ablation_figure(
+        plots.ablation_frame(recorded), f"Ablations, recorded {recorded_profile} runs ({dataset})"
+    )
+    display(book.verdict_html(verdict.component_rows(verdict.claim_table({dataset: recorded}))))
+
+# %% [markdown]
+# The verdicts follow the rules of {doc}`00_does_it_replicate` (click a claim for its rule):
+# a difference and its 95 % t-interval, paired by seed between the cooperative variants (when
+# their code digests match), unpaired (Welch) against the exit baselines, and "inconclusive
+# (n < 3)" with fewer than 3 runs in an arm, whatever the mean.
+
+# %% [markdown]
+# ## The methods
 #
 # **Independent**: one plain network per distinct depth plan of the grid
 # $s \in \{0.2, \dots, 1\}$ (3 on ResNet-20, 5 on ResNet-32, 8 on ResNet-56), each trained
@@ -87,13 +136,12 @@ book.show_source(byot_loss)
 book.show_source(ExitSystem.forward)
 
 # %% [markdown]
-# ## The runs
+# ## Run it yourself
 #
-# The cooperative run and its `no-sfsl` ablation are those of chapters 3 to 5, reused. Each
-# method is shown through one network: the deployed Teammate (chosen on validation data) for
-# the cooperative variants, the only network for the others.
+# One run per method and ablation at the profile of this build; the cooperative run and its
+# `no-sfsl` ablation are those of chapters 3 to 5, reused.
 
-# %%
+# %% tags=["hide-input"]
 configs = {
     "cooperative": chapter.config(dataset),
     "independent": chapter.config(dataset, method="independent"),
@@ -101,125 +149,6 @@ configs = {
     "BranchyNet": chapter.config(dataset, method="branchynet"),
 }
 configs |= {f"cooperative, {name}": chapter.ablation(dataset, name) for name in ablations}
-runs = {label: chapter.train(config) for label, config in configs.items()}
-finished = {label: run for label, run in runs.items() if run is not None}
-pd.DataFrame(
-    [
-        {"method": label, "reused": run.reused, "training (s)": round(run.wall_time_s, 1)}
-        for label, run in finished.items()
-    ]
-).set_index("method")
-
-# %% [markdown]
-# ## Accuracy against depth, FLOPs and latency
-
-# %%
-if finished:
-    frame = pd.concat(book.method_frame(run.metrics, label) for label, run in finished.items())
-    comparison_plot = plots.method_comparison_figure(
-        frame, f"Every method at every depth it offers ({dataset}, {profile} profile)"
-    )
-
-# %% [markdown]
-# Read across the three panels: a method ahead at equal depth may fall behind at equal FLOPs or
-# latency, because exits add heads and the independent networks are separate models.
-
-# %%
-if finished:
-    display(plots.comparison_table(frame))
-
-# %% [markdown]
-# ## At equal measured cost
-#
-# Exits and the cooperative network's depths do not fall at the same FLOPs. Each exit below
-# full depth is compared with the cooperative network's deployed Teammate at the exit's
-# measured FLOPs, its accuracy interpolated linearly on measured FLOPs between its own depths,
-# and only inside the range it was measured over: an exit cheaper than its shallowest depth is
-# listed, not compared. Absolute accuracy stands beside the drop from full depth, because a
-# small drop alone would reward a weak full-depth network.
-
-# %%
-names = {"cooperative": "cooperative", "BYOT": "byot", "BranchyNet": "branchynet"}
-own = {
-    name: {"metrics": finished[label].metrics} for label, name in names.items() if label in finished
-}
-matched = verdict.matched_cost_table(own)
-if not matched.empty:
-    matched_plot = plots.matched_cost_figure(
-        matched, f"Exits and the cooperative network at equal FLOPs ({dataset}, {profile})"
-    )
-    display(matched.set_index(["method", "exit (share of blocks)"]))
-
-# %% [markdown]
-# A cross above its dot is a depth where the cooperative network is more accurate than the exit
-# at the same cost; exits without a cross fall outside the measured range and are not scored.
-
-# %% [markdown]
-# ## Recorded results
-#
-# The same comparison from the best recorded real runs on this dataset, full before preview.
-# Each method is shown through seed 0; the seeds of the cooperative run appear below, where
-# their spread matters.
-
-# %%
-recorded_profile, recorded = book.best_recorded_profile(chapter.results_root, dataset)
-baseline_names = ("cooperative", "independent", "byot", "branchynet")
-if recorded_profile is None:
-    display(Markdown(book.no_recorded_note(dataset, "any method")))
-else:
-    display(Markdown(book.recorded_label(recorded_profile, recorded)))
-    recorded_frame = pd.concat(
-        book.method_frame(recorded[name]["metrics"], name)
-        for name in baseline_names
-        if name in recorded
-    )
-    recorded_plot = plots.method_comparison_figure(
-        recorded_frame, f"Recorded {recorded_profile} runs ({dataset})"
-    )
-    display(plots.comparison_table(recorded_frame))
-
-# %% [markdown]
-# The recorded exits at equal measured FLOPs, means over the recorded seeds: these are the
-# numbers the two exit-baseline claims below are judged on.
-
-# %%
-if recorded_profile is not None:
-    recorded_matched = verdict.matched_cost_table(recorded)
-    if not recorded_matched.empty:
-        recorded_matched_plot = plots.matched_cost_figure(
-            recorded_matched, f"At equal FLOPs, recorded {recorded_profile} runs ({dataset})"
-        )
-        display(recorded_matched.set_index(["method", "exit (share of blocks)"]))
-
-# %% [markdown]
-# ## What each part of the method is worth
-#
-# Each ablation removes one part and is compared on the accuracy of the Teammates it shares with
-# the full method; `shared-bn` removes the per-depth batch-norm statistics, and
-# `sfsl-normalised` is a control that keeps SFSL's $1/s$ shape but rescales the weights to mean
-# 1 over the drawn factors, which separates "shallow sub-networks weigh more" from "the
-# sub-network terms weigh more in total". A variant's run of a seed is paired with the full
-# method's run of that seed: the Teammates are built first and in the same order, so they share
-# their initialisation, their data order and the drawn scaling factors. With two or more seeds
-# of the full method, the band shows how far two runs that differ only in their seed land apart:
-# a gap smaller than the band has not been shown to matter.
-
-# %%
-if recorded_profile is not None:
-    ablation_plot = plots.ablation_figure(
-        plots.ablation_frame(recorded), f"Ablations, recorded {recorded_profile} runs ({dataset})"
-    )
-
-# %% [markdown]
-# The verdicts below are computed from the same files by the rules of chapter 7 (which also
-# judges the remaining claims). Each row gives a difference and its 95 % t-interval, with the
-# degrees of freedom its seeds give: paired by seed between the cooperative variants (when their
-# code digests match), unpaired (Welch) against the exit baselines. No run counts as less noisy
-# than the binomial error of the test set, whose size the evidence column states. With fewer
-# than 3 runs in an arm a row says "inconclusive (n < 3)", whatever its mean: with 2 seeds the
-# interval is 12.7 standard errors wide.
-
-# %%
-if recorded_profile is not None:
-    parts = verdict.component_rows(verdict.claim_table({dataset: recorded}))
-    display(parts.set_index("claim")[["measured", "verdict", "rule", "evidence"]])
+finished = chapter.train(configs)
+if "cooperative" in finished:
+    book.show_comparison(book.as_summaries(finished), f"this build, {dataset}, {profile}")

@@ -29,3 +29,31 @@ def built(tmp_path_factory):
     report = smoke_book(tmp_path_factory)
     assert report["build_returncode"] == 0, report["build_output"][-5000:]
     return Path(report["root"]) / "_build" / "html"
+
+
+@pytest.fixture(scope="session")
+def reader_built(tmp_path_factory):
+    """The reader's book (``make book``: the committed results and weights, nothing trained),
+    built with warnings as errors into a temporary folder; ``COOP_TEST_READER_BOOK=<folder>``
+    keeps it between sessions."""
+    from coop_utils import book
+
+    folder = Path(
+        os.environ.get("COOP_TEST_READER_BOOK", tmp_path_factory.getbasetemp() / "reader-book")
+    )
+    html = folder / "root" / "_build" / "html"
+    if not (html / "book" / "index.html").exists():
+        report = book.build_book(
+            "preview",
+            overrides={
+                "run_root": str(folder / "runs"),
+                "results_root": str(book.REPO_ROOT / "results"),
+            },
+            book_root=folder / "root",
+            echo=lambda line: None,
+            capture_build=True,
+        )
+        errors = [f"{c.name}: {c.error}" for c in report.chapters if c.error]
+        assert not errors, errors
+        assert report.build_returncode == 0, report.build_output[-5000:]
+    return html

@@ -1,4 +1,4 @@
-"""Every page of the built smoke book in headless Chromium, offline.
+"""Every page of the reader's book (what `make book` builds) in headless Chromium, offline.
 
 Each page is opened from ``file://`` with every other request failed (the DevTools ``Fetch``
 domain intercepts them, and DNS resolves nothing), so a page that needs a CDN fails. On each
@@ -71,7 +71,8 @@ def built_pages(html: Path) -> set[str]:
     }
 
 
-def test_every_page_of_the_build_is_checked(built):
+def test_every_page_of_the_build_is_checked(reader_built):
+    built = reader_built
     pages = built_pages(built)
     # index.html at the top is Jupyter Book's redirect to the root page, which is checked
     redirect = (built / "index.html").read_text()
@@ -371,7 +372,10 @@ def test_raw_tex_is_told_from_prices_and_code_free_text():
 
 @needs_chromium
 @pytest.mark.parametrize("page", PAGES)
-def test_the_page_renders_offline_with_images_maths_and_no_console_error(browser, built, page):
+def test_the_page_renders_offline_with_images_maths_and_no_console_error(
+    browser, reader_built, page
+):
+    built = reader_built
     path = built / page
     assert path.is_file(), f"{page} was not built"
     browser.open(path.as_uri())

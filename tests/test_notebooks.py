@@ -13,6 +13,7 @@ from pathlib import Path
 import jupytext
 import nbformat
 import pytest
+import torch
 
 from coop_utils import book, verdict
 from coop_utils.runs import write_benchmark
@@ -94,11 +95,13 @@ def test_chapter_executes_at_smoke(executed, name):
     assert not [o for o in outputs(notebook) if o.get("output_type") == "error"]
     first = next(o for o in outputs(notebook))
     assert SMOKE_NOTE in first["data"]["text/html"], "the first output must say: not results"
-    assert outputs(notebook, "image/png"), f"{name} draws no figure"
+    if name != "00_does_it_replicate":  # which draws only recorded results, none at smoke
+        assert outputs(notebook, "image/png"), f"{name} draws no figure"
     injected = next(
         c for c in notebook.cells if "injected-parameters" in c.metadata.get("tags", [])
     )
-    assert 'profile = "smoke"' in injected.source
+    assert 'profile = "smoke"' in injected.source and "train = True" in injected.source
+    assert "remove-cell" in injected.metadata.tags
 
 
 def test_chapter_timings_are_kept_as_an_artifact(executed):
@@ -136,45 +139,87 @@ def test_a_reexecuted_chapter_reuses_its_finished_run(executed, tmp_path):
     assert "reused:" in text_of(nbformat.read(result.output, as_version=4))
 
 
-def test_result_chapters_show_recorded_runs_and_compute_the_verdict(executed, tmp_path):
-    """With preview summaries in results/, chapter 4 shows them labelled and chapter 7's verdict
-    is computed from them instead of pending (the smoke summaries, relabelled, stand in)."""
+def fabricate_results(root: Path, names: set[str] | None = None) -> dict:
+    """Made-up preview summaries on Tiny ImageNet (``test_verdict``'s, 3 seeds of every arm; only
+    ``names`` if given), recorded as the campaign records them, with the committed weights of
+    the cooperative runs' Teammates (random, fp16) and the benchmark records."""
+    from test_verdict import summaries
+
+    from coop_utils import export
+    from coop_utils.config import campaign, load_config
+    from coop_utils.evaluate import calibrate_batchnorm
+    from coop_utils.gating import add_gate
+    from coop_utils.models import build_model
+    from coop_utils.runs import results_path
+
+    hashes = {}
+    for overrides in campaign("preview"):
+        config = load_config("preview", **overrides)
+        hashes[results_path(config).stem] = config.hash()
+    chosen = {n: s for n, s in summaries(seeds=3).items() if names is None or n in names}
+    for name, summary in chosen.items():
+        summary["config"] |= {"dataset": "tiny-imagenet", "epochs": 6, "num_classes": 100}
+        summary |= {"config_hash": hashes.get(name, "not in the campaign"), "code_digest": "d1"}
+        path = root / "preview" / "tiny-imagenet" / f"{name}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(summary))
+    config = load_config("preview")
+    for name in {"cooperative", "cooperative-no-sfsl"} & set(chosen):
+        for network in ("teammate0", "teammate1"):
+            net = build_model("resnet20", num_classes=100, image_size=32)
+            add_gate(net)
+            calibrate_batchnorm(net.eval(), [torch.randn(8, 3, 32, 32)])
+            target = root / "weights" / "preview" / "tiny-imagenet" / name / f"{network}.pt"
+            export.save_network(net, target, config, network, half=True)
+    record_benchmarks(root / "benchmarks")
+    samples = book.REPO_ROOT / "results" / "samples"
+    shutil.copytree(samples, root / "samples")
+    return chosen
+
+
+READER_CHAPTERS = ["00", "03", "05", "06", "07"]
+
+
+@pytest.mark.parametrize("recorded", ["none", "some"])
+def test_the_readers_book_shows_recorded_results_and_trains_nothing(tmp_path, recorded):
+    """The reader's book (no --train) with no result recorded, then with part of the campaign
+    (made-up summaries and weights): every chapter executes, trains nothing, says how much of
+    the campaign is recorded, shows the recorded runs and computes the verdict from them."""
     results = tmp_path / "results"
-    for path in (book.resolve_path(executed["results_root"]) / "smoke").glob("*/*.json"):
-        summary = json.loads(path.read_text())
-        summary["config"]["profile"] = "preview"
-        target = results / "preview" / path.parent.name / path.name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(json.dumps(summary))
-    record_benchmarks(results / "benchmarks")
-    parameters = {
-        "profile": "smoke",
-        "run_root": executed["run_root"],
-        "results_root": str(results),
-    }
+    some = {"cooperative", "cooperative-seed1", "cooperative-no-sfsl", "independent", "byot"}
+    chosen = fabricate_results(results, some) if recorded == "some" else {}
+    report = book.build_book(
+        "preview",
+        chapters=READER_CHAPTERS,
+        overrides={"run_root": str(tmp_path / "runs"), "results_root": str(results)},
+        book_root=tmp_path / "root",
+        build=False,
+        echo=lambda line: None,
+    )
     texts = {}
-    for name in ("04_cooperative_cifar100", "07_cost_adaptive_inference"):
-        result = book.execute_chapter(
-            book.NOTEBOOKS_DIR / f"{name}.py", tmp_path / f"{name}.ipynb", parameters
-        )
-        assert result.error is None, result.error
-        texts[name] = text_of(nbformat.read(result.output, as_version=4))
-    assert "Recorded run:" in texts["04_cooperative_cifar100"]
-    assert "preview profile" in texts["04_cooperative_cifar100"]
-    assert "Verdict pending" not in texts["07_cost_adaptive_inference"]
-    # one seed of every arm: nothing but the benchmark check may hold or fail, and the claims
-    # with both arms recorded say so for want of seeds
-    expected = verdict.tally(verdict.replication_verdicts(results))
-    assert "(0 withheld). Holds: 1; does not hold: 0;" in expected
-    assert "of which n < 3: 0." not in expected
-    assert expected in texts["07_cost_adaptive_inference"]
-    assert "Where we disagree with the paper" in texts["07_cost_adaptive_inference"]
-    assert "every arm needs at least 3 seeds" in texts["07_cost_adaptive_inference"]
-    # the performance section reads the three benchmark records
-    assert "Not recorded yet" not in texts["07_cost_adaptive_inference"]
-    assert texts["07_cost_adaptive_inference"].count("Measured on") == 3
-    assert "BatchLoader, 2 torch thread(s)" in texts["07_cost_adaptive_inference"]
-    shutil.rmtree(results)
+    for chapter in report.chapters:
+        assert chapter.error is None, chapter.error
+        notebook = nbformat.read(chapter.output, as_version=4)
+        texts[chapter.name[:2]] = text_of(notebook)
+        assert SMOKE_NOTE not in texts[chapter.name[:2]]
+        hidden = [
+            c
+            for c in notebook.cells
+            if {"parameters", "injected-parameters"} & set(c.metadata.get("tags", []))
+        ]
+        assert len(hidden) == 2 and all("remove-cell" in c.metadata["tags"] for c in hidden)
+    assert not (tmp_path / "runs").exists(), "the reader's book trained something"
+    assert f"{len(chosen)} of 30 preview campaign runs recorded so far" in texts["00"]
+    if recorded == "none":
+        assert "Verdict pending" in texts["00"] and "No run on tiny-imagenet" in texts["05"]
+        return
+    assert verdict.tally(verdict.replication_verdicts(results)) in texts["00"]
+    assert "Still to come: `cooperative-shared-bn`" in texts["00"]
+    for number in ("00", "03", "05", "06", "07"):
+        assert "Recorded preview runs on tiny-imagenet" in texts[number] or number == "00"
+    assert "cooperative` (2 seeds)" in texts["05"]
+    assert "true classes: 0: Egyptian cat" in texts["07"]
+    assert "This build trains nothing" in texts["06"]
 
 
 def record_benchmarks(folder):

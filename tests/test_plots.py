@@ -148,6 +148,34 @@ def test_accuracy_and_comparison_figures():
     assert_titled_and_labelled(plots.frontier_figure(methods, "frontier"))
 
 
+def test_headline_figure_draws_each_method_with_its_seed_interval():
+    def summary(seed, metrics):
+        return {"config": {"seed": seed}, "metrics": metrics}
+
+    summaries = {
+        "cooperative": summary(0, fake_metrics()),
+        "cooperative-seed1": summary(1, fake_metrics(base=52.0)),
+        "byot": summary(0, fake_metrics(("byot",), base=40)),
+        "cooperative-no-sfsl": summary(0, fake_metrics(base=10)),  # an ablation: not drawn
+    }
+    figure = plots.headline_figure(summaries, "headline")
+    assert_titled_and_labelled(figure)
+    labels = figure.axes[0].get_legend_handles_labels()[1]
+    assert labels == ["byot (1 seed)", "cooperative (2 seeds)"]
+    bars = [c for c in figure.axes[0].containers if c.has_yerr]
+    cooperative = bars[1].lines[2][0].get_segments()  # the error bars of the 2-seed method
+    half = (cooperative[0][1][1] - cooperative[0][0][1]) / 2
+    assert half == pytest.approx(12.706 * 2 / 2**0.5 / 2**0.5, rel=1e-3)  # t(1) * sd / sqrt(2)
+
+
+def test_nested_plans_of_a_gated_network():
+    net = build_model("resnet20", 10, 32)
+    add_gate(net)
+    table = plots.nested_plans({"gated": net})
+    assert bool(table.loc["gated", "plans nested"])
+    assert table.loc["gated", "blocks every depth shares"] == sorted(net.active_blocks(0.2))
+
+
 def test_budget_figure():
     budgets = pd.DataFrame(
         {"budget_pct": [30, 60, 100], "s": [0.2, 0.5, 1.0], "top1": [50, 60, 70]}

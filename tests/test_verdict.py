@@ -352,10 +352,11 @@ def test_verdicts_read_the_best_recorded_profile_and_never_smoke(tmp_path):
     table = verdict.replication_verdicts(tmp_path)
     assert table["evidence"].iloc[1:].str.startswith("preview").all()
     assert table.iloc[0]["verdict"] == "holds"  # the benchmark record was read
-    assert book.best_recorded(tmp_path, "cifar100").profile == "preview"
-    assert book.best_recorded(tmp_path, "tiny-imagenet") is None
-    profile, found = book.best_recorded_profile(tmp_path, "cifar100")
+    assert book.recorded(tmp_path, "tiny-imagenet") == (None, {})
+    profile, found = book.recorded(tmp_path, "cifar100")
     assert profile == "preview" and "byot" in found
+    profile, found = book.recorded(tmp_path, "cifar100", ["cooperative"])
+    assert profile == "preview" and list(found) == ["cooperative"]
 
 
 def test_the_deployed_teammate_is_chosen_on_validation_accuracy():

@@ -1,0 +1,127 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Does it replicate?
+#
+# The answer first: each claim of *Cooperative Learning for Cost-Adaptive Inference*
+# {cite}`fang2023cooperative`, our number with its 95 % interval, and the verdict, all computed
+# from the recorded result files; then every method's accuracy against its cost; then a short
+# report in the manner of the ML Reproducibility Challenge. The chapters that follow explain
+# each part and show the runs behind these numbers.
+
+# %% tags=["remove-input"]
+from IPython.display import Markdown, display
+
+from coop_utils import book, plots, verdict
+
+# %% tags=["parameters"]
+profile = "smoke"
+data_root = None
+device = "cpu"
+seed = 0
+run_root = "runs"
+results_root = "results"
+train = True
+comparable_margin_pts = 2.0
+
+# %% tags=["remove-input"]
+chapter = book.start_chapter(profile, device, seed, data_root, run_root, results_root, train)
+display(Markdown(book.progress_note(chapter.results_root)))
+verdicts = verdict.replication_verdicts(chapter.results_root, margin=comparable_margin_pts)
+recorded = verdict.best_summaries(chapter.results_root)
+
+# %% [markdown]
+# ## The verdicts at a glance
+#
+# Each row compares two arms of runs: the difference of their means, with its 95 % t-interval
+# from the spread between seeds (never narrower than the binomial noise of the test set). A
+# claim holds when the whole interval lies on the claimed side, does not hold when it lies on
+# the other, and stays inconclusive otherwise, or with fewer than 3 runs in an arm. Click a
+# claim for its exact rule and the runs behind it.
+
+# %% tags=["remove-input"]
+if verdicts is None:
+    display(Markdown(verdict.PENDING_NOTE))
+else:
+    display(Markdown(f"**{verdict.tally(verdicts)}**"))
+    display(book.verdict_html(verdicts))
+
+# %% [markdown]
+# :::{dropdown} How the verdicts are computed
+# - A claim is a difference between two arms of runs, reported with its **95 % t-interval**,
+#   whose degrees of freedom come from the seeds.
+# - **Fewer than 3 runs in an arm: "inconclusive (n < 3)"**, whatever the mean. With 2 seeds
+#   (1 degree of freedom) the 95 % multiplier is 12.7 standard errors, not 2.
+# - Runs are **paired by seed** only where they share their initialisation and data order (the
+#   Teammates across the cooperative variants) and ran the same code (equal code digests).
+#   Across methods the arms are unpaired (Welch's interval).
+# - No run counts as less noisy than the **binomial error of its test set**.
+# - Exit baselines are compared **at equal measured FLOPs**: the deployed Teammate's accuracy is
+#   interpolated on measured FLOPs inside its measured range only.
+# - "Depth cuts the cost" reads the depth-cost benchmark measured on a quiet machine: it checks
+#   the implementation and replicates nothing.
+# - "Comparable" means within a margin of 2 points (see {doc}`../open-decisions`).
+# :::
+
+# %% [markdown]
+# ## Accuracy against cost, every method
+#
+# The headline comparison: what each method buys in accuracy for its forward cost. The
+# cooperative network is one trained network at every depth; the independent networks are one
+# network per depth; BYOT and BranchyNet exit early from one network with heads of their own.
+
+# %% tags=["remove-input"]
+for dataset, summaries in recorded.items():
+    display(Markdown(book.recorded_label(summaries, dataset)))
+    headline = plots.headline_figure(
+        summaries, f"Test accuracy against forward cost ({dataset}; bars: 95 % over seeds)"
+    )
+if not recorded:
+    display(Markdown(book.recorded_label({}, "any dataset")))
+
+# %% [markdown]
+# A point above and to the left of another is better on both counts. Bars that overlap do not
+# separate two methods: the verdicts above say which differences the seeds can support.
+
+# %% [markdown]
+# ## Reproducibility report
+#
+# **Scope.** We test the paper's claims that one cooperatively trained network offers every
+# depth from 20 % to 100 % of its residual blocks with accuracy comparable to a network trained
+# for that depth alone; that it degrades more smoothly than BYOT {cite}`zhang2019byot` and
+# BranchyNet {cite}`teerapittayanon2016branchynet` and is more accurate at equal cost; that
+# each part of the method (the Leader, mutual distillation, the Scaling Factor Sensitive Loss,
+# a second Teammate, learned gating) helps; and that a shallower depth costs less at inference.
+# We do so at a CPU-sized scale (ResNet-20, 100 Tiny ImageNet classes at 32 px, 6 epochs, 3
+# seeds per arm), far from the paper's ResNet-152 and 200 epochs.
+
+# %% tags=["remove-input"]
+if verdicts is not None:
+    display(Markdown(f"**What we found.** {verdict.tally(verdicts)}"))
+    display(Markdown(verdict.discussion(verdicts, recorded)))
+else:
+    display(Markdown("**What we found.** Nothing yet: no cooperative run is recorded."))
+
+# %% [markdown]
+# **What was easy.** The depth plans, the gates and the losses follow directly from the
+# paper's equations, and skipping a block really saves its cost (chapter 1 counts the blocks
+# that run; the depth-cost benchmark times them).
+#
+# **What was hard.** The paper leaves the training recipe of the baselines and several
+# details of the method open, and its scale is out of reach of a CPU: every claim here is
+# judged on short schedules where networks are far from convergence and two seeds of one
+# method land as far apart as the effects sought, hence three seeds per arm and the
+# statistics above.
+#
+# **What we could not decide.** Where the paper is silent we made a choice and recorded it:
+# see {doc}`../open-decisions` for each, with the evidence where a pilot run decided it.
