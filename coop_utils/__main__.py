@@ -51,6 +51,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _results(args: argparse.Namespace) -> int:
+    from coop_utils.export import record_run_files
     from coop_utils.runs import code_digest, results_path
     from coop_utils.training import train
 
@@ -66,6 +67,8 @@ def _results(args: argparse.Namespace) -> int:
         print(f"run {number}/{len(planned)}: {name}", flush=True)
         run = train(config, progress=not args.quiet, reuse_stale=args.reuse_stale)
         print(f"  {'reused' if run.reused else 'finished'}: {run.summary_path}", flush=True)
+        for path in record_run_files(run):
+            print(f"  recorded {path}", flush=True)
     return 0
 
 

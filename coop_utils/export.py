@@ -14,6 +14,7 @@ import copy
 import importlib.util
 import json
 import re
+import shutil
 import statistics
 import time
 import warnings
@@ -304,3 +305,35 @@ def save_network(
     }
     runs.save_checkpoint(Path(path), {"config": config.to_dict(), "network": name, "state": state})
     return Path(path)
+
+
+#: the methods whose seed-0 networks the book shows, so their weights are recorded with the results
+SHOWN_METHODS = ("cooperative", "independent", "byot", "branchynet")
+
+
+def record_run_files(run) -> list[Path]:
+    """Beside a finished campaign run's summary: its per-epoch log
+    (``<profile>/<dataset>/logs/<name>.csv``) and, for seed 0 of a shown method without an
+    ablation, each network's fp16 weights (``weights/<profile>/<dataset>/<name>/<net>.pt``)."""
+    from coop_utils.training import load_system
+
+    config, summary = run.config, Path(run.summary_path)
+    written = []
+    log = Path(run.directory) / "log.csv"
+    if log.exists():
+        target = summary.parent / "logs" / f"{summary.stem}.csv"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(log, target)
+        written.append(target)
+    if config.seed == 0 and not config.variant and config.method in SHOWN_METHODS:
+        nets: list[tuple[str, nn.Module]] = []
+        for name, net, _ in load_system(run).evaluations():
+            if all(net is not other for _, other in nets):
+                nets.append((name, net))
+        names = [name for name, _ in nets]
+        folder = Path(config.results_root) / "weights" / config.profile / config.dataset
+        for index, (name, net) in enumerate(nets):
+            label = name if names.count(name) == 1 else f"{name}{names[:index].count(name)}"
+            path = folder / summary.stem / f"{label}.pt"
+            written.append(save_network(net, path, config, label, half=True))
+    return written

@@ -2,6 +2,7 @@
 and its TorchScript and ONNX files, written by the library or by the command, load back equal."""
 
 import copy
+import dataclasses
 import importlib.util
 import re
 import shutil
@@ -281,3 +282,24 @@ def test_a_weights_file_of_one_network_exports_like_its_run(smoke_run, tmp_path,
     assert run_export(bare, "--s", 0.5, "-o", tmp_path / "c.pt") == 2
     assert "--shared-bn" in capsys.readouterr().err
     assert run_export(bare, "--s", 0.5, "-o", tmp_path / "c.pt", "--shared-bn") == 0
+
+
+def test_a_finished_campaign_run_records_its_log_and_seed_zero_weights(smoke_run):
+    run, system = smoke_run
+    written = export.record_run_files(run)
+    log, *weights = written
+    assert (
+        log.name == "cooperative.csv" and log.read_text() == (run.directory / "log.csv").read_text()
+    )
+    assert sorted(path.name for path in weights) == ["leader.pt", "teammate0.pt", "teammate1.pt"]
+    for path in weights:
+        assert path.stat().st_size < 2_000_000
+        state = torch.load(path, weights_only=True)
+        assert all(v.dtype != torch.float32 for v in state["state"].values())
+    loaded, name, _ = export.load_network(next(p for p in weights if p.stem == "teammate0"))
+    images = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():  # fp16 weights: the same network within half precision
+        gap = (loaded(images, s=0.5) - system.teammates[0](images, s=0.5)).abs().max()
+    assert name == "teammate0" and gap < 0.05
+    seed1 = dataclasses.replace(run, config=run.config.replace(seed=1))
+    assert [path.suffix for path in export.record_run_files(seed1)] == [".csv"]  # no weights
