@@ -15,6 +15,7 @@ runs. The chapters call the helpers of the first half of this module.
 from __future__ import annotations
 
 import argparse
+import csv
 import datetime
 import html
 import inspect
@@ -462,9 +463,6 @@ def as_summaries(finished: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
 def show_comparison(summaries: Mapping[str, Summary], what: str) -> None:
     """Every method of ``summaries`` (seed 0) at every depth against depth, FLOPs and latency,
     as a figure and a table, then the exit baselines at equal measured FLOPs."""
-    import matplotlib.pyplot as plt
-    from IPython.display import display
-
     from coop_utils import plots
     from coop_utils.verdict import matched_cost_table
 
@@ -476,10 +474,86 @@ def show_comparison(summaries: Mapping[str, Summary], what: str) -> None:
     if not matched.empty:
         figures.append(plots.matched_cost_figure(matched, f"Exits at equal FLOPs ({what})"))
         tables.append(matched.set_index(["method", "exit (share of blocks)"]))
-    for figure, table in zip(figures, tables, strict=True):
-        display(figure)  # before its table, and once: the inline backend skips closed figures
-        plt.close(figure)
-        display(table)
+    _show_in_order(*[item for pair in zip(figures, tables, strict=True) for item in pair])
+
+
+def _show_in_order(*items: Any) -> None:
+    """Display figures, tables and markdown strings in this order (a figure once: the inline
+    backend skips closed figures, which would otherwise follow every table at the cell's end)."""
+    import matplotlib.pyplot as plt
+    from IPython.display import Markdown, display
+
+    for item in items:
+        display(Markdown(item) if isinstance(item, str) else item)
+        if isinstance(item, plt.Figure):
+            plt.close(item)
+
+
+def recorded_logs(
+    results_root: str | os.PathLike, summaries: Mapping[str, Summary]
+) -> dict[str, list[dict[str, str]]]:
+    """``{name: per-epoch rows}`` of the recorded runs whose log is committed beside their
+    summary (``<profile>/<dataset>/logs/<name>.csv``, written by ``make results``)."""
+    logs = {}
+    for name, summary in summaries.items():
+        config = summary.get("config", {})
+        path = (
+            resolve_path(results_root)
+            / config.get("profile", "?")
+            / config.get("dataset", "?")
+            / "logs"
+            / f"{name}.csv"
+        )
+        if path.exists():
+            with path.open(newline="") as handle:
+                logs[name] = list(csv.DictReader(handle))
+    return logs
+
+
+def show_recorded_depths(
+    results_root: str | os.PathLike,
+    dataset: str,
+    networks: Sequence[str],
+    name: str = "cooperative",
+) -> None:
+    """The recorded runs of ``name`` on ``dataset``: what ran them, the test top-1 of
+    ``networks`` at every depth (figure, then table, mean over seeds) and each seed's training
+    curves where its log is committed."""
+    from coop_utils import plots
+
+    profile, summaries = recorded(results_root, dataset, [name])
+    frame = seeds_frame(summaries, name).query("network in @networks")
+    if frame.empty:
+        _show(recorded_label(summaries, dataset))
+        return
+    title = f"recorded {profile} runs ({dataset})"
+    items: list[Any] = [
+        recorded_label(summaries, dataset),
+        plots.accuracy_by_depth_figure(frame, f"Test accuracy by depth, {title}"),
+        accuracy_table(frame),
+    ]
+    logs = recorded_logs(results_root, summaries)
+    if logs:
+        items.append(plots.training_curves_figure(logs, f"Training, {title}"))
+    _show_in_order(*items)
+
+
+def show_run(run: Any, dataset: str, profile: str, networks: Sequence[str]) -> None:
+    """This build's run of a chapter: where it lives, its training curves, and the test top-1
+    of ``networks`` at every depth (figure and table)."""
+    from coop_utils import plots
+
+    live = plots.metrics_frame(run.metrics).query("network in @networks")
+    _show_in_order(
+        f"{'Reused' if run.reused else 'Trained'}: `{run.directory}`, {run.wall_time_s:.0f} s.",
+        plots.training_curves_figure(
+            {run.config.method: run.log}, f"Training ({dataset}, {profile})"
+        ),
+        plots.accuracy_by_depth_figure(
+            live, f"Test accuracy by depth, this build's run ({dataset}, {profile})"
+        ),
+        accuracy_table(live),
+    )
 
 
 def verdict_html(table: pd.DataFrame) -> Any:

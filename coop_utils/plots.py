@@ -278,23 +278,32 @@ def softmax_temperature_figure(logits: Sequence[float], temperatures: Sequence[f
 
 
 def training_curves_figure(logs: Mapping[str, Sequence[Mapping[str, str]]], title: str) -> Figure:
-    """Training loss and throughput per epoch for each run of ``logs`` (``run.log`` rows)."""
+    """Per epoch, for each run of ``logs`` (``run.log`` rows or a committed ``logs/*.csv``): the
+    training loss, and the validation top-1 at the deepest and shallowest depth where the run
+    recorded it (``eval_every``), else the training throughput."""
     frame = pd.concat(
         [pd.DataFrame(list(rows)).assign(run=label) for label, rows in logs.items() if rows],
         ignore_index=True,
     )
-    for column in ("epoch", "train_loss", "images_per_s"):
-        frame[column] = pd.to_numeric(frame[column])
-    fig, (loss_ax, speed_ax) = _figure(2, width=5.2)
+    for column in frame.columns.drop("run"):
+        frame[column] = pd.to_numeric(frame[column], errors="coerce")
+    fig, (loss_ax, right_ax) = _figure(2, width=5.2)
     sns.lineplot(frame, x="epoch", y="train_loss", hue="run", marker="o", ax=loss_ax)
-    loss_ax.set_xlabel("epoch (count)")
     loss_ax.set_ylabel("training loss, all terms (nats)")
     loss_ax.set_title("loss")
-    sns.lineplot(frame, x="epoch", y="images_per_s", hue="run", marker="o", ax=speed_ax)
-    speed_ax.set_xlabel("epoch (count)")
-    speed_ax.set_ylabel("throughput (images/s)")
-    speed_ax.set_title("training speed")
-    for ax in (loss_ax, speed_ax):
+    validated = [c for c in ("val_top1_deepest", "val_top1_shallowest") if c in frame]
+    if validated and frame[validated].notna().any().any():
+        depths = frame.melt(["epoch", "run"], validated, "depth", "top1").dropna()
+        depths["depth"] = depths["depth"].str.removeprefix("val_top1_")
+        sns.lineplot(depths, x="epoch", y="top1", hue="run", style="depth", marker="o", ax=right_ax)
+        right_ax.set_ylabel("validation top-1 (%)")
+        right_ax.set_title("validation accuracy")
+    else:
+        sns.lineplot(frame, x="epoch", y="images_per_s", hue="run", marker="o", ax=right_ax)
+        right_ax.set_ylabel("throughput (images/s)")
+        right_ax.set_title("training speed")
+    for ax in (loss_ax, right_ax):
+        ax.set_xlabel("epoch (count)")
         ax.xaxis.get_major_locator().set_params(integer=True)
     fig.suptitle(title)
     return fig

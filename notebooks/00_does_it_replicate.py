@@ -102,7 +102,7 @@ if not recorded:
 # BranchyNet {cite}`teerapittayanon2016branchynet` and is more accurate at equal cost; that
 # each part of the method (the Leader, mutual distillation, the Scaling Factor Sensitive Loss,
 # a second Teammate, learned gating) helps; and that a shallower depth costs less at inference.
-# We do so at a CPU-sized scale (ResNet-20, 100 Tiny ImageNet classes at 32 px, 6 epochs, 3
+# We do so at a CPU-sized scale (ResNet-20, 50 Tiny ImageNet classes at 32 px, 6 epochs, 3
 # seeds per arm), far from the paper's ResNet-152 and 200 epochs.
 
 # %% tags=["remove-input"]

@@ -24,9 +24,9 @@
 # (downloaded if missing) at preview, a GPU at full.
 
 # %%
-from IPython.display import Markdown, display
+from IPython.display import display
 
-from coop_utils import book, plots
+from coop_utils import book
 
 # %% tags=["parameters"]
 profile = "smoke"
@@ -47,17 +47,11 @@ networks = ["teammate0", "teammate1", "teammate_mean", "leader"]
 #
 # The recorded cooperative runs on this dataset (full before preview), each Teammate, their
 # mean and the Leader; with several seeds, the line is their mean and the band seaborn's 95 %
-# interval over them.
+# interval over them. Below them, each seed's training curves: the loss, and the validation
+# top-1 of the first Teammate at its deepest and shallowest depth after every epoch.
 
 # %%
-recorded_profile, recorded = book.recorded(chapter.results_root, dataset, ["cooperative"])
-display(Markdown(book.recorded_label(recorded, dataset)))
-frame = book.seeds_frame(recorded).query("network in @networks")
-if not frame.empty:
-    accuracy_plot = plots.accuracy_by_depth_figure(
-        frame, f"Test accuracy by depth, recorded {recorded_profile} runs ({dataset})"
-    )
-    display(book.accuracy_table(frame))
+book.show_recorded_depths(chapter.results_root, dataset, networks)
 
 # %% [markdown]
 # Each Teammate is one network evaluated at nine depths; the Leader exists at full depth
@@ -84,15 +78,7 @@ run = chapter.train({"cooperative": config}).get("cooperative")
 
 # %% tags=["hide-input"]
 if run is not None:
-    print(f"{'reused' if run.reused else 'trained'}: {run.directory}, {run.wall_time_s:.0f} s")
-    curves = plots.training_curves_figure(
-        {"cooperative": run.log}, f"Training the cooperative system ({dataset}, {profile})"
-    )
-    live = plots.metrics_frame(run.metrics).query("network in @networks")
-    live_plot = plots.accuracy_by_depth_figure(
-        live, f"Test accuracy by depth, this build's run ({dataset}, {profile})"
-    )
-    display(book.accuracy_table(live))
+    book.show_run(run, dataset, profile, networks)
 
 # %% [markdown]
 # The loss sums every term of the objective (the Leader, two Teammates and their sub-networks),

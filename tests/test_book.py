@@ -173,3 +173,36 @@ def test_benchmark_records_are_read_with_their_provenance(tmp_path):
     label = book.benchmark_label(records["train_step"])
     assert "(CPU," in label and records["train_step"]["date"][:10] in label
     assert json.loads(path.read_text())["command"].startswith("python ")
+
+
+def test_recorded_depths_show_accuracy_then_the_committed_training_curves(tmp_path, monkeypatch):
+    """A chapter's recorded section: the label, the accuracy-by-depth figure and table, then
+    the training curves read from the committed per-epoch log (validation top-1 per depth)."""
+    import IPython.display
+    import matplotlib.pyplot as plt
+    import pandas as pd
+    from test_notebooks import fabricate_results
+
+    results = tmp_path / "results"
+    fabricate_results(results, {"cooperative", "cooperative-seed1", "byot"})
+    logs = results / "preview" / "tiny-imagenet" / "logs"
+    logs.mkdir(parents=True)
+    (logs / "cooperative.csv").write_text(
+        "epoch,global_step,lr,train_loss,images_per_s,val_top1_deepest,val_top1_shallowest\n"
+        "1,300,0.05,19.5,40.1,10.5,8.0\n2,600,0.0,18.3,40.3,14.6,11.5\n"
+    )
+    shown = []
+    monkeypatch.setattr(IPython.display, "display", lambda item: shown.append(item))
+    book.show_recorded_depths(results, "tiny-imagenet", ["teammate0", "teammate1"])
+    kinds = [type(item).__name__ for item in shown]
+    assert kinds == ["Markdown", "Figure", "DataFrame", "Figure"], kinds
+    assert "`cooperative` (2 seeds)" in shown[0].data
+    assert set(shown[2].index) == {"teammate0", "teammate1"}
+    curves = shown[3]
+    assert curves.axes[1].get_ylabel() == "validation top-1 (%)"
+    assert not plt.fignum_exists(curves.number), "a figure shown twice"
+    assert list(book.recorded_logs(results, {"byot": {"config": {"profile": "preview"}}})) == []
+    rows = book.recorded_logs(
+        results, {"cooperative": {"config": {"profile": "preview", "dataset": "tiny-imagenet"}}}
+    )
+    assert pd.DataFrame(rows["cooperative"])["val_top1_deepest"].tolist() == ["10.5", "14.6"]

@@ -136,7 +136,7 @@ def test_a_reexecuted_chapter_reuses_its_finished_run(executed, tmp_path):
     }
     result = book.execute_chapter(source, tmp_path / "again.ipynb", parameters)
     assert result.error is None, result.error
-    assert "reused:" in text_of(nbformat.read(result.output, as_version=4))
+    assert "Reused:" in text_of(nbformat.read(result.output, as_version=4))
 
 
 def fabricate_results(root: Path, names: set[str] | None = None) -> dict:
@@ -158,7 +158,7 @@ def fabricate_results(root: Path, names: set[str] | None = None) -> dict:
         hashes[results_path(config).stem] = config.hash()
     chosen = {n: s for n, s in summaries(seeds=3).items() if names is None or n in names}
     for name, summary in chosen.items():
-        summary["config"] |= {"dataset": "tiny-imagenet", "epochs": 6, "num_classes": 100}
+        summary["config"] |= {"dataset": "tiny-imagenet", "epochs": 6, "num_classes": 50}
         summary |= {"config_hash": hashes.get(name, "not in the campaign"), "code_digest": "d1"}
         path = root / "preview" / "tiny-imagenet" / f"{name}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -166,7 +166,7 @@ def fabricate_results(root: Path, names: set[str] | None = None) -> dict:
     config = load_config("preview")
     for name in {"cooperative", "cooperative-no-sfsl"} & set(chosen):
         for network in ("teammate0", "teammate1"):
-            net = build_model("resnet20", num_classes=100, image_size=32)
+            net = build_model("resnet20", num_classes=config.num_classes, image_size=32)
             add_gate(net)
             calibrate_batchnorm(net.eval(), [torch.randn(8, 3, 32, 32)])
             target = root / "weights" / "preview" / "tiny-imagenet" / name / f"{network}.pt"
