@@ -432,10 +432,11 @@ def config_table(config: RunConfig, keys: Sequence[str] = RUN_KEYS) -> pd.DataFr
 
 def accuracy_table(frame: pd.DataFrame, index: str = "network") -> pd.DataFrame:
     """Test top-1 of each network (rows; or each value of ``index``) at each scaling factor
-    (columns) of a metrics frame, the mean over seeds where the frame holds several."""
-    table = frame.pivot_table(index=index, columns="s", values="top1", aggfunc="mean")
-    table.columns = [f"s = {s:g}" for s in table.columns]
-    return table.round(1)
+    (columns) of a metrics frame, the mean over seeds where the frame holds several; "–" where
+    a network has no such depth."""
+    table = frame.pivot_table(index=index, columns="s", values="top1", aggfunc="mean").round(1)
+    table.columns = pd.Index([f"{s:g}" for s in table.columns], name="s")
+    return table.astype(object).where(table.notna(), "–")  # the Leader has one depth
 
 
 def seeds_frame(summaries: Mapping[str, Summary], name: str = "cooperative") -> pd.DataFrame:

@@ -266,14 +266,19 @@ class Chromium:
         return found
 
     def screenshot(self, path: Path, most_height: int = 12000) -> None:
-        """The whole page (up to ``most_height`` pixels) as a PNG."""
-        width, height = self.evaluate(
-            "[document.documentElement.scrollWidth, document.documentElement.scrollHeight]"
+        """The whole page (up to ``most_height`` pixels) as a PNG, as a reader's 1280-pixel-wide
+        window lays it out: the window is made as tall as the page, so that sticky sidebars
+        and headers stay where a reader sees them (capturing beyond the viewport shifts them)."""
+        height = self.evaluate("document.documentElement.scrollHeight")
+        self.send(
+            "Emulation.setDeviceMetricsOverride",
+            width=1280,
+            height=min(height, most_height),
+            deviceScaleFactor=1,
+            mobile=False,
         )
-        clip = {"x": 0, "y": 0, "width": width, "height": min(height, most_height), "scale": 1}
-        data = self.send(
-            "Page.captureScreenshot", format="png", captureBeyondViewport=True, clip=clip
-        )["data"]
+        self.pump(0.5)
+        data = self.send("Page.captureScreenshot", format="png")["data"]
         path.write_bytes(base64.b64decode(data))
 
     def close_page(self) -> None:
