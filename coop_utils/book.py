@@ -495,16 +495,13 @@ def recorded_logs(
 ) -> dict[str, list[dict[str, str]]]:
     """``{name: per-epoch rows}`` of the recorded runs whose log is committed beside their
     summary (``<profile>/<dataset>/logs/<name>.csv``, written by ``make results``)."""
+    from coop_utils.export import log_path
+
     logs = {}
     for name, summary in summaries.items():
         config = summary.get("config", {})
-        path = (
-            resolve_path(results_root)
-            / config.get("profile", "?")
-            / config.get("dataset", "?")
-            / "logs"
-            / f"{name}.csv"
-        )
+        summary_path = resolve_path(results_root) / config.get("profile", "?")
+        path = log_path(summary_path / config.get("dataset", "?") / f"{name}.json")
         if path.exists():
             with path.open(newline="") as handle:
                 logs[name] = list(csv.DictReader(handle))
@@ -524,16 +521,14 @@ def show_recorded_depths(
 
     profile, summaries = recorded(results_root, dataset, [name])
     frame = seeds_frame(summaries, name).query("network in @networks")
-    if frame.empty:
-        _show(recorded_label(summaries, dataset))
-        return
-    title = f"recorded {profile} runs ({dataset})"
-    items: list[Any] = [
-        recorded_label(summaries, dataset),
-        plots.accuracy_by_depth_figure(frame, f"Test accuracy by depth, {title}"),
-        accuracy_table(frame),
-    ]
     logs = recorded_logs(results_root, summaries)
+    title = f"recorded {profile} runs ({dataset})"
+    items: list[Any] = [recorded_label(summaries, dataset)]
+    if not frame.empty:
+        items += [
+            plots.accuracy_by_depth_figure(frame, f"Test accuracy by depth, {title}"),
+            accuracy_table(frame),
+        ]
     if logs:
         items.append(plots.training_curves_figure(logs, f"Training, {title}"))
     _show_in_order(*items)

@@ -307,6 +307,12 @@ def save_network(
     return Path(path)
 
 
+def log_path(summary_path: str | Path) -> Path:
+    """Where a recorded run's per-epoch log lies: ``logs/<name>.csv`` beside its summary."""
+    summary_path = Path(summary_path)
+    return summary_path.parent / "logs" / f"{summary_path.stem}.csv"
+
+
 #: the methods whose seed-0 networks the book shows, so their weights are recorded with the results
 SHOWN_METHODS = ("cooperative", "independent", "byot", "branchynet")
 
@@ -321,7 +327,7 @@ def record_run_files(run) -> list[Path]:
     written = []
     log = Path(run.directory) / "log.csv"
     if log.exists():
-        target = summary.parent / "logs" / f"{summary.stem}.csv"
+        target = log_path(summary)
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(log, target)
         written.append(target)

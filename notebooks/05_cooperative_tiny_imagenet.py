@@ -47,12 +47,9 @@ networks = ["teammate0", "teammate1", "teammate_mean", "leader"]
 #
 # The recorded cooperative runs on this dataset (full before preview), each Teammate, their
 # mean and the Leader; with several seeds, the line is their mean and the band seaborn's 95 %
-# interval over them. Below them, each seed's training curves: the loss, and the validation
-# top-1 of the first Teammate at its deepest and shallowest depth after every epoch. The loss
-# sums every term of the objective, so its level is not comparable with a single network's
-# cross-entropy, and it jumps between epochs: each epoch draws new scaling factors, and SFSL
-# weighs a sub-network's terms by $1/s$, so an epoch that draws $s = 0.2$ counts them five
-# times. Validation accuracy is the curve to read.
+# interval over them. Below them, each seed's training curves: the loss (which jumps between
+# epochs, as chapter 4 explains) and the validation top-1 of the first Teammate at its deepest
+# and shallowest depth after every epoch, the curve to read.
 
 # %%
 book.show_recorded_depths(chapter.results_root, dataset, networks)
