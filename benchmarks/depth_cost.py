@@ -6,7 +6,7 @@ the scaling factors interleaved round by round so that drift in machine speed hi
 every depth alike. Then the training-step time of a gated network (sampled Gumbel
 mask, straight-through) against the same network without a gate.
 
-    python benchmarks/depth_cost.py                 # resnet56 and resnet152, 32x32, CPU
+    python benchmarks/depth_cost.py                 # resnet20 (the campaign's), 56 and 152, 32x32
     python benchmarks/depth_cost.py --archs resnet20 --rounds 3   # quick look
     python benchmarks/depth_cost.py --record results/benchmarks/depth_cost.json  # for the book
 """
@@ -126,7 +126,7 @@ def gate_overhead(arch, image_size, batch_size, rounds):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--archs", nargs="+", default=["resnet56", "resnet152"])
+    parser.add_argument("--archs", nargs="+", default=["resnet20", "resnet56", "resnet152"])
     parser.add_argument("--image-size", type=int, default=32)
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 64])
     parser.add_argument("--rounds", type=int, default=5, help="timed rounds per measurement")

@@ -26,6 +26,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import textwrap
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -45,7 +46,13 @@ from coop_utils.config import (
     parse_override,
 )
 from coop_utils.training import load_system
-from coop_utils.verdict import RESULT_PROFILES, deployed_teammate, group_seeds, summaries_of
+from coop_utils.verdict import (
+    DEPTH_COST_COMMAND,
+    RESULT_PROFILES,
+    deployed_teammate,
+    group_seeds,
+    summaries_of,
+)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
@@ -247,7 +254,8 @@ def show_source(function: Any):
     """The library's own source of ``function``, as a highlighted code block."""
     from IPython.display import Markdown
 
-    return Markdown(f"```python\n{inspect.getsource(function).rstrip()}\n```")
+    source = textwrap.dedent(inspect.getsource(function)).rstrip()  # a method is indented
+    return Markdown(f"```python\n{source}\n```")
 
 
 # --- recorded results -------------------------------------------------------------------------
@@ -554,17 +562,18 @@ def show_run(run: Any, dataset: str, profile: str, networks: Sequence[str]) -> N
 
 def verdict_html(table: pd.DataFrame) -> Any:
     """A claim table as a narrow HTML table: claim, dataset, our number, verdict; each claim's
-    rule and evidence fold out under it."""
+    rule, evidence and (when it is open) what would decide it fold out under it."""
     from IPython.display import HTML
 
     rows = []
     for row in table.itertuples():
         verdict = str(row.verdict)
         kind = verdict.split(" (")[0].replace(" ", "-")
+        decide = f"<p><b>To decide:</b> {html.escape(row.decide)}</p>" if row.decide else ""
         rows.append(
             f"<tr><td><details><summary>{html.escape(row.claim)}</summary><p><b>Rule:</b> "
             f"{html.escape(row.rule)}</p><p><b>Evidence:</b> {html.escape(row.evidence)}</p>"
-            f"</details></td><td>{html.escape(row.dataset)}</td>"
+            f"{decide}</details></td><td>{html.escape(row.dataset)}</td>"
             f"<td>{html.escape(row.measured)}</td>"
             f'<td class="verdict-{kind}">{html.escape(verdict)}</td></tr>'
         )
@@ -580,7 +589,7 @@ def verdict_html(table: pd.DataFrame) -> Any:
 
 #: the benchmarks whose records the book shows, and the command that writes each record
 BENCHMARKS = {
-    "depth_cost": "python benchmarks/depth_cost.py --record results/benchmarks/depth_cost.json",
+    "depth_cost": DEPTH_COST_COMMAND,
     "train_step": "python benchmarks/train_step.py --record results/benchmarks/train_step.json",
     "data_throughput": "python benchmarks/data_throughput.py "
     "--record results/benchmarks/data_throughput.json",

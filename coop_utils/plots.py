@@ -87,21 +87,29 @@ def pareto_frontier(frame: pd.DataFrame, cost: str, value: str) -> pd.DataFrame:
 
 
 def comparison_table(frame: pd.DataFrame) -> pd.DataFrame:
-    """Accuracy and cost of every method at every depth it offers, rounded for reading."""
-    table = frame[["method", "depth", "s", "top1", "top5", "mflops", "latency_ms"]].copy()
-    table = table.sort_values(["method", "depth"]).round(
-        {"depth": 2, "s": 4, "top1": 1, "top5": 1, "mflops": 1, "latency_ms": 2}
+    """Accuracy and cost of every method at every depth it offers, one row per depth plan (the
+    scaling factors that share a plan share its network, so their accuracy is the same; the
+    mean is shown), rounded for reading."""
+    columns = ["top1", "top5", "mflops", "latency_ms"]
+    table = (
+        frame.assign(depth=frame["depth"].round(2))
+        .groupby(["method", "depth"])
+        .agg(
+            s=("s", lambda values: ", ".join(f"{s:g}" for s in sorted(values))),
+            **{column: (column, "mean") for column in columns},
+        )
     )
+    table = table.round({"top1": 1, "top5": 1, "mflops": 1, "latency_ms": 2})
+    table.index.names = ["method", "blocks run (share)"]
     return table.rename(
         columns={
-            "depth": "blocks run (share)",
             "s": "s or exit depth",
             "top1": "top-1 (%)",
             "top5": "top-5 (%)",
             "mflops": "MFLOPs",
             "latency_ms": "latency (ms)",
         }
-    ).set_index(["method", "blocks run (share)"])
+    )
 
 
 # --- chapter 01: depth plans, gates, cost ----------------------------------------------------

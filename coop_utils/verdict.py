@@ -60,6 +60,8 @@ __all__ = [
 HOLDS, FAILS, OPEN = "holds", "does not hold", "inconclusive"
 #: fewest runs in an arm (or pairs) for a claim to be decided
 MIN_RUNS = 3
+#: the most seeds per arm :meth:`Difference.runs_to_decide` looks for
+MOST_RUNS = 30
 FEW = f"{OPEN} (n < {MIN_RUNS})"
 #: profiles whose summaries are results, best first; smoke numbers never are
 RESULT_PROFILES = ("full", "preview")
@@ -96,6 +98,8 @@ COMPONENTS: tuple[tuple[str, str, str, str], ...] = (
      "claim of the paper)", "below full"),
 )  # fmt: skip
 EXIT_BASELINES = {"byot": "BYOT", "branchynet": "BranchyNet"}
+#: the command that records the depth-cost benchmark the first claim reads
+DEPTH_COST_COMMAND = "python benchmarks/depth_cost.py --record results/benchmarks/depth_cost.json"
 
 
 # --- reading summaries ------------------------------------------------------------------------
@@ -223,12 +227,42 @@ def t_critical(df: float, level: float = 0.95) -> float:
 @dataclass(frozen=True)
 class Difference:
     """``mean(a) - mean(b)`` of two arms of runs and the half-width of its 95 % t-interval
-    (``nan`` where an arm has a single run)."""
+    (``nan`` where an arm has a single run). ``spread`` is the standard deviation behind it, of
+    the per-seed differences (paired) or ``sqrt(sd_a**2 + sd_b**2)``, never below the floor's;
+    with one run in an arm it is the floor's alone."""
 
     value: float
     half_width: float
     runs: tuple[int, int]
     paired: bool
+    spread: float = math.nan
+
+    def runs_to_decide(self, above: float = 0.0) -> int | None:
+        """Seeds per arm at which the 95 % interval would clear ``above``, were the mean
+        difference and the spread to stay as measured (``t(n - 1) * spread / sqrt(n)``, the
+        paired form, conservative for Welch's); ``None`` beyond :data:`MOST_RUNS`."""
+        gap = abs(self.value - above)
+        for n in range(MIN_RUNS, MOST_RUNS + 1):
+            if t_critical(n - 1) * self.spread / math.sqrt(n) < gap:
+                return n
+        return None
+
+    def to_decide(self, above: float = 0.0) -> str:
+        """What would decide this difference, in words; empty when it is decided."""
+        if self.verdict(above) in (HOLDS, FAILS):
+            return ""
+        n = self.runs_to_decide(above)
+        if n is None:
+            return (
+                f"more than {MOST_RUNS} seeds per arm: {self.value:+.1f} pts is too close to "
+                f"{above:g} for seeds to separate; it needs less noisy runs (longer training, "
+                "a larger test set)"
+            )
+        known = "the seeds' spread" if min(self.runs) > 1 else "the test set's noise alone"
+        return (
+            f"about {n} seeds per arm, if the difference stays {self.value:+.1f} pts and the "
+            f"runs vary as measured ({known})"
+        )
 
     def verdict(self, above: float = 0.0) -> str:
         """Whether the difference exceeds ``above``: holds if the whole interval does, does not
@@ -265,15 +299,17 @@ def compare(
         raise ValueError("each arm needs at least one run")
     half = math.nan
     if paired:
+        sd = max(float(np.std(a - b, ddof=1)) if len(a) > 1 else 0.0, math.sqrt(2) * floor)
         if len(a) > 1:
-            sd = max(float(np.std(a - b, ddof=1)), math.sqrt(2) * floor)
             half = t_critical(len(a) - 1) * sd / math.sqrt(len(a))
-        return Difference(float(np.mean(a - b)), half, (len(a), len(b)), True)
+        return Difference(float(np.mean(a - b)), half, (len(a), len(b)), True, sd)
+    sa, sb = (max(float(np.std(x, ddof=1)) if len(x) > 1 else 0.0, floor) for x in (a, b))
     if min(len(a), len(b)) > 1:
-        va, vb = (max(float(np.std(x, ddof=1)), floor) ** 2 / len(x) for x in (a, b))
+        va, vb = sa**2 / len(a), sb**2 / len(b)
         df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
         half = t_critical(math.floor(df * 10 + 1e-6) / 10) * math.sqrt(va + vb)
-    return Difference(float(a.mean() - b.mean()), half, (len(a), len(b)), False)
+    spread = math.sqrt(sa**2 + sb**2)
+    return Difference(float(a.mean() - b.mean()), half, (len(a), len(b)), False, spread)
 
 
 def _paired(a_runs: list[Summary], b_runs: list[Summary]) -> tuple[list, str]:
@@ -292,8 +328,16 @@ def _paired(a_runs: list[Summary], b_runs: list[Summary]) -> tuple[list, str]:
 # --- the claims -------------------------------------------------------------------------------
 
 
-def _claim(claim: str, measured: str, rule: str, verdict: str) -> dict[str, str]:
-    return {"claim": claim, "measured": measured, "rule": rule, "verdict": verdict}
+def _claim(claim: str, measured: str, rule: str, verdict: str, decide: str = "") -> dict[str, str]:
+    """A row of the claim table; ``decide`` says what would decide a claim left open."""
+    return {"claim": claim, "measured": measured, "rule": rule, "verdict": verdict} | {
+        "decide": decide
+    }
+
+
+def _missing(claim: str, why: str, rule: str, runs: str) -> dict[str, str]:
+    """An open claim for want of runs: ``runs`` names them."""
+    return _claim(claim, why, rule, OPEN, f"the {runs} runs of the campaign (`make results`)")
 
 
 def _depth_cost_check(record: Mapping[str, Any] | None) -> dict[str, str]:
@@ -306,7 +350,8 @@ def _depth_cost_check(record: Mapping[str, Any] | None) -> dict[str, str]:
         "one is <= 60 %, does not hold if one is >= 90 %"
     )
     if record is None:
-        return _claim(claim, "no depth-cost benchmark record", rule, OPEN)
+        decide = f"a quiet-machine record: `{DEPTH_COST_COMMAND}`"
+        return _claim(claim, "no depth-cost benchmark record", rule, OPEN, decide)
     shallow = [row for row in record["results"]["depths"] if abs(row["s"] - 0.2) < 1e-9]
     ratios = [row["latency_ratio_b1"] for row in shallow]
     measured = "; ".join(
@@ -331,7 +376,7 @@ def _comparable_claim(
         "below"
     )
     if not independent:
-        return _claim(claim, "no independent run", rule, OPEN)
+        return _missing(claim, "no independent run", rule, "independent")
     gaps = []
     for key in independent[0]["metrics"]["independent"]:
         s = float(key)
@@ -348,7 +393,11 @@ def _comparable_claim(
     else:
         verdict = HOLDS if verdicts == {HOLDS} else OPEN
     measured = "; ".join(f"s={s:g}: {gap}" for s, gap in gaps)
-    return _claim(claim, f"{measured} pts ({gaps[0][1].sample})", rule, verdict)
+    decide = ""
+    if verdict != FAILS:  # the depth that needs the most seeds decides the claim
+        s, gap = max(gaps, key=lambda g: g[1].runs_to_decide(-margin) or math.inf)
+        decide = f"at s={s:g}, {gap.to_decide(-margin)}" if gap.to_decide(-margin) else ""
+    return _claim(claim, f"{measured} pts ({gaps[0][1].sample})", rule, verdict, decide)
 
 
 def _curve(by_depth: Mapping[str, Mapping[str, float]]) -> tuple[np.ndarray, np.ndarray]:
@@ -404,8 +453,15 @@ def _matched_cost_claims(
         gain_rule = f"our top-1 minus theirs, {where}"
         runs = groups.get(method)
         keys = _matched_exits(cooperative, runs, method) if runs else []
+        if not runs:
+            why = f"no {method} run"
+            rows += [
+                _missing(c, why, r, method)
+                for c, r in ((smoother, drop_rule), (accurate, gain_rule))
+            ]
+            continue
         if not keys:
-            why = f"no {method} run" if not runs else "no exit inside our measured FLOPs range"
+            why = "no exit inside our measured FLOPs range"
             rows += [_claim(smoother, why, drop_rule, OPEN), _claim(accurate, why, gain_rule, OPEN)]
             continue
         points = [runs[0]["metrics"][method][key]["flops"] for key in keys]
@@ -423,6 +479,7 @@ def _matched_cost_claims(
                 f"{np.mean(our_drop):.1f} pts: {drop} pts ({drop.sample}; {exits})",
                 drop_rule,
                 drop.verdict(),
+                drop.to_decide(),
             ),
             _claim(
                 accurate,
@@ -430,6 +487,7 @@ def _matched_cost_claims(
                 f" %: {gain} pts ({gain.sample}; {exits})",
                 gain_rule,
                 gain.verdict(),
+                gain.to_decide(),
             ),
         ]
     return rows
@@ -463,7 +521,8 @@ def _component_claim(
     )
     a_runs, b_runs = groups.get(better), groups.get(worse)
     if not a_runs or not b_runs:
-        return _claim(claim, f"no {better if not a_runs else worse} run", rule, OPEN)
+        missing = better if not a_runs else worse
+        return _missing(claim, f"no {missing} run", rule, missing)
     if not factors:
         return _claim(claim, "no scaling factor at which the two can differ", rule, OPEN)
     networks = [name for name in _teammates(a_runs[0]["metrics"]) if name in b_runs[0]["metrics"]]
@@ -482,7 +541,7 @@ def _component_claim(
         f"{np.mean(xs):.1f} vs {np.mean(ys):.1f} %: {difference} pts ({difference.sample}, "
         f"{how}; {', '.join(networks)})"
     )
-    return _claim(claim, measured, rule, difference.verdict())
+    return _claim(claim, measured, rule, difference.verdict(), difference.to_decide())
 
 
 def _claims(groups: Mapping[str, list[Summary]], margin: float) -> list[dict[str, str]]:
@@ -555,10 +614,11 @@ def claim_table(
                 "measured": "; ".join(f"{d}: {v}" for d, v in comparable.items()),
                 "rule": "the 'comparable accuracy' verdict on every dataset",
                 "verdict": verdict,
+                "decide": "" if verdict in (HOLDS, FAILS) else "the rows above, decided",
                 "evidence": "the rows above",
             }
         )
-    columns = ["claim", "dataset", "measured", "verdict", "rule", "evidence"]
+    columns = ["claim", "dataset", "measured", "verdict", "decide", "rule", "evidence"]
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -682,13 +742,19 @@ def discussion(
         return "No verdict: every row is withheld."
     short = {claim: re.sub(r"\s*\([^()]*\)$", "", claim) for claim in judged["claim"]}
     paragraphs = []
-    for heading, rows in (
-        ("Contradicted by our runs", judged[judged["verdict"] == FAILS]),
-        ("Not confirmed", judged[judged["verdict"].str.startswith(OPEN)]),
-    ):
-        if not rows.empty:
-            claims = "; ".join(f"{short[r.claim]} ({r.dataset})" for r in rows.itertuples())
-            paragraphs.append(f"**{heading}:** {claims}.")
+    contradicted = judged[judged["verdict"] == FAILS]
+    if not contradicted.empty:
+        claims = "; ".join(f"{short[r.claim]} ({r.dataset})" for r in contradicted.itertuples())
+        paragraphs.append(f"**Contradicted by our runs:** {claims}.")
+    undecided = judged[judged["verdict"].str.startswith(OPEN)]
+    if not undecided.empty:
+        paragraphs.append(
+            "**Not confirmed**, and what would decide each:\n"
+            + "\n".join(
+                f"- {short[r.claim]} ({r.dataset})" + (f": {r.decide}." if r.decide else ".")
+                for r in undecided.itertuples()
+            )
+        )
     if not paragraphs:
         return "Every claim judged holds on the recorded runs."
     reasons: dict[str, list[str]] = {}

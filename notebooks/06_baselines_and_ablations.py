@@ -112,11 +112,13 @@ book.show_source(IndependentSystem.__init__)
 # $k \times k$ convolution of stride $k$, 1x1 to the final width) that reaches the final stage's
 # resolution and width before pooling, and the loss
 #
-# $$\mathcal{L} = (1 - \alpha) \sum_{e} \mathrm{CE}(z_e, y)
-# + \alpha\, T^2 \sum_{e < E} \mathrm{CE}\bigl(\operatorname{softmax}(z_e / T),\,
-# \operatorname{softmax}(\operatorname{sg}(z_E) / T)\bigr)
-# + \beta \sum_{e < E} \sum_{\text{batch, features}}
-# \bigl(f_e - \operatorname{sg}(f_E)\bigr)^2 [f_e > 0 \lor f_E > 0],$$
+# $$\begin{aligned}
+# \mathcal{L} ={}& (1 - \alpha) \sum_{e} \mathrm{CE}(z_e, y) \\
+# &+ \alpha\, T^2 \sum_{e < E} \mathrm{CE}\bigl(\operatorname{softmax}(z_e / T),\,
+# \operatorname{softmax}(\operatorname{sg}(z_E) / T)\bigr) \\
+# &+ \beta \sum_{e < E} \sum_{\text{batch, features}}
+# \bigl(f_e - \operatorname{sg}(f_E)\bigr)^2 [f_e > 0 \lor f_E > 0],
+# \end{aligned}$$
 #
 # with $\alpha = 0.1$, $T = 3$, $\beta = 10^{-6}$; $f_e$ are the pooled features an exit
 # classifies. *Open decisions* lists where this replication still differs from the reference.

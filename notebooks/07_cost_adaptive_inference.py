@@ -137,7 +137,7 @@ if shown:
         frame, f"Accuracy against latency, recorded {recorded_profile} runs ({dataset})"
     )
     front = plots.pareto_frontier(frame, "latency_ms", "top1")
-    display(front[["method", "s", "top1", "latency_ms"]].round(2))
+    display(front.set_index(["method", "s"])[["top1", "latency_ms"]].round(2))
 else:
     display(Markdown(book.recorded_label({}, dataset)))
 
@@ -209,7 +209,16 @@ if "depth_cost" in records:
     latency_plot = plots.latency_flops_figure(
         record["results"]["depths"], "Latency against FLOPs per scaling factor (depth_cost)"
     )
-    display(pd.DataFrame(record["results"]["depths"]).set_index(["arch", "s"]).round(3))
+
+# %% [markdown]
+# The figure's numbers, each backbone's plans as shares of its full depth (the times
+# themselves are in the record), then the training-time price of the gate's machinery:
+
+# %%
+if "depth_cost" in records:
+    depths = pd.DataFrame(record["results"]["depths"]).set_index(["arch", "s"])
+    ratios = ["active_blocks", "flops_ratio", "latency_ratio_b1", "latency_ratio_b64"]
+    display(depths[ratios].round(2))
     display(pd.DataFrame(record["results"]["gate_overhead"]).set_index("arch").round(3))
 
 # %% [markdown]

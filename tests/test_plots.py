@@ -88,6 +88,20 @@ def test_comparison_table_indexes_methods_and_depths():
     assert "top-1 (%)" in table.columns and len(table) == 6
 
 
+def test_comparison_table_gives_one_row_per_depth_plan():
+    """Scaling factors that share a plan (resnet20: s = 0.2 to 0.4 all keep 3 blocks) are one
+    row naming every factor, not repeated rows."""
+    metrics = fake_metrics(("teammate0",), factors=(0.2, 0.3, 0.4, 1.0))
+    for key in ("0.2", "0.3", "0.4"):
+        metrics["teammate0"][key] |= {"active_blocks": 3, "top1": 40.0, "latency_ms": 2.0}
+    metrics["teammate0"]["0.3"]["latency_ms"] = 4.0  # one plan timed twice, noisily
+    table = plots.comparison_table(plots.metrics_frame(metrics, method="cooperative"))
+    assert len(table) == 2
+    shallow = table.loc[("cooperative", 0.33)]
+    assert shallow["s or exit depth"] == "0.2, 0.3, 0.4"
+    assert shallow["top-1 (%)"] == 40.0 and shallow["latency (ms)"] == pytest.approx(2.67, 0.01)
+
+
 def test_block_plan_figure_draws_each_network():
     nets = {
         "resnet20": build_model("resnet20", 10, 32),

@@ -190,6 +190,33 @@ def test_fewer_than_three_seeds_are_inconclusive_whatever_the_mean():
     assert not table["rule"].str.contains("n < 3").any()  # only a verdict says it
 
 
+def test_an_open_claim_says_how_many_seeds_would_decide_it():
+    # differences 1, 2, 3: mean 2, sd 1; t(2) / sqrt(3) = 2.48 > 2 but t(3) / 2 = 1.59 < 2
+    open_ = verdict.compare([1, 2, 3], [0, 0, 0], floor=0.0, paired=True)
+    assert open_.verdict() == "inconclusive" and open_.runs_to_decide() == 4
+    assert open_.to_decide().startswith("about 4 seeds per arm, if the difference stays +2.0")
+    assert open_.to_decide(above=1.9).startswith("more than 30 seeds per arm")
+    assert verdict.compare([5, 6, 7], [0, 0, 0], floor=0.0, paired=True).to_decide() == ""
+    # one run a side: only the test set's noise is known (sqrt(2) * 1 for a paired difference)
+    single = verdict.compare([3.0], [0.0], floor=1.0, paired=True)
+    assert single.spread == pytest.approx(2**0.5) and single.runs_to_decide() == 4
+    assert "the test set's noise alone" in single.to_decide()
+    # unpaired: the two arms' spreads add
+    assert verdict.compare([1, 2, 3], [5, 5, 5], floor=0.5).spread == pytest.approx(1.25**0.5)
+
+    table = verdict.claim_table({"cifar100": summaries(seeds=2, shift=jitter)})
+    judged = table[table["dataset"] == "cifar100"].set_index("claim")
+    assert judged["decide"].str.contains("seeds per arm").all()
+    missing = {k: v for k, v in summaries().items() if not k.startswith("byot")}
+    table = verdict.claim_table({"cifar100": missing}).set_index("claim")
+    assert table.loc["Smoother accuracy degradation than BYOT as depth shrinks", "decide"] == (
+        "the byot runs of the campaign (`make results`)"
+    )
+    decided = table[table["verdict"].isin(["holds", "does not hold"])]
+    assert not decided.empty and (decided["decide"] == "").all()
+    assert "what would decide each" in verdict.discussion(verdict.claim_table({"c": missing}))
+
+
 def test_the_committed_results_decide_a_claim_only_with_three_runs_per_arm():
     import re
 
@@ -381,7 +408,8 @@ def test_the_discussion_names_contradicted_and_open_claims_with_reasons():
     contradicted = text.split("\n\n")[0]
     assert contradicted.startswith("**Contradicted by our runs:**")
     assert "Comparable accuracy to a network trained for that depth alone" in contradicted
-    assert "**Not confirmed:**" in text and "Smoother accuracy degradation than BYOT" in text
+    assert "**Not confirmed**, and what would decide each:" in text
+    assert "Smoother accuracy degradation than BYOT" in text
     assert "**Most likely reasons:**" in text and "far from convergence" in text
     assert "only 3 distinct plans" in text  # resnet20: the nine factors give three plans
     few = verdict.claim_table({"cifar100": summaries(seeds=2)})
