@@ -44,6 +44,7 @@ __all__ = [
     "RESULT_PROFILES",
     "Difference",
     "best_summaries",
+    "campaign_table",
     "claim_table",
     "compare",
     "component_rows",
@@ -649,6 +650,54 @@ def component_rows(table: pd.DataFrame) -> pd.DataFrame:
     parts = {claim for _, _, claim, _ in COMPONENTS}
     baselines = table["claim"].str.startswith(("Smoother", "More accurate"))
     return table[table["claim"].isin(parts) | baselines]
+
+
+def _evaluation_only(summary: Summary, summaries: Mapping[str, Summary]) -> bool:
+    """Whether ``summary`` re-evaluates another recorded run (the ``shared-bn`` ablation: the
+    same config but its batch-norm statistics, the same seed and the same training time)."""
+    config = summary.get("config", {})
+    if config.get("bn_stats") != "shared":
+        return False
+    same = {k: v for k, v in config.items() if k not in ("bn_stats", "variant")}
+    return any(
+        other is not summary
+        and other.get("wall_time_s") == summary.get("wall_time_s")
+        and {k: v for k, v in other.get("config", {}).items() if k not in ("bn_stats", "variant")}
+        == same
+        for other in summaries.values()
+    )
+
+
+def campaign_table(summaries: Mapping[str, Summary]) -> pd.DataFrame:
+    """What each recorded run of one dataset cost and how far its seeds land apart: seeds,
+    hours of training (a re-evaluation of another run's networks costs none), and the test
+    top-1 at full depth of its Teammates (the only network of the others), mean over seeds and
+    range (max - min)."""
+    rows = []
+    for name, runs in group_seeds(summaries).items():
+        full = []
+        for run in runs:
+            networks = _teammates(run["metrics"]) or list(run["metrics"])
+            deepest = [
+                max(run["metrics"][n].values(), key=lambda row: row["flops"])["top1"]
+                for n in networks
+            ]
+            full.append(float(np.mean(deepest)))
+        hours = sum(
+            float(run.get("wall_time_s", 0.0))
+            for run in runs
+            if not _evaluation_only(run, summaries)
+        )
+        rows.append(
+            {
+                "run": name,
+                "seeds": len(runs),
+                "training (h)": round(hours / 3600, 2),
+                "top-1 at full depth (%)": round(float(np.mean(full)), 1),
+                "seed range (pts)": round(max(full) - min(full), 1) if len(full) > 1 else math.nan,
+            }
+        )
+    return pd.DataFrame(rows).set_index("run") if rows else pd.DataFrame()
 
 
 def matched_cost_table(summaries: Mapping[str, Summary]) -> pd.DataFrame:

@@ -129,3 +129,23 @@ else:
 # the reason given above: too few runs so far, or an effect smaller than three seeds can
 # resolve. The paper's claim that the method is insensitive to the feature-map size needs
 # 64 px runs, which this CPU-sized campaign does not make.
+
+# %% [markdown]
+# **What it cost, and how far seeds land apart.** Every recorded run, its seeds, its hours of
+# training (the `shared-bn` ablation re-evaluates the cooperative run's networks and trains
+# nothing), and the test accuracy of its Teammates at full depth (the only network of the
+# other methods): the mean over seeds and the range between them. A difference between two
+# methods smaller than their seed range is one the verdicts above cannot separate.
+
+# %% tags=["remove-input"]
+for dataset, summaries in recorded.items():
+    costs = verdict.campaign_table(summaries)
+    hours = costs["training (h)"].sum()
+    devices = sorted({str(run.get("device", "unknown hardware")) for run in summaries.values()})
+    display(
+        Markdown(
+            f"*{dataset}: {len(summaries)} result files, {hours:.1f} hours of training "
+            f"on {', '.join(devices)}.*"
+        )
+    )
+    display(costs)

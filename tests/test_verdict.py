@@ -217,6 +217,25 @@ def test_an_open_claim_says_how_many_seeds_would_decide_it():
     assert "what would decide each" in verdict.discussion(verdict.claim_table({"c": missing}))
 
 
+def test_the_campaign_table_gives_seed_ranges_and_counts_training_once():
+    runs = summaries(seeds=3, shift=lambda name, seed: seed * (name == "cooperative"))
+    for name, found in runs.items():
+        found["wall_time_s"] = 1800.0 if name.startswith("cooperative") else 360.0
+        if name.startswith("cooperative-shared-bn"):  # re-evaluates the cooperative run
+            found["config"] = found["config"] | {"bn_stats": "shared", "variant": "shared-bn"}
+    for name in [n for n in runs if n.startswith("cooperative") and "shared-bn" not in n]:
+        runs[name]["config"] = runs[name]["config"] | {"bn_stats": "per_depth", "variant": ""}
+    table = verdict.campaign_table(runs)
+    full = base(flops(9))
+    assert table.loc["cooperative", "seeds"] == 3
+    assert table.loc["cooperative", "top-1 at full depth (%)"] == pytest.approx(full + 1, abs=0.05)
+    assert table.loc["cooperative", "seed range (pts)"] == 2.0
+    assert table.loc["independent", "seed range (pts)"] == 0.0
+    assert table.loc["cooperative", "training (h)"] == 1.5
+    assert table.loc["cooperative-shared-bn", "training (h)"] == 0.0  # counted once, above
+    assert table.loc["byot", "training (h)"] == 0.3
+
+
 def test_the_committed_results_decide_a_claim_only_with_three_runs_per_arm():
     import re
 
