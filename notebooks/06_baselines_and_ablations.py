@@ -59,7 +59,10 @@ if "cooperative" in recorded:
 
 # %% [markdown]
 # Read across the three panels: a method ahead at equal depth may fall behind at equal FLOPs or
-# latency, because exits add heads and the independent networks are separate models.
+# latency, because exits add heads and the independent networks are separate models. The
+# latencies are timed at the end of each run on the machine that trained it, at batch 1, so
+# they carry that machine's noise (two depths of one plan can differ by a millisecond); the
+# depth-cost benchmark of chapter 7 times every depth side by side on a quiet machine.
 #
 # The second figure and table compare each exit below full depth with the cooperative
 # network's deployed Teammate at the exit's measured FLOPs (means over the seeds), its accuracy
