@@ -443,16 +443,18 @@ def method_comparison_figure(frame: pd.DataFrame, title: str) -> Figure:
 
 def matched_cost_figure(table: pd.DataFrame, title: str) -> Figure:
     """One panel per exit baseline: its exits' accuracy against measured FLOPs (dots), and the
-    deployed Teammate's accuracy at the same FLOPs (crosses) where it was measured around them,
-    a dotted segment joining each pair (``verdict.matched_cost_table``)."""
+    deployed Teammate's accuracy within each exit's FLOPs (crosses: its deepest depth that costs
+    no more), a dotted segment joining each pair (``verdict.matched_cost_table``)."""
+    from coop_utils.verdict import OURS_WITHIN
+
     methods = list(dict.fromkeys(table["method"]))
     fig, axes = _figure(max(1, len(methods)), width=4.6, height=3.8, sharey=True)
     for ax, method in zip(axes, methods, strict=False):
         part = table[table["method"] == method]
         compared = part[part["compared"] == "yes"]
         ax.plot(part["MFLOPs"], part["exit top-1 (%)"], "o-", label=f"{method} exits")
-        ours = compared["ours at equal FLOPs (%)"]
-        ax.plot(compared["MFLOPs"], ours, "X", markersize=10, label="cooperative, same FLOPs")
+        ours = compared[OURS_WITHIN]
+        ax.plot(compared["MFLOPs"], ours, "X", markersize=10, label="cooperative, within that cost")
         ax.vlines(compared["MFLOPs"], compared["exit top-1 (%)"], ours, "grey", linestyles=":")
         ax.set_xlabel(MFLOPS_LABEL)
         ax.set_ylabel(TOP1_LABEL if ax is axes[0] else "")

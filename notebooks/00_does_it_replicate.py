@@ -66,8 +66,9 @@ else:
 #   Teammates across the cooperative variants) and ran the same code (equal code digests).
 #   Across methods the arms are unpaired (Welch's interval).
 # - No run counts as less noisy than the **binomial error of its test set**.
-# - Exit baselines are compared **at equal measured FLOPs**: the deployed Teammate's accuracy is
-#   interpolated on measured FLOPs inside its measured range only.
+# - Exit baselines are compared **at measured FLOPs**: each exit against the deployed
+#   Teammate's deepest depth that costs no more, never an interpolation between depths it
+#   cannot run.
 # - "Depth cuts the cost" reads the depth-cost benchmark measured on a quiet machine: it checks
 #   the implementation and replicates nothing.
 # - "Comparable" means within a margin of 2 points (see {doc}`../open-decisions`).

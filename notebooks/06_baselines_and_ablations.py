@@ -65,10 +65,10 @@ if "cooperative" in recorded:
 # depth-cost benchmark of chapter 7 times every depth side by side on a quiet machine.
 #
 # The second figure and table compare each exit below full depth with the cooperative
-# network's deployed Teammate at the exit's measured FLOPs (means over the seeds), its accuracy
-# interpolated linearly on measured FLOPs between its own depths, and only inside the range it
-# was measured over: an exit cheaper than its shallowest depth is listed, not compared. A cross
-# above its dot is a depth where the cooperative network is more accurate at the same cost.
+# network's deployed Teammate within the exit's measured FLOPs (means over the seeds): its
+# deepest depth that costs no more, the depth it would really run under that budget, never an
+# interpolation between two depths. An exit cheaper than its shallowest depth is listed, not
+# compared. A cross above its dot is an exit the cooperative network beats at no greater cost.
 
 # %% [markdown]
 # ## What each part of the method is worth
