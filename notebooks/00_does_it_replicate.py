@@ -126,9 +126,10 @@ else:
 # CPU: every claim here is judged on a short schedule, with three seeds per arm and the
 # statistics above, and small effects stay undecided at that sample size.
 #
-# **What we could not decide.** The claims the verdict table marks inconclusive, each with
-# the reason given above: too few runs so far, or an effect smaller than three seeds can
-# resolve. The paper's claim that the method is insensitive to the feature-map size needs
+# **What we could not decide.** The claims the verdict table marks inconclusive, listed above
+# under *Not confirmed* with what would decide each: the runs still missing, or how many seeds
+# per arm an effect of the measured size would need (a lower bound), or, where the difference
+# is too close to the threshold for any number of seeds, less noisy runs. The paper's claim that the method is insensitive to the feature-map size needs
 # 64 px runs, which this CPU-sized campaign does not make.
 
 # %% [markdown]
