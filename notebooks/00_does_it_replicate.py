@@ -129,8 +129,9 @@ else:
 # **What we could not decide.** The claims the verdict table marks inconclusive, listed above
 # under *Not confirmed* with what would decide each: the runs still missing, or how many seeds
 # per arm an effect of the measured size would need (a lower bound), or, where the difference
-# is too close to the threshold for any number of seeds, less noisy runs. The paper's claim that the method is insensitive to the feature-map size needs
-# 64 px runs, which this CPU-sized campaign does not make.
+# is too close to the threshold for any number of seeds, less noisy runs. The paper's claim
+# that the method is insensitive to the feature-map size needs 64 px runs, which this CPU-sized
+# campaign does not make.
 
 # %% [markdown]
 # **What it cost, and how far seeds land apart.** Every recorded run, its seeds, its hours of

@@ -217,8 +217,8 @@ if "depth_cost" in records:
 # %%
 if "depth_cost" in records:
     depths = pd.DataFrame(record["results"]["depths"]).set_index(["arch", "s"])
-    ratios = ["active_blocks", "flops_ratio", "latency_ratio_b1", "latency_ratio_b64"]
-    display(depths[ratios].round(2))
+    ratios = [column for column in depths if column.endswith("_ratio") or "ratio_b" in column]
+    display(depths[["active_blocks", *ratios]].round(2))
     display(pd.DataFrame(record["results"]["gate_overhead"]).set_index("arch").round(3))
 
 # %% [markdown]
