@@ -293,7 +293,7 @@ class Difference:
         does, does not hold if none of it does; :data:`FEW` with fewer than 3 runs in an arm."""
         if min(self.runs) < MIN_RUNS:
             return FEW
-        half = self.half_width if level == 0.95 else self.half(level)
+        half = self.half(level)
         if self.value - half > above:
             return HOLDS
         if self.value + half < above:
@@ -358,6 +358,8 @@ def _paired(a_runs: list[Summary], b_runs: list[Summary]) -> tuple[list, str]:
     return pairs, "paired by seed" + (", code digest unknown" if unknown else "")
 
 
+#: what decides a claim whose runs are not comparable
+SAME_REGIME = "runs of one regime and data"
 #: config keys that make a regime: runs compared in one claim share them
 REGIME_KEYS = ("dataset", "data", "arch", "epochs", "batch_size", "lr", "num_classes", "image_size")
 
@@ -381,8 +383,12 @@ def _mismatch(*arms: list[Summary]) -> str:
 
 def _claim(claim: str, measured: str, rule: str, verdict: str, decide: str = "") -> dict[str, str]:
     """A row of the claim table; ``decide`` says what would decide a claim left open."""
-    return {"claim": claim, "measured": measured, "rule": rule, "verdict": verdict} | {
-        "decide": decide
+    return {
+        "claim": claim,
+        "measured": measured,
+        "rule": rule,
+        "verdict": verdict,
+        "decide": decide,
     }
 
 
@@ -438,7 +444,7 @@ def _comparable_claim(
     if not independent:
         return _missing(claim, "no independent run", rule, "independent")
     if mismatch := _mismatch(cooperative, independent):
-        return _claim(claim, mismatch, rule, OPEN, "runs of one regime and data")
+        return _claim(claim, mismatch, rule, OPEN, SAME_REGIME)
     deployed = _deployed(cooperative[0])
     plans: dict[int, float] = {}  # active blocks -> the first factor of that plan
     for key, row in independent[0]["metrics"]["independent"].items():
@@ -527,11 +533,14 @@ def _matched_cost_claims(
             ]
             continue
         keys = _matched_exits(cooperative, runs, method)
-        why = _mismatch(cooperative, runs) or (
-            "" if keys else "every exit is cheaper than our shallowest depth"
-        )
-        if why:
-            rows += [_claim(smoother, why, drop_rule, OPEN), _claim(accurate, why, gain_rule, OPEN)]
+        mismatch = _mismatch(cooperative, runs)
+        if mismatch or not keys:
+            why = mismatch or "every exit is cheaper than our shallowest depth"
+            decide = SAME_REGIME if mismatch else ""
+            rows += [
+                _claim(c, why, r, OPEN, decide)
+                for c, r in ((smoother, drop_rule), (accurate, gain_rule))
+            ]
             continue
         points = [runs[0]["metrics"][method][key]["flops"] for key in keys]
         ours = [_at_flops(run, points) for run in cooperative]
@@ -595,7 +604,7 @@ def _component_claim(
     if not factors:
         return _claim(claim, "no scaling factor at which the two can differ", rule, OPEN)
     if mismatch := _mismatch(a_runs, b_runs):
-        return _claim(claim, mismatch, rule, OPEN, "runs of one regime and data")
+        return _claim(claim, mismatch, rule, OPEN, SAME_REGIME)
     networks = [name for name in _teammates(a_runs[0]["metrics"]) if name in b_runs[0]["metrics"]]
 
     def value(run: Summary) -> float:
