@@ -5,8 +5,9 @@ one run (the same command under ``torchrun --nproc_per_node=N`` trains with
 DistributedDataParallel); ``python -m coop_utils book`` builds the reader's book from the
 recorded results, training nothing (``--profile P --train``: also each chapter's runs);
 ``python -m coop_utils results --profile P`` trains (or reuses, or resumes) every run of the
-profile's campaign in turn; ``python -m coop_utils export RUN --s S --output FILE`` writes one
-depth plan of a trained network as a plain network (TorchScript or ONNX).
+profile's campaign in turn, keeping each summary already recorded by this config and code;
+``python -m coop_utils export RUN --s S --output FILE`` writes one depth plan of a trained
+network as a plain network (TorchScript or ONNX).
 """
 
 from __future__ import annotations
@@ -60,9 +61,12 @@ def _results(args: argparse.Namespace) -> int:
         raise ValueError(f"profile {args.profile!r} has no campaign list")
     for number, config in enumerate(planned, 1):
         name = results_path(config).stem
+        state = _recorded_state(results_path(config), config.hash(), code_digest()[0])
         if args.list:
-            state = _recorded_state(results_path(config), config.hash(), code_digest()[0])
             print(f"{number:>3}/{len(planned)}  {name:<40} {state}")
+            continue
+        if state == "recorded":  # the committed summary stands, whether or not runs/ is here
+            print(f"run {number}/{len(planned)}: {name}: recorded, kept", flush=True)
             continue
         print(f"run {number}/{len(planned)}: {name}", flush=True)
         run = train(config, progress=not args.quiet, reuse_stale=args.reuse_stale)

@@ -130,3 +130,41 @@ def test_results_list_names_every_campaign_run_and_its_state(tmp_path, monkeypat
     assert lines[0].split()[1:] == ["cooperative", "to", "run"]
     assert "cooperative-no-sfsl-seed2" in "\n".join(lines)
     assert main(["results", "--profile", "smoke", "--list"]) == 2  # smoke has no campaign
+
+
+def test_results_keeps_recorded_summaries_and_trains_only_the_rest(tmp_path, monkeypatch, capsys):
+    """A committed summary of this config by this code stands even when runs/ is gone."""
+    import json
+
+    import coop_utils.export
+    import coop_utils.training
+    from coop_utils.__main__ import main
+    from coop_utils.config import campaign
+    from coop_utils.runs import code_digest, results_path
+
+    monkeypatch.chdir(tmp_path)
+    planned = [load_config("preview", **overrides) for overrides in campaign("preview")]
+    recorded, stale = planned[0], planned[1]
+    for config, digest in ((recorded, code_digest()[0]), (stale, "0" * 16)):
+        path = results_path(config)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"config_hash": config.hash(), "code_digest": digest}))
+    trained = []
+
+    class Stop(Exception):
+        pass
+
+    def fake_train(config, **kwargs):
+        trained.append(config)
+        if len(trained) == 2:
+            raise Stop
+        return type("Run", (), {"reused": False, "summary_path": results_path(config)})()
+
+    monkeypatch.setattr(coop_utils.training, "train", fake_train)
+    monkeypatch.setattr(coop_utils.export, "record_run_files", lambda run: [])
+    with pytest.raises(Stop):
+        main(["results", "--profile", "preview", "--quiet"])
+    out = capsys.readouterr().out
+    assert f"{results_path(recorded).stem}: recorded, kept" in out
+    # the summary by other code is trained again, then the next run in the list
+    assert trained == planned[1:3]
