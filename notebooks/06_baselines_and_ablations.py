@@ -56,6 +56,7 @@ recorded_profile, recorded = book.recorded(chapter.results_root, dataset)
 display(Markdown(book.recorded_label(recorded, dataset)))
 if "cooperative" in recorded:
     book.show_comparison(recorded, f"recorded {recorded_profile} runs, {dataset}")
+    display(Markdown(verdict.training_compute_note(recorded)))
 
 # %% [markdown]
 # Read across the three panels: a method ahead at equal depth may fall behind at equal FLOPs or

@@ -298,6 +298,17 @@ def test_the_campaign_table_gives_seed_ranges_and_counts_training_once():
     assert table.loc["cooperative", "training (h)"] == 1.5
     assert table.loc["cooperative-shared-bn", "training (h)"] == 0.0  # counted once, above
     assert table.loc["byot", "training (h)"] == 0.3
+    assert table.loc["cooperative", "per seed (h)"] == 0.5
+    assert table.loc["cooperative-shared-bn", "per seed (h)"] == 0.0
+    # the claims compare methods at equal epochs, not equal training compute: the text says so
+    note = verdict.training_compute_note(runs)
+    assert note.startswith("**Training compute is not matched.**")
+    assert "0.10 h for BYOT (5.0× less)" in note
+    assert "0.10 h for the independent networks" in note
+    discussion = verdict.discussion(verdict.claim_table({"cifar100": runs}), {"cifar100": runs})
+    assert note in discussion
+    no_baseline = {n: r for n, r in runs.items() if n.startswith("cooperative")}
+    assert verdict.training_compute_note(no_baseline) == ""
 
 
 def test_the_committed_results_decide_a_claim_only_with_three_runs_per_arm():
