@@ -36,6 +36,7 @@ import pandas as pd
 from coop_utils.models import ARCHITECTURES, SCALING_FACTORS, depth_plan
 
 __all__ = [
+    "EXPLORATORY",
     "FAILS",
     "FEW",
     "HOLDS",
@@ -64,6 +65,8 @@ MIN_RUNS = 3
 #: the most seeds per arm :meth:`Difference.runs_to_decide` looks for
 MOST_RUNS = 30
 FEW = f"{OPEN} (n < {MIN_RUNS})"
+#: the verdict of a claim one of whose arms the campaign runs with fewer than 3 seeds by design
+EXPLORATORY = f"{OPEN} (exploratory: fewer than {MIN_RUNS} seeds by design)"
 #: profiles whose summaries are results, best first; smoke numbers never are
 RESULT_PROFILES = ("full", "preview")
 
@@ -621,7 +624,28 @@ def _component_claim(
         f"{np.mean(xs):.1f} vs {np.mean(ys):.1f} %: {difference} pts ({difference.sample}, "
         f"{how}; {', '.join(networks)})"
     )
-    return _claim(claim, measured, rule, difference.verdict(), difference.to_decide())
+    verdict, decide = difference.verdict(), difference.to_decide()
+    planned = planned_seeds(groups["cooperative"][0]["config"].get("profile", ""))
+    exploratory = [n for n in (better, worse) if planned.get(n, MIN_RUNS) < MIN_RUNS]
+    if verdict == FEW and exploratory:
+        verdict = EXPLORATORY
+        decide = (
+            f"an exploratory arm: the campaign runs {planned[exploratory[0]]} seed(s) of "
+            f"{exploratory[0]}; {decide}"
+        )
+    return _claim(claim, measured, rule, verdict, decide)
+
+
+def planned_seeds(profile: str) -> dict[str, int]:
+    """``{run name: seeds}`` that the ``campaign`` of ``params/<profile>.yaml`` trains (the name
+    of a results file without its seed); empty for a profile without a campaign."""
+    from coop_utils.config import PROFILES, campaign
+
+    planned: dict[str, int] = {}
+    for run in campaign(profile) if profile in PROFILES else []:
+        name = run["method"] + (f"-{run['variant']}" if run.get("variant") else "")
+        planned[name] = planned.get(name, 0) + 1
+    return planned
 
 
 def _claims(groups: Mapping[str, list[Summary]], margin: float) -> list[dict[str, str]]:
@@ -726,7 +750,8 @@ def tally(table: pd.DataFrame) -> str:
     return (
         f"Claims judged: {len(judged)} ({len(verdicts) - len(judged)} withheld). Holds: "
         f"{(judged == HOLDS).sum()}; does not hold: {(judged == FAILS).sum()}; inconclusive: "
-        f"{judged.str.startswith(OPEN).sum()}, of which n < {MIN_RUNS}: {(judged == FEW).sum()}."
+        f"{judged.str.startswith(OPEN).sum()}, of which n < {MIN_RUNS}: {(judged == FEW).sum()}"
+        f" and exploratory by design: {(judged == EXPLORATORY).sum()}."
     )
 
 
@@ -858,6 +883,8 @@ def matched_cost_table(summaries: Mapping[str, Summary]) -> pd.DataFrame:
 LIKELY_REASONS: dict[str, str] = {
     "Seeds": f"fewer than {MIN_RUNS} runs in an arm: a 95 % t-interval from 2 seeds is 12.7 "
     "standard errors wide, so no difference can be shown; every arm needs at least 3 seeds.",
+    "Exploratory": "the campaign runs these variants once, as exploration: one seed shows a "
+    "direction, not a difference the seeds can support.",
     "Depth": "time shrinks less than FLOPs when fixed costs dominate: at batch 1 on a CPU a "
     "small network spends much of its time in the stem, the head and per-layer dispatch, which "
     "every depth pays (the depth-cost benchmark, in the performance section of chapter 7, "
@@ -880,6 +907,8 @@ LIKELY_REASONS: dict[str, str] = {
 def _reason(claim: str, verdict: str) -> str:
     if verdict == FEW:
         return LIKELY_REASONS["Seeds"]
+    if verdict == EXPLORATORY:
+        return LIKELY_REASONS["Exploratory"]
     if claim.startswith(("Smoother", "More accurate")):
         return LIKELY_REASONS["Exits"]
     for key in ("Depth", "Comparable"):

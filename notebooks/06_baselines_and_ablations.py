@@ -82,7 +82,9 @@ if "cooperative" in recorded:
 # method's run of that seed: the Teammates are built first and in the same order, so they share
 # their initialisation, their data order and the drawn scaling factors. The band shows how far
 # two runs of the full method that differ only in their seed land apart: a gap smaller than the
-# band has not been shown to matter.
+# band has not been shown to matter. Each panel's title counts the ablation's seeds. The
+# campaign runs `first-gating`, `sfsl-normalised` and `gate-all` once, as exploration: their
+# claims are marked exploratory, one seed shows a direction, not a difference.
 
 # %%
 if "cooperative" in recorded:

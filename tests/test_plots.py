@@ -232,7 +232,7 @@ def test_ablation_frame_pools_seeds_and_the_figure_pairs_each_ablation():
     assert frame.query("variant == 'one-teammate' and s == 1.0")["top1"].item() == 60.0
     figure = plots.ablation_figure(frame, "ablations")
     assert_titled_and_labelled(figure)
-    assert [ax.get_title() for ax in figure.axes] == ["vs one-teammate"]
+    assert [ax.get_title() for ax in figure.axes] == ["vs one-teammate (1 seed)"]
     assert "2 seeds" in figure._suptitle.get_text()
 
 

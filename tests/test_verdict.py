@@ -247,8 +247,38 @@ def test_fewer_than_three_seeds_are_inconclusive_whatever_the_mean():
 
     table = verdict.claim_table({"cifar100": summaries(seeds=2, shift=shift)})
     judged = table[table["dataset"] == "cifar100"]
-    assert (judged["verdict"] == "inconclusive (n < 3)").all()
+    # the preview campaign runs first-gating and sfsl-normalised once: exploratory by design
+    exploratory = judged["claim"].str.contains("gating|normalised")
+    assert exploratory.sum() == 3
+    assert (judged[exploratory]["verdict"] == verdict.EXPLORATORY).all()
+    assert (judged[~exploratory]["verdict"] == "inconclusive (n < 3)").all()
     assert not table["rule"].str.contains("n < 3").any()  # only a verdict says it
+
+
+def test_a_claim_on_an_arm_the_campaign_runs_once_is_labelled_exploratory():
+    planned = verdict.planned_seeds("preview")
+    assert planned["cooperative"] == 3 and planned["cooperative-no-sfsl"] == 3
+    assert planned["cooperative-first-gating"] == 1
+    assert verdict.planned_seeds("smoke") == {} == verdict.planned_seeds("no-such-profile")
+    runs = {
+        name: run
+        for name, run in summaries(seeds=3).items()
+        if not (name.startswith("cooperative-first-gating-seed"))
+    }
+    row = verdicts_rows(verdict.claim_table({"cifar100": runs}))["Learned (Gumbel) gating"]
+    assert row["verdict"] == verdict.EXPLORATORY
+    assert "runs 1 seed(s) of cooperative-first-gating" in row["decide"]
+    assert "exploratory by design: 1." in verdict.tally(verdict.claim_table({"cifar100": runs}))
+    # at a profile without a campaign, a missing seed is only "n < 3"
+    full = {
+        name: run | {"config": run["config"] | {"profile": "full"}} for name, run in runs.items()
+    }
+    row = verdicts_rows(verdict.claim_table({"cifar100": full}))["Learned (Gumbel) gating"]
+    assert row["verdict"] == verdict.FEW
+
+
+def verdicts_rows(table):
+    return {" ".join(row["claim"].split()[:3]): row for row in table.to_dict("records")}
 
 
 def test_an_open_claim_says_how_many_seeds_would_decide_it():
