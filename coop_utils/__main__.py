@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from coop_utils.config import ABLATIONS, PROFILES, campaign, load_config, parse_override
+from coop_utils.config import ABLATIONS, PROFILES, load_config, parse_override
 from coop_utils.data import DatasetError
 from coop_utils.runs import CheckpointError, RunBusyError
 from coop_utils.training import NonFiniteLossError, TrainingInterrupted
@@ -53,15 +53,15 @@ def _train(args: argparse.Namespace) -> int:
 
 def _results(args: argparse.Namespace) -> int:
     from coop_utils.export import record_run_files
-    from coop_utils.runs import code_digest, results_path
+    from coop_utils.runs import results_path
     from coop_utils.training import train
+    from coop_utils.verdict import campaign_state
 
-    planned = [load_config(args.profile, **overrides) for overrides in campaign(args.profile)]
+    planned = campaign_state(args.profile)
     if not planned:
         raise ValueError(f"profile {args.profile!r} has no campaign list")
-    for number, config in enumerate(planned, 1):
+    for number, (config, state) in enumerate(planned, 1):
         name = results_path(config).stem
-        state = _recorded_state(results_path(config), config.hash(), code_digest()[0])
         if args.list:
             print(f"{number:>3}/{len(planned)}  {name:<40} {state}")
             continue
@@ -74,18 +74,6 @@ def _results(args: argparse.Namespace) -> int:
         for path in record_run_files(run):
             print(f"  recorded {path}", flush=True)
     return 0
-
-
-def _recorded_state(path: Path, config_hash: str, digest: str) -> str:
-    """Whether the summary at ``path`` records this config's run by this code."""
-    if not path.exists():
-        return "to run"
-    summary = json.loads(path.read_text())
-    if summary.get("config_hash") != config_hash:
-        return "recorded with another config"
-    if summary.get("code_digest") != digest:
-        return f"recorded by other code ({summary.get('code_digest')})"
-    return "recorded"
 
 
 def _export(args: argparse.Namespace) -> int:

@@ -15,7 +15,6 @@ runs. The chapters call the helpers of the first half of this module.
 from __future__ import annotations
 
 import argparse
-import csv
 import datetime
 import html
 import inspect
@@ -41,7 +40,6 @@ from coop_utils.config import (
     PARAMS_DIR,
     PROFILES,
     RunConfig,
-    campaign,
     load_config,
     parse_override,
 )
@@ -49,6 +47,7 @@ from coop_utils.training import load_system
 from coop_utils.verdict import (
     DEPTH_COST_COMMAND,
     RESULT_PROFILES,
+    campaign_state,
     deployed_teammate,
     group_seeds,
     summaries_of,
@@ -267,19 +266,16 @@ def campaign_progress(
     results_root: str | os.PathLike, profile: str = CAMPAIGN_PROFILE
 ) -> tuple[str, list[str]]:
     """``("N of M campaign runs recorded so far", [names still missing])`` for the profile's
-    campaign: a run counts once its summary is in ``results_root`` with the campaign's config."""
+    campaign: a run counts once its summary is in ``results_root`` with the campaign's config
+    (by whatever code: see :func:`verdict.campaign_state`)."""
     from coop_utils.runs import results_path
 
-    root = str(resolve_path(results_root))
-    missing, planned = [], campaign(profile)
-    for overrides in planned:
-        config = load_config(profile, results_root=root, **overrides)
-        path = results_path(config)
-        recorded = (
-            path.exists() and json.loads(path.read_text()).get("config_hash") == config.hash()
-        )
-        if not recorded:
-            missing.append(path.stem)
+    planned = campaign_state(profile, resolve_path(results_root))
+    missing = [
+        results_path(config).stem
+        for config, state in planned
+        if state in ("to run", "recorded with another config")
+    ]
     done = len(planned) - len(missing)
     return f"{done} of {len(planned)} {profile} campaign runs recorded so far", missing
 
@@ -504,6 +500,7 @@ def recorded_logs(
     """``{name: per-epoch rows}`` of the recorded runs whose log is committed beside their
     summary (``<profile>/<dataset>/logs/<name>.csv``, written by ``make results``)."""
     from coop_utils.export import log_path
+    from coop_utils.runs import read_log
 
     logs = {}
     for name, summary in summaries.items():
@@ -511,8 +508,7 @@ def recorded_logs(
         summary_path = resolve_path(results_root) / config.get("profile", "?")
         path = log_path(summary_path / config.get("dataset", "?") / f"{name}.json")
         if path.exists():
-            with path.open(newline="") as handle:
-                logs[name] = list(csv.DictReader(handle))
+            logs[name] = read_log(path)
     return logs
 
 
@@ -525,13 +521,34 @@ def show_recorded_depths(
     """The recorded runs of ``name`` on ``dataset``: what ran them, the test top-1 of
     ``networks`` at every depth (figure, then table, mean over seeds) and each seed's training
     curves where its log is committed."""
+    profile, summaries = recorded(results_root, dataset, [name])
+    _show_depths(
+        recorded_label(summaries, dataset),
+        seeds_frame(summaries, name).query("network in @networks"),
+        recorded_logs(results_root, summaries),
+        f"recorded {profile} runs ({dataset})",
+    )
+
+
+def show_run(run: Any, dataset: str, profile: str, networks: Sequence[str]) -> None:
+    """This build's run of a chapter: where it lives, the test top-1 of ``networks`` at every
+    depth (figure and table) and its training curves."""
+    from coop_utils.plots import metrics_frame
+
+    _show_depths(
+        f"{'Reused' if run.reused else 'Trained'}: `{run.directory}`, {run.wall_time_s:.0f} s.",
+        metrics_frame(run.metrics).query("network in @networks"),
+        {run.config.method: run.log},
+        f"this build's run ({dataset}, {profile})",
+    )
+
+
+def _show_depths(label: str, frame: pd.DataFrame, logs: Mapping[str, Sequence], title: str) -> None:
+    """``label``, then the test top-1 of a metrics frame at every depth (figure and table) and
+    the training curves of ``logs``, each where there is something to show."""
     from coop_utils import plots
 
-    profile, summaries = recorded(results_root, dataset, [name])
-    frame = seeds_frame(summaries, name).query("network in @networks")
-    logs = recorded_logs(results_root, summaries)
-    title = f"recorded {profile} runs ({dataset})"
-    items: list[Any] = [recorded_label(summaries, dataset)]
+    items: list[Any] = [label]
     if not frame.empty:
         items += [
             plots.accuracy_by_depth_figure(frame, f"Test accuracy by depth, {title}"),
@@ -540,24 +557,6 @@ def show_recorded_depths(
     if logs:
         items.append(plots.training_curves_figure(logs, f"Training, {title}"))
     _show_in_order(*items)
-
-
-def show_run(run: Any, dataset: str, profile: str, networks: Sequence[str]) -> None:
-    """This build's run of a chapter: where it lives, its training curves, and the test top-1
-    of ``networks`` at every depth (figure and table)."""
-    from coop_utils import plots
-
-    live = plots.metrics_frame(run.metrics).query("network in @networks")
-    _show_in_order(
-        f"{'Reused' if run.reused else 'Trained'}: `{run.directory}`, {run.wall_time_s:.0f} s.",
-        plots.training_curves_figure(
-            {run.config.method: run.log}, f"Training ({dataset}, {profile})"
-        ),
-        plots.accuracy_by_depth_figure(
-            live, f"Test accuracy by depth, this build's run ({dataset}, {profile})"
-        ),
-        accuracy_table(live),
-    )
 
 
 def verdict_html(table: pd.DataFrame) -> Any:

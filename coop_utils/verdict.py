@@ -33,7 +33,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from coop_utils.config import PROFILES, RunConfig, campaign, load_config
 from coop_utils.models import ARCHITECTURES, SCALING_FACTORS, depth_plan
+from coop_utils.runs import code_digest, results_path
 
 __all__ = [
     "EXPLORATORY",
@@ -45,6 +47,7 @@ __all__ = [
     "RESULT_PROFILES",
     "Difference",
     "best_summaries",
+    "campaign_state",
     "campaign_table",
     "claim_table",
     "compare",
@@ -126,6 +129,30 @@ def best_summaries(results_root: str | os.PathLike) -> dict[str, dict[str, Summa
             if dataset not in chosen and "cooperative" in summaries:
                 chosen[dataset] = summaries
     return chosen
+
+
+def campaign_state(
+    profile: str, results_root: str | os.PathLike | None = None
+) -> list[tuple[RunConfig, str]]:
+    """Each run of the profile's campaign, in order: its config (at ``results_root``, else the
+    profile's) and the state of its summary there: "to run", "recorded with another config",
+    "recorded by other code (<its code digest>)" or "recorded" (by this config and code)."""
+    root = {} if results_root is None else {"results_root": str(results_root)}
+    planned = [load_config(profile, **root, **overrides) for overrides in campaign(profile)]
+    digest, states = code_digest()[0], []
+    for config in planned:
+        path = results_path(config)
+        summary = json.loads(path.read_text()) if path.exists() else None
+        if summary is None:
+            state = "to run"
+        elif summary.get("config_hash") != config.hash():
+            state = "recorded with another config"
+        elif summary.get("code_digest") != digest:
+            state = f"recorded by other code ({summary.get('code_digest')})"
+        else:
+            state = "recorded"
+        states.append((config, state))
+    return states
 
 
 def group_seeds(summaries: Mapping[str, Summary]) -> dict[str, list[Summary]]:
@@ -395,9 +422,20 @@ def _claim(claim: str, measured: str, rule: str, verdict: str, decide: str = "")
     }
 
 
-def _missing(claim: str, why: str, rule: str, runs: str) -> dict[str, str]:
-    """An open claim for want of runs: ``runs`` names them."""
-    return _claim(claim, why, rule, OPEN, f"the {runs} runs of the campaign (`make results`)")
+def _unready(
+    claim: str, rule: str, arms: Mapping[str, list[Summary] | None], why: str = ""
+) -> dict[str, str] | None:
+    """The open row of a claim that lacks the runs of an arm (``arms``: ``{name: runs}``), that
+    ``why`` leaves open, or whose arms cannot be compared; ``None`` when it can be judged."""
+    missing = next((name for name, runs in arms.items() if not runs), None)
+    if missing:
+        decide = f"the {missing} runs of the campaign (`make results`)"
+        return _claim(claim, f"no {missing} run", rule, OPEN, decide)
+    if why:
+        return _claim(claim, why, rule, OPEN)
+    if mismatch := _mismatch(*arms.values()):
+        return _claim(claim, mismatch, rule, OPEN, SAME_REGIME)
+    return None
 
 
 def _depth_cost_check(
@@ -444,10 +482,8 @@ def _comparable_claim(
         f"of the gap lies above -{margin:g} pts, does not hold if at some plan the interval at "
         "1 - 0.05/k (Bonferroni over the k plans) lies below"
     )
-    if not independent:
-        return _missing(claim, "no independent run", rule, "independent")
-    if mismatch := _mismatch(cooperative, independent):
-        return _claim(claim, mismatch, rule, OPEN, SAME_REGIME)
+    if unready := _unready(claim, rule, {"cooperative": cooperative, "independent": independent}):
+        return unready
     deployed = _deployed(cooperative[0])
     plans: dict[int, float] = {}  # active blocks -> the first factor of that plan
     for key, row in independent[0]["metrics"]["independent"].items():
@@ -528,21 +564,13 @@ def _matched_cost_claims(
         drop_rule = f"their drop from own full depth minus ours, {where}"
         gain_rule = f"our top-1 minus theirs, {where}"
         runs = groups.get(method)
-        if not runs:
-            why = f"no {method} run"
+        keys = _matched_exits(cooperative, runs, method) if runs else []
+        claims = ((smoother, drop_rule), (accurate, gain_rule))
+        unready = [_unready(c, r, {"cooperative": cooperative, method: runs}) for c, r in claims]
+        if any(unready) or not keys:
+            why = "every exit is cheaper than our shallowest depth"
             rows += [
-                _missing(c, why, r, method)
-                for c, r in ((smoother, drop_rule), (accurate, gain_rule))
-            ]
-            continue
-        keys = _matched_exits(cooperative, runs, method)
-        mismatch = _mismatch(cooperative, runs)
-        if mismatch or not keys:
-            why = mismatch or "every exit is cheaper than our shallowest depth"
-            decide = SAME_REGIME if mismatch else ""
-            rows += [
-                _claim(c, why, r, OPEN, decide)
-                for c, r in ((smoother, drop_rule), (accurate, gain_rule))
+                row or _claim(c, why, r, OPEN) for row, (c, r) in zip(unready, claims, strict=True)
             ]
             continue
         points = [runs[0]["metrics"][method][key]["flops"] for key in keys]
@@ -574,6 +602,16 @@ def _matched_cost_claims(
     return rows
 
 
+def _depth_plans(
+    config: Mapping[str, Any],
+) -> tuple[tuple[int, ...], list[tuple[float, tuple[int, ...]]]]:
+    """The stage sizes of the config's backbone, and each scaling factor of its grid with the
+    depth plan it runs (blocks kept per stage)."""
+    sizes = ARCHITECTURES[config["arch"]].stage_sizes
+    grid = config.get("scaling_factors") or SCALING_FACTORS
+    return sizes, [(float(s), depth_plan(sizes, float(s))) for s in grid]
+
+
 def _factors(kind: str, config: Mapping[str, Any]) -> tuple[float, ...]:
     """The scaling factors a component claim averages over: ``all``, ``shallow`` (up to 0.4),
     ``below full`` (plans that leave a block out), or ``choice`` (plans where a gate has
@@ -583,11 +621,10 @@ def _factors(kind: str, config: Mapping[str, Any]) -> tuple[float, ...]:
         return grid
     if kind == "shallow":
         return tuple(s for s in grid if s <= 0.4 + 1e-9)
-    sizes = ARCHITECTURES[config["arch"]].stage_sizes
-    plans = {s: depth_plan(sizes, s) for s in grid}
+    sizes, plans = _depth_plans(config)
     if kind == "below full":  # resnet20 at s = 0.9 keeps every block: not a sub-network
-        return tuple(s for s in grid if plans[s] != tuple(sizes))
-    return tuple(s for s in grid if any(1 < k < n for k, n in zip(plans[s], sizes, strict=True)))
+        return tuple(s for s, plan in plans if plan != tuple(sizes))
+    return tuple(s for s, plan in plans if any(1 < k < n for k, n in zip(plan, sizes, strict=True)))
 
 
 def _component_claim(
@@ -601,13 +638,9 @@ def _component_claim(
         "if below"
     )
     a_runs, b_runs = groups.get(better), groups.get(worse)
-    if not a_runs or not b_runs:
-        missing = better if not a_runs else worse
-        return _missing(claim, f"no {missing} run", rule, missing)
-    if not factors:
-        return _claim(claim, "no scaling factor at which the two can differ", rule, OPEN)
-    if mismatch := _mismatch(a_runs, b_runs):
-        return _claim(claim, mismatch, rule, OPEN, SAME_REGIME)
+    why = "" if factors else "no scaling factor at which the two can differ"
+    if unready := _unready(claim, rule, {better: a_runs, worse: b_runs}, why):
+        return unready
     networks = [name for name in _teammates(a_runs[0]["metrics"]) if name in b_runs[0]["metrics"]]
 
     def value(run: Summary) -> float:
@@ -639,8 +672,6 @@ def _component_claim(
 def planned_seeds(profile: str) -> dict[str, int]:
     """``{run name: seeds}`` that the ``campaign`` of ``params/<profile>.yaml`` trains (the name
     of a results file without its seed); empty for a profile without a campaign."""
-    from coop_utils.config import PROFILES, campaign
-
     planned: dict[str, int] = {}
     for run in campaign(profile) if profile in PROFILES else []:
         name = run["method"] + (f"-{run['variant']}" if run.get("variant") else "")
@@ -687,16 +718,16 @@ def claim_table(
     if depth_cost is not None:
         evidence = f"{depth_cost['device']}, commit {depth_cost['git_commit']}, "
         evidence += str(depth_cost["date"])[:10]
+    grouped = {dataset: group_seeds(s) for dataset, s in summaries_by_dataset.items()}
     archs = [
-        group_seeds(summaries)["cooperative"][0]["config"].get("arch", "?")
-        for summaries in summaries_by_dataset.values()
-        if "cooperative" in group_seeds(summaries)
+        groups["cooperative"][0]["config"].get("arch", "?")
+        for groups in grouped.values()
+        if "cooperative" in groups
     ]
     check = _depth_cost_check(depth_cost, archs)
     rows = [{"dataset": "benchmark", **check, "evidence": evidence}]
     comparable = {}
-    for dataset, summaries in summaries_by_dataset.items():
-        groups = group_seeds(summaries)
+    for dataset, groups in grouped.items():
         if "cooperative" not in groups:
             continue
         profile = groups["cooperative"][0]["config"]["profile"]
@@ -794,12 +825,8 @@ def campaign_table(summaries: Mapping[str, Summary]) -> pd.DataFrame:
                 for n in networks
             ]
             full.append(float(np.mean(deepest)))
-        hours = sum(
-            float(run.get("wall_time_s", 0.0))
-            for run in runs
-            if not _evaluation_only(run, summaries)
-        )
         trained = [run for run in runs if not _evaluation_only(run, summaries)]
+        hours = sum(float(run.get("wall_time_s", 0.0)) for run in trained)
         rows.append(
             {
                 "run": name,
@@ -815,7 +842,7 @@ def campaign_table(summaries: Mapping[str, Summary]) -> pd.DataFrame:
 
 #: the baselines whose training time is set beside the cooperative run's
 BASELINES = {
-    "independent": "the independent networks (every depth together)",
+    "independent": "the independent networks of every depth",
     "byot": "BYOT",
     "branchynet": "BranchyNet",
 }
@@ -836,11 +863,20 @@ def training_compute_note(summaries: Mapping[str, Summary]) -> str:
         if name in table.index and table.loc[name, "per seed (h)"] > 0
     ]
     epochs = sorted({run.get("config", {}).get("epochs") for run in summaries.values()} - {None})
+    hours = [
+        float(run.get("wall_time_s", 0.0)) / 3600 for run in group_seeds(summaries)["cooperative"]
+    ]
+    spread = (
+        f"; a shared machine's speed varies, and its seeds took {min(hours):.2f} to "
+        f"{max(hours):.2f} h"
+        if len(hours) > 1
+        else ""
+    )
     return (
         f"**Training compute is not matched.** Every method trains for the same "
         f"{', '.join(map(str, epochs))} epochs, and the claims compare them at equal inference "
         f"cost. Per seed, the cooperative run trained {ours:.2f} h (wall time on the recording "
-        f"machine: two Teammates with their sub-networks and a Leader), against "
+        f"machine, for two Teammates with their sub-networks and a Leader{spread}), against "
         f"{', '.join(ratios)}. On a schedule this short every network is still learning, so "
         "part of the cooperative method's lead over the baselines may be that extra compute "
         "rather than the method. Baselines trained for the cooperative run's wall time would "
@@ -921,11 +957,11 @@ def _plan_note(config: Mapping[str, Any]) -> str:
     arch = config.get("arch", "")
     if arch not in ARCHITECTURES:
         return ""
-    sizes = ARCHITECTURES[arch].stage_sizes
+    sizes, by_factor = _depth_plans(config)
     plans: dict[tuple[int, ...], list[float]] = {}
-    for s in config.get("scaling_factors") or SCALING_FACTORS:
-        plans.setdefault(depth_plan(sizes, float(s)), []).append(float(s))
-    if len(plans) >= len(config.get("scaling_factors") or SCALING_FACTORS):
+    for s, plan in by_factor:
+        plans.setdefault(plan, []).append(s)
+    if len(plans) >= len(by_factor):
         return ""
     groups = "; ".join(
         f"s = {', '.join(f'{s:g}' for s in factors)} keep {sum(plan)} blocks"

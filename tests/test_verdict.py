@@ -335,6 +335,7 @@ def test_the_campaign_table_gives_seed_ranges_and_counts_training_once():
     assert note.startswith("**Training compute is not matched.**")
     assert "0.10 h for BYOT (5.0× less)" in note
     assert "0.10 h for the independent networks" in note
+    assert "its seeds took 0.50 to 0.50 h" in note  # how far the machine's speed moved
     discussion = verdict.discussion(verdict.claim_table({"cifar100": runs}), {"cifar100": runs})
     assert note in discussion
     no_baseline = {n: r for n, r in runs.items() if n.startswith("cooperative")}
@@ -563,3 +564,39 @@ def test_the_verdict_imports_neither_the_book_nor_its_figures():
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert "coop_utils.verdict" in loaded.stdout, loaded.stderr
     assert "coop_utils.book" not in loaded.stdout and "coop_utils.plots" not in loaded.stdout
+
+
+def test_campaign_state_reads_each_planned_runs_summary(tmp_path):
+    """Each campaign run's summary: recorded by this config and code, by other code, with
+    another config, or not at all; the book counts a summary of the config by any code."""
+    from coop_utils.config import campaign, load_config
+    from coop_utils.runs import code_digest, results_path
+
+    planned = verdict.campaign_state("preview", tmp_path)
+    configs = [config for config, _ in planned]
+    root = str(tmp_path)
+    assert configs == [load_config("preview", results_root=root, **o) for o in campaign("preview")]
+    assert {state for _, state in planned} == {"to run"}
+    digest, other = code_digest()[0], "0" * 16
+    written = (
+        {"config_hash": configs[0].hash(), "code_digest": digest},
+        {"config_hash": configs[1].hash(), "code_digest": other},
+        {"config_hash": configs[1].hash(), "code_digest": digest},  # another run's config
+        {"config_hash": configs[3].hash()},  # no code digest recorded
+    )
+    for config, content in zip(configs, written, strict=False):
+        results_path(config).parent.mkdir(parents=True, exist_ok=True)
+        results_path(config).write_text(json.dumps(content))
+    states = [state for _, state in verdict.campaign_state("preview", tmp_path)]
+    assert states[:5] == [
+        "recorded",
+        f"recorded by other code ({other})",
+        "recorded with another config",
+        "recorded by other code (None)",
+        "to run",
+    ]
+    assert set(states[4:]) == {"to run"}
+    line, missing = book.campaign_progress(tmp_path)
+    assert line == f"3 of {len(configs)} preview campaign runs recorded so far"
+    assert missing == [results_path(config).stem for config in configs[2:3] + configs[4:]]
+    assert verdict.campaign_state("smoke") == []  # no campaign list
