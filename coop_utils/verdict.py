@@ -388,6 +388,8 @@ def _paired(a_runs: list[Summary], b_runs: list[Summary]) -> tuple[list, str]:
     return pairs, "paired by seed" + (", code digest unknown" if unknown else "")
 
 
+#: what decides a claim that lacks the runs of an arm (after their name)
+CAMPAIGN_RUNS = "runs of the campaign (`make results`)"
 #: what decides a claim whose runs are not comparable
 SAME_REGIME = "runs of one regime and data"
 #: config keys that make a regime: runs compared in one claim share them
@@ -429,7 +431,7 @@ def _unready(
     ``why`` leaves open, or whose arms cannot be compared; ``None`` when it can be judged."""
     missing = next((name for name, runs in arms.items() if not runs), None)
     if missing:
-        decide = f"the {missing} runs of the campaign (`make results`)"
+        decide = f"the {missing} {CAMPAIGN_RUNS}"
         return _claim(claim, f"no {missing} run", rule, OPEN, decide)
     if why:
         return _claim(claim, why, rule, OPEN)
@@ -919,6 +921,9 @@ def matched_cost_table(summaries: Mapping[str, Summary]) -> pd.DataFrame:
 LIKELY_REASONS: dict[str, str] = {
     "Seeds": f"fewer than {MIN_RUNS} runs in an arm: a 95 % t-interval from 2 seeds is 12.7 "
     "standard errors wide, so no difference can be shown; every arm needs at least 3 seeds.",
+    "Missing": "their runs are not recorded yet: nothing is measured, so nothing is concluded.",
+    "Regime": "their runs differ in regime, data or precision, so a difference would measure "
+    "that, not the method.",
     "Exploratory": "the campaign runs these variants once, as exploration: one seed shows a "
     "direction, not a difference the seeds can support.",
     "Depth": "time shrinks less than FLOPs when fixed costs dominate: at batch 1 on a CPU a "
@@ -940,7 +945,11 @@ LIKELY_REASONS: dict[str, str] = {
 }
 
 
-def _reason(claim: str, verdict: str) -> str:
+def _reason(claim: str, verdict: str, decide: str = "") -> str:
+    if decide.endswith(CAMPAIGN_RUNS):
+        return LIKELY_REASONS["Missing"]
+    if decide == SAME_REGIME:
+        return LIKELY_REASONS["Regime"]
     if verdict == FEW:
         return LIKELY_REASONS["Seeds"]
     if verdict == EXPLORATORY:
@@ -1000,7 +1009,8 @@ def discussion(
         )
     reasons: dict[str, list[str]] = {}
     for row in judged[judged["verdict"] != HOLDS].itertuples():
-        reasons.setdefault(_reason(row.claim, row.verdict), []).append(short[row.claim])
+        reason = _reason(row.claim, row.verdict, row.decide)
+        reasons.setdefault(reason, []).append(short[row.claim])
     paragraphs.append(
         "**Most likely reasons:**\n"
         + "\n".join(

@@ -548,6 +548,11 @@ def test_the_discussion_names_contradicted_and_open_claims_with_reasons():
     assert "only 3 distinct plans" in text  # resnet20: the nine factors give three plans
     few = verdict.claim_table({"cifar100": summaries(seeds=2)})
     assert "every arm needs at least 3 seeds" in verdict.discussion(few)
+    # a claim without its runs is given that as its reason, not a guess about the method
+    partial = {n: r for n, r in worse.items() if not n.startswith("cooperative-no-leader")}
+    text = verdict.discussion(verdict.claim_table({"cifar100": partial}))
+    missing = next(line for line in text.splitlines() if "not recorded yet" in line)
+    assert missing.startswith("- *The Leader improves the Teammates*:")
 
 
 def test_the_discussion_of_withheld_or_agreeing_verdicts():
