@@ -924,6 +924,9 @@ LIKELY_REASONS: dict[str, str] = {
     "Missing": "their runs are not recorded yet: nothing is measured, so nothing is concluded.",
     "Regime": "their runs differ in regime, data or precision, so a difference would measure "
     "that, not the method.",
+    "Null": "the measured difference is close to zero: the part may make no difference at this "
+    'scale. The rule says "does not hold" only when the other arm is significantly better, so '
+    "a part without effect stays inconclusive rather than refuted.",
     "Exploratory": "the campaign runs these variants once, as exploration: one seed shows a "
     "direction, not a difference the seeds can support.",
     "Depth": "time shrinks less than FLOPs when fixed costs dominate: at batch 1 on a CPU a "
@@ -950,6 +953,8 @@ def _reason(claim: str, verdict: str, decide: str = "") -> str:
         return LIKELY_REASONS["Missing"]
     if decide == SAME_REGIME:
         return LIKELY_REASONS["Regime"]
+    if decide.startswith(f"more than {MOST_RUNS} seeds"):
+        return LIKELY_REASONS["Null"]
     if verdict == FEW:
         return LIKELY_REASONS["Seeds"]
     if verdict == EXPLORATORY:

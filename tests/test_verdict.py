@@ -553,6 +553,13 @@ def test_the_discussion_names_contradicted_and_open_claims_with_reasons():
     text = verdict.discussion(verdict.claim_table({"cifar100": partial}))
     missing = next(line for line in text.splitlines() if "not recorded yet" in line)
     assert missing.startswith("- *The Leader improves the Teammates*:")
+    # a component with no effect: its reason says so, not that teachers are weak
+    null = summaries(shift=jitter)
+    table = verdict.claim_table({"cifar100": null})
+    leader = table[table["claim"] == "The Leader improves the Teammates"].iloc[0]
+    assert leader["decide"].startswith("more than 30 seeds")
+    line = next(line for line in verdict.discussion(table).splitlines() if "close to zero" in line)
+    assert "The Leader improves the Teammates" in line
 
 
 def test_the_discussion_of_withheld_or_agreeing_verdicts():
