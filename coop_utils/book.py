@@ -478,7 +478,10 @@ def show_comparison(summaries: Mapping[str, Summary], what: str) -> None:
     tables = [plots.comparison_table(frame)]
     if not matched.empty:
         figures.append(plots.matched_cost_figure(matched, f"Exits at equal FLOPs ({what})"))
-        tables.append(matched.set_index(["method", "exit (share of blocks)"]))
+        shown = matched.set_index(["method", "exit (share of blocks)"])
+        numbers = shown.select_dtypes("number").columns  # an exit not compared has none
+        shown[numbers] = shown[numbers].map(lambda v: "–" if pd.isna(v) else f"{v:.2f}")
+        tables.append(shown)
     _show_in_order(*[item for pair in zip(figures, tables, strict=True) for item in pair])
 
 
