@@ -396,12 +396,13 @@ SAME_REGIME = "runs of one regime and data"
 REGIME_KEYS = ("dataset", "data", "arch", "epochs", "batch_size", "lr", "num_classes", "image_size")
 
 
-def _mismatch(*arms: list[Summary]) -> str:
-    """Why the runs of ``arms`` cannot be compared (their regimes, data or precision differ),
-    or ``""``."""
+def _mismatch(*arms: list[Summary], ignore: Sequence[str] = ()) -> str:
+    """Why the runs of ``arms`` cannot be compared (their regimes, data or precision differ,
+    ``ignore``: regime keys that differ by design), or ``""``."""
     runs = [run for arm in arms for run in arm]
+    keys = [key for key in REGIME_KEYS if key not in ignore]
     for what, read in (
-        ("regimes", lambda run: tuple(run.get("config", {}).get(k) for k in REGIME_KEYS)),
+        ("regimes", lambda run: tuple(run.get("config", {}).get(k) for k in keys)),
         ("data fingerprints", lambda run: run.get("data_fingerprint")),
         ("precisions", lambda run: run.get("precision")),
     ):
@@ -425,17 +426,24 @@ def _claim(claim: str, measured: str, rule: str, verdict: str, decide: str = "")
 
 
 def _unready(
-    claim: str, rule: str, arms: Mapping[str, list[Summary] | None], why: str = ""
+    claim: str,
+    rule: str,
+    arms: Mapping[str, list[Summary] | None],
+    why: str = "",
+    ignore: Sequence[str] = (),
 ) -> dict[str, str] | None:
     """The open row of a claim that lacks the runs of an arm (``arms``: ``{name: runs}``), that
-    ``why`` leaves open, or whose arms cannot be compared; ``None`` when it can be judged."""
+    ``why`` leaves open, or whose arms cannot be compared (``ignore``: regime keys that differ
+    by design); ``None`` when it can be judged."""
     missing = next((name for name, runs in arms.items() if not runs), None)
     if missing:
         decide = f"the {missing} {CAMPAIGN_RUNS}"
+        if missing == MATCHED_NAME:
+            decide = f"the compute-matched control, 3 seeds of: `{matched_command(arms)}`"
         return _claim(claim, f"no {missing} run", rule, OPEN, decide)
     if why:
         return _claim(claim, why, rule, OPEN)
-    if mismatch := _mismatch(*arms.values()):
+    if mismatch := _mismatch(*arms.values(), ignore=ignore):
         return _claim(claim, mismatch, rule, OPEN, SAME_REGIME)
     return None
 
@@ -473,10 +481,39 @@ def _depth_cost_check(
     return _claim(claim, measured, rule, verdict)
 
 
+#: the control this replication adds: independent networks trained for as much compute as a
+#: cooperative run (``MATCHED_EPOCHS`` times its epochs), recorded under ``<results>/MATCHED_ROOT``
+MATCHED_ROOT = "compute-matched"
+MATCHED_NAME = "independent-compute-matched"
+#: a cooperative step costs about 3x the steps of the independent networks of every depth
+#: together (the side-by-side step benchmark and the recorded wall times agree)
+MATCHED_EPOCHS = 3
+
+
+def matched_command(arms: Mapping[str, list[Summary] | None]) -> str:
+    """The command that trains one seed of the compute-matched independent networks."""
+    config = (arms.get("cooperative") or [{}])[0].get("config", {})
+    return (
+        f"python -m coop_utils train --profile {config.get('profile', 'preview')} --dataset "
+        f"{config.get('dataset', 'tiny-imagenet')} --method independent --seed N --set "
+        f"epochs={MATCHED_EPOCHS * int(config.get('epochs', 6))} --set "
+        f"results_root=results/{MATCHED_ROOT}"
+    )
+
+
 def _comparable_claim(
-    cooperative: list[Summary], independent: list[Summary] | None, images: int, margin: float
+    cooperative: list[Summary],
+    independent: list[Summary] | None,
+    images: int,
+    margin: float,
+    matched: bool = False,
 ) -> dict[str, str]:
     claim = "Comparable accuracy to a network trained for that depth alone, at every depth"
+    if matched:
+        claim = (
+            "At equal training compute, still comparable to a network trained for that depth "
+            f"alone (a control this replication adds: {MATCHED_EPOCHS}x the epochs)"
+        )
     rule = (
         "gap = deployed Teammate (chosen on validation) minus the independent network of the "
         "same depth plan, top-1, at each distinct plan (the factors of one plan share their "
@@ -484,7 +521,17 @@ def _comparable_claim(
         f"of the gap lies above -{margin:g} pts, does not hold if at some plan the interval at "
         "1 - 0.05/k (Bonferroni over the k plans) lies below"
     )
-    if unready := _unready(claim, rule, {"cooperative": cooperative, "independent": independent}):
+    name = MATCHED_NAME if matched else "independent"
+    arms = {"cooperative": cooperative, name: independent}
+    why = ""
+    if matched and independent:
+        rule += f"; the independent networks train {MATCHED_EPOCHS}x the cooperative epochs"
+        epochs = {run["config"].get("epochs") for run in independent}
+        expected = MATCHED_EPOCHS * int(cooperative[0]["config"].get("epochs", 0))
+        if epochs != {expected}:
+            why = f"not comparable: the control trained {sorted(epochs)} epochs, not {expected}"
+    ignore = ("epochs",) if matched else ()
+    if unready := _unready(claim, rule, arms, why, ignore):
         return unready
     deployed = _deployed(cooperative[0])
     plans: dict[int, float] = {}  # active blocks -> the first factor of that plan
@@ -686,6 +733,8 @@ def _claims(groups: Mapping[str, list[Summary]], margin: float) -> list[dict[str
     cooperative = groups["cooperative"]
     images = _test_images(cooperative[0]["config"])
     rows = [_comparable_claim(cooperative, groups.get("independent"), images, margin)]
+    matched = groups.get(MATCHED_NAME)
+    rows += [_comparable_claim(cooperative, matched, images, margin, matched=True)]
     rows += _matched_cost_claims(cooperative, groups, images)
     rows += [_component_claim(groups, *component, images) for component in COMPONENTS]
     return rows
@@ -770,7 +819,15 @@ def replication_verdicts(
 ) -> pd.DataFrame | None:
     """The verdict table from the best recorded profile of each dataset and the depth-cost
     benchmark record; ``None`` if no dataset has a recorded cooperative run."""
-    chosen = best_summaries(results_root)
+    chosen = {
+        dataset: dict(summaries) for dataset, summaries in best_summaries(results_root).items()
+    }
+    for dataset, summaries in chosen.items():  # the compute-matched control, under its own name
+        profile = summaries["cooperative"]["config"].get("profile", "")
+        control = summaries_of(Path(results_root, MATCHED_ROOT), profile).get(dataset, {})
+        for name, summary in control.items():
+            if _SEED.sub(r"\g<name>", name) == "independent":
+                summaries[name.replace("independent", MATCHED_NAME, 1)] = summary
     record = Path(results_root, "benchmarks", "depth_cost.json")
     depth_cost = json.loads(record.read_text()) if record.exists() else None
     return claim_table(chosen, margin, depth_cost) if chosen else None
@@ -881,8 +938,9 @@ def training_compute_note(summaries: Mapping[str, Summary]) -> str:
         f"machine, for two Teammates with their sub-networks and a Leader{spread}), against "
         f"{', '.join(ratios)}. On a schedule this short every network is still learning, so "
         "part of the cooperative method's lead over the baselines may be that extra compute "
-        "rather than the method. Baselines trained for the cooperative run's wall time would "
-        "separate the two; this campaign does not run them."
+        "rather than the method. The verdict's compute-matched control (\"At equal training "
+        f'compute") trains the independent networks for {MATCHED_EPOCHS}x the epochs; the exit '
+        "baselines have no such control."
     )
 
 
@@ -949,7 +1007,7 @@ LIKELY_REASONS: dict[str, str] = {
 
 
 def _reason(claim: str, verdict: str, decide: str = "") -> str:
-    if decide.endswith(CAMPAIGN_RUNS):
+    if decide.endswith(CAMPAIGN_RUNS) or decide.startswith("the compute-matched control"):
         return LIKELY_REASONS["Missing"]
     if decide == SAME_REGIME:
         return LIKELY_REASONS["Regime"]

@@ -43,6 +43,7 @@ def by_depth(blocks, shift=0.0, head=0.0, tilt=0.0):
 
 def summary(metrics, seed=0, profile="preview", digest=None):
     config = {"profile": profile, "dataset": "cifar100", "data": "real", "arch": "resnet20"}
+    config |= {"epochs": 6}
     found = {"config": config | {"seed": seed}, "metrics": metrics, "device": "test CPU"}
     return found | {"date": "2026-01-02T00:00"} | ({"code_digest": digest} if digest else {})
 
@@ -61,10 +62,14 @@ def summaries(seeds=3, shift=lambda name, seed: 0.0, tilt=None, profile="preview
             for name in ("cooperative", *VARIANTS)
         }
         runs["independent"] = {"independent": by_depth(BLOCKS, shift("independent", seed))}
+        matched = by_depth(BLOCKS, shift(verdict.MATCHED_NAME, seed))
+        runs[verdict.MATCHED_NAME] = {"independent": matched}  # 3x the epochs: below
         for name, exits in (("byot", BYOT), ("branchynet", BRANCHYNET)):
             runs[name] = {name: by_depth(exits, shift(name, seed), HEAD_FLOPS, tilt.get(name, 0))}
         for name, metrics in runs.items():
             found[name + (f"-seed{seed}" if seed else "")] = summary(metrics, seed, profile, digest)
+        control = found[verdict.MATCHED_NAME + (f"-seed{seed}" if seed else "")]
+        control["config"] = control["config"] | {"epochs": 6 * verdict.MATCHED_EPOCHS}
     return found
 
 
@@ -461,7 +466,8 @@ def test_the_rule_holds_rarely_on_a_null_and_mostly_on_a_three_sd_effect():
     and 3 seeds per arm, the claims that the effect makes true hold in at least half of them."""
     draws = 400
     null, effect = synthetic_rates(0.0, draws), synthetic_rates(3.0, draws, seed=1)
-    differences = [c for c in null if not c.startswith(("Comparable", "Depth", "Stable"))]
+    comparable = ("Comparable", "At equal training", "Depth", "Stable")  # within a margin
+    differences = [c for c in null if not c.startswith(comparable)]
     print(f"\nfalse 'holds' under the null ({draws} draws):")
     for claim in differences:
         print(f"  {null[claim]:6.1%}  {claim}")
@@ -484,7 +490,7 @@ def test_smoke_summaries_get_no_verdict():
     table = verdict.claim_table({"cifar100": summaries(profile="smoke")})
     rows = table[table["dataset"] == "cifar100"]
     assert rows["verdict"].str.startswith("withheld (smoke").all()
-    assert verdict.tally(table).startswith("Claims judged: 1 (13 withheld).")
+    assert verdict.tally(table).startswith("Claims judged: 1 (14 withheld).")
 
 
 def test_two_datasets_add_the_stability_claim():
@@ -612,3 +618,36 @@ def test_campaign_state_reads_each_planned_runs_summary(tmp_path):
     assert line == f"3 of {len(configs)} preview campaign runs recorded so far"
     assert missing == [results_path(config).stem for config in configs[2:3] + configs[4:]]
     assert verdict.campaign_state("smoke") == []  # no campaign list
+
+
+def test_the_compute_matched_control_is_read_from_its_own_folder_and_judged(tmp_path):
+    """Independent networks trained 3x the epochs, recorded under results/compute-matched/,
+    are judged like the independent arm; other epochs, or no such runs, leave the claim open."""
+    runs = summaries(shift=lambda name, seed: 4.0 * (name == "cooperative") + jitter(name, seed))
+    runs = {n: r for n, r in runs.items() if not n.startswith(verdict.MATCHED_NAME)}
+    control = "At equal training"
+
+    def write(root, found):
+        for name, run in found.items():
+            path = root / "preview" / "cifar100" / f"{name}.json"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(run))
+
+    write(tmp_path, runs)
+    row = verdicts_rows(verdict.replication_verdicts(tmp_path))[control]
+    assert row["verdict"] == "inconclusive" and row["measured"].startswith("no independent-")
+    assert "--method independent --seed N --set epochs=18" in row["decide"]
+    assert "results_root=results/compute-matched" in row["decide"]
+    independent = {n: r for n, r in runs.items() if n.split("-seed")[0] == "independent"}
+    longer = {n: r | {"config": r["config"] | {"epochs": 18}} for n, r in independent.items()}
+    write(tmp_path / "compute-matched", longer)
+    table = verdict.replication_verdicts(tmp_path)
+    row = verdicts_rows(table)[control]
+    assert row["verdict"] == "holds", row["measured"]  # +4 points at every plan
+    # the campaign's own comparable claim still reads only the campaign's independent runs
+    assert verdicts_rows(table)["Comparable accuracy to"]["verdict"] == "holds"
+    assert "(3 vs 3 runs)" in row["measured"]
+    shorter = {n: r | {"config": r["config"] | {"epochs": 12}} for n, r in independent.items()}
+    write(tmp_path / "compute-matched", shorter)
+    row = verdicts_rows(verdict.replication_verdicts(tmp_path))[control]
+    assert row["measured"] == "not comparable: the control trained [12] epochs, not 18"
