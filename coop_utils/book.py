@@ -440,7 +440,15 @@ def accuracy_table(frame: pd.DataFrame, index: str = "network") -> pd.DataFrame:
     a network has no such depth."""
     table = frame.pivot_table(index=index, columns="s", values="top1", aggfunc="mean").round(1)
     table.columns = pd.Index([f"{s:g}" for s in table.columns], name="s")
-    return table.astype(object).where(table.notna(), "–")  # the Leader has one depth
+    return dashes(table)  # the Leader has one depth
+
+
+def dashes(table: pd.DataFrame, decimals: int | None = None) -> pd.DataFrame:
+    """``table`` to show: "–" where a value is missing, numbers with ``decimals`` if given."""
+    numbers = table.select_dtypes("number").columns if decimals is not None else []
+    shown = table.astype(object)
+    shown[numbers] = table[numbers].map(lambda v: f"{v:.{decimals}f}")
+    return shown.where(table.notna(), "–")
 
 
 def seeds_frame(summaries: Mapping[str, Summary], name: str = "cooperative") -> pd.DataFrame:
@@ -479,9 +487,7 @@ def show_comparison(summaries: Mapping[str, Summary], what: str) -> None:
     if not matched.empty:
         figures.append(plots.matched_cost_figure(matched, f"Exits at equal FLOPs ({what})"))
         shown = matched.set_index(["method", "exit (share of blocks)"])
-        numbers = shown.select_dtypes("number").columns  # an exit not compared has none
-        shown[numbers] = shown[numbers].map(lambda v: "–" if pd.isna(v) else f"{v:.2f}")
-        tables.append(shown)
+        tables.append(dashes(shown, decimals=2))  # an exit not compared has no number
     _show_in_order(*[item for pair in zip(figures, tables, strict=True) for item in pair])
 
 

@@ -390,6 +390,8 @@ def _paired(a_runs: list[Summary], b_runs: list[Summary]) -> tuple[list, str]:
 
 #: what decides a claim that lacks the runs of an arm (after their name)
 CAMPAIGN_RUNS = "runs of the campaign (`make results`)"
+#: how the measured column of a claim without the runs of an arm begins
+NO_RUN = "no"
 #: what decides a claim whose runs are not comparable
 SAME_REGIME = "runs of one regime and data"
 #: config keys that make a regime: runs compared in one claim share them
@@ -431,16 +433,16 @@ def _unready(
     arms: Mapping[str, list[Summary] | None],
     why: str = "",
     ignore: Sequence[str] = (),
+    to_run: str = "",
 ) -> dict[str, str] | None:
-    """The open row of a claim that lacks the runs of an arm (``arms``: ``{name: runs}``), that
-    ``why`` leaves open, or whose arms cannot be compared (``ignore``: regime keys that differ
-    by design); ``None`` when it can be judged."""
+    """The open row of a claim that lacks the runs of an arm (``arms``: ``{name: runs}``;
+    ``to_run``: what records them, default the campaign), that ``why`` leaves open, or whose
+    arms cannot be compared (``ignore``: regime keys that differ by design); ``None`` when it
+    can be judged."""
     missing = next((name for name, runs in arms.items() if not runs), None)
     if missing:
-        decide = f"the {missing} {CAMPAIGN_RUNS}"
-        if missing == MATCHED_NAME:
-            decide = f"the compute-matched control, 3 seeds of: `{matched_command(arms)}`"
-        return _claim(claim, f"no {missing} run", rule, OPEN, decide)
+        decide = f"the {missing} {to_run or CAMPAIGN_RUNS}"
+        return _claim(claim, f"{NO_RUN} {missing} run", rule, OPEN, decide)
     if why:
         return _claim(claim, why, rule, OPEN)
     if mismatch := _mismatch(*arms.values(), ignore=ignore):
@@ -490,13 +492,13 @@ MATCHED_NAME = "independent-compute-matched"
 MATCHED_EPOCHS = 3
 
 
-def matched_command(arms: Mapping[str, list[Summary] | None]) -> str:
-    """The command that trains one seed of the compute-matched independent networks."""
-    config = (arms.get("cooperative") or [{}])[0].get("config", {})
+def matched_command(config: Mapping[str, Any]) -> str:
+    """The command that trains one seed of the independent networks matched in compute to the
+    cooperative run of ``config``."""
     return (
-        f"python -m coop_utils train --profile {config.get('profile', 'preview')} --dataset "
-        f"{config.get('dataset', 'tiny-imagenet')} --method independent --seed N --set "
-        f"epochs={MATCHED_EPOCHS * int(config.get('epochs', 6))} --set "
+        f"python -m coop_utils train --profile {config['profile']} --dataset "
+        f"{config['dataset']} --method independent --seed N --set "
+        f"epochs={MATCHED_EPOCHS * int(config['epochs'])} --set "
         f"results_root=results/{MATCHED_ROOT}"
     )
 
@@ -531,7 +533,8 @@ def _comparable_claim(
         if epochs != {expected}:
             why = f"not comparable: the control trained {sorted(epochs)} epochs, not {expected}"
     ignore = ("epochs",) if matched else ()
-    if unready := _unready(claim, rule, arms, why, ignore):
+    to_run = f"runs, 3 seeds of `{matched_command(cooperative[0]['config'])}`" if matched else ""
+    if unready := _unready(claim, rule, arms, why, ignore, to_run):
         return unready
     deployed = _deployed(cooperative[0])
     plans: dict[int, float] = {}  # active blocks -> the first factor of that plan
@@ -871,9 +874,8 @@ def _evaluation_only(summary: Summary, summaries: Mapping[str, Summary]) -> bool
 def campaign_table(summaries: Mapping[str, Summary]) -> pd.DataFrame:
     """What each recorded run of one dataset cost and how far its seeds land apart: seeds,
     hours of training in all and per trained seed (a re-evaluation of another run's networks
-    costs none), and the test
-    top-1 at full depth of its Teammates (the only network of the others), mean over seeds and
-    range (max - min)."""
+    costs none), and the test top-1 at full depth of its Teammates (the only network of the
+    others), mean over seeds and range (max - min)."""
     rows = []
     for name, runs in group_seeds(summaries).items():
         full = []
@@ -1006,8 +1008,8 @@ LIKELY_REASONS: dict[str, str] = {
 }
 
 
-def _reason(claim: str, verdict: str, decide: str = "") -> str:
-    if decide.endswith(CAMPAIGN_RUNS) or decide.startswith("the compute-matched control"):
+def _reason(claim: str, verdict: str, decide: str = "", measured: str = "") -> str:
+    if re.fullmatch(rf"{NO_RUN} \S+ run", measured):
         return LIKELY_REASONS["Missing"]
     if decide == SAME_REGIME:
         return LIKELY_REASONS["Regime"]
@@ -1072,7 +1074,7 @@ def discussion(
         )
     reasons: dict[str, list[str]] = {}
     for row in judged[judged["verdict"] != HOLDS].itertuples():
-        reason = _reason(row.claim, row.verdict, row.decide)
+        reason = _reason(row.claim, row.verdict, row.decide, row.measured)
         reasons.setdefault(reason, []).append(short[row.claim])
     paragraphs.append(
         "**Most likely reasons:**\n"

@@ -151,4 +151,4 @@ for dataset, summaries in recorded.items():
             f"on {', '.join(devices)}.*"
         )
     )
-    display(costs.astype(object).where(costs.notna(), "–"))  # one seed: no range
+    display(book.dashes(costs))  # one seed: no range
