@@ -54,6 +54,7 @@ __all__ = [
     "component_rows",
     "deployed_teammate",
     "discussion",
+    "familywise_note",
     "group_seeds",
     "matched_cost_table",
     "replication_verdicts",
@@ -509,6 +510,7 @@ def _comparable_claim(
     images: int,
     margin: float,
     matched: bool = False,
+    level: float = 0.95,
 ) -> dict[str, str]:
     claim = "Comparable accuracy to a network trained for that depth alone, at every depth"
     if matched:
@@ -548,11 +550,10 @@ def _comparable_claim(
         gaps.append((s, compare(ours, reference, _stderr(float(np.mean(reference)), images))))
     if not gaps:
         return _claim(claim, "no depth in common", rule, OPEN)
-    level = 1 - 0.05 / len(gaps)
-    verdicts = {gap.verdict(-margin) for _, gap in gaps}
+    verdicts = {gap.verdict(-margin, level) for _, gap in gaps}
     if FEW in verdicts:
         verdict = FEW
-    elif any(gap.verdict(-margin, level) == FAILS for _, gap in gaps):
+    elif any(gap.verdict(-margin, 1 - (1 - level) / len(gaps)) == FAILS for _, gap in gaps):
         verdict = FAILS
     else:
         verdict = HOLDS if verdicts == {HOLDS} else OPEN
@@ -598,7 +599,7 @@ def _exit_accuracy(summary: Summary, method: str, keys: Sequence[str]) -> tuple[
 
 
 def _matched_cost_claims(
-    cooperative: list[Summary], groups: Mapping[str, list[Summary]], images: int
+    cooperative: list[Summary], groups: Mapping[str, list[Summary]], images: int, level: float
 ) -> list[dict[str, str]]:
     where = (
         "at each exit below its full depth and not cheaper than our shallowest depth, our top-1 "
@@ -639,7 +640,7 @@ def _matched_cost_claims(
                 f"drop from full depth {np.mean(their_drop):.1f} (theirs) vs "
                 f"{np.mean(our_drop):.1f} pts: {drop} pts ({drop.sample}; {exits})",
                 drop_rule,
-                drop.verdict(),
+                drop.verdict(level=level),
                 drop.to_decide(),
             ),
             _claim(
@@ -647,7 +648,7 @@ def _matched_cost_claims(
                 f"{np.mean([at for _, at in ours]):.1f} vs {np.mean([at for _, at in theirs]):.1f}"
                 f" %: {gain} pts ({gain.sample}; {exits})",
                 gain_rule,
-                gain.verdict(),
+                gain.verdict(level=level),
                 gain.to_decide(),
             ),
         ]
@@ -680,7 +681,13 @@ def _factors(kind: str, config: Mapping[str, Any]) -> tuple[float, ...]:
 
 
 def _component_claim(
-    groups: Mapping[str, list[Summary]], better: str, worse: str, claim: str, kind: str, images: int
+    groups: Mapping[str, list[Summary]],
+    better: str,
+    worse: str,
+    claim: str,
+    kind: str,
+    images: int,
+    level: float,
 ) -> dict[str, str]:
     factors = _factors(kind, groups["cooperative"][0]["config"])
     rule = (
@@ -709,7 +716,7 @@ def _component_claim(
         f"{np.mean(xs):.1f} vs {np.mean(ys):.1f} %: {difference} pts ({difference.sample}, "
         f"{how}; {', '.join(networks)})"
     )
-    verdict, decide = difference.verdict(), difference.to_decide()
+    verdict, decide = difference.verdict(level=level), difference.to_decide()
     planned = planned_seeds(groups["cooperative"][0]["config"].get("profile", ""))
     exploratory = [n for n in (better, worse) if planned.get(n, MIN_RUNS) < MIN_RUNS]
     if verdict == FEW and exploratory:
@@ -731,15 +738,18 @@ def planned_seeds(profile: str) -> dict[str, int]:
     return planned
 
 
-def _claims(groups: Mapping[str, list[Summary]], margin: float) -> list[dict[str, str]]:
-    """Rows of measured numbers and verdicts for one dataset's summaries of one profile."""
+def _claims(
+    groups: Mapping[str, list[Summary]], margin: float, level: float
+) -> list[dict[str, str]]:
+    """Rows of measured numbers and verdicts for one dataset's summaries of one profile, each
+    claim judged at ``level``."""
     cooperative = groups["cooperative"]
     images = _test_images(cooperative[0]["config"])
-    rows = [_comparable_claim(cooperative, groups.get("independent"), images, margin)]
+    rows = [_comparable_claim(cooperative, groups.get("independent"), images, margin, False, level)]
     matched = groups.get(MATCHED_NAME)
-    rows += [_comparable_claim(cooperative, matched, images, margin, matched=True)]
-    rows += _matched_cost_claims(cooperative, groups, images)
-    rows += [_component_claim(groups, *component, images) for component in COMPONENTS]
+    rows += [_comparable_claim(cooperative, matched, images, margin, True, level)]
+    rows += _matched_cost_claims(cooperative, groups, images, level)
+    rows += [_component_claim(groups, *component, images, level) for component in COMPONENTS]
     return rows
 
 
@@ -760,8 +770,10 @@ def claim_table(
     summaries_by_dataset: Mapping[str, Mapping[str, Summary]],
     margin: float = 2.0,
     depth_cost: Mapping[str, Any] | None = None,
+    level: float = 0.95,
 ) -> pd.DataFrame:
-    """The claims of the paper, our measured numbers and a verdict, per dataset.
+    """The claims of the paper, our measured numbers and a verdict, per dataset, each claim's
+    interval at ``level`` (:func:`familywise_note` reads them stricter).
 
     ``summaries_by_dataset[dataset][name]`` is a results summary (``name`` is the results file
     name: ``cooperative``, ``cooperative-seed1``, ``independent``, ``byot``, ``branchynet``,
@@ -786,7 +798,7 @@ def claim_table(
             continue
         profile = groups["cooperative"][0]["config"]["profile"]
         evidence = _evidence(groups["cooperative"])
-        for row in _claims(groups, margin):
+        for row in _claims(groups, margin, level):
             if profile not in RESULT_PROFILES:
                 row["verdict"] = f"withheld ({profile}: not a result)"
             rows.append({"dataset": dataset, **row, "evidence": evidence})
@@ -818,10 +830,11 @@ def claim_table(
 
 
 def replication_verdicts(
-    results_root: str | os.PathLike, margin: float = 2.0
+    results_root: str | os.PathLike, margin: float = 2.0, level: float = 0.95
 ) -> pd.DataFrame | None:
     """The verdict table from the best recorded profile of each dataset and the depth-cost
-    benchmark record; ``None`` if no dataset has a recorded cooperative run."""
+    benchmark record, each claim's interval at ``level``; ``None`` if no dataset has a recorded
+    cooperative run."""
     chosen = {
         dataset: dict(summaries) for dataset, summaries in best_summaries(results_root).items()
     }
@@ -833,7 +846,35 @@ def replication_verdicts(
                 summaries[name.replace("independent", MATCHED_NAME, 1)] = summary
     record = Path(results_root, "benchmarks", "depth_cost.json")
     depth_cost = json.loads(record.read_text()) if record.exists() else None
-    return claim_table(chosen, margin, depth_cost) if chosen else None
+    return claim_table(chosen, margin, depth_cost, level) if chosen else None
+
+
+def familywise_note(results_root: str | os.PathLike, margin: float = 2.0) -> str:
+    """Markdown: which claims that hold, each at 95 %, still hold when the ``k`` claims judged
+    from runs are read as one family (Bonferroni: every interval at ``1 - 0.05/k``), or ""."""
+    table = replication_verdicts(results_root, margin)
+    if table is None:
+        return ""
+    runs = table[(table["dataset"] != "benchmark") & ~table["verdict"].str.startswith("withheld")]
+    holds = runs[runs["verdict"] == HOLDS]
+    if holds.empty:
+        return ""
+    level = 1 - 0.05 / len(runs)
+    strict = replication_verdicts(results_root, margin, level).loc[holds.index, "verdict"]
+    short = [re.sub(r"\s*\([^()]*\)$", "", claim) for claim in holds["claim"]]
+    kept = [claim for claim, v in zip(short, strict, strict=True) if v == HOLDS]
+    lost = [claim for claim, v in zip(short, strict, strict=True) if v != HOLDS]
+    stricter = f"{t_critical(MIN_RUNS - 1, level) / t_critical(MIN_RUNS - 1):.1f}"
+    text = (
+        f"**Read together.** Each verdict above judges its claim at 95 % on its own. Read as "
+        f"one family, the {len(runs)} claims judged from runs each at {100 * level:.2f} % "
+        f"(Bonferroni; the intervals up to {stricter}× as wide with {MIN_RUNS} seeds), "
+        f"{len(kept)} of the {len(holds)} of them that hold still hold"
+    )
+    text += f": {'; '.join(kept)}." if kept else "."
+    if lost:
+        text += f" Inconclusive at that level: {'; '.join(lost)}."
+    return text
 
 
 def tally(table: pd.DataFrame) -> str:

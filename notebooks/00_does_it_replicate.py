@@ -55,6 +55,7 @@ if verdicts is None:
 else:
     display(Markdown(f"**{verdict.tally(verdicts)}**"))
     display(book.verdict_html(verdicts))
+    display(Markdown(verdict.familywise_note(chapter.results_root, comparable_margin_pts)))
 
 # %% [markdown]
 # :::{dropdown} How the verdicts are computed
@@ -72,6 +73,9 @@ else:
 # - "Depth cuts the cost" reads the depth-cost benchmark measured on a quiet machine: it checks
 #   the implementation and replicates nothing.
 # - "Comparable" means within a margin of 2 points (see {doc}`../open-decisions`).
+# - Each claim is judged **at 95 % on its own**. Many claims judged at once will let one pass
+#   by chance more often than 1 in 20, so the note under the table also reads them as one
+#   family (Bonferroni, conservative) and says which verdicts survive that stricter reading.
 # :::
 
 # %% [markdown]

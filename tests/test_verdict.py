@@ -651,3 +651,31 @@ def test_the_compute_matched_control_is_read_from_its_own_folder_and_judged(tmp_
     write(tmp_path / "compute-matched", shorter)
     row = verdicts_rows(verdict.replication_verdicts(tmp_path))[control]
     assert row["measured"] == "not comparable: the control trained [12] epochs, not 18"
+
+
+def test_the_familywise_reading_keeps_only_claims_that_clear_the_stricter_intervals(tmp_path):
+    """Each claim is judged at 95 % on its own; read as one family (Bonferroni over the 14
+    claims judged from runs), a 5-point lead with seeds 1.5 points apart no longer holds, and
+    a 45-point one still does."""
+    spread = (-1.5, 0.0, 1.5)
+
+    def shift(name, seed):
+        if name == "cooperative":
+            return 5.0 + spread[seed]
+        return -40.0 if name == "cooperative-no-mutual" else 0.0
+
+    for name, run in summaries(shift=shift).items():
+        path = tmp_path / "preview" / "cifar100" / f"{name}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(run))
+    lenient = verdicts(verdict.replication_verdicts(tmp_path))
+    strict = verdicts(verdict.replication_verdicts(tmp_path, level=1 - 0.05 / 14))
+    assert lenient["The Leader improves"] == lenient["Mutual distillation between"] == "holds"
+    assert strict["The Leader improves"] == "inconclusive"
+    assert strict["Mutual distillation between"] == "holds"
+    note = verdict.familywise_note(tmp_path)
+    assert "the 14 claims judged from runs each at 99.64 %" in note
+    kept, _, lost = note.partition("Inconclusive at that level:")
+    assert "Mutual distillation between the Teammates improves them" in kept
+    assert "The Leader improves the Teammates" in lost and "Leader" not in kept
+    assert verdict.familywise_note(tmp_path / "nothing") == ""
