@@ -861,9 +861,8 @@ def familywise_note(results_root: str | os.PathLike, margin: float = 2.0) -> str
         return ""
     level = 1 - 0.05 / len(runs)
     strict = replication_verdicts(results_root, margin, level).loc[holds.index, "verdict"]
-    short = [re.sub(r"\s*\([^()]*\)$", "", claim) for claim in holds["claim"]]
-    kept = [claim for claim, v in zip(short, strict, strict=True) if v == HOLDS]
-    lost = [claim for claim, v in zip(short, strict, strict=True) if v != HOLDS]
+    kept = [_short(claim) for claim, v in zip(holds["claim"], strict, strict=True) if v == HOLDS]
+    lost = [_short(claim) for claim, v in zip(holds["claim"], strict, strict=True) if v != HOLDS]
     stricter = f"{t_critical(MIN_RUNS - 1, level) / t_critical(MIN_RUNS - 1):.1f}"
     text = (
         f"**Read together.** Each verdict above judges its claim at 95 % on its own. Read as "
@@ -875,6 +874,11 @@ def familywise_note(results_root: str | os.PathLike, margin: float = 2.0) -> str
     if lost:
         text += f" Inconclusive at that level: {'; '.join(lost)}."
     return text
+
+
+def _short(claim: str) -> str:
+    """A claim without its closing parenthesis."""
+    return re.sub(r"\s*\([^()]*\)$", "", claim)
 
 
 def tally(table: pd.DataFrame) -> str:
@@ -1098,7 +1102,7 @@ def discussion(
     judged = table[~table["verdict"].astype(str).str.startswith("withheld")]
     if judged.empty:
         return "No verdict: every row is withheld."
-    short = {claim: re.sub(r"\s*\([^()]*\)$", "", claim) for claim in judged["claim"]}
+    short = {claim: _short(claim) for claim in judged["claim"]}
     paragraphs = []
     contradicted = judged[judged["verdict"] == FAILS]
     if not contradicted.empty:
