@@ -850,8 +850,9 @@ def replication_verdicts(
 
 
 def familywise_note(results_root: str | os.PathLike, margin: float = 2.0) -> str:
-    """Markdown: which claims that hold, each at 95 %, still hold when the ``k`` claims judged
-    from runs are read as one family (Bonferroni: every interval at ``1 - 0.05/k``), or ""."""
+    """Markdown: which claims that hold, each at 95 %, still hold when the ``k`` claims that runs
+    decide (all but the benchmark check, their runs recorded or not) are read as one family
+    (Bonferroni: every interval at ``1 - 0.05/k``), or ""."""
     table = replication_verdicts(results_root, margin)
     if table is None:
         return ""
@@ -866,8 +867,8 @@ def familywise_note(results_root: str | os.PathLike, margin: float = 2.0) -> str
     stricter = f"{t_critical(MIN_RUNS - 1, level) / t_critical(MIN_RUNS - 1):.1f}"
     text = (
         f"**Read together.** Each verdict above judges its claim at 95 % on its own. Read as "
-        f"one family, the {len(runs)} claims judged from runs each at {100 * level:.2f} % "
-        f"(Bonferroni; the intervals up to {stricter}× as wide with {MIN_RUNS} seeds), "
+        f"one family (the {len(runs)} claims that runs decide, each interval at "
+        f"{100 * level:.2f} %: Bonferroni, up to {stricter}× as wide with {MIN_RUNS} seeds), "
         f"{len(kept)} of the {len(holds)} of them that hold still hold"
     )
     text += f": {'; '.join(kept)}." if kept else "."

@@ -674,7 +674,7 @@ def test_the_familywise_reading_keeps_only_claims_that_clear_the_stricter_interv
     assert strict["The Leader improves"] == "inconclusive"
     assert strict["Mutual distillation between"] == "holds"
     note = verdict.familywise_note(tmp_path)
-    assert "the 14 claims judged from runs each at 99.64 %" in note
+    assert "the 14 claims that runs decide, each interval at 99.64 %" in note
     kept, _, lost = note.partition("Inconclusive at that level:")
     assert "Mutual distillation between the Teammates improves them" in kept
     assert "The Leader improves the Teammates" in lost and "Leader" not in kept
