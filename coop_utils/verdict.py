@@ -869,11 +869,11 @@ def familywise_note(results_root: str | os.PathLike, margin: float = 2.0) -> str
         f"**Read together.** Each verdict above judges its claim at 95 % on its own. Read as "
         f"one family (the {len(runs)} claims that runs decide, each interval at "
         f"{100 * level:.2f} %: Bonferroni, up to {stricter}× as wide with {MIN_RUNS} seeds), "
-        f"{len(kept)} of the {len(holds)} of them that hold still hold"
+        f"{len(kept)} of the {len(holds)} of them that hold still hold{':' if kept else ''}"
     )
-    text += f": {'; '.join(kept)}." if kept else "."
+    text += "".join(f"\n- {claim}" for claim in kept) if kept else "."
     if lost:
-        text += f" Inconclusive at that level: {'; '.join(lost)}."
+        text += "\n\nInconclusive at that level:" + "".join(f"\n- {claim}" for claim in lost)
     return text
 
 
