@@ -849,11 +849,14 @@ def replication_verdicts(
     return claim_table(chosen, margin, depth_cost, level) if chosen else None
 
 
-def familywise_note(results_root: str | os.PathLike, margin: float = 2.0) -> str:
+def familywise_note(
+    results_root: str | os.PathLike, margin: float = 2.0, table: pd.DataFrame | None = None
+) -> str:
     """Markdown: which claims that hold, each at 95 %, still hold when the ``k`` claims that runs
     decide (all but the benchmark check, their runs recorded or not) are read as one family
-    (Bonferroni: every interval at ``1 - 0.05/k``), or ""."""
-    table = replication_verdicts(results_root, margin)
+    (Bonferroni: every interval at ``1 - 0.05/k``), or "". ``table``: the 95 % table of
+    :func:`replication_verdicts` for these arguments, if the caller has it already."""
+    table = replication_verdicts(results_root, margin) if table is None else table
     if table is None:
         return ""
     runs = table[(table["dataset"] != "benchmark") & ~table["verdict"].str.startswith("withheld")]

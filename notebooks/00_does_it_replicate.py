@@ -55,7 +55,9 @@ if verdicts is None:
 else:
     display(Markdown(f"**{verdict.tally(verdicts)}**"))
     display(book.verdict_html(verdicts))
-    display(Markdown(verdict.familywise_note(chapter.results_root, comparable_margin_pts)))
+    display(
+        Markdown(verdict.familywise_note(chapter.results_root, comparable_margin_pts, verdicts))
+    )
 
 # %% [markdown]
 # :::{dropdown} How the verdicts are computed

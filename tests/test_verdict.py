@@ -668,12 +668,14 @@ def test_the_familywise_reading_keeps_only_claims_that_clear_the_stricter_interv
         path = tmp_path / "preview" / "cifar100" / f"{name}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(run))
-    lenient = verdicts(verdict.replication_verdicts(tmp_path))
+    table = verdict.replication_verdicts(tmp_path)
+    lenient = verdicts(table)
     strict = verdicts(verdict.replication_verdicts(tmp_path, level=1 - 0.05 / 14))
     assert lenient["The Leader improves"] == lenient["Mutual distillation between"] == "holds"
     assert strict["The Leader improves"] == "inconclusive"
     assert strict["Mutual distillation between"] == "holds"
     note = verdict.familywise_note(tmp_path)
+    assert verdict.familywise_note(tmp_path, table=table) == note
     assert "the 14 claims that runs decide, each interval at 99.64 %" in note
     kept, _, lost = note.partition("Inconclusive at that level:")
     assert "Mutual distillation between the Teammates improves them" in kept
