@@ -467,14 +467,14 @@ def matched_cost_figure(table: pd.DataFrame, title: str) -> Figure:
 
 def headline_figure(summaries: Mapping[str, Mapping[str, Any]], title: str) -> Figure:
     """Test top-1 against measured FLOPs for each method of ``summaries`` (the deployed Teammate
-    of the cooperative runs): the mean over seeds, with its 95 % t-interval from the seeds'
-    spread as error bars (none for a single seed)."""
-    from coop_utils.verdict import group_seeds, t_critical
+    of the cooperative runs) and the compute-matched control (dashed): the mean over seeds,
+    with its 95 % t-interval from the seeds' spread as error bars (none for a single seed)."""
+    from coop_utils.verdict import MATCHED_NAME, group_seeds, t_critical
 
     frames = [
         method_frame(run["metrics"], method).assign(seed=seed, seeds=len(runs))
         for method, runs in group_seeds(summaries).items()
-        if method in ("cooperative", "independent", "byot", "branchynet")
+        if method in ("cooperative", "independent", MATCHED_NAME, "byot", "branchynet")
         for seed, run in enumerate(runs)
     ]
     per_seed = pd.concat(frames).groupby(["method", "seeds", "mflops", "seed"])["top1"].mean()
@@ -489,6 +489,7 @@ def headline_figure(summaries: Mapping[str, Mapping[str, Any]], title: str) -> F
         ax.errorbar(
             part["mflops"], part["mean"], yerr=part["half"], marker="o", capsize=3,
             label=f"{method} ({seeds} seed{'s' if seeds > 1 else ''})",
+            linestyle="--" if method == MATCHED_NAME else "-",
         )  # fmt: skip
     ax.set_xlabel(MFLOPS_LABEL)
     ax.set_ylabel(TOP1_LABEL)

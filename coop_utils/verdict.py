@@ -108,6 +108,13 @@ COMPONENTS: tuple[tuple[str, str, str, str], ...] = (
 EXIT_BASELINES = {"byot": "BYOT", "branchynet": "BranchyNet"}
 #: the command that records the depth-cost benchmark the first claim reads
 DEPTH_COST_COMMAND = "python benchmarks/depth_cost.py --record results/benchmarks/depth_cost.json"
+#: the control this replication adds: independent networks trained for as much compute as a
+#: cooperative run (``MATCHED_EPOCHS`` times its epochs), recorded under ``<results>/MATCHED_ROOT``
+MATCHED_ROOT = "compute-matched"
+MATCHED_NAME = "independent-compute-matched"
+#: a cooperative step costs about 3x the steps of the independent networks of every depth
+#: together (the side-by-side step benchmark and the recorded wall times agree)
+MATCHED_EPOCHS = 3
 
 
 # --- reading summaries ------------------------------------------------------------------------
@@ -123,12 +130,18 @@ def summaries_of(results_root: str | os.PathLike, profile: str) -> dict[str, dic
 
 def best_summaries(results_root: str | os.PathLike) -> dict[str, dict[str, Summary]]:
     """``{dataset: {name: summary}}`` from the best recorded profile of each dataset that has a
-    cooperative run (full before preview; smoke never)."""
+    cooperative run (full before preview; smoke never), with the compute-matched control of
+    that profile (``<results_root>/compute-matched``) named ``independent-compute-matched``."""
     chosen: dict[str, dict[str, Summary]] = {}
     for profile in RESULT_PROFILES:
+        control = summaries_of(Path(results_root, MATCHED_ROOT), profile)
         for dataset, summaries in summaries_of(results_root, profile).items():
             if dataset not in chosen and "cooperative" in summaries:
-                chosen[dataset] = summaries
+                chosen[dataset] = summaries | {
+                    name.replace("independent", MATCHED_NAME, 1): run
+                    for name, run in control.get(dataset, {}).items()
+                    if _SEED.sub(r"\g<name>", name) == "independent"
+                }
     return chosen
 
 
@@ -484,15 +497,6 @@ def _depth_cost_check(
     return _claim(claim, measured, rule, verdict)
 
 
-#: the control this replication adds: independent networks trained for as much compute as a
-#: cooperative run (``MATCHED_EPOCHS`` times its epochs), recorded under ``<results>/MATCHED_ROOT``
-MATCHED_ROOT = "compute-matched"
-MATCHED_NAME = "independent-compute-matched"
-#: a cooperative step costs about 3x the steps of the independent networks of every depth
-#: together (the side-by-side step benchmark and the recorded wall times agree)
-MATCHED_EPOCHS = 3
-
-
 def matched_command(config: Mapping[str, Any]) -> str:
     """The command that trains one seed of the independent networks matched in compute to the
     cooperative run of ``config``."""
@@ -835,15 +839,7 @@ def replication_verdicts(
     """The verdict table from the best recorded profile of each dataset and the depth-cost
     benchmark record, each claim's interval at ``level``; ``None`` if no dataset has a recorded
     cooperative run."""
-    chosen = {
-        dataset: dict(summaries) for dataset, summaries in best_summaries(results_root).items()
-    }
-    for dataset, summaries in chosen.items():  # the compute-matched control, under its own name
-        profile = summaries["cooperative"]["config"].get("profile", "")
-        control = summaries_of(Path(results_root, MATCHED_ROOT), profile).get(dataset, {})
-        for name, summary in control.items():
-            if _SEED.sub(r"\g<name>", name) == "independent":
-                summaries[name.replace("independent", MATCHED_NAME, 1)] = summary
+    chosen = best_summaries(results_root)
     record = Path(results_root, "benchmarks", "depth_cost.json")
     depth_cost = json.loads(record.read_text()) if record.exists() else None
     return claim_table(chosen, margin, depth_cost, level) if chosen else None
@@ -972,10 +968,15 @@ def training_compute_note(summaries: Mapping[str, Summary]) -> str:
         for name, text in BASELINES.items()
         if name in table.index and table.loc[name, "per seed (h)"] > 0
     ]
-    epochs = sorted({run.get("config", {}).get("epochs") for run in summaries.values()} - {None})
-    hours = [
-        float(run.get("wall_time_s", 0.0)) / 3600 for run in group_seeds(summaries)["cooperative"]
-    ]
+    groups = group_seeds(summaries)
+    campaign_runs = [run for name, runs in groups.items() if name != MATCHED_NAME for run in runs]
+    epochs = sorted({run.get("config", {}).get("epochs") for run in campaign_runs} - {None})
+    hours = [float(run.get("wall_time_s", 0.0)) / 3600 for run in groups["cooperative"]]
+    control = (
+        f" ({table.loc[MATCHED_NAME, 'per seed (h)']:.2f} h per seed)"
+        if MATCHED_NAME in table.index
+        else ""
+    )
     spread = (
         f"; a shared machine's speed varies, and its seeds took {min(hours):.2f} to "
         f"{max(hours):.2f} h"
@@ -990,8 +991,8 @@ def training_compute_note(summaries: Mapping[str, Summary]) -> str:
         f"{', '.join(ratios)}. On a schedule this short every network is still learning, so "
         "part of the cooperative method's lead over the baselines may be that extra compute "
         "rather than the method. The verdict's compute-matched control (\"At equal training "
-        f'compute") trains the independent networks for {MATCHED_EPOCHS}x the epochs; the exit '
-        "baselines have no such control."
+        f'compute") trains the independent networks for {MATCHED_EPOCHS}x the epochs{control}; '
+        "the exit baselines have no such control."
     )
 
 

@@ -171,12 +171,15 @@ def test_headline_figure_draws_each_method_with_its_seed_interval():
         "cooperative-seed1": summary(1, fake_metrics(base=52.0)),
         "byot": summary(0, fake_metrics(("byot",), base=40)),
         "cooperative-no-sfsl": summary(0, fake_metrics(base=10)),  # an ablation: not drawn
+        verdict.MATCHED_NAME: summary(0, fake_metrics(("independent",), base=45)),
     }
     figure = plots.headline_figure(summaries, "headline")
     assert_titled_and_labelled(figure)
     labels = figure.axes[0].get_legend_handles_labels()[1]
-    assert labels == ["byot (1 seed)", "cooperative (2 seeds)"]
+    assert labels == ["byot (1 seed)", "cooperative (2 seeds)", f"{verdict.MATCHED_NAME} (1 seed)"]
     bars = [c for c in figure.axes[0].containers if c.has_yerr]
+    styles = [bar.lines[0].get_linestyle() for bar in bars]
+    assert styles == ["-", "-", "--"]  # the compute-matched control, dashed
     cooperative = bars[1].lines[2][0].get_segments()  # the error bars of the 2-seed method
     half = (cooperative[0][1][1] - cooperative[0][0][1]) / 2
     assert half == pytest.approx(12.706 * 2 / 2**0.5 / 2**0.5, rel=1e-3)  # t(1) * sd / sqrt(2)

@@ -647,6 +647,15 @@ def test_the_compute_matched_control_is_read_from_its_own_folder_and_judged(tmp_
     # the campaign's own comparable claim still reads only the campaign's independent runs
     assert verdicts_rows(table)["Comparable accuracy to"]["verdict"] == "holds"
     assert "(3 vs 3 runs)" in row["measured"]
+    # the pages read the control with the campaign: its own row of costs, the campaign's epochs
+    recorded = verdict.best_summaries(tmp_path)["cifar100"]
+    assert {f"{verdict.MATCHED_NAME}", f"{verdict.MATCHED_NAME}-seed2"} <= set(recorded)
+    for name, run in recorded.items():
+        run["wall_time_s"] = 3 * 360.0 if name.startswith(verdict.MATCHED_NAME) else 360.0
+    assert verdict.campaign_table(recorded).loc[verdict.MATCHED_NAME, "per seed (h)"] == 0.3
+    note = verdict.training_compute_note(recorded)
+    assert f"for the same {runs['cooperative']['config']['epochs']} epochs," in note
+    assert "for 3x the epochs (0.30 h per seed);" in note
     shorter = {n: r | {"config": r["config"] | {"epochs": 12}} for n, r in independent.items()}
     write(tmp_path / "compute-matched", shorter)
     row = verdicts_rows(verdict.replication_verdicts(tmp_path))[control]
