@@ -1046,6 +1046,12 @@ LIKELY_REASONS: dict[str, str] = {
     "Comparable": "a short schedule leaves every network far from convergence, and seeds of "
     "the same method land as far apart as the gaps being measured; more seeds or a longer "
     "schedule are needed to separate them.",
+    "At equal training compute": "a cooperative step spends its compute on seven forward "
+    "passes (the Leader, two Teammates, four sub-networks) that train one set of weights; the "
+    f"control spends the same compute on {MATCHED_EPOCHS}x the epochs of one network per depth. "
+    "On a schedule this short every network is still far from converged, so more epochs buy "
+    "accuracy fast. The comparison does not price what the cooperative method keeps: one "
+    "network, stored and shipped once, that runs at every depth.",
     "Exits": "exits with heads of their own are a strong baseline at shallow depth when "
     "training is short; under an exit's cost the cooperative network runs its deepest depth "
     "that fits, and a backbone with few distinct depths (ResNet-20 has three) must often fall "
@@ -1071,7 +1077,7 @@ def _reason(claim: str, verdict: str, decide: str = "", measured: str = "") -> s
         return LIKELY_REASONS["Exploratory"]
     if claim.startswith(("Smoother", "More accurate")):
         return LIKELY_REASONS["Exits"]
-    for key in ("Depth", "Comparable"):
+    for key in ("Depth", "Comparable", "At equal training compute"):
         if claim.startswith(key):
             return LIKELY_REASONS[key]
     return LIKELY_REASONS["Component"]

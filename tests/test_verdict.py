@@ -552,6 +552,9 @@ def test_the_discussion_names_contradicted_and_open_claims_with_reasons():
     assert "Smoother accuracy degradation than BYOT" in text
     assert "**Most likely reasons:**" in text and "far from convergence" in text
     assert "only 3 distinct plans" in text  # resnet20: the nine factors give three plans
+    # the compute-matched control gets its own reason, not the components' weak teachers
+    compute = next(line for line in text.splitlines() if "seven forward passes" in line)
+    assert compute.startswith("- *At equal training compute, still comparable")
     few = verdict.claim_table({"cifar100": summaries(seeds=2)})
     assert "every arm needs at least 3 seeds" in verdict.discussion(few)
     # a claim without its runs is given that as its reason, not a guess about the method
