@@ -443,11 +443,16 @@ def accuracy_table(frame: pd.DataFrame, index: str = "network") -> pd.DataFrame:
     return dashes(table)  # the Leader has one depth
 
 
-def dashes(table: pd.DataFrame, decimals: int | None = None) -> pd.DataFrame:
-    """``table`` to show: "–" where a value is missing, numbers with ``decimals`` if given."""
-    numbers = table.select_dtypes("number").columns if decimals is not None else []
+def dashes(table: pd.DataFrame, decimals: int | Mapping[str, int] | None = None) -> pd.DataFrame:
+    """``table`` to show: "–" where a value is missing, numbers with ``decimals`` if given (for
+    every numeric column, or ``{column: decimals}``)."""
+    if decimals is None or isinstance(decimals, Mapping):
+        places = dict(decimals or {})
+    else:
+        places = dict.fromkeys(table.select_dtypes("number").columns, decimals)
     shown = table.astype(object)
-    shown[numbers] = table[numbers].map(lambda v: f"{v:.{decimals}f}")
+    for column, digits in places.items():
+        shown[column] = table[column].map(lambda v, d=digits: f"{v:.{d}f}")
     return shown.where(table.notna(), "–")
 
 

@@ -856,21 +856,30 @@ def familywise_note(
     if table is None:
         return ""
     runs = table[(table["dataset"] != "benchmark") & ~table["verdict"].str.startswith("withheld")]
-    holds = runs[runs["verdict"] == HOLDS]
-    if holds.empty:
+    decided = runs[runs["verdict"].isin([HOLDS, FAILS])]
+    if decided.empty:
         return ""
     level = 1 - 0.05 / len(runs)
-    strict = replication_verdicts(results_root, margin, level).loc[holds.index, "verdict"]
-    kept = [_short(claim) for claim, v in zip(holds["claim"], strict, strict=True) if v == HOLDS]
-    lost = [_short(claim) for claim, v in zip(holds["claim"], strict, strict=True) if v != HOLDS]
+    strict = replication_verdicts(results_root, margin, level).loc[decided.index, "verdict"]
+    kept, lost = {HOLDS: [], FAILS: []}, []
+    for claim, before, after in zip(decided["claim"], decided["verdict"], strict, strict=True):
+        (kept[before] if after == before else lost).append(_short(claim))
     stricter = f"{t_critical(MIN_RUNS - 1, level) / t_critical(MIN_RUNS - 1):.1f}"
+    parts = []
+    for verdict, (one, many) in {HOLDS: ("holds", "hold"), FAILS: ("does not", "do not")}.items():
+        count, claims = int((decided["verdict"] == verdict).sum()), kept[verdict]
+        if count:
+            verb = one if len(claims) == 1 else many
+            parts.append(
+                f"{len(claims)} of the {count} that {many}{' hold' * (verdict == FAILS)} "
+                f"still {verb}" + (":" + "".join(f"\n- {c}" for c in claims) if claims else ".")
+            )
     text = (
         f"**Read together.** Each verdict above judges its claim at 95 % on its own. Read as "
         f"one family (the {len(runs)} claims that runs decide, each interval at "
-        f"{100 * level:.2f} %: Bonferroni, up to {stricter}× as wide with {MIN_RUNS} seeds), "
-        f"{len(kept)} of the {len(holds)} of them that hold still hold{':' if kept else ''}"
+        f"{100 * level:.2f} %: Bonferroni, up to {stricter}× as wide with {MIN_RUNS} seeds): "
+        + "\n\n".join(parts)
     )
-    text += "".join(f"\n- {claim}" for claim in kept) if kept else "."
     if lost:
         text += "\n\nInconclusive at that level:" + "".join(f"\n- {claim}" for claim in lost)
     return text
@@ -914,6 +923,15 @@ def _evaluation_only(summary: Summary, summaries: Mapping[str, Summary]) -> bool
         == same
         for other in summaries.values()
     )
+
+
+#: the decimals each column of :func:`campaign_table` is shown with
+CAMPAIGN_DECIMALS = {
+    "training (h)": 2,
+    "per seed (h)": 2,
+    "top-1 at full depth (%)": 1,
+    "seed range (pts)": 1,
+}
 
 
 def campaign_table(summaries: Mapping[str, Summary]) -> pd.DataFrame:
@@ -972,11 +990,14 @@ def training_compute_note(summaries: Mapping[str, Summary]) -> str:
     campaign_runs = [run for name, runs in groups.items() if name != MATCHED_NAME for run in runs]
     epochs = sorted({run.get("config", {}).get("epochs") for run in campaign_runs} - {None})
     hours = [float(run.get("wall_time_s", 0.0)) / 3600 for run in groups["cooperative"]]
-    control = (
-        f" ({table.loc[MATCHED_NAME, 'per seed (h)']:.2f} h per seed)"
-        if MATCHED_NAME in table.index
-        else ""
-    )
+    control = ""
+    if MATCHED_NAME in table.index:
+        full = table.loc[[MATCHED_NAME, "cooperative"], "top-1 at full depth (%)"]
+        control = (
+            f" ({table.loc[MATCHED_NAME, 'per seed (h)']:.2f} h per seed): at full depth they "
+            f"reach {full.iloc[0]:.1f} %, against {full.iloc[1]:.1f} % for the cooperative "
+            "Teammates (means over seeds, the table below)"
+        )
     spread = (
         f"; a shared machine's speed varies, and its seeds took {min(hours):.2f} to "
         f"{max(hours):.2f} h"

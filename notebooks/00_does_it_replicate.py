@@ -160,4 +160,4 @@ for dataset, summaries in recorded.items():
             f"on {', '.join(devices)}.*"
         )
     )
-    display(book.dashes(costs))  # one seed: no range
+    display(book.dashes(costs, verdict.CAMPAIGN_DECIMALS))  # one seed: no range

@@ -160,6 +160,25 @@ def test_the_bibliography_lists_the_paper(built):
     assert "be your own teacher" in text
 
 
+def test_tables_show_a_dash_for_a_missing_value_and_the_decimals_asked_for():
+    import pandas as pd
+
+    table = pd.DataFrame({"seeds": [3, 1], "hours": [0.7, 0.413], "range": [1.0, float("nan")]})
+    every = book.dashes(table, 2)
+    assert every.to_dict("list") == {
+        "seeds": ["3.00", "1.00"],
+        "hours": ["0.70", "0.41"],
+        "range": ["1.00", "–"],
+    }
+    some = book.dashes(table, {"hours": 2, "range": 1})
+    assert some.to_dict("list") == {
+        "seeds": [3, 1],
+        "hours": ["0.70", "0.41"],
+        "range": ["1.0", "–"],
+    }
+    assert book.dashes(table)["range"].tolist() == [1.0, "–"]
+
+
 def test_benchmark_records_are_read_with_their_provenance(tmp_path):
     from coop_utils.runs import write_benchmark
 

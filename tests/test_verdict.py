@@ -658,7 +658,9 @@ def test_the_compute_matched_control_is_read_from_its_own_folder_and_judged(tmp_
     assert verdict.campaign_table(recorded).loc[verdict.MATCHED_NAME, "per seed (h)"] == 0.3
     note = verdict.training_compute_note(recorded)
     assert f"for the same {runs['cooperative']['config']['epochs']} epochs," in note
-    assert "for 3x the epochs (0.30 h per seed);" in note
+    assert "for 3x the epochs (0.30 h per seed): at full depth they reach" in note
+    full = verdict.campaign_table(recorded)["top-1 at full depth (%)"]
+    assert f"{full[verdict.MATCHED_NAME]:.1f} %, against {full['cooperative']:.1f} %" in note
     shorter = {n: r | {"config": r["config"] | {"epochs": 12}} for n, r in independent.items()}
     write(tmp_path / "compute-matched", shorter)
     row = verdicts_rows(verdict.replication_verdicts(tmp_path))[control]
@@ -668,13 +670,13 @@ def test_the_compute_matched_control_is_read_from_its_own_folder_and_judged(tmp_
 def test_the_familywise_reading_keeps_only_claims_that_clear_the_stricter_intervals(tmp_path):
     """Each claim is judged at 95 % on its own; read as one family (Bonferroni over the 14
     claims judged from runs), a 5-point lead with seeds 1.5 points apart no longer holds, and
-    a 45-point one still does."""
+    a 45-point one still does; a 35-point deficit still does not hold."""
     spread = (-1.5, 0.0, 1.5)
 
     def shift(name, seed):
         if name == "cooperative":
             return 5.0 + spread[seed]
-        return -40.0 if name == "cooperative-no-mutual" else 0.0
+        return {"cooperative-no-mutual": -40.0, "cooperative-no-sfsl": 40.0}.get(name, 0.0)
 
     for name, run in summaries(shift=shift).items():
         path = tmp_path / "preview" / "cifar100" / f"{name}.json"
@@ -690,6 +692,9 @@ def test_the_familywise_reading_keeps_only_claims_that_clear_the_stricter_interv
     assert verdict.familywise_note(tmp_path, table=table) == note
     assert "the 14 claims that runs decide, each interval at 99.64 %" in note
     kept, _, lost = note.partition("Inconclusive at that level:")
-    assert "Mutual distillation between the Teammates improves them" in kept
+    held, _, failed = kept.partition("that do not hold still do not:")
+    assert "Mutual distillation between the Teammates improves them" in held
     assert "The Leader improves the Teammates" in lost and "Leader" not in kept
+    assert lenient["SFSL improves the"] == strict["SFSL improves the"] == "does not hold"
+    assert "SFSL improves the shallow sub-networks" in failed and "SFSL" not in held + lost
     assert verdict.familywise_note(tmp_path / "nothing") == ""
