@@ -86,7 +86,7 @@ else:
 # The headline comparison: what each method buys in accuracy for its forward cost. The
 # cooperative network is one trained network at every depth; the independent networks are one
 # network per depth; BYOT and BranchyNet exit early from one network with heads of their own.
-# Dashed, once its runs are recorded: the independent networks trained for 3x the epochs, about
+# Dashed: the independent networks trained for 3x the epochs, about
 # the training compute of one cooperative run (the control of the claim "At equal training
 # compute").
 
