@@ -848,10 +848,11 @@ def replication_verdicts(
 def familywise_note(
     results_root: str | os.PathLike, margin: float = 2.0, table: pd.DataFrame | None = None
 ) -> str:
-    """Markdown: which claims that hold, each at 95 %, still hold when the ``k`` claims that runs
-    decide (all but the benchmark check, their runs recorded or not) are read as one family
-    (Bonferroni: every interval at ``1 - 0.05/k``), or "". ``table``: the 95 % table of
-    :func:`replication_verdicts` for these arguments, if the caller has it already."""
+    """Markdown: which claims that hold (or do not hold), each at 95 %, keep their verdict when
+    the ``k`` claims that runs decide (all but the benchmark check, their runs recorded or not)
+    are read as one family (Bonferroni: every interval at ``1 - 0.05/k``), or "" with none
+    decided. ``table``: the 95 % table of :func:`replication_verdicts` for these arguments, if
+    the caller has it already."""
     table = replication_verdicts(results_root, margin) if table is None else table
     if table is None:
         return ""
@@ -866,13 +867,16 @@ def familywise_note(
         (kept[before] if after == before else lost).append(_short(claim))
     stricter = f"{t_critical(MIN_RUNS - 1, level) / t_critical(MIN_RUNS - 1):.1f}"
     parts = []
-    for verdict, (one, many) in {HOLDS: ("holds", "hold"), FAILS: ("does not", "do not")}.items():
+    for verdict, that, one, many in (
+        (HOLDS, "hold", "holds", "hold"),
+        (FAILS, "do not hold", "does not", "do not"),
+    ):
         count, claims = int((decided["verdict"] == verdict).sum()), kept[verdict]
         if count:
-            verb = one if len(claims) == 1 else many
+            still = one if len(claims) == 1 else many
             parts.append(
-                f"{len(claims)} of the {count} that {many}{' hold' * (verdict == FAILS)} "
-                f"still {verb}" + (":" + "".join(f"\n- {c}" for c in claims) if claims else ".")
+                f"{len(claims)} of the {count} that {that} still {still}"
+                + (":" + "".join(f"\n- {c}" for c in claims) if claims else ".")
             )
     text = (
         f"**Read together.** Each verdict above judges its claim at 95 % on its own. Read as "
