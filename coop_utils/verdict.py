@@ -929,7 +929,7 @@ def _evaluation_only(summary: Summary, summaries: Mapping[str, Summary]) -> bool
     )
 
 
-#: the decimals each column of :func:`campaign_table` is shown with
+#: the decimals :func:`campaign_table` rounds each column to (and the book shows)
 CAMPAIGN_DECIMALS = {
     "training (h)": 2,
     "per seed (h)": 2,
@@ -959,13 +959,13 @@ def campaign_table(summaries: Mapping[str, Summary]) -> pd.DataFrame:
             {
                 "run": name,
                 "seeds": len(runs),
-                "training (h)": round(hours / 3600, 2),
-                "per seed (h)": round(hours / 3600 / len(trained), 2) if trained else 0.0,
-                "top-1 at full depth (%)": round(float(np.mean(full)), 1),
-                "seed range (pts)": round(max(full) - min(full), 1) if len(full) > 1 else math.nan,
+                "training (h)": hours / 3600,
+                "per seed (h)": hours / 3600 / len(trained) if trained else 0.0,
+                "top-1 at full depth (%)": float(np.mean(full)),
+                "seed range (pts)": max(full) - min(full) if len(full) > 1 else math.nan,
             }
         )
-    return pd.DataFrame(rows).set_index("run") if rows else pd.DataFrame()
+    return pd.DataFrame(rows).set_index("run").round(CAMPAIGN_DECIMALS) if rows else pd.DataFrame()
 
 
 #: the baselines whose training time is set beside the cooperative run's

@@ -86,9 +86,8 @@ else:
 # The headline comparison: what each method buys in accuracy for its forward cost. The
 # cooperative network is one trained network at every depth; the independent networks are one
 # network per depth; BYOT and BranchyNet exit early from one network with heads of their own.
-# Dashed: the independent networks trained for 3x the epochs, about
-# the training compute of one cooperative run (the control of the claim "At equal training
-# compute").
+# Dashed: the independent networks trained for 3x the epochs, about the training compute of one
+# cooperative run (the control of the claim "At equal training compute").
 
 # %% tags=["remove-input"]
 for dataset, summaries in recorded.items():
