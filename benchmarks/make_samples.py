@@ -18,8 +18,7 @@ import numpy as np
 import torch
 
 from coop_utils.config import load_config
-from coop_utils.data import load_dataset
-from coop_utils.training import prepare_data
+from coop_utils.data import load_dataset, prepare_data
 
 
 def make_samples(profile: str, dataset: str, data_root: str, count: int, output: Path) -> Path:

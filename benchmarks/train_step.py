@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from coop_utils.config import RunConfig, load_config
 from coop_utils.evaluate import count_flops
 from coop_utils.runs import write_benchmark
-from coop_utils.training import StepRandomness, build_system
+from coop_utils.systems import StepRandomness, build_system
 
 TARGET = 1.10
 SPEED_UP_TARGET = 1.25

@@ -365,7 +365,7 @@ def sample_test_images(config: RunConfig, count: int) -> Samples:
     """The first ``count`` test images of ``config``'s data (a run trained here)."""
     import torch
 
-    from coop_utils.training import prepare_data
+    from coop_utils.data import prepare_data
 
     test = prepare_data(config, torch.device("cpu")).test
     normalised = next(iter(test))[0][:count]

@@ -30,9 +30,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from torch import Tensor
 from torchvision.datasets import CIFAR100
 from torchvision.io import ImageReadMode, decode_jpeg
 from tqdm.auto import tqdm
+
+from coop_utils.config import RunConfig
 
 logger = logging.getLogger(__name__)
 
@@ -634,7 +637,7 @@ def crop_and_flip(
     return crops
 
 
-def _generator(*keys: int) -> torch.Generator:
+def seeded_generator(*keys: int) -> torch.Generator:
     """A CPU generator seeded from several integers by hashing, so (seed=0, epoch=1) and
     (seed=1, epoch=0) do not share a stream as they would with seed + epoch."""
     seed = int(np.random.SeedSequence(list(keys)).generate_state(1, dtype=np.uint64)[0])
@@ -755,7 +758,7 @@ class BatchLoader:
     def _training_epoch(self) -> tuple[torch.Tensor, ...]:
         """This rank's positions and augmentation parameters for the current epoch."""
         total = len(self.indices)
-        generator = _generator(self.seed, self.epoch)
+        generator = seeded_generator(self.seed, self.epoch)
         order = torch.randperm(total, generator=generator)
         if self.drop_last:
             order = order[: total - total % self.world_size]
@@ -957,3 +960,97 @@ def make_fake_tiny_imagenet(
 def _save_jpeg(pixels: np.ndarray, path: Path, grayscale: bool) -> None:
     image = Image.fromarray(pixels)
     (image.convert("L") if grayscale else image).save(path, format="JPEG", quality=95)
+
+
+# --- one run's data -------------------------------------------------------------------
+
+
+@dataclass
+class Data:
+    """Loaders and shapes of one run's data."""
+
+    train: BatchLoader
+    val: BatchLoader | None
+    test: BatchLoader
+    num_classes: int
+    image_size: int
+    description: str
+    calibration: BatchLoader | None = None  # training images for per-depth batch norm
+
+
+def generated_root(config: RunConfig) -> Path:
+    """Generate the smoke data once, in the cache directory, in the dataset's real format."""
+    train_pc, test_pc = config.generated_train_per_class, config.generated_test_per_class
+    root = cache_dir() / "generated" / f"{config.dataset}-{train_pc}-{test_pc}"
+    folder = root / DATASETS[config.dataset].folder
+    if folder.exists():
+        return root
+    try:
+        if config.dataset == "cifar100":
+            classes = DATASETS["cifar100"].num_classes
+            make_fake_cifar100(root, train_pc * classes, test_pc * classes)
+        else:
+            make_fake_tiny_imagenet(root, train_pc, test_pc)
+    except FileExistsError:
+        if not folder.exists():  # not another rank or process that generated it meanwhile
+            raise
+    return root
+
+
+def _resize(images: Tensor, size: int) -> Tensor:
+    """uint8 images to ``size`` x ``size``, by area averaging (exact 2x2 means for 64 -> 32)."""
+    if images.shape[-1] == size:
+        return images
+    resized = F.interpolate(images.float(), size=(size, size), mode="area")
+    return resized.round_().clamp_(0, 255).to(torch.uint8)
+
+
+def prepare_data(
+    config: RunConfig, device: torch.device, rank: int = 0, world_size: int = 1
+) -> Data:
+    """Load, subset, resize and split the data, and wrap it in batch loaders on ``device``."""
+    generated = config.data == "generated"
+    root = generated_root(config) if generated else config.data_root
+    train = load_dataset(config.dataset, "train", root=root, verify=not generated)
+    test = load_dataset(config.dataset, "test", root=root, verify=not generated)
+    num_classes = config.num_classes or len(train.classes)
+    if num_classes > len(train.classes):
+        raise ValueError(
+            f"config key 'num_classes' is {num_classes}, but {config.dataset} has "
+            f"{len(train.classes)} classes"
+        )
+    image_size = config.image_size or train.images.shape[-1]
+
+    keep = torch.nonzero(train.labels < num_classes).flatten()
+    if config.train_fraction < 1:
+        used, _ = train_val_split(train.labels[keep], 1 - config.train_fraction, seed=0)
+        keep = keep[used]
+    train_idx, val_idx = train_val_split(train.labels[keep], config.val_fraction, seed=0)
+    train_idx, val_idx = keep[train_idx], keep[val_idx]
+    test_idx = torch.nonzero(test.labels < num_classes).flatten()
+
+    train_images = _resize(train.images, image_size)
+    test_images = _resize(test.images[test_idx], image_size)
+    mean, std = channel_stats(train_images, train_idx)
+    common = {"batch_size": config.batch_size // world_size, "device": device, "mean": mean}
+    common |= {"std": std, "rank": rank, "world_size": world_size}
+    single = common | {"rank": 0, "world_size": 1}  # evaluation: every sample, on every rank
+    train_loader = BatchLoader(
+        train_images, train.labels, train=True, seed=config.seed, indices=train_idx, **common
+    )
+    val_loader = None
+    if len(val_idx):
+        val_loader = BatchLoader(train_images, train.labels, train=False, indices=val_idx, **single)
+    test_loader = BatchLoader(test_images, test.labels[test_idx], train=False, **single)
+    # Per-depth batch norm is re-estimated on a seeded random subset of the training images,
+    # without augmentation (the test images have none); never on validation or test images.
+    subset = train_idx[torch.randperm(len(train_idx), generator=seeded_generator(config.seed, 99))]
+    subset = subset[: config.bn_batches * single["batch_size"]]
+    calibration = BatchLoader(train_images, train.labels, train=False, indices=subset, **single)
+    description = (
+        f"{train.describe()}; using {num_classes} classes at {image_size}x{image_size}: "
+        f"{len(train_idx):,} train, {len(val_idx):,} validation, {len(test_idx):,} test images"
+    )
+    return Data(
+        train_loader, val_loader, test_loader, num_classes, image_size, description, calibration
+    )

@@ -8,15 +8,19 @@ forward passes after a warm-up.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import statistics
 import time
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from coop_utils.config import RunConfig
+from coop_utils.data import BatchLoader, Data
 from coop_utils.models import (
     SCALING_FACTORS,
     PlanBatchNorm2d,
@@ -24,14 +28,22 @@ from coop_utils.models import (
     check_scaling_factor,
 )
 
+if TYPE_CHECKING:
+    from coop_utils.systems import System
+
 __all__ = [
+    "accuracy",
+    "autocast",
     "calibrate_batchnorm",
+    "calibration_batches",
     "choose_scaling_factor",
     "count_flops",
     "depth_costs",
     "distinct_plans",
+    "evaluate_system",
     "measure_latency",
     "precise_batchnorm",
+    "validation_curve",
 ]
 
 
@@ -234,3 +246,92 @@ def choose_scaling_factor(
             raise ValueError(f"no depth fits the budget: even the smallest, s={s:g}, costs {cost}")
         break
     return chosen
+
+
+# --- accuracy ----------------------------------------------------------------------------
+
+
+LATENCY_REPEATS = 5
+
+
+def autocast(device: torch.device, precision: str):
+    """bf16 autocast for ``precision == "bf16"``; nothing for fp32."""
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+@torch.no_grad()
+def accuracy(
+    net: nn.Module, loader: BatchLoader, s: float, precision: str = "fp32"
+) -> tuple[float, float]:
+    """Top-1 and top-5 accuracy (%) of ``net`` at scaling factor ``s`` over ``loader``.
+
+    Logits are ranked in fp32: ties among bf16 logits would go to the lower class index.
+    """
+    was_training = net.training
+    net.eval()
+    correct1 = correct5 = total = 0
+    try:
+        for images, labels in loader:
+            images = images.contiguous(memory_format=torch.channels_last)
+            with autocast(images.device, precision):
+                logits = net(images, s=s).float()
+            top = logits.topk(min(5, logits.shape[1]), dim=1).indices
+            hits = top == labels[:, None]
+            correct1 += int(hits[:, 0].sum())
+            correct5 += int(hits.any(1).sum())
+            total += len(labels)
+    finally:
+        net.train(was_training)
+    return 100 * correct1 / total, 100 * correct5 / total
+
+
+def evaluate_system(system: System, data: Data, config: RunConfig, device: torch.device):
+    """Final metrics: per network, per scaling factor, test and validation accuracy and cost.
+
+    Scaling factors that share a depth plan run the same blocks with the same statistics, so
+    each plan of a network is evaluated once and its row repeated for its other factors.
+    """
+    metrics: dict[str, dict[str, dict[str, float]]] = {}
+    rows: dict[tuple[int, tuple[int, ...]], dict[str, float]] = {}
+    for name, net, s in system.evaluations():
+        blocks = tuple(net.active_blocks(s))
+        row = rows.get((id(net), blocks))
+        if row is None:
+            top1, top5 = accuracy(net, data.test, s, system.precision)
+            row = {"top1": top1, "top5": top5, "flops": count_flops(net, s)}
+            if data.val is not None:
+                row["val_top1"] = accuracy(net, data.val, s, system.precision)[0]
+            latency = measure_latency(net, s, batch_size=1, repeats=LATENCY_REPEATS)
+            row |= {"latency_ms": 1e3 * latency, "active_blocks": len(blocks)}
+            rows[(id(net), blocks)] = row
+        metrics.setdefault(name, {})[f"{s:.4g}"] = dict(row)
+    teammates = [metrics[name] for name in metrics if name.startswith("teammate")]
+    if len(teammates) > 1:
+        metrics["teammate_mean"] = {
+            key: {m: sum(t[key][m] for t in teammates) / len(teammates) for m in teammates[0][key]}
+            for key in teammates[0]
+        }
+    return metrics
+
+
+def calibration_batches(data: Data) -> list[Tensor]:
+    """The training images that re-estimate per-depth batch-norm statistics, as batches."""
+    return [images.contiguous(memory_format=torch.channels_last) for images, _ in data.calibration]
+
+
+def validation_curve(system: System, data: Data) -> dict[str, float]:
+    """Validation top-1 of the first evaluated network at its shallowest and deepest depth,
+    evaluated as the final metrics are (per-depth statistics on a calibrated copy)."""
+    if data.val is None:
+        return {}
+    probe = copy.deepcopy(system)
+    probe.calibrate(calibration_batches(data))
+    rows = list(probe.evaluations())
+    rows = sorted((s, net) for name, net, s in rows if name == rows[0][0])
+    (shallow, shallow_net), (deep, deep_net) = rows[0], rows[-1]
+    return {
+        "val_top1_deepest": accuracy(deep_net, data.val, deep, probe.precision)[0],
+        "val_top1_shallowest": accuracy(shallow_net, data.val, shallow, probe.precision)[0],
+    }

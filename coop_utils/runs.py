@@ -52,6 +52,7 @@ __all__ = [
     "save_checkpoint",
     "truncate_log",
     "write_benchmark",
+    "same_code",
     "write_summary",
 ]
 
@@ -66,7 +67,12 @@ TRAINING_MODULES = (
     "training.py",
     "runs.py",
     "evaluate.py",
+    "systems.py",
 )
+
+
+#: records of ``benchmarks/code_equivalence.py``: pairs of code digests proven to train the same
+EQUIVALENCE_DIR = PACKAGE_DIR.parent / "results" / "code-equivalence"
 
 
 class RunBusyError(RuntimeError):
@@ -218,6 +224,22 @@ def code_digest(package_dir: str | os.PathLike | None = None) -> tuple[str, bool
         digest.update(content)
     dirty = bool(files) and bool(_git("status", "--porcelain", "--", *map(str, files), cwd=folder))
     return digest.hexdigest()[:16], dirty
+
+
+def same_code(a: str, b: str, records: str | os.PathLike | None = None) -> bool:
+    """Whether code digests ``a`` and ``b`` name the same training code: equal, or linked by a
+    chain of passing records in ``records`` (default :data:`EQUIVALENCE_DIR`), each proving
+    that two versions of the training modules train every campaign run bit for bit alike."""
+    if a == b:
+        return True
+    linked: dict[str, set[str]] = {}
+    for path in sorted(Path(records or EQUIVALENCE_DIR).glob("*.json")):
+        proof = json.loads(path.read_text())["results"]
+        if proof.get("identical") is True:
+            old, new = proof["base"]["digest"], proof["new"]["digest"]
+            merged = linked.get(old, {old}) | linked.get(new, {new})
+            linked.update(dict.fromkeys(merged, merged))
+    return b in linked.get(a, ())
 
 
 def device_name(device: torch.device) -> str:

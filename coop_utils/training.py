@@ -1,9 +1,8 @@
 """One training loop for every method: cooperative, independent, BYOT and BranchyNet.
 
-Each method is a *system*: an ``nn.Module`` that holds its networks, returns the
-training loss of a batch from ``forward``, and lists what to evaluate. The loop
-around it is shared: data, optimiser and schedule, checkpoints, resume, progress,
-evaluation and the run store (:mod:`coop_utils.runs`).
+What a step computes is each method's *system* (:mod:`coop_utils.systems`). The loop around
+it is shared: data, optimiser and schedule, checkpoints, resume, DDP, progress, the final
+evaluation (:mod:`coop_utils.evaluate`) and the run store (:mod:`coop_utils.runs`).
 
 All randomness of an epoch comes from generators seeded by ``(seed, epoch, purpose)``,
 so a run resumed from a checkpoint repeats exactly what the interrupted run would
@@ -13,8 +12,6 @@ have done (on the CPU, bit for bit).
 from __future__ import annotations
 
 import contextlib
-import copy
-import functools
 import hashlib
 import itertools
 import json
@@ -24,15 +21,12 @@ import shutil
 import signal
 import threading
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
@@ -40,43 +34,24 @@ from coop_utils import data as datasets
 from coop_utils import runs
 from coop_utils.config import RunConfig
 from coop_utils.evaluate import (
-    calibrate_batchnorm,
-    count_flops,
-    measure_latency,
-    precise_batchnorm,
+    autocast,
+    calibration_batches,
+    evaluate_system,
+    validation_curve,
 )
-from coop_utils.gating import BlockGate, add_gate
-from coop_utils.losses import (
-    byot_loss,
-    cooperative_objective,
-    leader_loss,
-    sfsl_weights,
-    subnetwork_loss,
-    teammate_loss,
-)
-from coop_utils.models import (
-    ARCHITECTURES,
-    EarlyExitNetwork,
-    SkippableResNet,
-    build_model,
-    depth_plan,
-)
+from coop_utils.gating import BlockGate
+from coop_utils.models import SkippableResNet
+from coop_utils.systems import StepRandomness, System, build_system
 
 __all__ = [
     "NonFiniteLossError",
     "Run",
-    "accuracy",
-    "build_system",
-    "evaluate_system",
     "load_system",
     "parameter_digest",
-    "prepare_data",
     "resolve_device",
     "state_digest",
     "train",
 ]
-
-LATENCY_REPEATS = 5
 
 
 @dataclass
@@ -96,463 +71,6 @@ class Run:
 def resolve_device(name: str) -> torch.device:
     """``auto``: CUDA where available, else the CPU; a CUDA name without CUDA is a ValueError."""
     return RunConfig(device=name).resolved_device()
-
-
-def _generator(*keys: int) -> torch.Generator:
-    seed = int(np.random.SeedSequence(list(keys)).generate_state(1, dtype=np.uint64)[0])
-    return torch.Generator().manual_seed(seed)
-
-
-# --- data ----------------------------------------------------------------------------------
-
-
-@dataclass
-class Data:
-    """Loaders and shapes of one run's data."""
-
-    train: datasets.BatchLoader
-    val: datasets.BatchLoader | None
-    test: datasets.BatchLoader
-    num_classes: int
-    image_size: int
-    description: str
-    calibration: datasets.BatchLoader | None = None  # training images for per-depth batch norm
-
-
-def _generated_root(config: RunConfig) -> Path:
-    """Generate the smoke data once, in the cache directory, in the dataset's real format."""
-    train_pc, test_pc = config.generated_train_per_class, config.generated_test_per_class
-    root = datasets.cache_dir() / "generated" / f"{config.dataset}-{train_pc}-{test_pc}"
-    folder = root / datasets.DATASETS[config.dataset].folder
-    if folder.exists():
-        return root
-    try:
-        if config.dataset == "cifar100":
-            classes = datasets.DATASETS["cifar100"].num_classes
-            datasets.make_fake_cifar100(root, train_pc * classes, test_pc * classes)
-        else:
-            datasets.make_fake_tiny_imagenet(root, train_pc, test_pc)
-    except FileExistsError:
-        if not folder.exists():  # not another rank or process that generated it meanwhile
-            raise
-    return root
-
-
-def _resize(images: Tensor, size: int) -> Tensor:
-    """uint8 images to ``size`` x ``size``, by area averaging (exact 2x2 means for 64 -> 32)."""
-    if images.shape[-1] == size:
-        return images
-    resized = F.interpolate(images.float(), size=(size, size), mode="area")
-    return resized.round_().clamp_(0, 255).to(torch.uint8)
-
-
-def prepare_data(
-    config: RunConfig, device: torch.device, rank: int = 0, world_size: int = 1
-) -> Data:
-    """Load, subset, resize and split the data, and wrap it in batch loaders on ``device``."""
-    generated = config.data == "generated"
-    root = _generated_root(config) if generated else config.data_root
-    train = datasets.load_dataset(config.dataset, "train", root=root, verify=not generated)
-    test = datasets.load_dataset(config.dataset, "test", root=root, verify=not generated)
-    num_classes = config.num_classes or len(train.classes)
-    if num_classes > len(train.classes):
-        raise ValueError(
-            f"config key 'num_classes' is {num_classes}, but {config.dataset} has "
-            f"{len(train.classes)} classes"
-        )
-    image_size = config.image_size or train.images.shape[-1]
-
-    keep = torch.nonzero(train.labels < num_classes).flatten()
-    if config.train_fraction < 1:
-        used, _ = datasets.train_val_split(train.labels[keep], 1 - config.train_fraction, seed=0)
-        keep = keep[used]
-    train_idx, val_idx = datasets.train_val_split(train.labels[keep], config.val_fraction, seed=0)
-    train_idx, val_idx = keep[train_idx], keep[val_idx]
-    test_idx = torch.nonzero(test.labels < num_classes).flatten()
-
-    train_images = _resize(train.images, image_size)
-    test_images = _resize(test.images[test_idx], image_size)
-    mean, std = datasets.channel_stats(train_images, train_idx)
-    common = {"batch_size": config.batch_size // world_size, "device": device, "mean": mean}
-    common |= {"std": std, "rank": rank, "world_size": world_size}
-    single = common | {"rank": 0, "world_size": 1}  # evaluation: every sample, on every rank
-    train_loader = datasets.BatchLoader(
-        train_images, train.labels, train=True, seed=config.seed, indices=train_idx, **common
-    )
-    val_loader = None
-    if len(val_idx):
-        val_loader = datasets.BatchLoader(
-            train_images, train.labels, train=False, indices=val_idx, **single
-        )
-    test_loader = datasets.BatchLoader(test_images, test.labels[test_idx], train=False, **single)
-    # Per-depth batch norm is re-estimated on a seeded random subset of the training images,
-    # without augmentation (the test images have none); never on validation or test images.
-    subset = train_idx[torch.randperm(len(train_idx), generator=_generator(config.seed, 99))]
-    subset = subset[: config.bn_batches * single["batch_size"]]
-    calibration = datasets.BatchLoader(
-        train_images, train.labels, train=False, indices=subset, **single
-    )
-    description = (
-        f"{train.describe()}; using {num_classes} classes at {image_size}x{image_size}: "
-        f"{len(train_idx):,} train, {len(val_idx):,} validation, {len(test_idx):,} test images"
-    )
-    return Data(
-        train_loader, val_loader, test_loader, num_classes, image_size, description, calibration
-    )
-
-
-# --- systems -------------------------------------------------------------------------------
-
-
-@dataclass
-class StepRandomness:
-    """Generators of one epoch: which scaling factors, and the Gumbel noise of the masks."""
-
-    factors: torch.Generator
-    gumbel: torch.Generator
-    epoch_factors: list[list[float]] = field(default_factory=list)
-
-    def state(self) -> dict[str, Tensor]:
-        return {"factors": self.factors.get_state(), "gumbel": self.gumbel.get_state()}
-
-    def load_state(self, state: dict[str, Tensor]) -> None:
-        self.factors.set_state(state["factors"])
-        self.gumbel.set_state(state["gumbel"])
-
-
-class System(nn.Module):
-    """A method's networks; ``forward`` returns ``(loss, {term: detached value})``."""
-
-    needs_all_parameters = True  # False: DDP must look for parameters a step leaves unused
-
-    def __init__(self, config: RunConfig) -> None:
-        super().__init__()
-        self.config = config
-        self.precision = config.resolved_precision()
-
-    def calibrate(self, batches: list[Tensor]) -> None:
-        """After training, every method alike: re-estimate batch-norm statistics from clean
-        training images (the cooperative Teammates per depth plan, every other network once)."""
-
-    def start_epoch(self, randomness: StepRandomness) -> None:
-        """Per-epoch choices (the cooperative method draws its scaling factors here)."""
-
-    def backward_step(
-        self, images: Tensor, labels: Tensor, randomness: StepRandomness
-    ) -> tuple[Tensor, dict[str, Tensor]]:
-        """Accumulate the gradients of the batch's loss; return the loss (detached) and terms."""
-        with _autocast(images.device, self.precision):
-            loss, terms = self(images, labels, randomness)
-        loss.backward()
-        return loss.detach(), terms
-
-    def evaluations(self) -> Iterator[tuple[str, nn.Module, float]]:
-        """``(network name, network, scaling factor)`` for every row of the final metrics."""
-        raise NotImplementedError
-
-
-class CooperativeSystem(System):
-    """Two (1 to 4) gated Teammates, their sub-networks, and a Leader (METHOD.md)."""
-
-    def __init__(self, config: RunConfig, num_classes: int, image_size: int) -> None:
-        super().__init__(config)
-        self.teammates = nn.ModuleList()
-        for _ in range(config.teammates):
-            net = build_model(config.arch, num_classes, image_size)
-            add_gate(net, mode=config.gating)
-            self.teammates.append(net)
-        self.leader = (
-            build_model(config.arch, num_classes, image_size) if config.use_leader else None
-        )
-
-    def _draw_factors(self, generator: torch.Generator) -> list[list[float]]:
-        pool = self.config.sampled_factors
-        draws = []
-        for _ in self.teammates:
-            order = torch.randperm(len(pool), generator=generator)
-            draws.append([pool[i] for i in order[: self.config.factors_per_teammate].tolist()])
-        return draws
-
-    def start_epoch(self, randomness: StepRandomness) -> None:
-        if self.config.sampling == "per_epoch":
-            randomness.epoch_factors = self._draw_factors(randomness.factors)
-
-    def _step_factors(self, randomness: StepRandomness) -> list[list[float]]:
-        if self.config.sampling == "per_epoch":
-            return randomness.epoch_factors
-        return self._draw_factors(randomness.factors)
-
-    def _subnetwork(
-        self, net: SkippableResNet, s: float, images: Tensor, randomness: StepRandomness
-    ) -> Tensor:
-        """Logits of a sub-network at ``s`` under a freshly drawn training mask.
-
-        ``gate_gradient: kept`` computes only the blocks the mask keeps; ``all`` computes every
-        block, so that a dropped block's gate gets its exact straight-through gradient. Under
-        DistributedDataParallel, which expects every parameter to take part, the mask's sum
-        times zero keeps the gate logits in the graph when a plan keeps no gated block.
-        """
-        mask = net.gate.sample(s, self.config.tau, generator=randomness.gumbel)
-        run_dropped = self.config.gate_gradient == "all"
-        logits = net(images, mask=mask, run_dropped=run_dropped)
-        if mask.requires_grad and dist.is_initialized():
-            return logits + 0.0 * mask.sum()
-        return logits
-
-    def calibrate(self, batches: list[Tensor]) -> None:
-        if self.config.bn_stats == "per_depth":
-            for net in self.teammates:
-                calibrate_batchnorm(net, batches, self.config.scaling_factors)
-        if self.leader is not None:
-            precise_batchnorm(self.leader, batches, self.leader)
-
-    def forward(
-        self, images: Tensor, labels: Tensor, randomness: StepRandomness
-    ) -> tuple[Tensor, dict[str, Tensor]]:
-        config = self.config
-        factors = self._step_factors(randomness)
-        leader_logits = self.leader(images) if self.leader is not None else None
-        teammate_logits, subnetwork_logits = [], []
-        for net, net_factors in zip(self.teammates, factors, strict=True):
-            teammate_logits.append(net(images))
-            subnetwork_logits.append(
-                [(s, self._subnetwork(net, s, images, randomness)) for s in net_factors]
-            )
-        return cooperative_objective(
-            teammate_logits,
-            subnetwork_logits,
-            labels,
-            leader_logits=leader_logits,
-            temperature=config.temperature,
-            use_leader=config.use_leader,
-            mutual=config.mutual,
-            sfsl=config.sfsl,
-            sfsl_normalise=config.sfsl_normalise,
-        )
-
-    def backward_step(
-        self, images: Tensor, labels: Tensor, randomness: StepRandomness
-    ) -> tuple[Tensor, dict[str, Tensor]]:
-        """The gradients of ``forward``'s loss, one pass's graph at a time.
-
-        Every teacher in the objective is detached, so its gradient splits into the Leader's
-        term, the Teammates' terms and each sub-network's term; back-propagating each as soon
-        as it is computed frees its activations early, instead of holding all seven graphs
-        for one backward (``benchmarks/train_step.py`` measures the step against its parts).
-        """
-        config, terms = self.config, {}
-        factors = self._step_factors(randomness)
-        autocast = functools.partial(_autocast, images.device, self.precision)
-        leader_logits = None
-        if self.leader is not None:
-            with autocast():
-                leader_logits = self.leader(images)
-                terms["leader"] = leader_loss(leader_logits, labels)
-            terms["leader"].backward()
-            leader_logits = leader_logits.detach()
-        with autocast():
-            logits = [net(images) for net in self.teammates]
-            for index, own in enumerate(logits):
-                others = [other for j, other in enumerate(logits) if j != index]
-                terms[f"teammate{index}"] = teammate_loss(
-                    own,
-                    labels,
-                    others,
-                    leader_logits,
-                    config.temperature,
-                    config.mutual,
-                    config.use_leader,
-                )
-        sum(terms[f"teammate{i}"] for i in range(len(logits))).backward()
-        for index, (net, net_factors) in enumerate(zip(self.teammates, factors, strict=True)):
-            teacher = logits[index].detach()
-            weights = sfsl_weights(net_factors, config.sfsl, config.sfsl_normalise)
-            for position, (s, weight) in enumerate(zip(net_factors, weights, strict=True)):
-                with autocast():
-                    sub_logits = self._subnetwork(net, s, images, randomness)
-                    term = subnetwork_loss(
-                        sub_logits, teacher, labels, s, config.temperature, weight=weight
-                    )
-                term.backward()
-                terms[f"teammate{index}/sub{position}@{s:g}"] = term
-        terms = {name: value.detach() for name, value in terms.items()}
-        return sum(terms.values()), terms
-
-    def evaluations(self) -> Iterator[tuple[str, nn.Module, float]]:
-        for index, net in enumerate(self.teammates):
-            for s in self.config.scaling_factors:
-                yield f"teammate{index}", net, s
-        if self.leader is not None:
-            yield "leader", self.leader, 1.0
-
-
-class IndependentSystem(System):
-    """One plain network per distinct depth plan of the scaling-factor grid, each trained with
-    cross-entropy at its own depth and evaluated at every factor whose plan is its plan."""
-
-    needs_all_parameters = False
-
-    def __init__(self, config: RunConfig, num_classes: int, image_size: int) -> None:
-        super().__init__(config)
-        sizes = ARCHITECTURES[config.arch].stage_sizes
-        plans: dict[tuple[int, ...], list[float]] = {}
-        for s in sorted(config.scaling_factors):
-            plans.setdefault(depth_plan(sizes, s), []).append(s)
-        self.factors = list(plans.values())  # the factors of each plan, shallow to deep
-        self.nets = nn.ModuleList(
-            build_model(config.arch, num_classes, image_size) for _ in self.factors
-        )
-
-    def forward(self, images: Tensor, labels: Tensor, randomness: StepRandomness):
-        terms = {
-            f"independent@{factors[0]:g}": F.cross_entropy(net(images, s=factors[0]), labels)
-            for factors, net in zip(self.factors, self.nets, strict=True)
-        }
-        total = sum(terms.values())
-        return total, {name: value.detach() for name, value in terms.items()}
-
-    def calibrate(self, batches: list[Tensor]) -> None:
-        for factors, net in zip(self.factors, self.nets, strict=True):
-            precise_batchnorm(net, batches, lambda images, n=net, s=factors[0]: n(images, s=s))
-
-    def evaluations(self) -> Iterator[tuple[str, nn.Module, float]]:
-        for factors, net in zip(self.factors, self.nets, strict=True):
-            for s in factors:
-                yield "independent", net, s
-
-
-class ExitSystem(System):
-    """A backbone with early exits. BYOT: an exit per stage with a bottleneck head, trained
-    with :func:`coop_utils.losses.byot_loss`. BranchyNet: an exit at the depth of every scaling
-    factor, trained with the weighted sum of the exits' cross-entropies (``branchynet_weights``,
-    shallow to deep; default 1 for every exit, as in the authors' code)."""
-
-    def __init__(self, config: RunConfig, num_classes: int, image_size: int) -> None:
-        super().__init__(config)
-        self.method = config.method
-        backbone = build_model(config.arch, num_classes, image_size)
-        if config.method == "byot":
-            self.net = EarlyExitNetwork(backbone, backbone.stage_last_blocks[:-1], bottleneck=True)
-        else:
-            exits = EarlyExitNetwork.blocks_at(backbone.num_blocks, config.scaling_factors)
-            self.net = EarlyExitNetwork(backbone, exits)
-        self.weights = config.branchynet_weights or (1.0,) * len(self.net.exit_blocks)
-
-    def forward(self, images: Tensor, labels: Tensor, randomness: StepRandomness):
-        logits, features = self.net.forward_exits(images)
-        if self.method == "byot":
-            return byot_loss(logits, features, labels)
-        terms = {
-            f"exit{i}_ce": weight * F.cross_entropy(z, labels)
-            for i, (weight, z) in enumerate(zip(self.weights, logits, strict=True))
-        }
-        total = sum(terms.values())
-        return total, {name: value.detach() for name, value in terms.items()}
-
-    def calibrate(self, batches: list[Tensor]) -> None:
-        precise_batchnorm(self.net, batches, self.net.forward_exits)
-
-    def evaluations(self) -> Iterator[tuple[str, nn.Module, float]]:
-        for depth in self.net.exit_depths:
-            yield self.method, self.net, depth
-
-
-_SYSTEMS = {
-    "cooperative": CooperativeSystem,
-    "independent": IndependentSystem,
-    "byot": ExitSystem,
-    "branchynet": ExitSystem,
-}
-
-
-def build_system(config: RunConfig, num_classes: int, image_size: int) -> System:
-    return _SYSTEMS[config.method](config, num_classes, image_size)
-
-
-# --- evaluation ----------------------------------------------------------------------------
-
-
-def _autocast(device: torch.device, precision: str):
-    """bf16 autocast for ``precision == "bf16"``; nothing for fp32."""
-    if precision == "bf16":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
-@torch.no_grad()
-def accuracy(
-    net: nn.Module, loader: datasets.BatchLoader, s: float, precision: str = "fp32"
-) -> tuple[float, float]:
-    """Top-1 and top-5 accuracy (%) of ``net`` at scaling factor ``s`` over ``loader``.
-
-    Logits are ranked in fp32: ties among bf16 logits would go to the lower class index.
-    """
-    was_training = net.training
-    net.eval()
-    correct1 = correct5 = total = 0
-    try:
-        for images, labels in loader:
-            images = images.contiguous(memory_format=torch.channels_last)
-            with _autocast(images.device, precision):
-                logits = net(images, s=s).float()
-            top = logits.topk(min(5, logits.shape[1]), dim=1).indices
-            hits = top == labels[:, None]
-            correct1 += int(hits[:, 0].sum())
-            correct5 += int(hits.any(1).sum())
-            total += len(labels)
-    finally:
-        net.train(was_training)
-    return 100 * correct1 / total, 100 * correct5 / total
-
-
-def evaluate_system(system: System, data: Data, config: RunConfig, device: torch.device):
-    """Final metrics: per network, per scaling factor, test and validation accuracy and cost.
-
-    Scaling factors that share a depth plan run the same blocks with the same statistics, so
-    each plan of a network is evaluated once and its row repeated for its other factors.
-    """
-    metrics: dict[str, dict[str, dict[str, float]]] = {}
-    rows: dict[tuple[int, tuple[int, ...]], dict[str, float]] = {}
-    for name, net, s in system.evaluations():
-        blocks = tuple(net.active_blocks(s))
-        row = rows.get((id(net), blocks))
-        if row is None:
-            top1, top5 = accuracy(net, data.test, s, system.precision)
-            row = {"top1": top1, "top5": top5, "flops": count_flops(net, s)}
-            if data.val is not None:
-                row["val_top1"] = accuracy(net, data.val, s, system.precision)[0]
-            latency = measure_latency(net, s, batch_size=1, repeats=LATENCY_REPEATS)
-            row |= {"latency_ms": 1e3 * latency, "active_blocks": len(blocks)}
-            rows[(id(net), blocks)] = row
-        metrics.setdefault(name, {})[f"{s:.4g}"] = dict(row)
-    teammates = [metrics[name] for name in metrics if name.startswith("teammate")]
-    if len(teammates) > 1:
-        metrics["teammate_mean"] = {
-            key: {m: sum(t[key][m] for t in teammates) / len(teammates) for m in teammates[0][key]}
-            for key in teammates[0]
-        }
-    return metrics
-
-
-def calibration_batches(data: Data) -> list[Tensor]:
-    """The training images that re-estimate per-depth batch-norm statistics, as batches."""
-    return [images.contiguous(memory_format=torch.channels_last) for images, _ in data.calibration]
-
-
-def _validation_curve(system: System, data: Data) -> dict[str, float]:
-    """Validation top-1 of the first evaluated network at its shallowest and deepest depth,
-    evaluated as the final metrics are (per-depth statistics on a calibrated copy)."""
-    if data.val is None:
-        return {}
-    probe = copy.deepcopy(system)
-    probe.calibrate(calibration_batches(data))
-    rows = list(probe.evaluations())
-    rows = sorted((s, net) for name, net, s in rows if name == rows[0][0])
-    (shallow, shallow_net), (deep, deep_net) = rows[0], rows[-1]
-    return {
-        "val_top1_deepest": accuracy(deep_net, data.val, deep, probe.precision)[0],
-        "val_top1_shallowest": accuracy(shallow_net, data.val, shallow, probe.precision)[0],
-    }
 
 
 # --- the loop ------------------------------------------------------------------------------
@@ -619,7 +137,7 @@ def _digest(tensors: dict[str, Tensor]) -> str:
 def provenance(config: RunConfig) -> dict[str, Any]:
     """What a run's numbers depend on beyond its config: the code, the data, the precision."""
     code, dirty = runs.code_digest()
-    root = _generated_root(config) if config.data == "generated" else config.data_root
+    root = datasets.generated_root(config) if config.data == "generated" else config.data_root
     fingerprints = [datasets.data_fingerprint(config.dataset, split, root) for split in SPLITS]
     data = hashlib.sha256("+".join(fingerprints).encode()).hexdigest()[:16]
     return {
@@ -643,6 +161,10 @@ def _recorded_provenance(directory: Path) -> dict[str, Any]:
 def _staleness(recorded: dict[str, Any], current: dict[str, Any]) -> str:
     """Why a run recorded with ``recorded`` cannot stand for ``current`` ('' if it can)."""
     changed = [key for key in _MATCHED if recorded.get(key) != current[key]]
+    if "code_digest" in changed and runs.same_code(
+        str(recorded.get("code_digest")), current["code_digest"]
+    ):
+        changed.remove("code_digest")
     if not changed:
         return ""
     return ", ".join(
@@ -699,7 +221,7 @@ def _shared_bn_evaluation(
     """Evaluate the finished run ``trained`` with its shared batch-norm statistics, as
     ``config``'s run: the ablation changes evaluation only, so nothing is trained again."""
     device = config.resolved_device()
-    data = prepare_data(config, device)
+    data = datasets.prepare_data(config, device)
     system = load_system(trained).to(device, memory_format=torch.channels_last)
     for net in system.modules():
         if isinstance(net, SkippableResNet):
@@ -830,7 +352,7 @@ class _Trainer:
     def run(self) -> Run:
         config, device = self.config, self.device
         torch.manual_seed(config.seed)
-        data = prepare_data(config, device, self.rank, self.world_size)
+        data = datasets.prepare_data(config, device, self.rank, self.world_size)
         if self.progress:
             print(data.description)
         # channels-last is faster on CUDA and, through oneDNN, on the CPU too (about 1.25x for
@@ -882,7 +404,8 @@ class _Trainer:
         with _StopRequest() as stop, bar:
             while epoch < config.epochs and global_step < total_steps:
                 randomness = StepRandomness(
-                    _generator(config.seed, epoch, 1), _generator(config.seed, epoch, 2)
+                    datasets.seeded_generator(config.seed, epoch, 1),
+                    datasets.seeded_generator(config.seed, epoch, 2),
                 )
                 system.start_epoch(randomness)
                 if saved_randomness is not None:
@@ -900,7 +423,7 @@ class _Trainer:
                     images = images.contiguous(memory_format=torch.channels_last)
                     self.optimizer.zero_grad(set_to_none=True)
                     if joint_backward:
-                        with _autocast(device, system.precision):
+                        with autocast(device, system.precision):
                             loss, _ = model(images, labels, randomness)
                         loss.backward()
                     else:
@@ -940,7 +463,7 @@ class _Trainer:
                         "val_top1_shallowest": "",
                     }
                     if config.eval_every and epoch % config.eval_every == 0:
-                        row |= _validation_curve(system, data)
+                        row |= validation_curve(system, data)
                     runs.append_log(self.log_path, row)
                     self._save(epoch, 0, global_step, None, wall)
                 signum = self._agreed_signal(stop)

@@ -35,7 +35,7 @@ import pandas as pd
 
 from coop_utils.config import PROFILES, RunConfig, campaign, load_config
 from coop_utils.models import ARCHITECTURES, SCALING_FACTORS, depth_plan
-from coop_utils.runs import code_digest, results_path
+from coop_utils.runs import code_digest, results_path, same_code
 
 __all__ = [
     "EXPLORATORY",
@@ -161,7 +161,7 @@ def campaign_state(
             state = "to run"
         elif summary.get("config_hash") != config.hash():
             state = "recorded with another config"
-        elif summary.get("code_digest") != digest:
+        elif not same_code(str(summary.get("code_digest")), digest):
             state = f"recorded by other code ({summary.get('code_digest')})"
         else:
             state = "recorded"
@@ -396,7 +396,7 @@ def _paired(a_runs: list[Summary], b_runs: list[Summary]) -> tuple[list, str]:
     pairs = [(run, by_seed[_seed_of(run)]) for run in a_runs if _seed_of(run) in by_seed]
     if not pairs:
         return [], "unpaired: no common seed"
-    if any(_digest(x) != _digest(y) for x, y in pairs):
+    if not all(same_code(_digest(x), _digest(y)) for x, y in pairs):
         return [], "unpaired: code digests differ"
     unknown = any(_digest(x) == "unknown" for x, _ in pairs)
     return pairs, "paired by seed" + (", code digest unknown" if unknown else "")

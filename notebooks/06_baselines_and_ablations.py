@@ -28,7 +28,7 @@ from IPython.display import Markdown, display
 
 from coop_utils import book, plots, verdict
 from coop_utils.losses import byot_loss
-from coop_utils.training import ExitSystem, IndependentSystem
+from coop_utils.systems import ExitSystem, IndependentSystem
 
 # %% tags=["parameters"]
 profile = "smoke"

@@ -117,7 +117,7 @@ def test_every_method_re_estimates_every_batch_norm_after_training(method):
     from torch import nn
 
     from coop_utils.config import load_config
-    from coop_utils.training import build_system
+    from coop_utils.systems import build_system
 
     config = load_config("smoke", method=method, arch="resnet20", dataset="cifar100")
     torch.manual_seed(0)

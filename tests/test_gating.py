@@ -105,7 +105,7 @@ def test_no_seeded_draw_of_a_training_step_names_a_device(monkeypatch):
     check is that no draw given a generator names a device at all: a CPU run cannot tell
     ``device="cpu"`` from the device of the network that a GPU run would name."""
     from coop_utils.config import load_config
-    from coop_utils.training import StepRandomness, build_system
+    from coop_utils.systems import StepRandomness, build_system
 
     seen = []
 

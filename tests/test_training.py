@@ -14,10 +14,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from coop_utils import training
+from coop_utils import systems, training
 from coop_utils.config import load_config
+from coop_utils.data import prepare_data
+from coop_utils.evaluate import calibration_batches
 from coop_utils.runs import RunBusyError, hold_run, load_checkpoint, run_dir
-from coop_utils.training import StepRandomness, build_system, train
+from coop_utils.systems import StepRandomness, build_system
+from coop_utils.training import train
 
 REPO = Path(__file__).resolve().parent.parent
 ACCURACY_KEYS = ("top1", "top5", "val_top1", "flops", "active_blocks")
@@ -115,14 +118,14 @@ def test_second_concurrent_writer_is_refused(tmp_path):
 
 def test_non_finite_loss_stops_naming_epoch_and_step(tmp_path, monkeypatch):
     config = smoke(tmp_path, method="independent")
-    forward, calls = training.IndependentSystem.forward, []
+    forward, calls = systems.IndependentSystem.forward, []
 
     def poisoned(self, images, labels, randomness):
         loss, terms = forward(self, images, labels, randomness)
         calls.append(1)
         return (loss * math.nan if len(calls) == 16 else loss), terms  # epoch 2 has 13 + 3
 
-    monkeypatch.setattr(training.IndependentSystem, "forward", poisoned)
+    monkeypatch.setattr(systems.IndependentSystem, "forward", poisoned)
     with pytest.raises(training.NonFiniteLossError, match="epoch 2, step 3 \\(global step 16\\)"):
         train(config, progress=False)
     directory = run_dir(config)
@@ -184,7 +187,7 @@ def test_a_signal_mid_step_saves_between_steps_and_resumes_exactly(
     """The signal arrives inside a chosen step; the step completes, then the run saves and stops.
     Resumed, it ends in exactly the state of the uninterrupted run."""
     config = smoke(tmp_path)
-    step, calls = training.CooperativeSystem.backward_step, []
+    step, calls = systems.CooperativeSystem.backward_step, []
 
     def signalled(self, *args):
         calls.append(1)
@@ -192,12 +195,12 @@ def test_a_signal_mid_step_saves_between_steps_and_resumes_exactly(
             os.kill(os.getpid(), signum)  # delivered while this step is in flight
         return step(self, *args)
 
-    monkeypatch.setattr(training.CooperativeSystem, "backward_step", signalled)
+    monkeypatch.setattr(systems.CooperativeSystem, "backward_step", signalled)
     with pytest.raises(training.TrainingInterrupted, match=signal.Signals(signum).name):
         train(config, progress=False)
     state = load_checkpoint(run_dir(config) / "checkpoint.pt")
     assert state["global_step"] == at_step  # the step in flight finished, no further one began
-    monkeypatch.setattr(training.CooperativeSystem, "backward_step", step)
+    monkeypatch.setattr(systems.CooperativeSystem, "backward_step", step)
     resumed = train(config, progress=False)
     assert final_state_digest(config) == uninterrupted[1]
     assert accuracies(resumed.metrics) == accuracies(uninterrupted[0])
@@ -293,7 +296,7 @@ def test_evaluation_at_a_depth_does_not_depend_on_the_last_epochs_drawn_factors(
     from coop_utils.evaluate import calibrate_batchnorm
 
     config = smoke(tmp_path)
-    data = training.prepare_data(config, torch.device("cpu"))
+    data = prepare_data(config, torch.device("cpu"))
     torch.manual_seed(0)
     net = build_system(config, data.num_classes, data.image_size).teammates[0]
     for module in net.modules():
@@ -306,7 +309,7 @@ def test_evaluation_at_a_depth_does_not_depend_on_the_last_epochs_drawn_factors(
         with torch.no_grad():
             for s in drawn:
                 copy_(images, mask=copy_.gate.sample(s, generator=torch.Generator().manual_seed(0)))
-        calibrate_batchnorm(copy_, training.calibration_batches(data))
+        calibrate_batchnorm(copy_, calibration_batches(data))
         copy_.eval()
         with torch.no_grad():
             outputs.append([copy_(images, s=s) for s in config.scaling_factors])
