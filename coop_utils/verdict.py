@@ -1054,8 +1054,9 @@ def matched_cost_table(summaries: Mapping[str, Summary]) -> pd.DataFrame:
 
 #: the most likely reasons a claim does not hold, or stays open, in a small-scale replication
 LIKELY_REASONS: dict[str, str] = {
-    "Seeds": f"fewer than {MIN_RUNS} runs in an arm: a 95 % t-interval from 2 seeds is 12.7 "
-    "standard errors wide, so no difference can be shown; every arm needs at least 3 seeds.",
+    "Seeds": f"fewer than {MIN_RUNS} runs in an arm: one seed gives no interval at all, and "
+    "two give a 95 % t-interval 12.7 standard errors wide, so no difference can be shown; "
+    f"every arm needs at least {MIN_RUNS} seeds.",
     "Missing": "their runs are not recorded yet: nothing is measured, so nothing is concluded.",
     "Regime": "their runs differ in regime, data or precision, so a difference would measure "
     "that, not the method.",
