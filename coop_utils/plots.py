@@ -38,9 +38,8 @@ def use_book_style() -> None:
 
 
 def _figure(ncols: int = 1, width: float = 6.0, height: float = 3.6, **kwargs):
-    fig, axes = plt.subplots(
-        1, ncols, figsize=(width * ncols, height), layout="constrained", squeeze=False, **kwargs
-    )
+    kwargs.setdefault("figsize", (width * ncols, height))
+    fig, axes = plt.subplots(1, ncols, layout="constrained", squeeze=False, **kwargs)
     return fig, list(axes[0])
 
 
@@ -74,7 +73,7 @@ def method_frame(metrics: Mapping[str, Any], method: str) -> pd.DataFrame:
     the only network of the others; ``method`` labels them."""
     from coop_utils.verdict import deployed_teammate
 
-    teammates = [name for name in metrics if name.removeprefix("teammate").isdigit()]
+    teammates = any(name.removeprefix("teammate").isdigit() for name in metrics)
     network = deployed_teammate(metrics) if teammates else next(iter(metrics))
     return metrics_frame({network: metrics[network]}, method=method)
 
@@ -90,26 +89,23 @@ def comparison_table(frame: pd.DataFrame) -> pd.DataFrame:
     """Accuracy and cost of every method at every depth it offers, one row per depth plan (the
     scaling factors that share a plan share its network, so their accuracy is the same; the
     mean is shown), rounded for reading."""
-    columns = ["top1", "top5", "mflops", "latency_ms"]
+    names = {
+        "top1": "top-1 (%)",
+        "top5": "top-5 (%)",
+        "mflops": "MFLOPs",
+        "latency_ms": "latency (ms)",
+    }
     table = (
         frame.assign(depth=frame["depth"].round(2))
         .groupby(["method", "depth"])
         .agg(
             s=("s", lambda values: ", ".join(f"{s:g}" for s in sorted(values))),
-            **{column: (column, "mean") for column in columns},
+            **{column: (column, "mean") for column in names},
         )
+        .round({"top1": 1, "top5": 1, "mflops": 1, "latency_ms": 2})
     )
-    table = table.round({"top1": 1, "top5": 1, "mflops": 1, "latency_ms": 2})
     table.index.names = ["method", "blocks run (share)"]
-    return table.rename(
-        columns={
-            "s": "s or exit depth",
-            "top1": "top-1 (%)",
-            "top5": "top-5 (%)",
-            "mflops": "MFLOPs",
-            "latency_ms": "latency (ms)",
-        }
-    )
+    return table.rename(columns={"s": "s or exit depth", **names})
 
 
 # --- chapter 01: depth plans, gates, cost ----------------------------------------------------
@@ -123,16 +119,10 @@ def block_plan_frame(
     for label, net in networks.items():
         for s in scaling_factors:
             active = set(net.active_blocks(s))
-            for block, stage in enumerate(net.stage_of_block):
-                rows.append(
-                    {
-                        "network": label,
-                        "s": s,
-                        "block": block,
-                        "stage": stage,
-                        "runs": block in active,
-                    }
-                )
+            rows += [
+                {"network": label, "s": s, "block": block, "stage": stage, "runs": block in active}
+                for block, stage in enumerate(net.stage_of_block)
+            ]
     return pd.DataFrame(rows)
 
 
@@ -153,16 +143,11 @@ def block_plan_figure(frame: pd.DataFrame, title: str) -> Figure:
     """A grid per network: rows are scaling factors, columns residual blocks, dark = runs."""
     labels = list(dict.fromkeys(frame["network"]))
     widths = [frame.loc[frame["network"] == label, "block"].nunique() for label in labels]
-    fig, axes = plt.subplots(
-        1,
-        len(labels),
-        figsize=(min(max(3 + 0.22 * sum(widths), 3.4 * len(labels)), 16), 3.8),
-        layout="constrained",
-        squeeze=False,
-        sharey=True,
-        gridspec_kw={"width_ratios": widths},
+    size = (min(max(3 + 0.22 * sum(widths), 3.4 * len(labels)), 16), 3.8)
+    fig, axes = _figure(
+        len(labels), figsize=size, sharey=True, gridspec_kw={"width_ratios": widths}
     )
-    for index, (ax, label) in enumerate(zip(axes[0], labels, strict=True)):
+    for index, (ax, label) in enumerate(zip(axes, labels, strict=True)):
         part = frame[frame["network"] == label]
         grid = part.pivot(index="s", columns="block", values="runs").sort_index(ascending=False)
         sns.heatmap(
@@ -183,8 +168,7 @@ def block_plan_figure(frame: pd.DataFrame, title: str) -> Figure:
         ax.set_xticks(np.arange(0, len(grid.columns), step) + 0.5)
         ax.set_xticklabels(range(0, len(grid.columns), step), rotation=0)
         ax.set_title(f"{label}: {len(grid.columns)} blocks", fontsize="medium")
-        ax.set_xlabel("residual block (index)")
-        ax.set_ylabel(S_LABEL if index == 0 else "")
+        ax.set(xlabel="residual block (index)", ylabel=S_LABEL if index == 0 else "")
     fig.suptitle(f"{title} (lines mark stages)")
     return fig
 
@@ -232,8 +216,7 @@ def gumbel_temperature_figure(
     right.plot(range(len(scores)), hard.mean(0).numpy(), "k*", markersize=11, label="hard top-k")
     right.set_xlabel("gateable block (index; logits fall left to right)")
     right.set_ylabel("mean mask value (0-1)")
-    right.set_title(f"keep {keep} of {len(scores)} blocks")
-    right.set_xticks(range(len(scores)))
+    right.set(title=f"keep {keep} of {len(scores)} blocks", xticks=range(len(scores)))
     right.legend()
     fig.suptitle(f"Gumbel top-{keep} masks at several temperatures ({samples} draws)")
     return fig
@@ -253,14 +236,12 @@ def cost_figure(costs: pd.DataFrame, title: str) -> Figure:
         for _, row in costs.iterrows()
         for column, name in measures.items()
     ]
+    ratios = pd.DataFrame(rows)
     fig, (ax,) = _figure(1, width=6.4, height=4.0)
-    sns.lineplot(pd.DataFrame(rows), x="s", y="ratio", hue="measure", style="measure", ax=ax)
-    sns.scatterplot(pd.DataFrame(rows), x="s", y="ratio", hue="measure", legend=False, ax=ax)
+    sns.lineplot(ratios, x="s", y="ratio", hue="measure", style="measure", ax=ax)
+    sns.scatterplot(ratios, x="s", y="ratio", hue="measure", legend=False, ax=ax)
     ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1, label="ratio = s")
-    ax.set_xlim(0, 1.02)
-    ax.set_ylim(0, 1.1)
-    ax.set_xlabel(S_LABEL)
-    ax.set_ylabel("cost relative to s = 1 (ratio)")
+    ax.set(xlim=(0, 1.02), ylim=(0, 1.1), xlabel=S_LABEL, ylabel="cost relative to s = 1 (ratio)")
     ax.legend(loc="upper left")
     ax.set_title(title)
     return fig
@@ -279,8 +260,7 @@ def softmax_temperature_figure(logits: Sequence[float], temperatures: Sequence[f
     ]
     fig, (ax,) = _figure(1, width=7.0)
     sns.barplot(pd.DataFrame(rows), x="class", y="probability", hue="T", ax=ax)
-    ax.set_xlabel("class (index)")
-    ax.set_ylabel("probability (%)")
+    ax.set(xlabel="class (index)", ylabel="probability (%)")
     ax.set_title("Soft targets: softmax(z / T) of the same logits")
     return fig
 
@@ -297,19 +277,16 @@ def training_curves_figure(logs: Mapping[str, Sequence[Mapping[str, str]]], titl
         frame[column] = pd.to_numeric(frame[column], errors="coerce")
     fig, (loss_ax, right_ax) = _figure(2, width=5.2)
     sns.lineplot(frame, x="epoch", y="train_loss", hue="run", marker="o", ax=loss_ax)
-    loss_ax.set_ylabel("training loss, all terms (nats)")
-    loss_ax.set_title("loss")
+    loss_ax.set(ylabel="training loss, all terms (nats)", title="loss")
     validated = [c for c in ("val_top1_deepest", "val_top1_shallowest") if c in frame]
     if validated and frame[validated].notna().any().any():
         depths = frame.melt(["epoch", "run"], validated, "depth", "top1").dropna()
         depths["depth"] = depths["depth"].str.removeprefix("val_top1_")
         sns.lineplot(depths, x="epoch", y="top1", hue="run", style="depth", marker="o", ax=right_ax)
-        right_ax.set_ylabel("validation top-1 (%)")
-        right_ax.set_title("validation accuracy")
+        right_ax.set(ylabel="validation top-1 (%)", title="validation accuracy")
     else:
         sns.lineplot(frame, x="epoch", y="images_per_s", hue="run", marker="o", ax=right_ax)
-        right_ax.set_ylabel("throughput (images/s)")
-        right_ax.set_title("training speed")
+        right_ax.set(ylabel="throughput (images/s)", title="training speed")
     for ax in (loss_ax, right_ax):
         ax.set_xlabel("epoch (count)")
         ax.xaxis.get_major_locator().set_params(integer=True)
@@ -323,9 +300,7 @@ def full_depth_accuracy_figure(frame: pd.DataFrame, title: str) -> Figure:
     sns.barplot(frame, x="network", y="top1", hue="run", ax=ax)
     for container in ax.containers:
         ax.bar_label(container, fmt="%.1f", fontsize="small")
-    ax.set_xlabel("network (trained together in one run)")
-    ax.set_ylabel(TOP1_LABEL)
-    ax.set_title(title)
+    ax.set(xlabel="network (trained together in one run)", ylabel=TOP1_LABEL, title=title)
     return fig
 
 
@@ -341,9 +316,7 @@ def sfsl_weight_figure(scaling_factors: Sequence[float] = SCALING_FACTORS[:-1]) 
     ]
     fig, (ax,) = _figure(1, width=6.0)
     sns.lineplot(pd.DataFrame(rows), x="s", y="weight", hue="loss", style="loss", marker="o", ax=ax)
-    ax.set_xlabel(S_LABEL)
-    ax.set_ylabel("loss weight w(s) (multiplier)")
-    ax.set_ylim(0, None)
+    ax.set(xlabel=S_LABEL, ylabel="loss weight w(s) (multiplier)", ylim=(0, None))
     ax.set_title("Scaling Factor Sensitive Loss: shallow sub-networks weigh more")
     return fig
 
@@ -352,10 +325,7 @@ def accuracy_by_depth_figure(frame: pd.DataFrame, title: str, hue: str = "networ
     """Test top-1 against the scaling factor, one line per ``hue`` (a network or a run)."""
     fig, (ax,) = _figure(1, width=6.6, height=4.0)
     sns.lineplot(frame, x="s", y="top1", hue=hue, style=hue, markers=True, dashes=False, ax=ax)
-    ax.set_xlabel(S_LABEL)
-    ax.set_ylabel(TOP1_LABEL)
-    ax.set_xlim(0.15, 1.05)
-    ax.set_title(title)
+    ax.set(xlabel=S_LABEL, ylabel=TOP1_LABEL, xlim=(0.15, 1.05), title=title)
     return fig
 
 
@@ -403,9 +373,8 @@ def ablation_figure(frame: pd.DataFrame, title: str) -> Figure:
         ax.plot(mean.index, mean.values, marker="o", color=variant_colour)
         count = changed["seed"].nunique()
         ax.set_title(f"vs {variant} ({count} seed{'s' if count > 1 else ''})")
-        ax.set_xlabel("s (share of blocks)")
+        ax.set(xlabel="s (share of blocks)", xlim=(0.15, 1.05))
         ax.set_ylabel("Teammates' mean test top-1 (%)" if ax is axes[0] else "")
-        ax.set_xlim(0.15, 1.05)
     seeds = full["seed"].nunique()
     fig.suptitle(
         f"{title}\nblue: full method, same seed as the ablation (band: its range over {seeds} "
@@ -418,11 +387,9 @@ def method_comparison_figure(frame: pd.DataFrame, title: str) -> Figure:
     """Accuracy of every method against depth, FLOPs and latency (three panels, shared y)."""
     fig, axes = _figure(3, width=4.0, height=3.8, sharey=True)
     ordered = frame.sort_values(["method", "depth"])
-    for ax, (column, label) in zip(
-        axes,
-        (("depth", DEPTH_LABEL), ("mflops", MFLOPS_LABEL), ("latency_ms", LATENCY_LABEL)),
-        strict=True,
-    ):
+    panels = (("depth", DEPTH_LABEL, "depth"), ("mflops", MFLOPS_LABEL, "FLOPs"))
+    panels += (("latency_ms", LATENCY_LABEL, "latency"),)
+    for ax, (column, label, against) in zip(axes, panels, strict=True):
         style = {"hue": "method", "style": "method", "legend": ax is axes[0], "ax": ax}
         if column == "latency_ms":  # measured times are noisy: points, not a line through them
             sns.scatterplot(ordered, x=column, y="top1", s=60, **style)
@@ -430,11 +397,7 @@ def method_comparison_figure(frame: pd.DataFrame, title: str) -> Figure:
             sns.lineplot(
                 ordered, x=column, y="top1", markers=True, dashes=False, sort=False, **style
             )
-        ax.set_xlabel(label)
-        ax.set_ylabel(TOP1_LABEL)
-    axes[0].set_title("against depth")
-    axes[1].set_title("against FLOPs")
-    axes[2].set_title("against latency")
+        ax.set(xlabel=label, ylabel=TOP1_LABEL, title=f"against {against}")
     handles, labels = axes[0].get_legend_handles_labels()
     axes[0].get_legend().remove()
     fig.legend(handles, labels, title="method", loc="outside right upper")
@@ -457,8 +420,7 @@ def matched_cost_figure(table: pd.DataFrame, title: str) -> Figure:
         ours = compared[OURS_WITHIN]
         ax.plot(compared["MFLOPs"], ours, "X", markersize=10, label="cooperative, within that cost")
         ax.vlines(compared["MFLOPs"], compared["exit top-1 (%)"], ours, "grey", linestyles=":")
-        ax.set_xlabel(MFLOPS_LABEL)
-        ax.set_ylabel(TOP1_LABEL if ax is axes[0] else "")
+        ax.set(xlabel=MFLOPS_LABEL, ylabel=TOP1_LABEL if ax is axes[0] else "")
         ax.set_title(f"against {method}")
         ax.legend(fontsize="small")
     fig.suptitle(title)
@@ -491,10 +453,8 @@ def headline_figure(summaries: Mapping[str, Mapping[str, Any]], title: str) -> F
             label=f"{method} ({seeds} seed{'s' if seeds > 1 else ''})",
             linestyle="--" if method == MATCHED_NAME else "-",
         )  # fmt: skip
-    ax.set_xlabel(MFLOPS_LABEL)
-    ax.set_ylabel(TOP1_LABEL)
+    ax.set(xlabel=MFLOPS_LABEL, ylabel=TOP1_LABEL, title=title)
     ax.legend(fontsize="small")
-    ax.set_title(title)
     return fig
 
 
@@ -508,13 +468,12 @@ def budget_figure(frame: pd.DataFrame, title: str) -> Figure:
     """
     fig, (depth_ax, accuracy_ax) = _figure(2, width=5.0)
     depth_ax.step(frame["budget_pct"], frame["s"], where="post", marker="o")
-    depth_ax.set_xlabel("FLOPs budget (% of full depth)")
     depth_ax.set_ylabel("chosen scaling factor s (share of blocks)")
     depth_ax.set_title("largest s within budget")
     accuracy_ax.step(frame["budget_pct"], frame["top1"], where="post", marker="o", color="C2")
-    accuracy_ax.set_xlabel("FLOPs budget (% of full depth)")
-    accuracy_ax.set_ylabel(TOP1_LABEL)
-    accuracy_ax.set_title("accuracy it buys")
+    accuracy_ax.set(ylabel=TOP1_LABEL, title="accuracy it buys")
+    for ax in (depth_ax, accuracy_ax):
+        ax.set_xlabel("FLOPs budget (% of full depth)")
     fig.suptitle(title)
     return fig
 
@@ -525,8 +484,7 @@ def frontier_figure(frame: pd.DataFrame, title: str, cost: str = "latency_ms") -
     sns.scatterplot(frame, x=cost, y="top1", hue="method", style="method", s=70, ax=ax)
     front = pareto_frontier(frame, cost, "top1")
     ax.step(front[cost], front["top1"], where="post", color="black", linewidth=1, label="frontier")
-    ax.set_xlabel(LATENCY_LABEL if cost == "latency_ms" else MFLOPS_LABEL)
-    ax.set_ylabel(TOP1_LABEL)
+    ax.set(xlabel=LATENCY_LABEL if cost == "latency_ms" else MFLOPS_LABEL, ylabel=TOP1_LABEL)
     ax.legend(fontsize="small")
     ax.set_title(title)
     return fig
@@ -549,21 +507,15 @@ def predictions_figure(
     """Sample images (uint8, N x 3 x H x W) with the class predicted at each scaling factor."""
     factors = list(predicted)
     count = len(raw_images)
-    fig, axes = plt.subplots(
-        len(factors),
-        count,
-        figsize=(1.25 * count + 1, 1.45 * len(factors) + 0.9),
-        layout="constrained",
-        squeeze=False,
-    )
+    size = (1.25 * count + 1, 1.45 * len(factors) + 0.9)
+    fig, axes = plt.subplots(len(factors), count, figsize=size, layout="constrained", squeeze=False)
     for row, s in enumerate(factors):
         for column in range(count):
             ax = axes[row][column]
             ax.imshow(raw_images[column].permute(1, 2, 0).cpu().numpy())
             guess, truth = int(predicted[s][column]), int(labels[column])
             ax.set_title(f"{guess}", color="green" if guess == truth else "red", fontsize=10)
-            ax.set_xticks([])
-            ax.set_yticks([])
+            ax.set(xticks=[], yticks=[])
             if column == 0:
                 ax.set_ylabel(f"s = {s:g}")
             if row == len(factors) - 1:
@@ -614,12 +566,8 @@ def latency_flops_figure(depths: Sequence[Mapping[str, float]], title: str) -> F
     batches = sorted(
         int(c.removeprefix("latency_ratio_b")) for c in frame if c.startswith("latency_ratio_b")
     )
-    long = frame.melt(
-        id_vars=["arch", "s", "flops_ratio"],
-        value_vars=[f"latency_ratio_b{b}" for b in batches],
-        var_name="batch",
-        value_name="latency_ratio",
-    )
+    value_vars = [f"latency_ratio_b{b}" for b in batches]
+    long = frame.melt(["arch", "s", "flops_ratio"], value_vars, "batch", "latency_ratio")
     long["batch"] = "batch " + long["batch"].str.removeprefix("latency_ratio_b")
     archs = list(dict.fromkeys(frame["arch"]))
     fig, axes = _figure(len(archs), width=4.4, height=4.0, sharey=True)
@@ -635,11 +583,9 @@ def latency_flops_figure(depths: Sequence[Mapping[str, float]], title: str) -> F
             ax=ax,
         )
         ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
-        ax.set_xlim(0, 1.05)
-        ax.set_ylim(0, 1.15)
+        ax.set(xlim=(0, 1.05), ylim=(0, 1.15), title=arch)
         ax.set_xlabel("FLOPs relative to full depth (ratio)")
         ax.set_ylabel("latency relative to full depth (ratio)")
-        ax.set_title(arch)
     fig.suptitle(title)
     return fig
 
@@ -653,8 +599,6 @@ def step_parts_figure(parts_ms: Mapping[str, float], step_ms: float, title: str)
         ax.barh("sum of the parts", ms, left=left, color=colour, label=name)
         left += ms
     ax.barh("cooperative step", step_ms, color="grey")
-    ax.set_xlabel("time per step (ms)")
-    ax.set_ylabel("measured (kind)")
+    ax.set(xlabel="time per step (ms)", ylabel="measured (kind)", title=title)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")
-    ax.set_title(title)
     return fig

@@ -366,27 +366,25 @@ def compare(
         raise ValueError(f"paired arms need as many runs each, got {len(a)} and {len(b)}")
     if not (len(a) and len(b)):
         raise ValueError("each arm needs at least one run")
-    half = stderr = df = math.nan
+    stderr = df = math.nan
     runs = (len(a), len(b))
     if paired:
         own = float(np.std(a - b, ddof=1)) if len(a) > 1 else 0.0
-        sd = max(own, math.sqrt(2) * floor)
+        spread = max(own, math.sqrt(2) * floor)
         if len(a) > 1:
-            stderr, df = sd / math.sqrt(len(a)), len(a) - 1
-            half = t_critical(df) * stderr
-        value = float(np.mean(a - b))
-        return Difference(value, half, runs, True, sd, stderr, df, own < sd or len(a) < 2)
-    own_a, own_b = (float(np.std(x, ddof=1)) if len(x) > 1 else 0.0 for x in (a, b))
-    sa, sb = max(own_a, floor), max(own_b, floor)
-    if min(len(a), len(b)) > 1:
-        va, vb = sa**2 / len(a), sb**2 / len(b)
-        df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
-        df, stderr = math.floor(df * 10 + 1e-6) / 10, math.sqrt(va + vb)
-        half = t_critical(df) * stderr
-    floored = own_a < sa or own_b < sb or min(runs) < 2
-    spread = math.sqrt(sa**2 + sb**2)
-    value = float(a.mean() - b.mean())
-    return Difference(value, half, runs, False, spread, stderr, df, floored)
+            stderr, df = spread / math.sqrt(len(a)), len(a) - 1
+        value, floored = float(np.mean(a - b)), own < spread or len(a) < 2
+    else:
+        own_a, own_b = (float(np.std(x, ddof=1)) if len(x) > 1 else 0.0 for x in (a, b))
+        sa, sb = max(own_a, floor), max(own_b, floor)
+        if min(runs) > 1:
+            va, vb = sa**2 / len(a), sb**2 / len(b)
+            df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
+            df, stderr = math.floor(df * 10 + 1e-6) / 10, math.sqrt(va + vb)
+        floored = own_a < sa or own_b < sb or min(runs) < 2
+        spread, value = math.sqrt(sa**2 + sb**2), float(a.mean() - b.mean())
+    half = t_critical(df) * stderr if df >= 1 else math.nan
+    return Difference(value, half, runs, bool(paired), spread, stderr, df, floored)
 
 
 def _paired(a_runs: list[Summary], b_runs: list[Summary]) -> tuple[list, str]:
@@ -432,13 +430,7 @@ def _mismatch(*arms: list[Summary], ignore: Sequence[str] = ()) -> str:
 
 def _claim(claim: str, measured: str, rule: str, verdict: str, decide: str = "") -> dict[str, str]:
     """A row of the claim table; ``decide`` says what would decide a claim left open."""
-    return {
-        "claim": claim,
-        "measured": measured,
-        "rule": rule,
-        "verdict": verdict,
-        "decide": decide,
-    }
+    return dict(claim=claim, measured=measured, rule=rule, verdict=verdict, decide=decide)
 
 
 def _unready(
@@ -638,23 +630,15 @@ def _matched_cost_claims(
         drop = compare(their_drop, our_drop, math.sqrt(2) * floor)
         gain = compare([at for _, at in ours], [at for _, at in theirs], floor)
         exits = f"{len(keys)} exit(s) at {', '.join(f'{p / 1e6:.1f}' for p in points)} MFLOPs"
+        measured = (
+            f"drop from full depth {np.mean(their_drop):.1f} (theirs) vs "
+            f"{np.mean(our_drop):.1f} pts: {drop} pts ({drop.sample}; {exits})",
+            f"{np.mean([at for _, at in ours]):.1f} vs {np.mean([at for _, at in theirs]):.1f}"
+            f" %: {gain} pts ({gain.sample}; {exits})",
+        )
         rows += [
-            _claim(
-                smoother,
-                f"drop from full depth {np.mean(their_drop):.1f} (theirs) vs "
-                f"{np.mean(our_drop):.1f} pts: {drop} pts ({drop.sample}; {exits})",
-                drop_rule,
-                drop.verdict(level=level),
-                drop.to_decide(),
-            ),
-            _claim(
-                accurate,
-                f"{np.mean([at for _, at in ours]):.1f} vs {np.mean([at for _, at in theirs]):.1f}"
-                f" %: {gain} pts ({gain.sample}; {exits})",
-                gain_rule,
-                gain.verdict(level=level),
-                gain.to_decide(),
-            ),
+            _claim(c, m, r, d.verdict(level=level), d.to_decide())
+            for (c, r), m, d in zip(claims, measured, (drop, gain), strict=True)
         ]
     return rows
 
@@ -710,11 +694,8 @@ def _component_claim(
         return float(np.mean([_top1(run["metrics"][n], s) for n in networks for s in factors]))
 
     pairs, how = _paired(a_runs, b_runs)
-    xs, ys = (
-        ([value(x) for x, _ in pairs], [value(y) for _, y in pairs])
-        if pairs
-        else ([value(r) for r in a_runs], [value(r) for r in b_runs])
-    )
+    a_arm, b_arm = zip(*pairs, strict=True) if pairs else (a_runs, b_runs)
+    xs, ys = [value(run) for run in a_arm], [value(run) for run in b_arm]
     difference = compare(xs, ys, _stderr(float(np.mean(xs)), images), paired=bool(pairs))
     measured = (
         f"{np.mean(xs):.1f} vs {np.mean(ys):.1f} %: {difference} pts ({difference.sample}, "
@@ -818,17 +799,14 @@ def claim_table(
             verdict = next(iter(verdicts))
         else:
             verdict = FEW if FEW in verdicts else OPEN
-        rows.append(
-            {
-                "dataset": " + ".join(comparable),
-                "claim": "Stable across datasets with different feature-map sizes (32 and 64 px)",
-                "measured": "; ".join(f"{d}: {v}" for d, v in comparable.items()),
-                "rule": "the 'comparable accuracy' verdict on every dataset",
-                "verdict": verdict,
-                "decide": "" if verdict in (HOLDS, FAILS) else "the rows above, decided",
-                "evidence": "the rows above",
-            }
+        row = _claim(
+            "Stable across datasets with different feature-map sizes (32 and 64 px)",
+            "; ".join(f"{d}: {v}" for d, v in comparable.items()),
+            "the 'comparable accuracy' verdict on every dataset",
+            verdict,
+            "" if verdict in (HOLDS, FAILS) else "the rows above, decided",
         )
+        rows.append({"dataset": " + ".join(comparable), **row, "evidence": "the rows above"})
     columns = ["claim", "dataset", "measured", "verdict", "decide", "rule", "evidence"]
     return pd.DataFrame(rows, columns=columns)
 
@@ -916,15 +894,14 @@ def component_rows(table: pd.DataFrame) -> pd.DataFrame:
 def _evaluation_only(summary: Summary, summaries: Mapping[str, Summary]) -> bool:
     """Whether ``summary`` re-evaluates another recorded run (the ``shared-bn`` ablation: the
     same config but its batch-norm statistics, the same seed and the same training time)."""
-    config = summary.get("config", {})
-    if config.get("bn_stats") != "shared":
-        return False
-    same = {k: v for k, v in config.items() if k not in ("bn_stats", "variant")}
-    return any(
+
+    def rest(run: Summary) -> dict[str, Any]:
+        return {k: v for k, v in run.get("config", {}).items() if k not in ("bn_stats", "variant")}
+
+    return summary.get("config", {}).get("bn_stats") == "shared" and any(
         other is not summary
         and other.get("wall_time_s") == summary.get("wall_time_s")
-        and {k: v for k, v in other.get("config", {}).items() if k not in ("bn_stats", "variant")}
-        == same
+        and rest(other) == rest(summary)
         for other in summaries.values()
     )
 
@@ -1002,12 +979,10 @@ def training_compute_note(summaries: Mapping[str, Summary]) -> str:
             f"reach {full.iloc[0]:.1f} %, against {full.iloc[1]:.1f} % for the cooperative "
             "Teammates (means over seeds, the table below)"
         )
-    spread = (
-        f"; a shared machine's speed varies, and its seeds took {min(hours):.2f} to "
-        f"{max(hours):.2f} h"
-        if len(hours) > 1
-        else ""
-    )
+    spread = ""
+    if len(hours) > 1:
+        spread = f"; a shared machine's speed varies, and its seeds took {min(hours):.2f} to "
+        spread += f"{max(hours):.2f} h"
     return (
         f"**Training compute is not matched.** Every method trains for the same "
         f"{', '.join(map(str, epochs))} epochs, and the claims compare them at equal inference "
