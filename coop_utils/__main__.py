@@ -84,15 +84,13 @@ def _export(args: argparse.Namespace) -> int:
     # Bad input is refused before anything is loaded or written.
     if args.s is not None:
         check_scaling_factor(args.s)
-    fmt = args.format or ("onnx" if args.output.suffix == ".onnx" else "torchscript")
+    fmt = export._format_of(args.output, args.format)
     export.check_format(fmt)
     export.check_output(args.output, args.force)
     net, name, config = export.load_network(args.source, args.network)
     s = args.s
     if s is None:
-        s = choose_scaling_factor(
-            net, budget_flops=args.budget_flops, scaling_factors=config.scaling_factors
-        )
+        s = choose_scaling_factor(net, args.budget_flops, scaling_factors=config.scaling_factors)
     # The Leader trains at full depth only: its shared statistics are those of its full plan.
     full_leader = name == "leader" and len(net.active_blocks(s)) == net.num_blocks
     module = export.export_plan(net, s, shared_bn=args.shared_bn or full_leader)

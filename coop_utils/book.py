@@ -47,6 +47,7 @@ from coop_utils.training import load_system
 from coop_utils.verdict import (
     DEPTH_COST_COMMAND,
     RESULT_PROFILES,
+    Summary,
     campaign_state,
     deployed_teammate,
     group_seeds,
@@ -70,10 +71,16 @@ def resolve_path(path: str | os.PathLike) -> Path:
     return candidate if candidate.is_absolute() else REPO_ROOT / candidate
 
 
-def _show(markdown: str) -> None:
+def _show(*items: Any) -> None:
+    """Display figures, tables and markdown strings in this order (a figure once: the inline
+    backend skips closed figures, which would otherwise follow every table at the cell's end)."""
+    import matplotlib.pyplot as plt
     from IPython.display import Markdown, display
 
-    display(Markdown(markdown))
+    for item in items:
+        display(Markdown(item) if isinstance(item, str) else item)
+        if isinstance(item, plt.Figure):
+            plt.close(item)
 
 
 # --- what a chapter calls ---------------------------------------------------------------------
@@ -172,11 +179,9 @@ class _OncePerMessage(logging.Filter):
         self.seen: set[str] = set()
 
     def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        if message in self.seen:
-            return False
-        self.seen.add(message)
-        return True
+        new = record.getMessage() not in self.seen
+        self.seen.add(record.getMessage())
+        return new
 
 
 def _show_library_log() -> None:
@@ -190,13 +195,6 @@ def _show_library_log() -> None:
     library.addHandler(handler)
     library.setLevel(logging.INFO)
     library.propagate = False
-
-
-_SMOKE_NOTE = (
-    "This chapter was executed at the <b>smoke</b> profile: its <i>Run it yourself</i> sections "
-    "train a tiny network for a few dozen steps on small <b>generated</b> data, on the CPU, to "
-    "prove that every cell runs. Those numbers are <b>not results</b>."
-)
 
 
 def start_chapter(
@@ -228,7 +226,12 @@ def start_chapter(
     )
     when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     if profile == "smoke":
-        title, kind, text = "Smoke run: these numbers are not results", "warning", _SMOKE_NOTE
+        title, kind = "Smoke run: these numbers are not results", "warning"
+        text = (
+            "This chapter was executed at the <b>smoke</b> profile: its <i>Run it yourself</i> "
+            "sections train a tiny network for a few dozen steps on small <b>generated</b> data, "
+            "on the CPU, to prove that every cell runs. Those numbers are <b>not results</b>."
+        )
     elif train:
         title, kind = f"Executed at the {profile} profile", "note"
         text = f"The <i>Run it yourself</i> sections train (or reuse) {profile} runs."
@@ -258,8 +261,6 @@ def show_source(function: Any):
 
 
 # --- recorded results -------------------------------------------------------------------------
-
-Summary = Mapping[str, Any]
 
 
 def campaign_progress(
@@ -487,25 +488,15 @@ def show_comparison(summaries: Mapping[str, Summary], what: str) -> None:
     methods = [m for m in ("cooperative", "independent", "byot", "branchynet") if m in summaries]
     frame = pd.concat(plots.method_frame(summaries[m]["metrics"], m) for m in methods)
     matched = matched_cost_table(summaries)
-    figures = [plots.method_comparison_figure(frame, f"Every method at every depth ({what})")]
-    tables = [plots.comparison_table(frame)]
+    items = [
+        plots.method_comparison_figure(frame, f"Every method at every depth ({what})"),
+        plots.comparison_table(frame),
+    ]
     if not matched.empty:
-        figures.append(plots.matched_cost_figure(matched, f"Exits at equal FLOPs ({what})"))
+        items.append(plots.matched_cost_figure(matched, f"Exits at equal FLOPs ({what})"))
         shown = matched.set_index(["method", "exit (share of blocks)"])
-        tables.append(dashes(shown, decimals=2))  # an exit not compared has no number
-    _show_in_order(*[item for pair in zip(figures, tables, strict=True) for item in pair])
-
-
-def _show_in_order(*items: Any) -> None:
-    """Display figures, tables and markdown strings in this order (a figure once: the inline
-    backend skips closed figures, which would otherwise follow every table at the cell's end)."""
-    import matplotlib.pyplot as plt
-    from IPython.display import Markdown, display
-
-    for item in items:
-        display(Markdown(item) if isinstance(item, str) else item)
-        if isinstance(item, plt.Figure):
-            plt.close(item)
+        items.append(dashes(shown, decimals=2))  # an exit not compared has no number
+    _show(*items)
 
 
 def recorded_logs(
@@ -570,7 +561,7 @@ def _show_depths(label: str, frame: pd.DataFrame, logs: Mapping[str, Sequence], 
         ]
     if logs:
         items.append(plots.training_curves_figure(logs, f"Training, {title}"))
-    _show_in_order(*items)
+    _show(*items)
 
 
 def verdict_html(table: pd.DataFrame) -> Any:
@@ -612,12 +603,8 @@ BENCHMARKS = {
 def benchmark_records(results_root: str | os.PathLike) -> dict[str, dict[str, Any]]:
     """``{name: record}`` of each benchmark recorded in ``<results_root>/benchmarks/``."""
     folder = resolve_path(results_root) / "benchmarks"
-    records = {}
-    for name in BENCHMARKS:
-        path = folder / f"{name}.json"
-        if path.exists():
-            records[name] = json.loads(path.read_text())
-    return records
+    paths = {name: folder / f"{name}.json" for name in BENCHMARKS}
+    return {name: json.loads(path.read_text()) for name, path in paths.items() if path.exists()}
 
 
 def benchmark_label(record: Mapping[str, Any]) -> str:
@@ -708,8 +695,7 @@ class BookReport:
 
     @property
     def ok(self) -> bool:
-        chapters_ok = all(chapter.error is None for chapter in self.chapters)
-        return chapters_ok and self.build_returncode in (0, None)
+        return all(c.error is None for c in self.chapters) and self.build_returncode in (0, None)
 
     def timings(self) -> str:
         width = max([len(c.name) for c in self.chapters] + [len("jupyter-book build")])
@@ -718,18 +704,10 @@ class BookReport:
             status = "" if chapter.error is None else "  FAILED"
             lines.append(f"{chapter.name:<{width}}  {chapter.seconds:7.1f}{status}")
         if self.build_returncode is not None:
-            status = (
-                "" if self.build_returncode == 0 else f"  FAILED (exit {self.build_returncode})"
-            )
+            status = f"  FAILED (exit {self.build_returncode})" if self.build_returncode else ""
             lines.append(f"{'jupyter-book build':<{width}}  {self.build_seconds:7.1f}{status}")
         lines.append(f"{'total':<{width}}  {self.total_seconds:7.1f}")
         return "\n".join(lines)
-
-
-def _declared_parameters(notebook: Path) -> set[str]:
-    import papermill
-
-    return set(papermill.inspect_notebook(str(notebook)))
 
 
 def _failure(name: str, error: BaseException) -> str:
@@ -773,6 +751,7 @@ def execute_chapter(source: Path, output: Path, parameters: Mapping[str, Any]) -
     started = time.perf_counter()
     output.parent.mkdir(parents=True, exist_ok=True)
     error = None
+    trains_long = parameters.get("profile", "smoke") != "smoke" and parameters.get("train", True)
     with tempfile.TemporaryDirectory() as scratch:
         converted = Path(scratch) / f"{source.stem}.ipynb"
         try:
@@ -785,12 +764,7 @@ def execute_chapter(source: Path, output: Path, parameters: Mapping[str, Any]) -
                 cwd=str(REPO_ROOT),
                 progress_bar=False,
                 log_output=False,
-                execution_timeout=(
-                    CELL_TIMEOUT_S
-                    if parameters.get("profile", "smoke") == "smoke"
-                    or not parameters.get("train", True)
-                    else None
-                ),
+                execution_timeout=None if trains_long else CELL_TIMEOUT_S,
             )
             _prepare_for_the_book(output)
         except Exception as exception:  # a failing chapter is reported, the others still run
@@ -836,14 +810,6 @@ def _stage_sources(book_root: Path) -> None:
             shutil.copy2(source, target)
 
 
-def _jupyter_book() -> str:
-    beside = Path(sys.executable).with_name("jupyter-book")
-    found = str(beside) if beside.exists() else shutil.which("jupyter-book")
-    if found is None:
-        raise ValueError("jupyter-book is not installed: run `make book` (it creates .venv)")
-    return found
-
-
 def build_book(
     profile: str = "preview",
     train: bool = False,
@@ -865,6 +831,7 @@ def build_book(
     The build is skipped when a chapter fails.
     """
     import jupytext
+    import papermill
 
     started = time.perf_counter()
     train = train or profile == "smoke"
@@ -873,15 +840,14 @@ def build_book(
     root = REPO_ROOT if book_root is None else Path(book_root).resolve()
     if root != REPO_ROOT:
         _stage_sources(root)
-    selected = select_chapters(chapters)
     report = BookReport(profile)
     unused = set(overrides)
     with tempfile.TemporaryDirectory() as scratch:
         plans = []
-        for source in selected:
+        for source in select_chapters(chapters):
             converted = Path(scratch) / f"{source.stem}.ipynb"
             jupytext.write(jupytext.read(source), converted)
-            declared = _declared_parameters(converted)
+            declared = set(papermill.inspect_notebook(str(converted)))
             own = dict(settings.get(source.stem) or {})
             undeclared = sorted(set(own) - declared)
             if undeclared:
@@ -889,9 +855,8 @@ def build_book(
                     f"params/{profile}.yaml sets {', '.join(undeclared)} for chapter "
                     f"{source.stem}, which declares only: {', '.join(sorted(declared))}"
                 )
-            parameters = {key: value for key, value in base.items() if key in declared}
-            parameters |= own
-            parameters |= {key: value for key, value in overrides.items() if key in declared}
+            merged = {**base, **own, **overrides}
+            parameters = {key: value for key, value in merged.items() if key in declared}
             unused -= declared
             plans.append((source, parameters))
     if unused:
@@ -910,16 +875,19 @@ def build_book(
         if result.error is not None:
             echo(f"    {result.error}")
 
-    failed = [chapter for chapter in report.chapters if chapter.error is not None]
-    if build and not failed:
+    if build and report.ok:  # no chapter failed
         for source in chapter_paths():
             output = root / EXECUTED_DIR / f"{source.stem}.ipynb"
             if not output.exists():
                 _placeholder(source, output)
         echo(f"building the book: jupyter-book build {root} --warningiserror --keep-going")
         build_started = time.perf_counter()
+        beside = Path(sys.executable).with_name("jupyter-book")
+        jupyter_book = str(beside) if beside.exists() else shutil.which("jupyter-book")
+        if jupyter_book is None:
+            raise ValueError("jupyter-book is not installed: run `make book` (it creates .venv)")
         completed = subprocess.run(
-            [_jupyter_book(), "build", str(root), "--warningiserror", "--keep-going"],
+            [jupyter_book, "build", str(root), "--warningiserror", "--keep-going"],
             capture_output=capture_build,
             text=True,
             check=False,
@@ -928,7 +896,7 @@ def build_book(
         report.build_returncode = completed.returncode
         if capture_build:
             report.build_output = completed.stdout + completed.stderr
-    elif failed:
+    elif not report.ok:
         echo("not building the book: a chapter failed")
     report.total_seconds = time.perf_counter() - started
     echo(report.timings())
@@ -973,11 +941,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     overrides = dict(parse_override(item) for item in args.set)
     report = build_book(
-        args.profile,
-        train=args.train,
-        chapters=args.chapters,
-        overrides=overrides,
-        book_root=args.book_root,
-        build=not args.no_build,
+        args.profile, args.train, args.chapters, overrides, args.book_root, not args.no_build
     )
     return 0 if report.ok else 1

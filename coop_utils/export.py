@@ -66,10 +66,9 @@ class PlanNetwork(nn.Module):
     def __init__(self, net: SkippableResNet, blocks: list[int], s: float, plan_row: int | None):
         super().__init__()
         self.stem = _plain_copy(net.stem, plan_row)
-        kept = [net.blocks[i] for i in blocks]
         self.blocks = nn.ModuleList(
             PlanBlock(_plain_copy(b.residual, plan_row), _plain_copy(b.shortcut, plan_row))
-            for b in kept
+            for b in (net.blocks[i] for i in blocks)
         )
         self.pool, self.fc = copy.deepcopy(net.pool), copy.deepcopy(net.fc)
         self.plan_blocks = list(blocks)  # the source network's block indices, for the record
@@ -92,15 +91,11 @@ def _plain_copy(module: nn.Module, plan_row: int | None) -> nn.Module:
             plain = nn.BatchNorm2d(child.num_features, eps=child.eps, momentum=child.momentum)
             plain = plain.to(child.weight.device)
             own = plan_row is not None
-            mean = child.plan_mean[plan_row] if own else child.running_mean
-            var = child.plan_var[plan_row] if own else child.running_var
             with torch.no_grad():
-                for target, value in zip(
-                    (plain.weight, plain.bias, plain.running_mean, plain.running_var),
-                    (child.weight, child.bias, mean, var),
-                    strict=True,
-                ):
-                    target.copy_(value)
+                plain.weight.copy_(child.weight)
+                plain.bias.copy_(child.bias)
+                plain.running_mean.copy_(child.plan_mean[plan_row] if own else child.running_mean)
+                plain.running_var.copy_(child.plan_var[plan_row] if own else child.running_var)
             setattr(module, name, plain)
         else:
             setattr(module, name, _plain_copy(child, plan_row))
@@ -205,8 +200,7 @@ class _OnnxPlan:
 
 def load_plan(path: str | Path, fmt: str | None = None) -> Callable[[Tensor], Tensor]:
     """A file of :func:`save_plan` loaded back: a TorchScript module or an ONNX Runtime session."""
-    path = Path(path)
-    fmt = _format_of(path, fmt)
+    path, fmt = Path(path), _format_of(Path(path), fmt)
     check_format(fmt)
     if fmt == "onnx":
         return _OnnxPlan(path)
@@ -332,13 +326,12 @@ def record_run_files(run) -> list[Path]:
         shutil.copyfile(log, target)
         written.append(target)
     if config.seed == 0 and not config.variant and config.method in SHOWN_METHODS:
-        nets: list[tuple[str, nn.Module]] = []
+        nets = {}  # each network once, under the first name it is evaluated as
         for name, net, _ in load_system(run).evaluations():
-            if all(net is not other for _, other in nets):
-                nets.append((name, net))
-        names = [name for name, _ in nets]
+            nets.setdefault(id(net), (name, net))
+        names = [name for name, _ in nets.values()]
         folder = Path(config.results_root) / "weights" / config.profile / config.dataset
-        for index, (name, net) in enumerate(nets):
+        for index, (name, net) in enumerate(nets.values()):
             label = name if names.count(name) == 1 else f"{name}{names[:index].count(name)}"
             path = folder / summary.stem / f"{label}.pt"
             written.append(save_network(net, path, config, label, half=True))
