@@ -123,7 +123,7 @@ class RunConfig:
         _validate(self)
 
     def to_dict(self) -> dict[str, Any]:
-        return {key: list(v) if isinstance(v, tuple) else v for key, v in _items(self)}
+        return {key: list(v) if isinstance(v, tuple) else v for key, v in vars(self).items()}
 
     def resolved_device(self) -> torch.device:
         """The device ``device`` names; ``auto`` is CUDA where available."""
@@ -152,11 +152,6 @@ class RunConfig:
 
     def replace(self, **changes: Any) -> RunConfig:
         return dataclasses.replace(self, **changes)
-
-
-def _items(config: RunConfig):
-    for item in dataclasses.fields(config):
-        yield item.name, getattr(config, item.name)
 
 
 _HINTS = typing.get_type_hints(RunConfig)
@@ -232,7 +227,7 @@ _RANGES: dict[str, tuple[str, Any]] = {
 
 
 def _validate(config: RunConfig) -> None:
-    for key, value in _items(config):
+    for key, value in vars(config).items():
         hint = _HINTS[key]
         if not _matches(value, hint):
             raise ValueError(f"config key {key!r} must be {_describe(hint)}, got {value!r}")
@@ -247,11 +242,8 @@ def _validate(config: RunConfig) -> None:
         )
     if config.sfsl_normalise and not config.sfsl:
         raise ValueError("config key 'sfsl_normalise' needs sfsl: true (it rescales 1/s)")
-    exits = len(
-        EarlyExitNetwork.blocks_at(
-            sum(ARCHITECTURES[config.arch].stage_sizes), config.scaling_factors
-        )
-    )
+    depth = sum(ARCHITECTURES[config.arch].stage_sizes)
+    exits = len(EarlyExitNetwork.blocks_at(depth, config.scaling_factors))
     if config.branchynet_weights and len(config.branchynet_weights) != exits:
         raise ValueError(
             f"config key 'branchynet_weights' must give one weight per BranchyNet exit: {exits} "
@@ -263,20 +255,13 @@ def _validate(config: RunConfig) -> None:
         )
 
 
-def _coerce(key: str, value: Any) -> Any:
+def _coerce(value: Any, hint: Any) -> Any:
     """YAML lists become tuples, and whole numbers become floats, where the dataclass says so."""
-    hint = _HINTS.get(key)
     if isinstance(value, list) and get_origin(hint) is tuple:
-        value = tuple(value)
-        if get_args(hint)[0] is float:
-            return tuple(_as_float(v) for v in value)
-    if hint is float:
-        return _as_float(value)
+        return tuple(_coerce(v, get_args(hint)[0]) for v in value)
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
     return value
-
-
-def _as_float(value: Any) -> Any:
-    return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
 
 def parse_override(text: str) -> tuple[str, Any]:
@@ -297,16 +282,15 @@ def load_config(profile: str, params_dir: str | Path | None = None, **overrides:
     values = yaml.safe_load(path.read_text()) or {}
     values.update(overrides)
     values["profile"] = profile
-    known = {item.name for item in dataclasses.fields(RunConfig)}
     for key in _NOTEBOOK_KEYS:
         values.pop(key, None)
-    unknown = sorted(set(values) - known)
+    unknown = sorted(set(values) - set(_HINTS))
     if unknown:
         raise ValueError(
             f"unknown config key(s) {', '.join(map(repr, unknown))}; "
-            f"known: {', '.join(sorted(known))}"
+            f"known: {', '.join(sorted(_HINTS))}"
         )
-    return RunConfig(**{key: _coerce(key, value) for key, value in values.items()})
+    return RunConfig(**{key: _coerce(value, _HINTS[key]) for key, value in values.items()})
 
 
 def campaign(profile: str, params_dir: str | Path | None = None) -> list[dict[str, Any]]:

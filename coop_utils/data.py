@@ -58,10 +58,6 @@ class DatasetInfo:
     train_per_class: int
     test_per_class: int
 
-    def per_class(self, split: str) -> int:
-        """Images per class in the official split."""
-        return self.train_per_class if split == "train" else self.test_per_class
-
 
 DATASETS: dict[str, DatasetInfo] = {
     "cifar100": DatasetInfo(
@@ -146,8 +142,7 @@ def data_root(root: str | os.PathLike | None = None) -> Path:
 
 def cache_dir() -> Path:
     """The folder of decoded-tensor caches: `COOP_CACHE_DIR`, else `~/.cache/coop_utils`."""
-    default = Path.home() / ".cache" / "coop_utils"
-    return Path(os.environ.get("COOP_CACHE_DIR", default))
+    return Path(os.environ.get("COOP_CACHE_DIR", Path.home() / ".cache" / "coop_utils"))
 
 
 def load_dataset(
@@ -166,9 +161,7 @@ def load_dataset(
     A cached split is served without hashing its files again: its cache key holds their paths,
     sizes and modification times.
     """
-    info = _dataset_info(name, split)
-    folder = _dataset_folder(name, data_root(root), download, verify)
-    index = _INDEXERS[name](folder, split)
+    folder, index = _locate(name, split, data_root(root), download, verify)
     salt = f"{_CACHE_FORMAT_VERSION}\t{name}/{split}/verify={verify and name == 'cifar100'}"
     cache_path = cache_dir() / f"{name}-{split}-{_fingerprint(index.file_stats, salt)}.pt"
     tensors = _read_cache(cache_path)
@@ -183,62 +176,13 @@ def load_dataset(
         classes=list(tensors["classes"]),
         source=folder,
         generated=(folder / GENERATED_MARKER).is_file(),
-        fingerprint=_data_fingerprint(name, split, index),
+        fingerprint=_fingerprint(index.file_stats, f"{name}/{split}", mtimes=False),
     )
-    _report(dataset, info)
-    return dataset
-
-
-def data_fingerprint(name: str, split: str, root: str | os.PathLike | None = None) -> str:
-    """SHA-256 (16 hex digits) of the relative paths and byte sizes of the files a split is
-    loaded from: it names the data a run saw, and survives copies to other machines (which
-    change modification times). Cheap: a directory listing and a stat per file, no decoding.
-    A missing dataset raises the loader's :class:`DatasetNotFoundError`; nothing is downloaded.
-    """
-    _dataset_info(name, split)
-    folder = _dataset_folder(name, data_root(root), download=False, verify=False)
-    return _data_fingerprint(name, split, _INDEXERS[name](folder, split))
-
-
-def _data_fingerprint(name: str, split: str, index: _SourceIndex) -> str:
-    return _fingerprint(index.file_stats, f"{name}/{split}", mtimes=False)
-
-
-def _dataset_folder(name: str, root: Path, download: bool, verify: bool) -> Path:
-    """The dataset's folder under ``root``, downloaded first if it is absent and ``download``."""
-    folder = root / DATASETS[name].folder
-    if not folder.exists():
-        if not download:
-            raise DatasetNotFoundError(_not_found_message(name, root, "download=False"))
-        _download_and_extract(name, root, verify)
-    return folder
-
-
-def _dataset_info(name: str, split: str) -> DatasetInfo:
-    if name not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; known datasets: {', '.join(DATASETS)}")
-    if split not in SPLITS:
-        raise ValueError(
-            f"unknown split {split!r}; known splits: {', '.join(SPLITS)} "
-            "(Tiny ImageNet's official val split is 'test')"
-        )
-    return DATASETS[name]
-
-
-def _not_found_message(name: str, root: Path, reason: str) -> str:
+    # A subset of the official split is a warning: its numbers are not comparable with results
+    # on the full split.
     info = DATASETS[name]
-    return (
-        f"dataset {name} not found at {(root / info.folder).resolve()} ({reason}). "
-        f"Download {info.url} and extract it into {root.resolve()}, "
-        f"or set COOP_DATA_ROOT to the folder that holds {info.folder}/."
-    )
-
-
-def _report(dataset: Dataset, info: DatasetInfo) -> None:
-    """Log what was loaded; a subset of the official split is a warning, since its numbers
-    are not comparable with results on the full split."""
     counts = dataset.class_counts()
-    official = info.per_class(dataset.split)
+    official = info.train_per_class if split == "train" else info.test_per_class
     if len(counts) == info.num_classes and bool((counts == official).all()):
         logger.info("loaded %s", dataset.describe())
     else:
@@ -248,6 +192,46 @@ def _report(dataset: Dataset, info: DatasetInfo) -> None:
             official,
             dataset.describe(),
         )
+    return dataset
+
+
+def data_fingerprint(name: str, split: str, root: str | os.PathLike | None = None) -> str:
+    """SHA-256 (16 hex digits) of the relative paths and byte sizes of the files a split is
+    loaded from: it names the data a run saw, and survives copies to other machines (which
+    change modification times). Cheap: a directory listing and a stat per file, no decoding.
+    A missing dataset raises the loader's :class:`DatasetNotFoundError`; nothing is downloaded.
+    """
+    _, index = _locate(name, split, data_root(root), download=False, verify=False)
+    return _fingerprint(index.file_stats, f"{name}/{split}", mtimes=False)
+
+
+def _locate(
+    name: str, split: str, root: Path, download: bool, verify: bool
+) -> tuple[Path, _SourceIndex]:
+    """The dataset's folder under ``root`` (downloaded first if it is absent and ``download``)
+    and the index of the split's files."""
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; known datasets: {', '.join(DATASETS)}")
+    if split not in SPLITS:
+        raise ValueError(
+            f"unknown split {split!r}; known splits: {', '.join(SPLITS)} "
+            "(Tiny ImageNet's official val split is 'test')"
+        )
+    folder = root / DATASETS[name].folder
+    if not folder.exists():
+        if not download:
+            raise DatasetNotFoundError(_not_found_message(name, root, "download=False"))
+        _download_and_extract(name, root, verify)
+    return folder, _INDEXERS[name](folder, split)
+
+
+def _not_found_message(name: str, root: Path, reason: str) -> str:
+    info = DATASETS[name]
+    return (
+        f"dataset {name} not found at {(root / info.folder).resolve()} ({reason}). "
+        f"Download {info.url} and extract it into {root.resolve()}, "
+        f"or set COOP_DATA_ROOT to the folder that holds {info.folder}/."
+    )
 
 
 # --- download ---------------------------------------------------------------------------------
@@ -290,14 +274,12 @@ def _download_and_extract(name: str, root: Path, verify: bool) -> None:
             _not_found_message(name, root, f"the download failed: {error}")
         ) from error
     try:
-        if verify:
-            actual = _md5(partial)
-            if actual != info.md5:
-                raise ChecksumError(
-                    f"the download of {name} from {info.url} has md5 {actual}, expected "
-                    f"{info.md5}; the file was removed. Try again, or download it by hand and "
-                    f"extract it into {root.resolve()}."
-                )
+        if verify and (actual := _md5(partial)) != info.md5:
+            raise ChecksumError(
+                f"the download of {name} from {info.url} has md5 {actual}, expected "
+                f"{info.md5}; the file was removed. Try again, or download it by hand and "
+                f"extract it into {root.resolve()}."
+            )
         extraction = Path(tempfile.mkdtemp(dir=root, prefix=f".{info.folder}-"))
         try:
             if archive_name.endswith(".zip"):
@@ -359,10 +341,7 @@ def _tiny_imagenet_index(folder: Path, split: str) -> _SourceIndex:
     needed += [folder / "train"] if split == "train" else [annotations_path, folder / "val/images"]
     _require(needed, "tiny-imagenet")
     wnids = wnids_path.read_text().split()
-    names = {}
-    for line in words_path.read_text().splitlines():
-        wnid, _, words = line.partition("\t")
-        names[wnid] = words or wnid
+    names = dict(line.partition("\t")[::2] for line in words_path.read_text().splitlines())
     file_stats = [("wnids.txt", wnids_path.stat()), ("words.txt", words_path.stat())]
     files: list[str] = []
     labels: list[int] = []
@@ -403,12 +382,7 @@ def _tiny_imagenet_index(folder: Path, split: str) -> _SourceIndex:
             file_stats.append((f"val/images/{filename}", stats[filename]))
     if not files:
         raise DatasetError(f"no images found for tiny-imagenet {split} in {folder}")
-    return _SourceIndex(
-        file_stats=file_stats,
-        files=files,
-        labels=labels,
-        classes=[names.get(wnid, wnid) for wnid in wnids],
-    )
+    return _SourceIndex(file_stats, files, labels, [names.get(wnid) or wnid for wnid in wnids])
 
 
 # --- decoding ---------------------------------------------------------------------------------
@@ -416,7 +390,7 @@ def _tiny_imagenet_index(folder: Path, split: str) -> _SourceIndex:
 
 class _PresenceCheckedCIFAR100(CIFAR100):
     """torchvision's CIFAR-100 reader with the md5 checks reduced to presence checks
-    (torchvision skips the digest where it is None), for generated data."""
+    (torchvision skips the digest where it is None): the digests are checked beforehand."""
 
     train_list = [[name, None] for name, _ in CIFAR100.train_list]
     test_list = [[name, None] for name, _ in CIFAR100.test_list]
@@ -426,22 +400,15 @@ class _PresenceCheckedCIFAR100(CIFAR100):
 def _decode_cifar100(
     folder: Path, split: str, index: _SourceIndex, verify: bool
 ) -> dict[str, object]:
-    reader = CIFAR100 if verify else _PresenceCheckedCIFAR100
-    try:
-        cifar = reader(folder.parent, train=split == "train", download=False)
-    except RuntimeError as error:
-        mismatches = _cifar100_checksum_mismatches(folder)
-        if not mismatches:
-            raise
+    if verify and (mismatches := _cifar100_checksum_mismatches(folder)):
         hint = ""
         if (folder / GENERATED_MARKER).is_file():
             hint = f" {folder} was made by make_fake_cifar100: load it with verify=False."
         raise ChecksumError(
-            "CIFAR-100 files do not match the published checksums: "
-            + "; ".join(mismatches)
-            + "."
-            + hint
-        ) from error
+            f"CIFAR-100 files do not match the published checksums: {'; '.join(mismatches)}.{hint}"
+        )
+    try:
+        cifar = _PresenceCheckedCIFAR100(folder.parent, train=split == "train", download=False)
     except (pickle.UnpicklingError, EOFError, KeyError, ValueError) as error:
         raise ImageDecodeError(f"cannot read the CIFAR-100 pickles in {folder}: {error}") from error
     return {
@@ -465,12 +432,9 @@ def _cifar100_checksum_mismatches(folder: Path) -> list[str]:
 def _decode_tiny_imagenet(
     folder: Path, split: str, index: _SourceIndex, verify: bool
 ) -> dict[str, object]:
+    size = DATASETS["tiny-imagenet"].image_size
     return {
-        "images": decode_images(
-            index.files,
-            DATASETS["tiny-imagenet"].image_size,
-            desc=f"decoding tiny-imagenet {split}",
-        ),
+        "images": decode_images(index.files, size, desc=f"decoding tiny-imagenet {split}"),
         "labels": torch.tensor(index.labels, dtype=torch.int64),
         "classes": index.classes,
     }
@@ -486,7 +450,10 @@ def decode_images(paths: Sequence[str], image_size: int, desc: str = "decoding")
 
     def decode_chunk(start: int) -> int:
         chunk_paths = paths[start : start + _DECODE_CHUNK]
-        encoded = [_read_bytes(path) for path in chunk_paths]
+        encoded = [
+            torch.frombuffer(bytearray(Path(path).read_bytes()), dtype=torch.uint8)
+            for path in chunk_paths
+        ]
         try:
             decoded = decode_jpeg(encoded, mode=ImageReadMode.RGB)
         except RuntimeError:
@@ -511,11 +478,6 @@ def decode_images(paths: Sequence[str], image_size: int, desc: str = "decoding")
         finally:
             pool.shutdown(cancel_futures=True)
     return images
-
-
-def _read_bytes(path: str) -> torch.Tensor:
-    with open(path, "rb") as file:
-        return torch.frombuffer(bytearray(file.read()), dtype=torch.uint8)
 
 
 def _decode_one(path: str, data: torch.Tensor) -> torch.Tensor:
@@ -768,16 +730,11 @@ class BatchLoader:
         offsets = torch.randint(0, 2 * self.padding + 1, (2, len(order)), generator=generator)
         flips = torch.rand(len(order), generator=generator) < 0.5
         mine = slice(self.rank, None, self.world_size)
-        positions, offsets_y, offsets_x, flips = (
-            order[mine],
-            offsets[0, mine],
-            offsets[1, mine],
-            flips[mine],
-        )
+        positions, offsets, flips = order[mine], offsets[:, mine], flips[mine]
         # Within each batch the mirrored samples go last, so crop_and_flip flips one slice.
         batch_numbers = torch.arange(len(positions)) // self.batch_size
         regroup = torch.argsort(batch_numbers * 2 + flips.long(), stable=True)
-        return positions[regroup], offsets_y[regroup], offsets_x[regroup], flips[regroup]
+        return positions[regroup], offsets[0, regroup], offsets[1, regroup], flips[regroup]
 
 
 # --- generators of small data in the real formats ---------------------------------------------

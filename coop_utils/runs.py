@@ -171,8 +171,7 @@ def truncate_log(path: Path, epochs: int) -> None:
 def hold_run(directory: Path) -> Iterator[None]:
     """Hold the run's lock for the duration; a second writer gets :class:`RunBusyError`."""
     directory.mkdir(parents=True, exist_ok=True)
-    lock_path = directory / "lock"
-    handle = lock_path.open("a+")
+    handle = (directory / "lock").open("a+")
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -295,7 +294,6 @@ def write_benchmark(
     """Record a benchmark's ``results`` at ``path`` (JSON, atomic) with the command that produced
     them, the hardware it ran on (``device``), torch version, git commit and date, for the book."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     record = {
         "benchmark": name,
         "command": " ".join(["python", *sys.argv]),
