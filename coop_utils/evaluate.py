@@ -47,19 +47,15 @@ __all__ = [
 ]
 
 
-class _EvalMode:
-    """Put a module in eval mode for a ``with`` block, then restore its mode."""
-
-    def __init__(self, module: nn.Module) -> None:
-        self.module = module
-
-    def __enter__(self) -> nn.Module:
-        self.was_training = self.module.training
-        self.module.eval()
-        return self.module
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.module.train(self.was_training)
+@contextlib.contextmanager
+def _mode(module: nn.Module, training: bool):
+    """Put a module in training or eval mode for a ``with`` block, then restore its mode."""
+    was_training = module.training
+    module.train(training)
+    try:
+        yield
+    finally:
+        module.train(was_training)
 
 
 def _device_of(net: nn.Module) -> torch.device:
@@ -72,7 +68,7 @@ def count_flops(net: SkippableResNet, s: float = 1.0, image_size: int | None = N
     size = image_size or net.image_size
     image = torch.zeros(1, 3, size, size, device=_device_of(net))
     counter = FlopCounterMode(display=False)
-    with _EvalMode(net), torch.no_grad(), counter:
+    with _mode(net, False), torch.no_grad(), counter:
         net(image, s=s)
     return int(counter.get_total_flops())
 
@@ -96,18 +92,16 @@ def precise_batchnorm(
     instead of the moving average over the last augmented training batches."""
     norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     momenta = [norm.momentum for norm in norms]
-    was_training = module.training
-    try:
-        module.train()
-        for norm in norms:
-            norm.reset_running_stats()
-            norm.momentum = None  # a cumulative average over the batches
-        for images in batches:
-            forward(images)
-    finally:
-        for norm, momentum in zip(norms, momenta, strict=True):
-            norm.momentum = momentum
-        module.train(was_training)
+    with _mode(module, True):
+        try:
+            for norm in norms:
+                norm.reset_running_stats()
+                norm.momentum = None  # a cumulative average over the batches
+            for images in batches:
+                forward(images)
+        finally:
+            for norm, momentum in zip(norms, momenta, strict=True):
+                norm.momentum = momentum
 
 
 @torch.no_grad()
@@ -177,7 +171,7 @@ def measure_latency(
     images = torch.randn(batch_size, 3, net.image_size, net.image_size, device=target)
     images = images.contiguous(memory_format=_memory_format(net))
     timings = []
-    with _EvalMode(net), torch.inference_mode():
+    with _mode(net, False), torch.inference_mode():
         for _ in range(warmup):
             net(images, s=s)
         for _ in range(repeats):
@@ -269,10 +263,8 @@ def accuracy(
 
     Logits are ranked in fp32: ties among bf16 logits would go to the lower class index.
     """
-    was_training = net.training
-    net.eval()
     correct1 = correct5 = total = 0
-    try:
+    with _mode(net, False):
         for images, labels in loader:
             images = images.contiguous(memory_format=torch.channels_last)
             with autocast(images.device, precision):
@@ -282,8 +274,6 @@ def accuracy(
             correct1 += int(hits[:, 0].sum())
             correct5 += int(hits.any(1).sum())
             total += len(labels)
-    finally:
-        net.train(was_training)
     return 100 * correct1 / total, 100 * correct5 / total
 
 

@@ -76,10 +76,9 @@ class BlockGate(nn.Module):
 
     def _stages(self, scaling_factor: float):
         """Yield ``(slice of gateable positions, blocks to keep among them)`` per stage."""
+        plan = depth_plan(self.stage_sizes, scaling_factor)
         start = 0
-        for size, keep in zip(
-            self.stage_sizes, depth_plan(self.stage_sizes, scaling_factor), strict=True
-        ):
+        for size, keep in zip(self.stage_sizes, plan, strict=True):
             yield slice(start, start + size - 1), keep - 1
             start += size - 1
 

@@ -247,9 +247,6 @@ class SkippableResNet(nn.Module):
         for module in self.modules():
             if isinstance(module, PlanBatchNorm2d):
                 module.selector = self._selector
-        self._init_weights()
-
-    def _init_weights(self) -> None:
         for module in self.modules():
             if isinstance(module, nn.Conv2d):
                 nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
@@ -278,10 +275,8 @@ class SkippableResNet(nn.Module):
     def active_blocks(self, scaling_factor: float = 1.0) -> list[int]:
         """Global indices of the residual blocks that run at ``scaling_factor``."""
         mask = self.inference_mask(scaling_factor).tolist()
-        skipped = {
-            block for block, keep in zip(self.gateable_blocks, mask, strict=True) if not keep
-        }
-        return [index for index in range(self.num_blocks) if index not in skipped]
+        keep = dict(zip(self.gateable_blocks, mask, strict=True))
+        return [index for index in range(self.num_blocks) if keep.get(index, 1.0)]
 
     def _check_input(self, x: Tensor) -> None:
         if not isinstance(x, Tensor) or x.dim() != 4:
@@ -444,10 +439,7 @@ class SkippableResNet(nn.Module):
 @contextlib.contextmanager
 def _frozen_stats(block: nn.Module, frozen: bool):
     """Within the block, batch norms use the batch's statistics without updating their own."""
-    if not frozen:
-        yield
-        return
-    norms = [m for m in block.modules() if isinstance(m, PlanBatchNorm2d)]
+    norms = [m for m in block.modules() if isinstance(m, PlanBatchNorm2d)] if frozen else []
     for norm in norms:
         norm.update_stats = False
     try:

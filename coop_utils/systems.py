@@ -109,12 +109,9 @@ class CooperativeSystem(System):
         )
 
     def _draw_factors(self, generator: torch.Generator) -> list[list[float]]:
-        pool = self.config.sampled_factors
-        draws = []
-        for _ in self.teammates:
-            order = torch.randperm(len(pool), generator=generator)
-            draws.append([pool[i] for i in order[: self.config.factors_per_teammate].tolist()])
-        return draws
+        pool, count = self.config.sampled_factors, self.config.factors_per_teammate
+        orders = [torch.randperm(len(pool), generator=generator) for _ in self.teammates]
+        return [[pool[i] for i in order[:count].tolist()] for order in orders]
 
     def start_epoch(self, randomness: StepRandomness) -> None:
         if self.config.sampling == "per_epoch":

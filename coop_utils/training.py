@@ -138,7 +138,9 @@ def provenance(config: RunConfig) -> dict[str, Any]:
     """What a run's numbers depend on beyond its config: the code, the data, the precision."""
     code, dirty = runs.code_digest()
     root = datasets.generated_root(config) if config.data == "generated" else config.data_root
-    fingerprints = [datasets.data_fingerprint(config.dataset, split, root) for split in SPLITS]
+    fingerprints = [
+        datasets.data_fingerprint(config.dataset, split, root) for split in datasets.SPLITS
+    ]
     data = hashlib.sha256("+".join(fingerprints).encode()).hexdigest()[:16]
     return {
         "code_digest": code,
@@ -149,13 +151,7 @@ def provenance(config: RunConfig) -> dict[str, Any]:
     }
 
 
-SPLITS = ("train", "test")
 _MATCHED = ("code_digest", "data_fingerprint", "precision")
-
-
-def _recorded_provenance(directory: Path) -> dict[str, Any]:
-    path = directory / "provenance.json"
-    return json.loads(path.read_text()) if path.exists() else {}
 
 
 def _staleness(recorded: dict[str, Any], current: dict[str, Any]) -> str:
@@ -165,8 +161,6 @@ def _staleness(recorded: dict[str, Any], current: dict[str, Any]) -> str:
         str(recorded.get("code_digest")), current["code_digest"]
     ):
         changed.remove("code_digest")
-    if not changed:
-        return ""
     return ", ".join(
         f"{key} {recorded.get(key, 'unrecorded')} -> {current[key]}" for key in changed
     )
@@ -175,11 +169,10 @@ def _staleness(recorded: dict[str, Any], current: dict[str, Any]) -> str:
 def _set_aside_if_stale(directory: Path, current: dict[str, Any], reuse_stale: bool) -> None:
     """Move a run made by other code or data aside (nothing is deleted), unless asked to reuse
     it anyway; then a fresh run starts in its place."""
-    if not directory.exists() or not any(
-        (directory / name).exists() for name in ("checkpoint.pt", "metrics.json")
-    ):
+    if not any((directory / name).exists() for name in ("checkpoint.pt", "metrics.json")):
         return
-    why = _staleness(_recorded_provenance(directory), current)
+    recorded = directory / "provenance.json"
+    why = _staleness(json.loads(recorded.read_text()) if recorded.exists() else {}, current)
     if not why:
         return
     if reuse_stale:
@@ -196,23 +189,38 @@ def _set_aside_if_stale(directory: Path, current: dict[str, Any], reuse_stale: b
     )
 
 
-def _reused(config: RunConfig, directory: Path) -> Run:
-    metrics = json.loads((directory / "metrics.json").read_text())
+def _finished(config: RunConfig, current: dict[str, Any], reuse_stale: bool) -> Run | None:
+    """The finished run of ``config`` (after setting a stale one aside), if there is one."""
+    directory = runs.run_dir(config)
+    _set_aside_if_stale(directory, current, reuse_stale)
+    if not (directory / "metrics.json").exists():
+        return None
+    summary = json.loads((directory / "metrics.json").read_text())
+    summary_path = runs.results_path(config)
     return Run(
         config,
         directory,
-        metrics["metrics"],
+        summary["metrics"],
         runs.read_log(directory / "log.csv"),
-        metrics["wall_time_s"],
+        summary["wall_time_s"],
         reused=True,
-        summary_path=runs.results_path(config) if runs.results_path(config).exists() else None,
+        summary_path=summary_path if summary_path.exists() else None,
     )
 
 
-def _finished(config: RunConfig, current: dict[str, Any], reuse_stale: bool) -> Run | None:
-    directory = runs.run_dir(config)
-    _set_aside_if_stale(directory, current, reuse_stale)
-    return _reused(config, directory) if (directory / "metrics.json").exists() else None
+def _write_results(config, directory, metrics, wall, data, device, current, **extra) -> Run:
+    """Write a run's ``metrics.json`` and results summary; return the run."""
+    summary = {
+        "metrics": metrics,
+        "wall_time_s": wall,
+        "data": data.description,
+        **extra,
+        "provenance": current,
+    }
+    runs.atomic_write_json(directory / "metrics.json", summary)
+    summary_path = runs.write_summary(config, metrics, wall, device, current)
+    log = runs.read_log(directory / "log.csv")
+    return Run(config, directory, metrics, log, wall, summary_path=summary_path)
 
 
 def _shared_bn_evaluation(
@@ -230,17 +238,10 @@ def _shared_bn_evaluation(
     runs.atomic_write_json(directory / "config.json", config.to_dict())
     runs.atomic_write_json(directory / "provenance.json", current)
     shutil.copyfile(trained.directory / "log.csv", directory / "log.csv")
-    summary = {
-        "metrics": metrics,
-        "wall_time_s": trained.wall_time_s,
-        "data": data.description,
-        "weights_from": str(trained.directory),
-        "provenance": current,
-    }
-    runs.atomic_write_json(directory / "metrics.json", summary)
-    summary_path = runs.write_summary(config, metrics, trained.wall_time_s, device, current)
-    log = runs.read_log(directory / "log.csv")
-    return Run(config, directory, metrics, log, trained.wall_time_s, summary_path=summary_path)
+    wall, weights_from = trained.wall_time_s, str(trained.directory)
+    return _write_results(
+        config, directory, metrics, wall, data, device, current, weights_from=weights_from
+    )
 
 
 def load_system(run: Run) -> System:
@@ -279,8 +280,7 @@ def train(config: RunConfig, progress: bool = True, reuse_stale: bool = False) -
     if device.type == "cuda" and world_size > 1:
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(device)
-    lock = runs.hold_run(directory) if rank == 0 else contextlib.nullcontext()
-    with lock:
+    with runs.hold_run(directory) if rank == 0 else contextlib.nullcontext():
         return _Trainer(config, directory, device, rank, world_size, progress, current).run()
 
 
@@ -358,8 +358,7 @@ class _Trainer:
         # channels-last is faster on CUDA and, through oneDNN, on the CPU too (about 1.25x for
         # a cooperative ResNet-20 step on 2 cores).
         system = build_system(config, data.num_classes, data.image_size)
-        system = system.to(device, memory_format=torch.channels_last)
-        self.system = system
+        self.system = system.to(device, memory_format=torch.channels_last)  # moves it in place
         self.optimizer = _optimizer(system, config)
 
         start_epoch, skip_steps, global_step, wall_before = 0, 0, 0, 0.0
@@ -389,9 +388,7 @@ class _Trainer:
         joint_backward = model is not system  # DDP syncs once; compile traces one graph
 
         steps_per_epoch = len(data.train)
-        total_steps = steps_per_epoch * config.epochs
-        if config.max_steps is not None:
-            total_steps = min(total_steps, config.max_steps)
+        total_steps = min(steps_per_epoch * config.epochs, config.max_steps or math.inf)
         bar = tqdm(
             total=total_steps,
             initial=global_step,
@@ -443,22 +440,20 @@ class _Trainer:
                     rate = epoch_images * self.world_size / (time.perf_counter() - epoch_start)
                     bar.update()
                     bar.set_postfix(loss=f"{loss_value:.3f}", lr=f"{lr:.3g}", img_s=f"{rate:.0f}")
-                    signum = self._agreed_signal(stop)
-                    if signum and skip_steps < steps_per_epoch:
+                    if skip_steps < steps_per_epoch:  # the epoch's last step stops after its log
                         wall = wall_before + time.perf_counter() - started
-                        self._stop(signum, epoch, skip_steps, global_step, randomness, wall)
+                        self._stop_if_asked(stop, epoch, skip_steps, global_step, randomness, wall)
                 epoch += 1
                 skip_steps = 0
                 wall = wall_before + time.perf_counter() - started
                 if self.rank == 0:
+                    seconds = max(time.perf_counter() - epoch_start, 1e-9)
                     row = {
                         "epoch": epoch,
                         "global_step": global_step,
                         "lr": lr,
                         "train_loss": epoch_loss / max(epoch_images, 1),
-                        "images_per_s": epoch_images
-                        * self.world_size
-                        / max(time.perf_counter() - epoch_start, 1e-9),
+                        "images_per_s": epoch_images * self.world_size / seconds,
                         "val_top1_deepest": "",
                         "val_top1_shallowest": "",
                     }
@@ -466,9 +461,7 @@ class _Trainer:
                         row |= validation_curve(system, data)
                     runs.append_log(self.log_path, row)
                     self._save(epoch, 0, global_step, None, wall)
-                signum = self._agreed_signal(stop)
-                if signum:
-                    self._stop(signum, epoch, 0, global_step, None, wall)
+                self._stop_if_asked(stop, epoch, 0, global_step, None, wall)
 
         wall = wall_before + time.perf_counter() - started
         digest = parameter_digest(system)
@@ -479,39 +472,23 @@ class _Trainer:
         system.calibrate(calibration_batches(data))
         self._save(epoch, 0, global_step, None, wall)  # the checkpoint holds the statistics
         metrics = evaluate_system(system, data, config, device)
-        summary = {
-            "metrics": metrics,
-            "wall_time_s": wall,
-            "data": data.description,
-            "provenance": self.provenance,
-        }
-        runs.atomic_write_json(self.directory / "metrics.json", summary)
-        summary_path = runs.write_summary(config, metrics, wall, device, self.provenance)
-        return Run(
-            config,
-            self.directory,
-            metrics,
-            runs.read_log(self.log_path),
-            wall,
-            summary_path=summary_path,
-            parameter_digest=digest,
-        )
+        run = _write_results(config, self.directory, metrics, wall, data, device, self.provenance)
+        run.parameter_digest = digest
+        return run
 
-    def _agreed_signal(self, stop: _StopRequest) -> int:
-        """The signal received (0: none); under DDP, any rank's, so that all stop at one step."""
+    def _stop_if_asked(self, stop, epoch, step_in_epoch, global_step, randomness, wall) -> None:
+        """On a signal (under DDP, any rank's, so that all stop at one step), save where the loop
+        stands (between two steps) and stop."""
         signum = stop.signum or 0
         if dist.is_initialized():
             flag = torch.tensor([signum], device=self.device)
             dist.all_reduce(flag, op=dist.ReduceOp.MAX)
             signum = int(flag.item())
-        return signum
-
-    def _stop(self, signum, epoch, step_in_epoch, global_step, randomness, wall):
-        """Save where the loop stands (between two steps) and stop."""
+        if not signum:
+            return
         self._save(epoch, step_in_epoch, global_step, randomness, wall)
-        name = signal.Signals(signum).name
         raise TrainingInterrupted(
             signum,
-            f"{name}: checkpoint saved in {self.directory} at epoch {epoch + 1}, step "
-            f"{global_step}; the same command resumes it",
+            f"{signal.Signals(signum).name}: checkpoint saved in {self.directory} at epoch "
+            f"{epoch + 1}, step {global_step}; the same command resumes it",
         )
