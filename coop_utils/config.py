@@ -26,6 +26,7 @@ __all__ = [
     "ABLATIONS",
     "PARAMS_DIR",
     "PROFILES",
+    "REPO_ROOT",
     "RunConfig",
     "campaign",
     "load_config",
@@ -33,7 +34,9 @@ __all__ = [
 ]
 
 PROFILES = ("smoke", "preview", "full")
-PARAMS_DIR = Path(__file__).resolve().parent.parent / "params"
+#: the repository's root: relative paths of the book and its chapters start here
+REPO_ROOT = Path(__file__).resolve().parent.parent
+PARAMS_DIR = REPO_ROOT / "params"
 
 Dataset = Literal["cifar100", "tiny-imagenet"]
 Method = Literal["cooperative", "independent", "byot", "branchynet"]

@@ -22,7 +22,7 @@
 # %% tags=["remove-input"]
 from IPython.display import Markdown, display
 
-from coop_utils import book, plots, verdict
+from coop_utils import chapters, plots, verdict
 
 # %% tags=["parameters"]
 profile = "smoke"
@@ -35,8 +35,8 @@ train = True
 comparable_margin_pts = 2.0
 
 # %% tags=["remove-input"]
-chapter = book.start_chapter(profile, device, seed, data_root, run_root, results_root, train)
-display(Markdown(book.progress_note(chapter.results_root)))
+chapter = chapters.start_chapter(profile, device, seed, data_root, run_root, results_root, train)
+display(Markdown(chapters.progress_note(chapter.results_root)))
 verdicts = verdict.replication_verdicts(chapter.results_root, margin=comparable_margin_pts)
 recorded = verdict.best_summaries(chapter.results_root)
 
@@ -54,7 +54,7 @@ if verdicts is None:
     display(Markdown(verdict.PENDING_NOTE))
 else:
     display(Markdown(f"**{verdict.tally(verdicts)}**"))
-    display(book.verdict_html(verdicts))
+    display(chapters.verdict_html(verdicts))
     display(
         Markdown(verdict.familywise_note(chapter.results_root, comparable_margin_pts, verdicts))
     )
@@ -92,12 +92,12 @@ else:
 
 # %% tags=["remove-input"]
 for dataset, summaries in recorded.items():
-    display(Markdown(book.recorded_label(summaries, dataset)))
+    display(Markdown(chapters.recorded_label(summaries, dataset)))
     headline = plots.headline_figure(
         summaries, f"Test accuracy against forward cost ({dataset}; bars: 95 % over seeds)"
     )
 if not recorded:
-    display(Markdown(book.recorded_label({}, "any dataset")))
+    display(Markdown(chapters.recorded_label({}, "any dataset")))
 
 # %% [markdown]
 # A point above and to the left of another is better on both counts. Bars that overlap do not
@@ -160,4 +160,4 @@ for dataset, summaries in recorded.items():
             f"on {', '.join(devices)}.*"
         )
     )
-    display(book.dashes(costs, verdict.CAMPAIGN_DECIMALS))  # one seed: no range
+    display(chapters.dashes(costs, verdict.CAMPAIGN_DECIMALS))  # one seed: no range

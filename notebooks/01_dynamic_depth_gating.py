@@ -25,7 +25,7 @@
 import pandas as pd
 import torch
 
-from coop_utils import book, plots
+from coop_utils import chapters, plots
 from coop_utils.evaluate import depth_costs
 from coop_utils.gating import BlockGate, add_gate, relaxed_topk, sample_gumbel
 from coop_utils.models import ARCHITECTURES, SCALING_FACTORS, build_model, depth_plan
@@ -44,7 +44,7 @@ latency_repeats = 5
 gumbel_samples = 1000
 
 # %%
-chapter = book.start_chapter(profile, device, seed, data_root, run_root, results_root, train)
+chapter = chapters.start_chapter(profile, device, seed, data_root, run_root, results_root, train)
 
 # %% [markdown]
 # ## What a scaling factor keeps
@@ -58,7 +58,7 @@ chapter = book.start_chapter(profile, device, seed, data_root, run_root, results
 # blocks of stage $j$. This is the library's `depth_plan`:
 
 # %%
-book.show_source(depth_plan)
+chapters.show_source(depth_plan)
 
 # %% [markdown]
 # The paper's backbone, ResNet-152, has bottleneck stages of $[3, 8, 36, 3]$ blocks. Its plan
@@ -99,7 +99,7 @@ plan_figure = plots.block_plan_figure(
 # $\operatorname{softmax}(\ell)$, without replacement.
 
 # %%
-book.show_source(sample_gumbel)
+chapters.show_source(sample_gumbel)
 
 # %% [markdown]
 # The hard top-$k$ has no gradient. Its relaxation {cite}`xie2019reparameterizable` sums $k$
@@ -109,7 +109,7 @@ book.show_source(sample_gumbel)
 # \log(1 - a^{(t')})\bigr) / \tau\Bigr), \qquad m^{\text{soft}} = \sum_{t=1}^{k} a^{(t)}.$$
 
 # %%
-book.show_source(relaxed_topk)
+chapters.show_source(relaxed_topk)
 
 # %% [markdown]
 # One draw of noise, relaxed at several temperatures $\tau$: at low $\tau$ the relaxed mask
@@ -156,7 +156,7 @@ gumbel_figure = plots.gumbel_temperature_figure(
 #   output depends on every logit of the stage, all the stage's logits.
 
 # %%
-book.show_source(BlockGate.sample)
+chapters.show_source(BlockGate.sample)
 
 # %% [markdown]
 # A fresh network starts every block as the identity ($F_i(x) = 0$: its last batch-norm scale
@@ -196,7 +196,7 @@ pd.DataFrame(
 # $$\frac{\text{latency}(s)}{\text{latency}(1)} \approx \frac{\text{FLOPs}(s)}{\text{FLOPs}(1)}.$$
 
 # %%
-book.show_source(depth_costs)
+chapters.show_source(depth_costs)
 
 # %%
 cost_net = build_model(cost_arch, num_classes=100, image_size=32)

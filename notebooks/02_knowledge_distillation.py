@@ -27,7 +27,7 @@
 import pandas as pd
 import torch
 
-from coop_utils import book, plots
+from coop_utils import chapters, plots
 from coop_utils.losses import kd_loss, teammate_loss
 
 # %% tags=["parameters"]
@@ -42,7 +42,7 @@ dataset = "cifar100"
 epochs = None
 
 # %%
-chapter = book.start_chapter(profile, device, seed, data_root, run_root, results_root, train)
+chapter = chapters.start_chapter(profile, device, seed, data_root, run_root, results_root, train)
 
 # %% [markdown]
 # ## Soft targets and temperature
@@ -75,7 +75,7 @@ temperature_plot = plots.softmax_temperature_figure(
 # \operatorname{softmax}(u / T)\bigr).$$
 
 # %%
-book.show_source(kd_loss)
+chapters.show_source(kd_loss)
 
 # %% [markdown]
 # The same number from the definition, on random logits:
@@ -114,7 +114,7 @@ pd.DataFrame(rows).set_index("T").round(4)
 # library's Teammate loss, with its switches:
 
 # %%
-book.show_source(teammate_loss)
+chapters.show_source(teammate_loss)
 
 # %% [markdown]
 # ## Run it yourself: two Teammates, with and without mutual distillation

@@ -26,8 +26,9 @@
 import pandas as pd
 from IPython.display import Markdown, display
 
-from coop_utils import book, plots
+from coop_utils import chapters, plots
 from coop_utils.losses import sfsl_weight, subnetwork_loss
+from coop_utils.training import load_system
 
 # %% tags=["parameters"]
 profile = "smoke"
@@ -40,7 +41,7 @@ train = True
 dataset = "cifar100"
 
 # %%
-chapter = book.start_chapter(profile, device, seed, data_root, run_root, results_root, train)
+chapter = chapters.start_chapter(profile, device, seed, data_root, run_root, results_root, train)
 
 # %% [markdown]
 # ## The weights
@@ -52,10 +53,10 @@ chapter = book.start_chapter(profile, device, seed, data_root, run_root, results
 # \qquad w(s) = \begin{cases} 1/s & \text{with SFSL} \\ 1 & \text{without.} \end{cases}$$
 
 # %%
-book.show_source(sfsl_weight)
+chapters.show_source(sfsl_weight)
 
 # %%
-book.show_source(subnetwork_loss)
+chapters.show_source(subnetwork_loss)
 
 # %%
 weight_plot = plots.sfsl_weight_figure()
@@ -73,17 +74,17 @@ weight_plot = plots.sfsl_weight_figure()
 
 # %%
 arms = {"with SFSL": "cooperative", "without SFSL": "cooperative-no-sfsl"}
-recorded_profile, recorded = book.recorded(chapter.results_root, dataset, list(arms.values()))
-display(Markdown(book.recorded_label(recorded, dataset)))
+recorded_profile, recorded = chapters.recorded(chapter.results_root, dataset, list(arms.values()))
+display(Markdown(chapters.recorded_label(recorded, dataset)))
 by_depth = pd.concat(
-    book.seeds_frame(recorded, name).query("network == 'teammate_mean'").assign(run=label)
+    chapters.seeds_frame(recorded, name).query("network == 'teammate_mean'").assign(run=label)
     for label, name in arms.items()
 )
 if by_depth["run"].nunique() == len(arms):
     sfsl_plot = plots.accuracy_by_depth_figure(
         by_depth, f"Mean Teammate accuracy by depth, with and without SFSL ({dataset})", hue="run"
     )
-    display(book.accuracy_table(by_depth, index="run"))
+    display(chapters.accuracy_table(by_depth, index="run"))
 
 # %% [markdown]
 # SFSL is meant to lift the left of this curve, the shallow depths, at little cost on the
@@ -98,7 +99,7 @@ if by_depth["run"].nunique() == len(arms):
 
 # %%
 gated = {
-    f"{label}, {network}": book.recorded_network(
+    f"{label}, {network}": chapters.recorded_network(
         chapter.results_root, recorded_profile, dataset, name, network
     )
     for label, name in arms.items()
@@ -136,7 +137,7 @@ if len(runs) == len(configs):
     live_plot = plots.accuracy_by_depth_figure(
         live, f"Mean Teammate accuracy by depth ({dataset}, {profile}, this build)", hue="run"
     )
-    systems = {label: book.load_system(run) for label, run in runs.items()}
+    systems = {label: load_system(run) for label, run in runs.items()}
     live_gated = {
         f"{label}, teammate{i}": net
         for label, system in systems.items()

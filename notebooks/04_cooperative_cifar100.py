@@ -24,7 +24,7 @@
 # %%
 from IPython.display import display
 
-from coop_utils import book
+from coop_utils import chapters
 from coop_utils.losses import cooperative_objective
 
 # %% tags=["parameters"]
@@ -37,7 +37,7 @@ results_root = "results"
 train = True
 
 # %%
-chapter = book.start_chapter(profile, device, seed, data_root, run_root, results_root, train)
+chapter = chapters.start_chapter(profile, device, seed, data_root, run_root, results_root, train)
 dataset = "cifar100"
 networks = ["teammate0", "teammate1", "teammate_mean", "leader"]
 
@@ -54,7 +54,7 @@ networks = ["teammate0", "teammate1", "teammate_mean", "leader"]
 # times. Validation accuracy is the curve to read.
 
 # %%
-book.show_recorded_depths(chapter.results_root, dataset, networks)
+chapters.show_recorded_depths(chapter.results_root, dataset, networks)
 
 # %% [markdown]
 # Each Teammate is one network evaluated at nine depths; the Leader exists at full depth
@@ -74,7 +74,7 @@ book.show_recorded_depths(chapter.results_root, dataset, networks)
 # (`use_leader`, `mutual`, `sfsl`) removes exactly that term:
 
 # %%
-book.show_source(cooperative_objective)
+chapters.show_source(cooperative_objective)
 
 # %% [markdown]
 # ## Run it yourself
@@ -84,9 +84,9 @@ book.show_source(cooperative_objective)
 
 # %% tags=["hide-input"]
 config = chapter.config(dataset)
-display(book.config_table(config))
+display(chapters.config_table(config))
 run = chapter.train({"cooperative": config}).get("cooperative")
 
 # %% tags=["hide-input"]
 if run is not None:
-    book.show_run(run, dataset, profile, networks)
+    chapters.show_run(run, dataset, profile, networks)

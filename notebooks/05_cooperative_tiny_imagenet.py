@@ -26,7 +26,7 @@
 # %%
 from IPython.display import display
 
-from coop_utils import book
+from coop_utils import chapters
 
 # %% tags=["parameters"]
 profile = "smoke"
@@ -38,7 +38,7 @@ results_root = "results"
 train = True
 
 # %%
-chapter = book.start_chapter(profile, device, seed, data_root, run_root, results_root, train)
+chapter = chapters.start_chapter(profile, device, seed, data_root, run_root, results_root, train)
 dataset = "tiny-imagenet"
 networks = ["teammate0", "teammate1", "teammate_mean", "leader"]
 
@@ -52,7 +52,7 @@ networks = ["teammate0", "teammate1", "teammate_mean", "leader"]
 # and shallowest depth after every epoch, the curve to read.
 
 # %%
-book.show_recorded_depths(chapter.results_root, dataset, networks)
+chapters.show_recorded_depths(chapter.results_root, dataset, networks)
 
 # %% [markdown]
 # Each Teammate is one network evaluated at nine depths; the Leader exists at full depth
@@ -74,9 +74,9 @@ book.show_recorded_depths(chapter.results_root, dataset, networks)
 
 # %% tags=["hide-input"]
 config = chapter.config(dataset)
-display(book.config_table(config))
+display(chapters.config_table(config))
 run = chapter.train({"cooperative": config}).get("cooperative")
 
 # %% tags=["hide-input"]
 if run is not None:
-    book.show_run(run, dataset, profile, networks)
+    chapters.show_run(run, dataset, profile, networks)

@@ -26,7 +26,7 @@
 # %%
 from IPython.display import Markdown, display
 
-from coop_utils import book, plots, verdict
+from coop_utils import chapters, plots, verdict
 from coop_utils.losses import byot_loss
 from coop_utils.systems import ExitSystem, IndependentSystem
 
@@ -42,7 +42,7 @@ dataset = "cifar100"
 ablations = ["no-sfsl", "no-leader", "no-mutual"]
 
 # %%
-chapter = book.start_chapter(profile, device, seed, data_root, run_root, results_root, train)
+chapter = chapters.start_chapter(profile, device, seed, data_root, run_root, results_root, train)
 
 # %% [markdown]
 # ## Accuracy against depth, FLOPs and latency
@@ -52,10 +52,10 @@ chapter = book.start_chapter(profile, device, seed, data_root, run_root, results
 # method, the only network for the others.
 
 # %%
-recorded_profile, recorded = book.recorded(chapter.results_root, dataset)
-display(Markdown(book.recorded_label(recorded, dataset)))
+recorded_profile, recorded = chapters.recorded(chapter.results_root, dataset)
+display(Markdown(chapters.recorded_label(recorded, dataset)))
 if "cooperative" in recorded:
-    book.show_comparison(recorded, f"recorded {recorded_profile} runs, {dataset}")
+    chapters.show_comparison(recorded, f"recorded {recorded_profile} runs, {dataset}")
     display(Markdown(verdict.training_compute_note(recorded)))
 
 # %% [markdown]
@@ -91,7 +91,7 @@ if "cooperative" in recorded:
     ablation_plot = plots.ablation_figure(
         plots.ablation_frame(recorded), f"Ablations, recorded {recorded_profile} runs ({dataset})"
     )
-    display(book.verdict_html(verdict.component_rows(verdict.claim_table({dataset: recorded}))))
+    display(chapters.verdict_html(verdict.component_rows(verdict.claim_table({dataset: recorded}))))
 
 # %% [markdown]
 # The verdicts follow the rules of {doc}`00_does_it_replicate` (click a claim for its rule):
@@ -109,7 +109,7 @@ if "cooperative" in recorded:
 # reference trained for it alone.
 
 # %%
-book.show_source(IndependentSystem.__init__)
+chapters.show_source(IndependentSystem.__init__)
 
 # %% [markdown]
 # **BYOT** {cite}`zhang2019byot` is trained as its public re-implementation
@@ -130,7 +130,7 @@ book.show_source(IndependentSystem.__init__)
 # classifies. *Open decisions* lists where this replication still differs from the reference.
 
 # %%
-book.show_source(byot_loss)
+chapters.show_source(byot_loss)
 
 # %% [markdown]
 # **BranchyNet** {cite}`teerapittayanon2016branchynet` puts an exit at the depth of every
@@ -141,7 +141,7 @@ book.show_source(byot_loss)
 # sets others, shallow to deep.
 
 # %%
-book.show_source(ExitSystem.forward)
+chapters.show_source(ExitSystem.forward)
 
 # %% [markdown]
 # ## Run it yourself
@@ -159,4 +159,4 @@ configs = {
 configs |= {f"cooperative, {name}": chapter.ablation(dataset, name) for name in ablations}
 finished = chapter.train(configs)
 if "cooperative" in finished:
-    book.show_comparison(book.as_summaries(finished), f"this build, {dataset}, {profile}")
+    chapters.show_comparison(chapters.as_summaries(finished), f"this build, {dataset}, {profile}")

@@ -29,7 +29,7 @@ import pandas as pd
 import torch
 from IPython.display import Markdown, display
 
-from coop_utils import book, export, plots
+from coop_utils import chapters, export, plots
 from coop_utils.evaluate import choose_scaling_factor, count_flops, measure_latency
 
 # %% tags=["parameters"]
@@ -46,7 +46,7 @@ sample_images = 8
 explorer = True
 
 # %%
-chapter = book.start_chapter(profile, device, seed, data_root, run_root, results_root, train)
+chapter = chapters.start_chapter(profile, device, seed, data_root, run_root, results_root, train)
 
 # %% [markdown]
 # ## Choosing a depth for a budget
@@ -59,7 +59,7 @@ chapter = book.start_chapter(profile, device, seed, data_root, run_root, results
 # A latency budget works the same way with measured time on the device that will serve.
 
 # %%
-book.show_source(choose_scaling_factor)
+chapters.show_source(choose_scaling_factor)
 
 # %% [markdown]
 # The network to deploy is one Teammate of the cooperative run, the one with the better mean
@@ -67,9 +67,9 @@ book.show_source(choose_scaling_factor)
 # weights, or else the run this build trains.
 
 # %%
-deployed = book.deployed_network(chapter, dataset, sample_images)
+deployed = chapters.deployed_network(chapter, dataset, sample_images)
 if deployed is None:
-    display(Markdown(book.recorded_label({}, dataset)))
+    display(Markdown(chapters.recorded_label({}, dataset)))
 else:
     display(Markdown(deployed.label))
     weights = "" if deployed.trained else " (weights not committed yet: FLOPs and latency only)"
@@ -129,7 +129,7 @@ if deployed is not None:
 
 # %%
 methods = ("cooperative", "independent", "byot", "branchynet")
-recorded_profile, recorded = book.recorded(chapter.results_root, dataset, methods)
+recorded_profile, recorded = chapters.recorded(chapter.results_root, dataset, methods)
 shown = [method for method in methods if method in recorded]
 if shown:
     frame = pd.concat(plots.method_frame(recorded[m]["metrics"], m) for m in shown)
@@ -139,7 +139,7 @@ if shown:
     front = plots.pareto_frontier(frame, "latency_ms", "top1")
     display(front.set_index(["method", "s"])[["top1", "latency_ms"]].round(2))
 else:
-    display(Markdown(book.recorded_label({}, dataset)))
+    display(Markdown(chapters.recorded_label({}, dataset)))
 
 # %% [markdown]
 # Where the cooperative points sit on the frontier, one trained network covers budgets that
@@ -185,13 +185,13 @@ else:
 # `results/benchmarks/`; `make benchmarks` measures them again on your machine.
 
 # %%
-records = book.benchmark_records(chapter.results_root)
-missing = [name for name in book.BENCHMARKS if name not in records]
+records = chapters.benchmark_records(chapter.results_root)
+missing = [name for name in chapters.BENCHMARKS if name not in records]
 if missing:
     display(
         Markdown(
             "Not recorded yet: "
-            + "; ".join(f"`{name}` (`{book.BENCHMARKS[name]}`)" for name in missing)
+            + "; ".join(f"`{name}` (`{chapters.BENCHMARKS[name]}`)" for name in missing)
         )
     )
 
@@ -205,7 +205,7 @@ if missing:
 # %%
 if "depth_cost" in records:
     record = records["depth_cost"]
-    display(Markdown(book.benchmark_label(record)))
+    display(Markdown(chapters.benchmark_label(record)))
     latency_plot = plots.latency_flops_figure(
         record["results"]["depths"], "Latency against FLOPs per scaling factor (depth_cost)"
     )
@@ -232,7 +232,7 @@ if "depth_cost" in records:
 # %%
 if "train_step" in records:
     record = records["train_step"]["results"]
-    display(Markdown(book.benchmark_label(records["train_step"])))
+    display(Markdown(chapters.benchmark_label(records["train_step"])))
     step_plot = plots.step_parts_figure(
         record["parts_ms"],
         record["cooperative_step_ms"],
@@ -253,7 +253,7 @@ if "train_step" in records:
 # %%
 if "data_throughput" in records:
     record = records["data_throughput"]["results"]
-    display(Markdown(book.benchmark_label(records["data_throughput"])))
+    display(Markdown(chapters.benchmark_label(records["data_throughput"])))
     display(pd.DataFrame(record["measurements"]).set_index("measurement").round(2))
     display(pd.DataFrame(record["ratios"]).set_index("ratio").round(2))
 

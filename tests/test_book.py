@@ -10,8 +10,9 @@ import nbformat
 import pytest
 from test_notebooks import CHAPTERS
 
-from coop_utils import book
+from coop_utils import book, chapters
 from coop_utils.__main__ import main
+from coop_utils.config import load_config
 
 # --- the runner ---------------------------------------------------------------------------
 
@@ -33,11 +34,11 @@ def test_profile_parameters_carry_device_seed_and_chapter_settings():
 
 
 def test_a_run_command_names_only_what_differs_from_the_profile():
-    config = book.load_config("preview", dataset="tiny-imagenet", seed=2, data_root="/data")
+    config = load_config("preview", dataset="tiny-imagenet", seed=2, data_root="/data")
     command = "python -m coop_utils train --profile preview --dataset tiny-imagenet"
-    assert book.run_command(config) == f"{command} --method cooperative --seed 2"
-    ablation = book.load_config("preview", variant="no-sfsl", sfsl=False, epochs=2)
-    assert book.run_command(ablation).endswith("--variant no-sfsl --set epochs=2")
+    assert chapters.run_command(config) == f"{command} --method cooperative --seed 2"
+    ablation = load_config("preview", variant="no-sfsl", sfsl=False, epochs=2)
+    assert chapters.run_command(ablation).endswith("--variant no-sfsl --set epochs=2")
 
 
 def test_unknown_chapter_setting_is_refused(tmp_path, monkeypatch):
@@ -164,32 +165,32 @@ def test_tables_show_a_dash_for_a_missing_value_and_the_decimals_asked_for():
     import pandas as pd
 
     table = pd.DataFrame({"seeds": [3, 1], "hours": [0.7, 0.413], "range": [1.0, float("nan")]})
-    every = book.dashes(table, 2)
+    every = chapters.dashes(table, 2)
     assert every.to_dict("list") == {
         "seeds": ["3.00", "1.00"],
         "hours": ["0.70", "0.41"],
         "range": ["1.00", "–"],
     }
-    some = book.dashes(table, {"hours": 2, "range": 1})
+    some = chapters.dashes(table, {"hours": 2, "range": 1})
     assert some.to_dict("list") == {
         "seeds": [3, 1],
         "hours": ["0.70", "0.41"],
         "range": ["1.0", "–"],
     }
-    assert book.dashes(table)["range"].tolist() == [1.0, "–"]
+    assert chapters.dashes(table)["range"].tolist() == [1.0, "–"]
 
 
 def test_benchmark_records_are_read_with_their_provenance(tmp_path):
     from coop_utils.runs import write_benchmark
 
-    assert book.benchmark_records(tmp_path) == {}
+    assert chapters.benchmark_records(tmp_path) == {}
     path = write_benchmark(
         tmp_path / "benchmarks" / "train_step.json", "train_step", {"ratio": 1.05}
     )
     (tmp_path / "benchmarks" / "unrelated.json").write_text("{}")
-    records = book.benchmark_records(tmp_path)
+    records = chapters.benchmark_records(tmp_path)
     assert list(records) == ["train_step"] and records["train_step"]["results"] == {"ratio": 1.05}
-    label = book.benchmark_label(records["train_step"])
+    label = chapters.benchmark_label(records["train_step"])
     assert "(CPU," in label and records["train_step"]["date"][:10] in label
     assert json.loads(path.read_text())["command"].startswith("python ")
 
@@ -212,7 +213,7 @@ def test_recorded_depths_show_accuracy_then_the_committed_training_curves(tmp_pa
     )
     shown = []
     monkeypatch.setattr(IPython.display, "display", lambda item: shown.append(item))
-    book.show_recorded_depths(results, "tiny-imagenet", ["teammate0", "teammate1"])
+    chapters.show_recorded_depths(results, "tiny-imagenet", ["teammate0", "teammate1"])
     kinds = [type(item).__name__ for item in shown]
     assert kinds == ["Markdown", "Figure", "DataFrame", "Figure"], kinds
     assert "`cooperative` (2 seeds)" in shown[0].data
@@ -220,8 +221,8 @@ def test_recorded_depths_show_accuracy_then_the_committed_training_curves(tmp_pa
     curves = shown[3]
     assert curves.axes[1].get_ylabel() == "validation top-1 (%)"
     assert not plt.fignum_exists(curves.number), "a figure shown twice"
-    assert list(book.recorded_logs(results, {"byot": {"config": {"profile": "preview"}}})) == []
-    rows = book.recorded_logs(
+    assert list(chapters.recorded_logs(results, {"byot": {"config": {"profile": "preview"}}})) == []
+    rows = chapters.recorded_logs(
         results, {"cooperative": {"config": {"profile": "preview", "dataset": "tiny-imagenet"}}}
     )
     assert pd.DataFrame(rows["cooperative"])["val_top1_deepest"].tolist() == ["10.5", "14.6"]

@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from coop_utils import book, export, training
+from coop_utils import export, training, verdict
 from coop_utils.__main__ import main
 from coop_utils.config import load_config
 from coop_utils.evaluate import (
@@ -168,7 +168,7 @@ def test_a_format_whose_extra_is_absent_is_refused_naming_the_extra(monkeypatch,
 
 def test_the_command_exports_the_deployed_teammate_to_torchscript(smoke_run, tmp_path, capsys):
     run, system = smoke_run
-    deployed = book.deployed_teammate(run.metrics)
+    deployed = verdict.deployed_teammate(run.metrics)
     net = system.teammates[int(deployed.removeprefix("teammate"))]
     assert run_export(run.directory, "--s", 0.5, "--output", tmp_path / "net.pt") == 0
     printed = capsys.readouterr().out

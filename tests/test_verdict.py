@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from coop_utils import book, verdict
+from coop_utils import book, chapters, verdict
 from coop_utils.models import SCALING_FACTORS, depth_plan
 
 VARIANTS = tuple(
@@ -519,10 +519,10 @@ def test_verdicts_read_the_best_recorded_profile_and_never_smoke(tmp_path):
     table = verdict.replication_verdicts(tmp_path)
     assert table["evidence"].iloc[1:].str.startswith("preview").all()
     assert table.iloc[0]["verdict"] == "holds"  # the benchmark record was read
-    assert book.recorded(tmp_path, "tiny-imagenet") == (None, {})
-    profile, found = book.recorded(tmp_path, "cifar100")
+    assert chapters.recorded(tmp_path, "tiny-imagenet") == (None, {})
+    profile, found = chapters.recorded(tmp_path, "cifar100")
     assert profile == "preview" and "byot" in found
-    profile, found = book.recorded(tmp_path, "cifar100", ["cooperative"])
+    profile, found = chapters.recorded(tmp_path, "cifar100", ["cooperative"])
     assert profile == "preview" and list(found) == ["cooperative"]
 
 
@@ -584,7 +584,18 @@ def test_the_verdict_imports_neither_the_book_nor_its_figures():
     code = "import sys, coop_utils.verdict; print(sorted(m for m in sys.modules if 'coop' in m))"
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert "coop_utils.verdict" in loaded.stdout, loaded.stderr
-    assert "coop_utils.book" not in loaded.stdout and "coop_utils.plots" not in loaded.stdout
+    assert not {"coop_utils.book", "coop_utils.chapters", "coop_utils.plots"} & set(
+        eval(loaded.stdout)
+    )
+
+
+def test_the_book_runner_knows_nothing_of_what_the_chapters_show():
+    """The runner executes chapters; the verdict, the figures and training are theirs."""
+    code = "import sys, coop_utils.book; print(sorted(m for m in sys.modules if 'coop' in m))"
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert "coop_utils.book" in loaded.stdout, loaded.stderr
+    shown = {"coop_utils.chapters", "coop_utils.verdict", "coop_utils.plots", "coop_utils.training"}
+    assert not shown & set(eval(loaded.stdout))
 
 
 def test_campaign_state_reads_each_planned_runs_summary(tmp_path):
@@ -617,7 +628,7 @@ def test_campaign_state_reads_each_planned_runs_summary(tmp_path):
         "to run",
     ]
     assert set(states[4:]) == {"to run"}
-    line, missing = book.campaign_progress(tmp_path)
+    line, missing = chapters.campaign_progress(tmp_path)
     assert line == f"3 of {len(configs)} preview campaign runs recorded so far"
     assert missing == [results_path(config).stem for config in configs[2:3] + configs[4:]]
     assert verdict.campaign_state("smoke") == []  # no campaign list

@@ -1,0 +1,589 @@
+"""What a chapter calls: open it, show the recorded results and the committed weights, and
+(when the build trains) train its own runs.
+
+Every result chapter opens with :func:`start_chapter`, shows what ``results/`` records (the
+summaries ``results/<profile>/<dataset>/*.json``, the per-epoch logs beside them, the weights
+``results/weights/<profile>/<dataset>/<run>/<network>.pt``, the sample images and the benchmark
+records), and ends with a "Run it yourself" section whose :meth:`Chapter.train` prints the
+commands and, only in a build that trains, runs them. :mod:`coop_utils.book` executes the
+chapters; nothing here knows how.
+"""
+
+from __future__ import annotations
+
+import datetime
+import html
+import inspect
+import json
+import logging
+import os
+import sys
+import textwrap
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import pandas as pd
+
+from coop_utils.config import ABLATIONS, PROFILES, REPO_ROOT, RunConfig, load_config
+from coop_utils.training import load_system
+from coop_utils.verdict import (
+    DEPTH_COST_COMMAND,
+    RESULT_PROFILES,
+    Summary,
+    campaign_state,
+    deployed_teammate,
+    group_seeds,
+    summaries_of,
+)
+
+#: the profile whose campaign (``params/<profile>.yaml``, ``campaign``) the reader's book reports
+CAMPAIGN_PROFILE = "preview"
+
+
+def resolve_path(path: str | os.PathLike) -> Path:
+    """``path`` if absolute, else relative to the repository root (not to the kernel's cwd)."""
+    candidate = Path(path).expanduser()
+    return candidate if candidate.is_absolute() else REPO_ROOT / candidate
+
+
+def _show(*items: Any) -> None:
+    """Display figures, tables and markdown strings in this order (a figure once: the inline
+    backend skips closed figures, which would otherwise follow every table at the cell's end)."""
+    import matplotlib.pyplot as plt
+    from IPython.display import Markdown, display
+
+    for item in items:
+        display(Markdown(item) if isinstance(item, str) else item)
+        if isinstance(item, plt.Figure):
+            plt.close(item)
+
+
+@dataclass(frozen=True)
+class Chapter:
+    """The settings a chapter was executed with, and the configs of the runs it shows."""
+
+    profile: str
+    device: str
+    seed: int
+    data_root: str
+    run_root: Path
+    results_root: Path
+    trains: bool = False
+
+    @property
+    def overrides(self) -> dict[str, Any]:
+        """Config keys every run of the chapter takes: device, seed, and where data, runs and
+        results live."""
+        return {
+            "device": self.device,
+            "seed": self.seed,
+            "data_root": self.data_root,
+            "run_root": str(self.run_root),
+            "results_root": str(self.results_root),
+        }
+
+    @property
+    def torch_device(self):
+        """The device this chapter measures on (``auto``: CUDA if available, else the CPU)."""
+        from coop_utils.training import resolve_device
+
+        return resolve_device(self.device)
+
+    def config(self, dataset: str, method: str = "cooperative", **changes: Any) -> RunConfig:
+        """``params/<profile>.yaml`` for ``dataset`` and ``method``, with ``changes``."""
+        return load_config(
+            self.profile, dataset=dataset, method=method, **self.overrides, **changes
+        )
+
+    def ablation(self, dataset: str, name: str, **changes: Any) -> RunConfig:
+        """The cooperative run with one ablation switch (see :data:`ABLATIONS`) flipped."""
+        if name not in ABLATIONS:
+            raise ValueError(f"unknown ablation {name!r}; known: {', '.join(ABLATIONS)}")
+        return self.config(dataset, variant=name, **ABLATIONS[name], **changes)
+
+    def train(self, configs: Mapping[str, RunConfig], optional: bool = True) -> dict[str, Any]:
+        """Run it yourself: the command of each run, then, when this build trains, the runs
+        themselves (a finished one reused): ``{label: run}`` of those that ran. A dataset that
+        is neither on disk nor downloadable gives a note when ``optional``, else the error."""
+        from coop_utils.data import DatasetError
+        from coop_utils.training import train
+
+        _show("```bash\n" + "\n".join(map(run_command, configs.values())) + "\n```")
+        if not self.trains:
+            _show(
+                "*This build trains nothing. The commands above train these runs; `make book "
+                f"PROFILE={self.profile} TRAIN=1` trains them and shows them here.*"
+            )
+            return {}
+        finished = {}
+        for label, config in configs.items():
+            try:
+                finished[label] = train(config, progress=False)
+            except DatasetError as error:
+                if not optional:
+                    raise
+                _show(f"**{config.dataset} is not available here: `{label}` not trained.**")
+                _show(f"> {error}")
+        return finished
+
+
+def run_command(config: RunConfig) -> str:
+    """The ``python -m coop_utils train`` command that trains ``config``'s run."""
+    base = load_config(config.profile, dataset=config.dataset, method=config.method).to_dict()
+    implied = ABLATIONS.get(config.variant, {})
+    named = {"profile", "dataset", "method", "variant", "seed", "device"}
+    named |= {"data_root", "run_root", "results_root"}
+    command = f"python -m coop_utils train --profile {config.profile} --dataset {config.dataset}"
+    command += f" --method {config.method}"
+    command += f" --variant {config.variant}" if config.variant else ""
+    command += f" --seed {config.seed}" if config.seed else ""
+    for key, value in config.to_dict().items():
+        if key not in named and key not in implied and value != base[key]:
+            command += f" --set {key}={json.dumps(value)}"
+    return command
+
+
+class _OncePerMessage(logging.Filter):
+    """Let each distinct log message through once (a chapter loads the same data many times)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        new = record.getMessage() not in self.seen
+        self.seen.add(record.getMessage())
+        return new
+
+
+def _show_library_log() -> None:
+    """The library's log (what data was loaded, and whether it is generated) on stdout, once."""
+    library = logging.getLogger("coop_utils")
+    if any(isinstance(f, _OncePerMessage) for h in library.handlers for f in h.filters):
+        return
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    handler.addFilter(_OncePerMessage())
+    library.addHandler(handler)
+    library.setLevel(logging.INFO)
+    library.propagate = False
+
+
+def start_chapter(
+    profile: str,
+    device: str = "auto",
+    seed: int = 0,
+    data_root: str | None = None,
+    run_root: str = "runs",
+    results_root: str = "results",
+    train: bool = False,
+) -> Chapter:
+    """Open a chapter: say what it shows (recorded results; with ``train``, also its own runs
+    at ``profile``, which at smoke are not results), set the figure style and the seed, and
+    resolve the paths of its runs."""
+    import torch
+    from IPython.display import HTML, display
+
+    from coop_utils.plots import use_book_style
+    from coop_utils.runs import device_name
+
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; known: {', '.join(PROFILES)}")
+    use_book_style()
+    _show_library_log()
+    torch.manual_seed(seed)
+    data_root = data_root or os.environ.get("COOP_DATA_ROOT") or str(REPO_ROOT / "data")
+    chapter = Chapter(
+        profile, device, seed, data_root, resolve_path(run_root), resolve_path(results_root), train
+    )
+    when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    if profile == "smoke":
+        title, kind = "Smoke run: these numbers are not results", "warning"
+        text = (
+            "This chapter was executed at the <b>smoke</b> profile: its <i>Run it yourself</i> "
+            "sections train a tiny network for a few dozen steps on small <b>generated</b> data, "
+            "on the CPU, to prove that every cell runs. Those numbers are <b>not results</b>."
+        )
+    elif train:
+        title, kind = f"Executed at the {profile} profile", "note"
+        text = f"The <i>Run it yourself</i> sections train (or reuse) {profile} runs."
+    else:
+        title, kind = "Recorded results", "note"
+        text = (
+            "This page trains nothing: it shows the runs recorded in <code>results/</code>, "
+            f"{campaign_progress(chapter.results_root)[0]}. The <i>Run it yourself</i> sections "
+            "give the commands that train them."
+        )
+    hardware = device_name(chapter.torch_device)
+    display(
+        HTML(
+            f'<div class="admonition {kind}"><p class="admonition-title">{title}</p>'
+            f"<p>{text}</p><p>Executed on {hardware}, {when}, torch {torch.__version__}.</p></div>"
+        )
+    )
+    return chapter
+
+
+def show_source(function: Any):
+    """The library's own source of ``function``, as a highlighted code block."""
+    from IPython.display import Markdown
+
+    source = textwrap.dedent(inspect.getsource(function)).rstrip()  # a method is indented
+    return Markdown(f"```python\n{source}\n```")
+
+
+# --- recorded results -------------------------------------------------------------------------
+
+
+def campaign_progress(
+    results_root: str | os.PathLike, profile: str = CAMPAIGN_PROFILE
+) -> tuple[str, list[str]]:
+    """``("N of M campaign runs recorded so far", [names still missing])`` for the profile's
+    campaign: a run counts once its summary is in ``results_root`` with the campaign's config
+    (by whatever code: see :func:`verdict.campaign_state`)."""
+    from coop_utils.runs import results_path
+
+    planned = campaign_state(profile, resolve_path(results_root))
+    missing = [
+        results_path(config).stem
+        for config, state in planned
+        if state in ("to run", "recorded with another config")
+    ]
+    done = len(planned) - len(missing)
+    return f"{done} of {len(planned)} {profile} campaign runs recorded so far", missing
+
+
+def progress_note(results_root: str | os.PathLike) -> str:
+    """Markdown: how much of the campaign is recorded, and which runs are still to come."""
+    line, missing = campaign_progress(results_root)
+    still = f" Still to come: {', '.join(f'`{name}`' for name in missing)}." if missing else ""
+    return f"**{line[0].upper()}{line[1:]}** (`params/{CAMPAIGN_PROFILE}.yaml`).{still}"
+
+
+def recorded(
+    results_root: str | os.PathLike, dataset: str, names: Sequence[str] | None = None
+) -> tuple[str | None, dict[str, Summary]]:
+    """``(profile, {name: summary})`` of the best profile (full before preview, smoke never)
+    with any summary on ``dataset`` (of the runs ``names``, every seed of each, if given);
+    ``(None, {})`` when none is recorded."""
+    for profile in RESULT_PROFILES:
+        summaries = summaries_of(resolve_path(results_root), profile).get(dataset, {})
+        if names is not None:
+            summaries = {n: s for n, s in summaries.items() if set(group_seeds({n: s})) & {*names}}
+        if summaries:
+            return profile, dict(sorted(summaries.items()))
+    return None, {}
+
+
+def recorded_label(summaries: Mapping[str, Summary], dataset: str) -> str:
+    """Markdown naming the recorded runs shown: profile, backbone, hardware, dates, code."""
+    if not summaries:
+        return (
+            f"**No run on {dataset} is recorded yet**: this section fills itself in as the "
+            "campaign's runs are recorded."
+        )
+    runs = list(summaries.values())
+    configs = [run.get("config", {}) for run in runs]
+    profile = configs[0].get("profile", "?")
+    dates = sorted(str(run.get("date", "undated"))[:10] for run in runs)
+    facts = [
+        ", ".join(
+            sorted({f"{c.get('arch', '?')} for {c.get('epochs', '?')} epochs" for c in configs})
+        ),
+        ", ".join(sorted({str(run.get("device", "unknown hardware")) for run in runs})),
+        dates[0] if dates[0] == dates[-1] else f"{dates[0]} to {dates[-1]}",
+        "code " + ", ".join(sorted({str(run.get("code_digest", "unknown")) for run in runs})),
+    ]
+    names = ", ".join(
+        f"`{name}`" + (f" ({len(seeds)} seeds)" if len(seeds) > 1 else "")
+        for name, seeds in group_seeds(summaries).items()
+    )
+    return f"**Recorded {profile} runs on {dataset}** ({'; '.join(facts)}): {names}."
+
+
+def recorded_network(results_root, profile: str, dataset: str, name: str, network: str):
+    """A recorded run's network committed in ``weights/<profile>/<dataset>/<name>/`` (fp16, as
+    :func:`export.save_network` writes it), in eval mode, or ``None`` if it is not committed."""
+    from coop_utils.export import load_network
+
+    path = resolve_path(results_root) / "weights" / profile / dataset / name / f"{network}.pt"
+    return load_network(path)[0] if path.exists() else None
+
+
+class Samples(NamedTuple):
+    """A few test images: normalised for the network, as uint8 to show, labels, class names."""
+
+    images: Any
+    raw: Any
+    labels: Any
+    names: list[str]
+
+
+def recorded_samples(results_root, profile: str, dataset: str) -> Samples | None:
+    """The committed test images of ``benchmarks/make_samples.py``, if any."""
+    import numpy as np
+    import torch
+
+    path = resolve_path(results_root) / "samples" / profile / f"{dataset}.npz"
+    if not path.exists():
+        return None
+    data = np.load(path)
+    raw = torch.from_numpy(data["images"])
+    mean, std = (torch.from_numpy(data[key]).view(1, -1, 1, 1) for key in ("mean", "std"))
+    images = (raw.float() / 255 - mean) / std
+    return Samples(images, raw, torch.from_numpy(data["labels"]), list(data["class_names"]))
+
+
+def sample_test_images(config: RunConfig, count: int) -> Samples:
+    """The first ``count`` test images of ``config``'s data (a run trained here)."""
+    import torch
+
+    from coop_utils.data import prepare_data
+
+    test = prepare_data(config, torch.device("cpu")).test
+    normalised = next(iter(test))[0][:count]
+    labels = test.labels[: len(normalised)]
+    return Samples(
+        normalised, test.images[: len(normalised)], labels, [str(int(x)) for x in labels]
+    )
+
+
+@dataclass
+class Deployed:
+    """The Teammate a device would run: recorded (with its committed weights, when they are),
+    else trained by this build."""
+
+    label: str  # Markdown: where it comes from
+    name: str
+    config: RunConfig
+    metrics: dict[str, dict[str, float]]  # its rows, by scaling factor
+    net: Any  # its weights, or only its architecture when ``trained`` is false
+    trained: bool
+    samples: Samples | None
+
+
+def deployed_network(chapter: Chapter, dataset: str, sample_count: int = 8) -> Deployed | None:
+    """The deployed Teammate of the recorded cooperative run on ``dataset``, else of this build's
+    own run (when it trains), else ``None``."""
+    from coop_utils.data import DATASETS
+    from coop_utils.models import build_model
+
+    profile, summaries = recorded(chapter.results_root, dataset)
+    if "cooperative" in summaries:
+        summary = summaries["cooperative"]
+        name = deployed_teammate(summary["metrics"])
+        values = dict(summary["config"])
+        config = load_config(values.pop("profile"), **values)
+        net = recorded_network(chapter.results_root, profile, dataset, "cooperative", name)
+        trained = net is not None
+        if not trained:  # the architecture alone: what FLOPs and latency need
+            info = DATASETS[dataset]
+            size = config.image_size or info.image_size
+            net = build_model(config.arch, config.num_classes or info.num_classes, size).eval()
+        label = recorded_label({"cooperative": summary}, dataset)
+        samples = recorded_samples(chapter.results_root, profile, dataset)
+        return Deployed(label, name, config, summary["metrics"][name], net, trained, samples)
+    if not chapter.trains:
+        return None
+    run = chapter.train({"cooperative": chapter.config(dataset)}).get("cooperative")
+    if run is None:
+        return None
+    name = deployed_teammate(run.metrics)
+    net = load_system(run).teammates[int(name.removeprefix("teammate"))]
+    label = f"**This build's {run.config.profile} run** (`{run.directory}`)."
+    samples = sample_test_images(run.config, sample_count)
+    return Deployed(label, name, run.config, run.metrics[name], net, True, samples)
+
+
+#: the configuration keys a training chapter shows above its run
+RUN_KEYS = (
+    "data", "arch", "epochs", "batch_size", "lr", "temperature", "teammates", "use_leader",
+    "mutual", "sfsl", "gating", "tau", "factors_per_teammate", "num_classes", "image_size",
+)  # fmt: skip
+
+
+def config_table(config: RunConfig, keys: Sequence[str] = RUN_KEYS) -> pd.DataFrame:
+    """One row: the values of ``keys`` in ``config``, indexed by its profile."""
+    return pd.DataFrame({key: [str(getattr(config, key))] for key in keys}, index=[config.profile])
+
+
+def accuracy_table(frame: pd.DataFrame, index: str = "network") -> pd.DataFrame:
+    """Test top-1 of each network (rows; or each value of ``index``) at each scaling factor
+    (columns) of a metrics frame, the mean over seeds where the frame holds several; "–" where
+    a network has no such depth."""
+    table = frame.pivot_table(index=index, columns="s", values="top1", aggfunc="mean").round(1)
+    table.columns = pd.Index([f"{s:g}" for s in table.columns], name="s")
+    return dashes(table)  # the Leader has one depth
+
+
+def dashes(table: pd.DataFrame, decimals: int | Mapping[str, int] | None = None) -> pd.DataFrame:
+    """``table`` to show: "–" where a value is missing, numbers with ``decimals`` if given (for
+    every numeric column, or ``{column: decimals}``)."""
+    if decimals is None or isinstance(decimals, Mapping):
+        places = dict(decimals or {})
+    else:
+        places = dict.fromkeys(table.select_dtypes("number").columns, decimals)
+    shown = table.astype(object)
+    for column, digits in places.items():
+        shown[column] = table[column].map(lambda v, d=digits: f"{v:.{d}f}")
+    return shown.where(table.notna(), "–")
+
+
+def seeds_frame(summaries: Mapping[str, Summary], name: str = "cooperative") -> pd.DataFrame:
+    """Every network of every seed of ``name``: :func:`plots.metrics_frame` rows with ``seed``."""
+    from coop_utils.plots import metrics_frame
+
+    runs = group_seeds(summaries).get(name, [])
+    return pd.concat(
+        [metrics_frame(run["metrics"], seed=run["config"].get("seed", 0)) for run in runs]
+        or [pd.DataFrame(columns=["network", "s", "top1", "seed"])],
+        ignore_index=True,
+    )
+
+
+def as_summaries(finished: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """This build's finished runs shaped like results summaries, keyed by their results name."""
+    from coop_utils.runs import results_path
+
+    return {
+        results_path(run.config).stem: {"config": run.config.to_dict(), "metrics": run.metrics}
+        for run in finished.values()
+    }
+
+
+def show_comparison(summaries: Mapping[str, Summary], what: str) -> None:
+    """Every method of ``summaries`` (seed 0) at every depth against depth, FLOPs and latency,
+    as a figure and a table, then the exit baselines at equal measured FLOPs."""
+    from coop_utils import plots
+    from coop_utils.verdict import matched_cost_table
+
+    methods = [m for m in ("cooperative", "independent", "byot", "branchynet") if m in summaries]
+    frame = pd.concat(plots.method_frame(summaries[m]["metrics"], m) for m in methods)
+    matched = matched_cost_table(summaries)
+    items = [
+        plots.method_comparison_figure(frame, f"Every method at every depth ({what})"),
+        plots.comparison_table(frame),
+    ]
+    if not matched.empty:
+        items.append(plots.matched_cost_figure(matched, f"Exits at equal FLOPs ({what})"))
+        shown = matched.set_index(["method", "exit (share of blocks)"])
+        items.append(dashes(shown, decimals=2))  # an exit not compared has no number
+    _show(*items)
+
+
+def recorded_logs(
+    results_root: str | os.PathLike, summaries: Mapping[str, Summary]
+) -> dict[str, list[dict[str, str]]]:
+    """``{name: per-epoch rows}`` of the recorded runs whose log is committed beside their
+    summary (``<profile>/<dataset>/logs/<name>.csv``, written by ``make results``)."""
+    from coop_utils.export import log_path
+    from coop_utils.runs import read_log
+
+    logs = {}
+    for name, summary in summaries.items():
+        config = summary.get("config", {})
+        summary_path = resolve_path(results_root) / config.get("profile", "?")
+        path = log_path(summary_path / config.get("dataset", "?") / f"{name}.json")
+        if path.exists():
+            logs[name] = read_log(path)
+    return logs
+
+
+def show_recorded_depths(
+    results_root: str | os.PathLike,
+    dataset: str,
+    networks: Sequence[str],
+    name: str = "cooperative",
+) -> None:
+    """The recorded runs of ``name`` on ``dataset``: what ran them, the test top-1 of
+    ``networks`` at every depth (figure, then table, mean over seeds) and each seed's training
+    curves where its log is committed."""
+    profile, summaries = recorded(results_root, dataset, [name])
+    _show_depths(
+        recorded_label(summaries, dataset),
+        seeds_frame(summaries, name).query("network in @networks"),
+        recorded_logs(results_root, summaries),
+        f"recorded {profile} runs ({dataset})",
+    )
+
+
+def show_run(run: Any, dataset: str, profile: str, networks: Sequence[str]) -> None:
+    """This build's run of a chapter: where it lives, the test top-1 of ``networks`` at every
+    depth (figure and table) and its training curves."""
+    from coop_utils.plots import metrics_frame
+
+    _show_depths(
+        f"{'Reused' if run.reused else 'Trained'}: `{run.directory}`, {run.wall_time_s:.0f} s.",
+        metrics_frame(run.metrics).query("network in @networks"),
+        {run.config.method: run.log},
+        f"this build's run ({dataset}, {profile})",
+    )
+
+
+def _show_depths(label: str, frame: pd.DataFrame, logs: Mapping[str, Sequence], title: str) -> None:
+    """``label``, then the test top-1 of a metrics frame at every depth (figure and table) and
+    the training curves of ``logs``, each where there is something to show."""
+    from coop_utils import plots
+
+    items: list[Any] = [label]
+    if not frame.empty:
+        items += [
+            plots.accuracy_by_depth_figure(frame, f"Test accuracy by depth, {title}"),
+            accuracy_table(frame),
+        ]
+    if logs:
+        items.append(plots.training_curves_figure(logs, f"Training, {title}"))
+    _show(*items)
+
+
+def verdict_html(table: pd.DataFrame) -> Any:
+    """A claim table as a narrow HTML table: claim, dataset, our number, verdict; each claim's
+    rule, evidence and (when it is open) what would decide it fold out under it."""
+    from IPython.display import HTML
+
+    rows = []
+    for row in table.itertuples():
+        verdict = str(row.verdict)
+        kind = verdict.split(" (")[0].replace(" ", "-")
+        decide = f"<p><b>To decide:</b> {html.escape(row.decide)}</p>" if row.decide else ""
+        rows.append(
+            f"<tr><td><details><summary>{html.escape(row.claim)}</summary><p><b>Rule:</b> "
+            f"{html.escape(row.rule)}</p><p><b>Evidence:</b> {html.escape(row.evidence)}</p>"
+            f"{decide}</details></td><td>{html.escape(row.dataset)}</td>"
+            f"<td>{html.escape(row.measured)}</td>"
+            f'<td class="verdict-{kind}">{html.escape(verdict)}</td></tr>'
+        )
+    return HTML(
+        '<table class="verdicts"><thead><tr><th>claim (click for its rule)</th><th>dataset</th>'
+        "<th>our number: difference ± 95 % interval</th><th>verdict</th></tr></thead><tbody>"
+        + "".join(rows)
+        + "</tbody></table>"
+    )
+
+
+# --- recorded benchmarks ----------------------------------------------------------------------
+
+#: the benchmarks whose records the book shows, and the command that writes each record
+BENCHMARKS = {
+    "depth_cost": DEPTH_COST_COMMAND,
+    "train_step": "python benchmarks/train_step.py --record results/benchmarks/train_step.json",
+    "data_throughput": "python benchmarks/data_throughput.py "
+    "--record results/benchmarks/data_throughput.json",
+}
+
+
+def benchmark_records(results_root: str | os.PathLike) -> dict[str, dict[str, Any]]:
+    """``{name: record}`` of each benchmark recorded in ``<results_root>/benchmarks/``."""
+    folder = resolve_path(results_root) / "benchmarks"
+    paths = {name: folder / f"{name}.json" for name in BENCHMARKS}
+    return {name: json.loads(path.read_text()) for name, path in paths.items() if path.exists()}
+
+
+def benchmark_label(record: Mapping[str, Any]) -> str:
+    """Where, when and by which command a benchmark record was measured."""
+    return (
+        f"*Measured on {record['device']} ({record['cpu_count']} cores), torch {record['torch']}, "
+        f"commit {record['git_commit']}, {record['date'][:10]}, by* `{record['command']}`"
+    )
