@@ -527,9 +527,9 @@ class EarlyExitNetwork(nn.Module):
 
     @staticmethod
     def blocks_at(num_blocks: int, depths: Sequence[float]) -> list[int]:
-        """BranchyNet's exits: after the first ``round(d * num_blocks)`` blocks (at least one),
-        one exit per distinct block, for each depth ``d``."""
-        return sorted({max(1, math.floor(round(d * num_blocks, 9) + 0.5)) - 1 for d in depths})
+        """BranchyNet's exits: after the blocks :func:`depth_plan` keeps of one stage of
+        ``num_blocks`` at each depth ``d`` (at least one), one exit per distinct block."""
+        return sorted({depth_plan((num_blocks,), d)[0] - 1 for d in depths})
 
     @property
     def exit_depths(self) -> list[float]:
