@@ -83,6 +83,14 @@ def extract(revision: str, folder: Path) -> None:
         tar.extractall(folder, filter="data")
 
 
+def copy_checkout(folder: Path) -> Path:
+    """This checkout's package and profiles, into ``folder``."""
+    ignore = shutil.ignore_patterns("__pycache__")
+    shutil.copytree(ROOT / "coop_utils", folder / "coop_utils", ignore=ignore)
+    shutil.copytree(ROOT / "params", folder / "params")
+    return folder
+
+
 def train(code: Path, work: Path, dataset: str, method: str, variant: str) -> dict:
     """Train one run with the package in ``code``; what it computed, timings left out."""
     name = method + (f"-{variant}" if variant else "")
@@ -97,11 +105,9 @@ def train(code: Path, work: Path, dataset: str, method: str, variant: str) -> di
         sys.exit(f"error: {name} failed with the code in {code}:\n{done.stderr[-2000:]}")
     summary = json.loads((work / "results" / "preview" / dataset / f"{name}.json").read_text())
     run = work / "runs" / dataset / method / summary["config_hash"]
-    checkpoint = run / "checkpoint.pt"
-    if "weights_from" in json.loads((run / "metrics.json").read_text()):  # shared-bn
-        checkpoint = Path(json.loads((run / "metrics.json").read_text())["weights_from"])
-        checkpoint /= "checkpoint.pt"
-    state = torch.load(checkpoint, map_location="cpu", weights_only=True)["system"]
+    weights = json.loads((run / "metrics.json").read_text()).get("weights_from", run)  # shared-bn
+    state = torch.load(Path(weights, "checkpoint.pt"), map_location="cpu", weights_only=True)
+    state = state["system"]
     with open(run / "log.csv", newline="") as handle:
         log = [{k: v for k, v in row.items() if k not in TIMINGS} for row in csv.DictReader(handle)]
     metrics = {
@@ -134,10 +140,8 @@ def main() -> int:
     if args.record and code_digest()[1]:
         sys.exit("error: commit the training modules first: a record names the commit it checked")
     with tempfile.TemporaryDirectory(prefix="code-equivalence-") as tmp:
-        base, new = Path(tmp, "base-code"), Path(tmp, "new-code")
+        base, new = Path(tmp, "base-code"), copy_checkout(Path(tmp, "new-code"))
         extract(args.base, base)
-        shutil.copytree(ROOT / "coop_utils", new / "coop_utils")
-        shutil.copytree(ROOT / "params", new / "params")
         checked, identical, digests = {}, True, set()
         for dataset, method, variant in runs_to_check():
             name = f"{dataset}/{method}" + (f"-{variant}" if variant else "")

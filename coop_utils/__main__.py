@@ -84,7 +84,7 @@ def _export(args: argparse.Namespace) -> int:
     # Bad input is refused before anything is loaded or written.
     if args.s is not None:
         check_scaling_factor(args.s)
-    fmt = export._format_of(args.output, args.format)
+    fmt = export.format_of(args.output, args.format)
     export.check_format(fmt)
     export.check_output(args.output, args.force)
     net, name, config = export.load_network(args.source, args.network)

@@ -36,6 +36,7 @@ __all__ = [
     "check_format",
     "check_output",
     "export_plan",
+    "format_of",
     "load_network",
     "load_plan",
     "save_network",
@@ -137,7 +138,8 @@ def check_format(fmt: str) -> None:
         )
 
 
-def _format_of(path: Path, fmt: str | None) -> str:
+def format_of(path: Path, fmt: str | None) -> str:
+    """``fmt`` if given, else the format ``path``'s suffix names (``.onnx``; else TorchScript)."""
     return fmt or ("onnx" if path.suffix == ".onnx" else "torchscript")
 
 
@@ -157,7 +159,7 @@ def save_plan(
 ) -> Path:
     """Write ``module`` to ``path`` as TorchScript or ONNX (default: ONNX for a ``.onnx``
     suffix), taking batches of any size."""
-    path, fmt = check_output(path, force), _format_of(Path(path), fmt)
+    path, fmt = check_output(path, force), format_of(Path(path), fmt)
     check_format(fmt)
     module = module.eval()
     if fmt == "torchscript":
@@ -200,7 +202,7 @@ class _OnnxPlan:
 
 def load_plan(path: str | Path, fmt: str | None = None) -> Callable[[Tensor], Tensor]:
     """A file of :func:`save_plan` loaded back: a TorchScript module or an ONNX Runtime session."""
-    path, fmt = Path(path), _format_of(Path(path), fmt)
+    path, fmt = Path(path), format_of(Path(path), fmt)
     check_format(fmt)
     if fmt == "onnx":
         return _OnnxPlan(path)

@@ -1,19 +1,11 @@
 """benchmarks/code_equivalence.py: the same code trains the same run; changed code does not."""
 
-import shutil
 import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
-from code_equivalence import runs_to_check, train  # noqa: E402
-
-
-def copy_of_the_code(folder: Path) -> Path:
-    ignore = shutil.ignore_patterns("__pycache__")
-    shutil.copytree(REPO / "coop_utils", folder / "coop_utils", ignore=ignore)
-    shutil.copytree(REPO / "params", folder / "params")
-    return folder
+from code_equivalence import copy_checkout, runs_to_check, train  # noqa: E402
 
 
 def test_every_method_and_variant_of_the_campaign_is_checked_in_the_campaign_order():
@@ -28,8 +20,8 @@ def test_every_method_and_variant_of_the_campaign_is_checked_in_the_campaign_ord
 
 
 def test_a_change_that_alters_training_is_caught_and_the_same_code_agrees(tmp_path):
-    same = copy_of_the_code(tmp_path / "same")
-    changed = copy_of_the_code(tmp_path / "changed")
+    same = copy_checkout(tmp_path / "same")
+    changed = copy_checkout(tmp_path / "changed")
     systems = changed / "coop_utils" / "systems.py"
     source = systems.read_text()
     loss = "F.cross_entropy(net(images, s=factors[0]), labels)"
