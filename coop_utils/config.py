@@ -22,17 +22,6 @@ import yaml
 
 from coop_utils.models import ARCHITECTURES, SCALING_FACTORS, EarlyExitNetwork
 
-__all__ = [
-    "ABLATIONS",
-    "PARAMS_DIR",
-    "PROFILES",
-    "REPO_ROOT",
-    "RunConfig",
-    "campaign",
-    "load_config",
-    "parse_override",
-]
-
 PROFILES = ("smoke", "preview", "full")
 #: the repository's root: relative paths of the book and its chapters start here
 REPO_ROOT = Path(__file__).resolve().parent.parent

@@ -31,21 +31,6 @@ from coop_utils.models import (
 if TYPE_CHECKING:
     from coop_utils.systems import System
 
-__all__ = [
-    "accuracy",
-    "autocast",
-    "calibrate_batchnorm",
-    "calibration_batches",
-    "choose_scaling_factor",
-    "count_flops",
-    "depth_costs",
-    "distinct_plans",
-    "evaluate_system",
-    "measure_latency",
-    "precise_batchnorm",
-    "validation_curve",
-]
-
 
 @contextlib.contextmanager
 def _mode(module: nn.Module, training: bool):

@@ -30,20 +30,6 @@ from coop_utils.data import DATASETS
 from coop_utils.gating import add_gate
 from coop_utils.models import PlanBatchNorm2d, SkippableResNet, build_model, check_scaling_factor
 
-__all__ = [
-    "FORMATS",
-    "PlanNetwork",
-    "check_format",
-    "check_output",
-    "export_plan",
-    "format_of",
-    "load_network",
-    "load_plan",
-    "save_network",
-    "save_plan",
-    "time_call",
-]
-
 FORMATS = ("torchscript", "onnx")
 _ONNX_PACKAGES = ("onnx", "onnxscript", "onnxruntime")
 

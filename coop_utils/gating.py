@@ -19,8 +19,6 @@ from torch import Tensor, nn
 
 from coop_utils.models import SkippableResNet, depth_plan, first_blocks_mask
 
-__all__ = ["GATING_MODES", "BlockGate", "add_gate", "relaxed_topk", "sample_gumbel"]
-
 GATING_MODES = ("gumbel", "first")
 
 

@@ -23,17 +23,6 @@ from torch import Tensor
 
 from coop_utils.models import check_scaling_factor
 
-__all__ = [
-    "byot_loss",
-    "cooperative_objective",
-    "kd_loss",
-    "leader_loss",
-    "sfsl_weight",
-    "sfsl_weights",
-    "subnetwork_loss",
-    "teammate_loss",
-]
-
 
 def kd_loss(student: Tensor, teacher: Tensor, temperature: float = 4.0) -> Tensor:
     """``T^2 * KL(softmax(teacher / T) || softmax(student / T))``, batch mean; teacher detached."""

@@ -24,18 +24,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = [
-    "ARCHITECTURES",
-    "EarlyExitNetwork",
-    "PlanBatchNorm2d",
-    "SCALING_FACTORS",
-    "SkippableResNet",
-    "build_model",
-    "check_scaling_factor",
-    "depth_plan",
-    "first_blocks_mask",
-]
-
 
 @dataclass(frozen=True)
 class ArchSpec:

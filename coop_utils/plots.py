@@ -71,10 +71,9 @@ def metrics_frame(
 def method_frame(metrics: Mapping[str, Any], method: str) -> pd.DataFrame:
     """One method's rows of :func:`metrics_frame`: the deployed Teammate of a cooperative run,
     the only network of the others; ``method`` labels them."""
-    from coop_utils.verdict import deployed_teammate
+    from coop_utils.verdict import deployed_teammate, teammates
 
-    teammates = any(name.removeprefix("teammate").isdigit() for name in metrics)
-    network = deployed_teammate(metrics) if teammates else next(iter(metrics))
+    network = deployed_teammate(metrics) if teammates(metrics) else next(iter(metrics))
     return metrics_frame({network: metrics[network]}, method=method)
 
 

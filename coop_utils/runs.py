@@ -35,27 +35,6 @@ import torch
 
 from coop_utils.config import RunConfig
 
-__all__ = [
-    "CheckpointError",
-    "RunBusyError",
-    "TRAINING_MODULES",
-    "append_log",
-    "atomic_write_json",
-    "code_digest",
-    "device_name",
-    "git_commit",
-    "hold_run",
-    "load_checkpoint",
-    "read_log",
-    "results_path",
-    "run_dir",
-    "save_checkpoint",
-    "truncate_log",
-    "write_benchmark",
-    "same_code",
-    "write_summary",
-]
-
 PACKAGE_DIR = Path(__file__).resolve().parent
 #: the package's modules that a training run executes: the sources :func:`code_digest` covers
 TRAINING_MODULES = (

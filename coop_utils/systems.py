@@ -37,15 +37,6 @@ from coop_utils.models import (
     depth_plan,
 )
 
-__all__ = [
-    "CooperativeSystem",
-    "ExitSystem",
-    "IndependentSystem",
-    "StepRandomness",
-    "System",
-    "build_system",
-]
-
 
 @dataclass
 class StepRandomness:

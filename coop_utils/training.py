@@ -43,16 +43,6 @@ from coop_utils.gating import BlockGate
 from coop_utils.models import SkippableResNet
 from coop_utils.systems import StepRandomness, System, build_system
 
-__all__ = [
-    "NonFiniteLossError",
-    "Run",
-    "load_system",
-    "parameter_digest",
-    "resolve_device",
-    "state_digest",
-    "train",
-]
-
 
 @dataclass
 class Run:

@@ -37,32 +37,6 @@ from coop_utils.config import PROFILES, RunConfig, campaign, load_config
 from coop_utils.models import ARCHITECTURES, SCALING_FACTORS, depth_plan
 from coop_utils.runs import code_digest, results_path, same_code
 
-__all__ = [
-    "EXPLORATORY",
-    "FAILS",
-    "FEW",
-    "HOLDS",
-    "OPEN",
-    "PENDING_NOTE",
-    "RESULT_PROFILES",
-    "Difference",
-    "best_summaries",
-    "campaign_state",
-    "campaign_table",
-    "claim_table",
-    "compare",
-    "component_rows",
-    "deployed_teammate",
-    "discussion",
-    "familywise_note",
-    "group_seeds",
-    "matched_cost_table",
-    "replication_verdicts",
-    "summaries_of",
-    "t_critical",
-    "tally",
-]
-
 HOLDS, FAILS, OPEN = "holds", "does not hold", "inconclusive"
 #: fewest runs in an arm (or pairs) for a claim to be decided
 MIN_RUNS = 3
@@ -192,18 +166,19 @@ def group_seeds(summaries: Mapping[str, Summary]) -> dict[str, list[Summary]]:
 
 def deployed_teammate(metrics: Mapping[str, Any]) -> str:
     """The Teammate to deploy: best mean validation top-1 over depths (never the test split)."""
-    teammates = _teammates(metrics)
-    if not teammates:
+    candidates = teammates(metrics)
+    if not candidates:
         raise ValueError(f"no Teammate in these metrics: {', '.join(metrics)}")
 
     def validation(name: str) -> float:
         rows = metrics[name].values()
         return float(np.mean([row.get("val_top1", -math.inf) for row in rows]))
 
-    return max(teammates, key=lambda name: (validation(name), -teammates.index(name)))
+    return max(candidates, key=lambda name: (validation(name), -candidates.index(name)))
 
 
-def _teammates(metrics: Mapping[str, Any]) -> list[str]:
+def teammates(metrics: Mapping[str, Any]) -> list[str]:
+    """The Teammates (``teammate0``, ``teammate1``, ...) among a run's networks, in order."""
     names = [name for name in metrics if name.removeprefix("teammate").isdigit()]
     return sorted(names, key=lambda name: int(name.removeprefix("teammate")))
 
@@ -688,7 +663,7 @@ def _component_claim(
     why = "" if factors else "no scaling factor at which the two can differ"
     if unready := _unready(claim, rule, {better: a_runs, worse: b_runs}, why):
         return unready
-    networks = [name for name in _teammates(a_runs[0]["metrics"]) if name in b_runs[0]["metrics"]]
+    networks = [name for name in teammates(a_runs[0]["metrics"]) if name in b_runs[0]["metrics"]]
 
     def value(run: Summary) -> float:
         return float(np.mean([_top1(run["metrics"][n], s) for n in networks for s in factors]))
@@ -924,7 +899,7 @@ def campaign_table(summaries: Mapping[str, Summary]) -> pd.DataFrame:
     for name, runs in group_seeds(summaries).items():
         full = []
         for run in runs:
-            networks = _teammates(run["metrics"]) or list(run["metrics"])
+            networks = teammates(run["metrics"]) or list(run["metrics"])
             deepest = [
                 max(run["metrics"][n].values(), key=lambda row: row["flops"])["top1"]
                 for n in networks
