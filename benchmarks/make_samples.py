@@ -3,8 +3,10 @@
 The book shows a recorded network's predictions without the dataset, so it needs a few of the
 images that network was tested on, exactly as its data pipeline prepared them: the first test
 image of ``--count`` classes spread over the profile's classes, resized to the profile's image
-size, as uint8, with their labels, their class names and the per-channel mean and standard
-deviation of the profile's training images (the normalisation the network expects).
+size, as uint8, with their labels, their class names, the per-channel mean and standard
+deviation of the profile's training images (the normalisation the network expects) and the
+number of classes and image size they were prepared for (the book refuses samples that do not
+match the recorded run).
 
     python benchmarks/make_samples.py --data-root /path/to/datasets   # preview, tiny-imagenet
 """
@@ -23,7 +25,8 @@ from coop_utils.data import load_dataset, prepare_data
 
 def make_samples(profile: str, dataset: str, data_root: str, count: int, output: Path) -> Path:
     config = load_config(profile, dataset=dataset, data_root=data_root, device="cpu")
-    test = prepare_data(config, torch.device("cpu")).test
+    data = prepare_data(config, torch.device("cpu"))
+    test = data.test
     classes = load_dataset(dataset, "test", root=data_root).classes
     labels = test.labels.numpy()
     wanted = np.linspace(0, labels.max(), count).round().astype(int)
@@ -38,6 +41,8 @@ def make_samples(profile: str, dataset: str, data_root: str, count: int, output:
         class_names=np.array([classes[label] for label in labels[chosen]]),
         mean=mean.numpy(),
         std=std.numpy(),
+        num_classes=data.num_classes,
+        image_size=data.image_size,
     )
     return output
 

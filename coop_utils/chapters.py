@@ -26,7 +26,7 @@ from typing import Any, NamedTuple
 
 import pandas as pd
 
-from coop_utils.config import ABLATIONS, PROFILES, REPO_ROOT, RunConfig, load_config
+from coop_utils.config import ABLATIONS, PROFILES, REPO_ROOT, RunConfig, campaign, load_config
 from coop_utils.training import load_system
 from coop_utils.verdict import (
     DEPTH_COST_COMMAND,
@@ -241,8 +241,9 @@ def campaign_progress(
     results_root: str | os.PathLike, profile: str = CAMPAIGN_PROFILE
 ) -> tuple[str, list[str]]:
     """``("N of M campaign runs recorded so far", [names still missing])`` for the profile's
-    campaign: a run counts once its summary is in ``results_root`` with the campaign's config
-    (by whatever code: see :func:`verdict.campaign_state`)."""
+    campaign (``"all M ... recorded"`` once none is missing): a run counts once its summary is
+    in ``results_root`` with the campaign's config (by whatever code: see
+    :func:`verdict.campaign_state`)."""
     from coop_utils.runs import results_path
 
     planned = campaign_state(profile, resolve_path(results_root))
@@ -252,6 +253,8 @@ def campaign_progress(
         if state in ("to run", "recorded with another config")
     ]
     done = len(planned) - len(missing)
+    if not missing:
+        return f"all {len(planned)} {profile} campaign runs recorded", missing
     return f"{done} of {len(planned)} {profile} campaign runs recorded so far", missing
 
 
@@ -280,9 +283,19 @@ def recorded(
 def recorded_label(summaries: Mapping[str, Summary], dataset: str) -> str:
     """Markdown naming the recorded runs shown: profile, backbone, hardware, dates, code."""
     if not summaries:
+        planned = {
+            load_config(CAMPAIGN_PROFILE, **run).dataset for run in campaign(CAMPAIGN_PROFILE)
+        }
+        if dataset in planned or not planned:
+            return (
+                f"**No run on {dataset} is recorded yet**: this section fills itself in as the "
+                "campaign's runs are recorded."
+            )
         return (
-            f"**No run on {dataset} is recorded yet**: this section fills itself in as the "
-            "campaign's runs are recorded."
+            f"**No run on {dataset} is recorded**: the {CAMPAIGN_PROFILE} campaign "
+            f"(`params/{CAMPAIGN_PROFILE}.yaml`) trains on {', '.join(sorted(planned))} only, "
+            f"as the recording machine holds no copy of {dataset}. *Run it yourself* gives the "
+            "commands that train this chapter's runs where the dataset is available."
         )
     runs = list(summaries.values())
     configs = [run.get("config", {}) for run in runs]
@@ -321,15 +334,27 @@ class Samples(NamedTuple):
     names: list[str]
 
 
-def recorded_samples(results_root, profile: str, dataset: str) -> Samples | None:
-    """The committed test images of ``benchmarks/make_samples.py``, if any."""
+def recorded_samples(results_root, config: RunConfig) -> Samples | None:
+    """The committed test images of ``benchmarks/make_samples.py`` for ``config``'s profile and
+    dataset, if any; samples prepared for other classes or another image size are refused."""
     import numpy as np
     import torch
 
-    path = resolve_path(results_root) / "samples" / profile / f"{dataset}.npz"
+    from coop_utils.data import DATASETS
+
+    path = resolve_path(results_root) / "samples" / config.profile / f"{config.dataset}.npz"
     if not path.exists():
         return None
     data = np.load(path)
+    info = DATASETS[config.dataset]
+    wanted = (config.num_classes or info.num_classes, config.image_size or info.image_size)
+    found = tuple(int(data[key]) if key in data else None for key in ("num_classes", "image_size"))
+    if found != wanted or int(data["labels"].max()) >= wanted[0]:
+        raise ValueError(
+            f"{path} holds samples of {found[0]} classes at {found[1]} px, not the run's "
+            f"{wanted[0]} at {wanted[1]}: rerun `python benchmarks/make_samples.py --profile "
+            f"{config.profile} --dataset {config.dataset} --data-root DATA`"
+        )
     raw = torch.from_numpy(data["images"])
     mean, std = (torch.from_numpy(data[key]).view(1, -1, 1, 1) for key in ("mean", "std"))
     images = (raw.float() / 255 - mean) / std
@@ -383,7 +408,7 @@ def deployed_network(chapter: Chapter, dataset: str, sample_count: int = 8) -> D
             size = config.image_size or info.image_size
             net = build_model(config.arch, config.num_classes or info.num_classes, size).eval()
         label = recorded_label({"cooperative": summary}, dataset)
-        samples = recorded_samples(chapter.results_root, profile, dataset)
+        samples = recorded_samples(chapter.results_root, config)
         return Deployed(label, name, config, summary["metrics"][name], net, trained, samples)
     if not chapter.trains:
         return None
@@ -453,17 +478,37 @@ def as_summaries(finished: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     }
 
 
+def method_seeds_frame(summaries: Mapping[str, Summary], methods: Sequence[str]) -> pd.DataFrame:
+    """:func:`plots.method_frame` rows of every seed of each of ``methods`` in ``summaries``
+    (the deployed Teammate of each cooperative seed), with ``seed``."""
+    from coop_utils.plots import method_frame
+
+    groups = group_seeds(summaries)
+    return pd.concat(
+        method_frame(run["metrics"], method).assign(seed=run["config"].get("seed", 0))
+        for method in methods
+        if method in groups
+        for run in groups[method]
+    )
+
+
 def show_comparison(summaries: Mapping[str, Summary], what: str) -> None:
-    """Every method of ``summaries`` (seed 0) at every depth against depth, FLOPs and latency,
-    as a figure and a table, then the exit baselines at equal measured FLOPs."""
+    """Every method of ``summaries`` at every depth against depth, FLOPs and latency (mean over
+    seeds, 95 % t-intervals), as a figure and a table, then the exit baselines at equal
+    measured FLOPs."""
     from coop_utils import plots
     from coop_utils.verdict import matched_cost_table
 
-    methods = [m for m in ("cooperative", "independent", "byot", "branchynet") if m in summaries]
-    frame = pd.concat(plots.method_frame(summaries[m]["metrics"], m) for m in methods)
+    frame = method_seeds_frame(summaries, ("cooperative", "independent", "byot", "branchynet"))
+    seeds = frame.groupby("method")["seed"].nunique()
+    counts = f"{seeds.min()}" if seeds.min() == seeds.max() else f"{seeds.min()}-{seeds.max()}"
     matched = matched_cost_table(summaries)
     items = [
-        plots.method_comparison_figure(frame, f"Every method at every depth ({what})"),
+        plots.method_comparison_figure(
+            frame,
+            f"Every method at every depth ({what}; mean of {counts} seed"
+            + ("s)" if seeds.max() > 1 else ")"),
+        ),
         plots.comparison_table(frame),
     ]
     if not matched.empty:
@@ -571,6 +616,8 @@ BENCHMARKS = {
     "train_step": "python benchmarks/train_step.py --record results/benchmarks/train_step.json",
     "data_throughput": "python benchmarks/data_throughput.py "
     "--record results/benchmarks/data_throughput.json",
+    "export_latency": "python benchmarks/export_latency.py "
+    "--record results/benchmarks/export_latency.json",
 }
 
 

@@ -37,6 +37,19 @@ def use_book_style() -> None:
     pd.set_option("display.max_colwidth", None)  # tables of claims and rules are prose
 
 
+def t_interval(values: Sequence[float]) -> tuple[float, float]:
+    """The 95 % t-interval of the mean of ``values`` (seeds): seaborn's ``errorbar=`` for the
+    intervals the verdict uses; a single value has none."""
+    from coop_utils.verdict import t_critical
+
+    values = np.asarray(values, dtype=float)
+    mean = float(values.mean())
+    if len(values) < 2:
+        return mean, mean
+    half = t_critical(len(values) - 1) * float(values.std(ddof=1)) / math.sqrt(len(values))
+    return mean - half, mean + half
+
+
 def _figure(ncols: int = 1, width: float = 6.0, height: float = 3.6, **kwargs):
     kwargs.setdefault("figsize", (width * ncols, height))
     fig, axes = plt.subplots(1, ncols, layout="constrained", squeeze=False, **kwargs)
@@ -87,18 +100,20 @@ def pareto_frontier(frame: pd.DataFrame, cost: str, value: str) -> pd.DataFrame:
 def comparison_table(frame: pd.DataFrame) -> pd.DataFrame:
     """Accuracy and cost of every method at every depth it offers, one row per depth plan (the
     scaling factors that share a plan share its network, so their accuracy is the same; the
-    mean is shown), rounded for reading."""
+    mean is shown, over the seeds too where the frame has a ``seed`` column), rounded."""
     names = {
         "top1": "top-1 (%)",
         "top5": "top-5 (%)",
         "mflops": "MFLOPs",
         "latency_ms": "latency (ms)",
     }
+    seeds = {"seeds": ("seed", "nunique")} if "seed" in frame else {}
     table = (
         frame.assign(depth=frame["depth"].round(2))
         .groupby(["method", "depth"])
         .agg(
-            s=("s", lambda values: ", ".join(f"{s:g}" for s in sorted(values))),
+            s=("s", lambda values: ", ".join(f"{s:g}" for s in sorted(set(values)))),
+            **seeds,
             **{column: (column, "mean") for column in names},
         )
         .round({"top1": 1, "top5": 1, "mflops": 1, "latency_ms": 2})
@@ -321,15 +336,21 @@ def sfsl_weight_figure(scaling_factors: Sequence[float] = SCALING_FACTORS[:-1]) 
 
 
 def accuracy_by_depth_figure(frame: pd.DataFrame, title: str, hue: str = "network") -> Figure:
-    """Test top-1 against the scaling factor, one line per ``hue`` (a network or a run)."""
+    """Test top-1 against the scaling factor, one line per ``hue`` (a network or a run): the
+    mean over the frame's seeds, with their 95 % t-interval as a band."""
     fig, (ax,) = _figure(1, width=6.6, height=4.0)
-    sns.lineplot(frame, x="s", y="top1", hue=hue, style=hue, markers=True, dashes=False, ax=ax)
+    sns.lineplot(
+        frame, x="s", y="top1", hue=hue, style=hue, markers=True, dashes=False,
+        errorbar=t_interval, ax=ax,
+    )  # fmt: skip
     ax.set(xlabel=S_LABEL, ylabel=TOP1_LABEL, xlim=(0.15, 1.05), title=title)
     return fig
 
 
 def ablation_frame(summaries: Mapping[str, Mapping]) -> pd.DataFrame:
-    """The Teammates' mean top-1 at each ``s`` of every cooperative summary, one row per seed.
+    """The top-1 at each ``s`` of the network each ablation's claim compares, one row per seed:
+    the Teammates' mean (``network``: "Teammates' mean"), or ``teammate0`` for a run with one
+    Teammate; the full method has rows of both.
 
     ``summaries`` maps results file names to summaries (as :func:`verdict.summaries_of` gives);
     the seeds of one name share its ``variant`` label (``cooperative`` for the full method).
@@ -344,58 +365,78 @@ def ablation_frame(summaries: Mapping[str, Mapping]) -> pd.DataFrame:
         if variant != "cooperative" and (variant not in ABLATIONS or name == variant):
             continue  # a baseline, or a run of another chapter's own (chapter 2's kd-*)
         for run in runs:
-            metrics = run["metrics"]
-            by_depth = metrics.get("teammate_mean") or metrics["teammate0"]
-            seed = int(run["config"].get("seed", 0))
+            metrics, seed = run["metrics"], int(run["config"].get("seed", 0))
+            networks = {"teammate0": metrics["teammate0"]} if "teammate0" in metrics else {}
+            if "teammate_mean" in metrics:
+                networks = {"Teammates' mean": metrics["teammate_mean"]} | (
+                    networks if variant == "cooperative" else {}
+                )
             rows += [
-                {"variant": variant, "seed": seed, "s": float(key), "top1": row["top1"]}
+                {"variant": variant, "network": network, "seed": seed, "s": float(key)}
+                | {"top1": row["top1"]}
+                for network, by_depth in networks.items()
                 for key, row in by_depth.items()
             ]
-    return pd.DataFrame(rows, columns=["variant", "seed", "s", "top1"])
+    return pd.DataFrame(rows, columns=["variant", "network", "seed", "s", "top1"])
 
 
-def ablation_figure(frame: pd.DataFrame, title: str) -> Figure:
-    """One panel per ablation: its mean-Teammate accuracy against ``s`` beside the full
-    method's run of the same seed, with the range of the full method over all its seeds as a
-    band (how far two runs that differ only in their seed land apart)."""
+def ablation_figure(frame: pd.DataFrame, title: str, per_row: int = 4) -> Figure:
+    """One panel per ablation (``per_row`` to a row): the accuracy of the network its claim
+    compares against ``s`` beside the same network of the full method's run of the same seed,
+    with the range of the full method over all its seeds as a band (how far two runs that
+    differ only in their seed land apart)."""
     variants = [v for v in frame["variant"].unique() if v != "cooperative"]
-    full = frame[frame["variant"] == "cooperative"]
-    band = full.groupby("s")["top1"].agg(["min", "max"])
+    columns = max(1, min(per_row, len(variants)))
+    rows = max(1, math.ceil(len(variants) / columns))
+    fig, axes = plt.subplots(
+        rows, columns, figsize=(3.3 * columns, 3.0 * rows + 0.8), layout="constrained",
+        sharey=True, squeeze=False,
+    )  # fmt: skip
     full_colour, variant_colour = sns.color_palette("colorblind", 2)
-    fig, axes = _figure(max(1, len(variants)), width=3.2, height=3.4, sharey=True)
-    for ax, variant in zip(axes, variants, strict=False):
+    for ax, variant in zip(axes.flat, variants, strict=False):
         changed = frame[frame["variant"] == variant]
+        network = changed["network"].iloc[0]
+        full = frame[(frame["variant"] == "cooperative") & (frame["network"] == network)]
+        band = full.groupby("s")["top1"].agg(["min", "max"])
         paired = full[full["seed"].isin(changed["seed"].unique())].groupby("s")["top1"].mean()
         ax.fill_between(band.index, band["min"], band["max"], color=full_colour, alpha=0.2)
         ax.plot(paired.index, paired.values, marker="o", color=full_colour)
         mean = changed.groupby("s")["top1"].mean()
         ax.plot(mean.index, mean.values, marker="o", color=variant_colour)
         count = changed["seed"].nunique()
-        ax.set_title(f"vs {variant} ({count} seed{'s' if count > 1 else ''})")
+        ax.set_title(f"vs {variant} ({count} seed{'s' if count > 1 else ''})", fontsize="medium")
         ax.set(xlabel="s (share of blocks)", xlim=(0.15, 1.05))
-        ax.set_ylabel("Teammates' mean test top-1 (%)" if ax is axes[0] else "")
-    seeds = full["seed"].nunique()
+        ax.set_ylabel(f"{network}, test top-1 (%)")
+    for ax in axes.flat[len(variants) :]:
+        ax.set_visible(False)
+    seeds = frame.loc[frame["variant"] == "cooperative", "seed"].nunique()
     fig.suptitle(
-        f"{title}\nblue: full method, same seed as the ablation (band: its range over {seeds} "
-        f"seed{'s' if seeds > 1 else ''}); orange: the ablation"
+        f"{title}\nblue: full method, same seed and network as the ablation (band: its range "
+        f"over {seeds} seed{'s' if seeds > 1 else ''}); orange: the ablation"
     )
     return fig
 
 
 def method_comparison_figure(frame: pd.DataFrame, title: str) -> Figure:
-    """Accuracy of every method against depth, FLOPs and latency (three panels, shared y)."""
+    """Accuracy of every method against depth, FLOPs and latency (three panels, shared y): the
+    mean over the frame's seeds (a ``seed`` column, if any) with its 95 % t-interval."""
     fig, axes = _figure(3, width=4.0, height=3.8, sharey=True)
-    ordered = frame.sort_values(["method", "depth"])
+    seeds = frame if "seed" in frame else frame.assign(seed=0)
+    columns = ["mflops", "latency_ms", "top1"]  # a seed's factors of one plan count once:
+    ordered = seeds.groupby(["method", "seed", "depth"], as_index=False)[columns].mean()
+    ordered = ordered.sort_values(["method", "depth"])
     panels = (("depth", DEPTH_LABEL, "depth"), ("mflops", MFLOPS_LABEL, "FLOPs"))
     panels += (("latency_ms", LATENCY_LABEL, "latency"),)
     for ax, (column, label, against) in zip(axes, panels, strict=True):
         style = {"hue": "method", "style": "method", "legend": ax is axes[0], "ax": ax}
         if column == "latency_ms":  # measured times are noisy: points, not a line through them
-            sns.scatterplot(ordered, x=column, y="top1", s=60, **style)
+            means = ordered.groupby(["method", "depth"], sort=False)[[column, "top1"]].mean()
+            sns.scatterplot(means.reset_index(), x=column, y="top1", s=60, **style)
         else:  # each method's depths joined from shallow to deep
             sns.lineplot(
-                ordered, x=column, y="top1", markers=True, dashes=False, sort=False, **style
-            )
+                ordered, x=column, y="top1", markers=True, dashes=False, sort=False,
+                errorbar=t_interval, err_style="bars", **style,
+            )  # fmt: skip
         ax.set(xlabel=label, ylabel=TOP1_LABEL, title=f"against {against}")
     handles, labels = axes[0].get_legend_handles_labels()
     axes[0].get_legend().remove()
@@ -453,7 +494,7 @@ def headline_figure(summaries: Mapping[str, Mapping[str, Any]], title: str) -> F
             linestyle="--" if method == MATCHED_NAME else "-",
         )  # fmt: skip
     ax.set(xlabel=MFLOPS_LABEL, ylabel=TOP1_LABEL, title=title)
-    ax.legend(fontsize="small")
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1))  # hides no point
     return fig
 
 

@@ -80,6 +80,8 @@ COMPONENTS: tuple[tuple[str, str, str, str], ...] = (
      "claim of the paper)", "below full"),
 )  # fmt: skip
 EXIT_BASELINES = {"byot": "BYOT", "branchynet": "BranchyNet"}
+#: what the depth-cost row is (its claim says so): it checks the code and replicates nothing
+IMPLEMENTATION_CHECK = "an implementation check"
 #: the command that records the depth-cost benchmark the first claim reads
 DEPTH_COST_COMMAND = "python benchmarks/depth_cost.py --record results/benchmarks/depth_cost.json"
 #: the control this replication adds: independent networks trained for as much compute as a
@@ -437,7 +439,7 @@ def _depth_cost_check(
     """The implementation check on the depth-cost record; it decides nothing unless the record
     covers ``archs`` (the backbones of the recorded runs)."""
     claim = (
-        "Depth chosen at run time cuts the cost of inference (an implementation check on the "
+        f"Depth chosen at run time cuts the cost of inference ({IMPLEMENTATION_CHECK} on the "
         "quiet-machine benchmark, not a replicated claim)"
     )
     rule = (
@@ -675,7 +677,7 @@ def _component_claim(
     measured = (
         f"{np.mean(xs):.1f} vs {np.mean(ys):.1f} %: {difference} pts ({difference.sample}, "
         f"{how}; {', '.join(networks)})"
-    )
+    ) + _opposite_by_plan(a_arm, b_arm, networks, factors)
     verdict, decide = difference.verdict(level=level), difference.to_decide()
     planned = planned_seeds(groups["cooperative"][0]["config"].get("profile", ""))
     exploratory = [n for n in (better, worse) if planned.get(n, MIN_RUNS) < MIN_RUNS]
@@ -686,6 +688,30 @@ def _component_claim(
             f"{exploratory[0]}; {decide}"
         )
     return _claim(claim, measured, rule, verdict, decide)
+
+
+#: how a component claim's measured column begins the per-plan means that change sign
+OPPOSITE = "; opposite by plan:"
+
+
+def _opposite_by_plan(
+    a_arm: Sequence[Summary], b_arm: Sequence[Summary], networks: list[str], factors: tuple
+) -> str:
+    """The mean difference at each depth plan of ``factors`` (blocks kept), when those means
+    change sign: an average over depths would hide a gain at one and a loss at another."""
+    rows = a_arm[0]["metrics"][networks[0]]
+    plans: dict[int, list[float]] = {}
+    for s in factors:
+        plans.setdefault(int(_row(rows, s)["active_blocks"]), []).append(s)
+
+    def mean(runs: Sequence[Summary], kept: list[float]) -> float:
+        values = [_top1(run["metrics"][n], s) for run in runs for n in networks for s in kept]
+        return float(np.mean(values))
+
+    gaps = {blocks: mean(a_arm, kept) - mean(b_arm, kept) for blocks, kept in plans.items()}
+    if len(gaps) < 2 or not (min(gaps.values()) < 0 < max(gaps.values())):
+        return ""
+    return OPPOSITE + ",".join(f" {k} blocks {gap:+.1f}" for k, gap in sorted(gaps.items()))
 
 
 def planned_seeds(profile: str) -> dict[str, int]:
@@ -848,14 +874,17 @@ def _short(claim: str) -> str:
 
 
 def tally(table: pd.DataFrame) -> str:
-    """One line counting the verdicts of a claim table."""
-    verdicts = table["verdict"].astype(str)
+    """One line counting the verdicts of a claim table; the implementation check is counted
+    apart, as it replicates no claim."""
+    checks = table["claim"].astype(str).str.contains(IMPLEMENTATION_CHECK, regex=False)
+    verdicts = table.loc[~checks, "verdict"].astype(str)
     judged = verdicts[~verdicts.str.startswith("withheld")]
+    check = "".join(f" Implementation check: {v}." for v in table.loc[checks, "verdict"])
     return (
         f"Claims judged: {len(judged)} ({len(verdicts) - len(judged)} withheld). Holds: "
         f"{(judged == HOLDS).sum()}; does not hold: {(judged == FAILS).sum()}; inconclusive: "
         f"{judged.str.startswith(OPEN).sum()}, of which n < {MIN_RUNS}: {(judged == FEW).sum()}"
-        f" and exploratory by design: {(judged == EXPLORATORY).sum()}."
+        f" and exploratory by design: {(judged == EXPLORATORY).sum()}.{check}"
     )
 
 
@@ -928,10 +957,14 @@ BASELINES = {
 }
 
 
-def training_compute_note(summaries: Mapping[str, Summary]) -> str:
+def training_compute_note(
+    summaries: Mapping[str, Summary], step_record: Mapping[str, Any] | None = None
+) -> str:
     """Markdown: how much longer a cooperative run trained than each recorded baseline, from
     the runs' measured wall times (mean per seed), or "" without both. The claims compare
-    methods at equal inference cost and equal epochs, not at equal training compute."""
+    methods at equal inference cost and equal epochs, not at equal training compute. With the
+    ``train_step`` benchmark's record, the step costs it measured side by side follow: wall
+    times on a shared machine are a rough measure of compute."""
     table = campaign_table(summaries)
     if "cooperative" not in table.index or not set(BASELINES) & set(table.index):
         return ""
@@ -968,6 +1001,20 @@ def training_compute_note(summaries: Mapping[str, Summary]) -> str:
         "rather than the method. The verdict's compute-matched control (\"At equal training "
         f'compute") trains the independent networks for {MATCHED_EPOCHS}x the epochs{control}; '
         "the exit baselines have no such control."
+    ) + _step_cost(step_record)
+
+
+def _step_cost(record: Mapping[str, Any] | None) -> str:
+    """What the ``train_step`` benchmark measured: a cooperative step against one network's."""
+    if not record:
+        return ""
+    results = record["results"]
+    ours, single = results["cooperative_step_ms"], results["single_network_step_ms"]
+    return (
+        f" Wall times on a shared machine move with its load; timed side by side instead (the "
+        f"`train_step` benchmark, {results['arch']}, batch {results['batch_size']}, "
+        f"{record['device']}), a cooperative step takes {ours:.0f} ms against {single:.0f} ms "
+        f"for one full-depth network's step ({ours / single:.1f}×)."
     )
 
 
@@ -1013,6 +1060,9 @@ LIKELY_REASONS: dict[str, str] = {
     "Null": "the measured difference is close to zero: the part may make no difference at this "
     'scale. The rule says "does not hold" only when the other arm is significantly better, so '
     "a part without effect stays inconclusive rather than refuted.",
+    "Opposite": "the measured effect changes sign with depth (the claim's per-plan means): a "
+    "gain at one depth and a loss at another average out, so the mean over depths describes no "
+    "single depth; telling them apart needs each depth judged on its own, with more seeds.",
     "Exploratory": "the campaign runs these variants once, as exploration: one seed shows a "
     "direction, not a difference the seeds can support.",
     "Depth": "time shrinks less than FLOPs when fixed costs dominate: at batch 1 on a CPU a "
@@ -1045,6 +1095,8 @@ def _reason(claim: str, verdict: str, decide: str = "", measured: str = "") -> s
         return LIKELY_REASONS["Missing"]
     if decide == SAME_REGIME:
         return LIKELY_REASONS["Regime"]
+    if OPPOSITE in measured:
+        return LIKELY_REASONS["Opposite"]
     if decide.startswith(f"more than {MOST_RUNS} seeds"):
         return LIKELY_REASONS["Null"]
     if verdict == FEW:
@@ -1082,10 +1134,12 @@ def _plan_note(config: Mapping[str, Any]) -> str:
 def discussion(
     table: pd.DataFrame,
     summaries_by_dataset: Mapping[str, Mapping[str, Summary]] | None = None,
+    step_record: Mapping[str, Any] | None = None,
 ) -> str:
     """Markdown that states plainly which claims our runs contradict or leave unconfirmed,
     then the most likely reasons, each once with the claims it bears on;
-    ``summaries_by_dataset`` adds what the backbone's depth grid allows."""
+    ``summaries_by_dataset`` adds what the backbone's depth grid allows and the training
+    compute (with the ``train_step`` benchmark's ``step_record``, its step costs)."""
     judged = table[~table["verdict"].astype(str).str.startswith("withheld")]
     if judged.empty:
         return "No verdict: every row is withheld."
@@ -1121,5 +1175,5 @@ def discussion(
         cooperative = group_seeds(summaries).get("cooperative")
         if cooperative:
             paragraphs += [_plan_note(cooperative[0]["config"]).strip()]
-        paragraphs += [training_compute_note(summaries)]
+        paragraphs += [training_compute_note(summaries, step_record)]
     return "\n\n".join(p for p in paragraphs if p)

@@ -24,8 +24,10 @@
 # %%
 import pandas as pd
 import torch
+from IPython.display import Markdown, display
 
 from coop_utils import chapters, plots
+from coop_utils.config import load_config
 from coop_utils.evaluate import depth_costs
 from coop_utils.gating import BlockGate, add_gate, relaxed_topk, sample_gumbel
 from coop_utils.models import ARCHITECTURES, SCALING_FACTORS, build_model, depth_plan
@@ -71,15 +73,34 @@ pd.DataFrame(plans, index=[f"stage {j + 1} (n = {n})" for j, n in enumerate(stag
 
 # %% [markdown]
 # Which blocks are kept is a separate question. Without a learned gate, a network keeps the
-# first $k_j$ blocks of each stage. The figure draws the plans of ResNet-152 and of the
-# CIFAR ResNet-56 ($[9, 9, 9]$ basic blocks) that the cheaper profiles use.
+# first $k_j$ blocks of each stage. The figure draws these plans for the paper's ResNet-152,
+# for the network whose cost this chapter measures below (`cost_arch`), and for the backbone
+# this build's profile trains (`arch` in `params/<profile>.yaml`).
 
 # %%
-networks = {
-    arch: build_model(arch, num_classes=100, image_size=32) for arch in ("resnet152", "resnet56")
-}
+roles = {"resnet152": ["the paper's backbone"]}
+roles.setdefault(cost_arch, []).append("measured below")
+roles.setdefault(load_config(profile).arch, []).append(f"trained by the {profile} profile")
+networks = {arch: build_model(arch, num_classes=100, image_size=32) for arch in roles}
 plan_figure = plots.block_plan_figure(
     plots.block_plan_frame(networks), "Depth plans: which residual blocks run at each s"
+)
+
+# %% tags=["remove-input"]
+distinct = {
+    arch: len({tuple(depth_plan(ARCHITECTURES[arch].stage_sizes, s)) for s in SCALING_FACTORS})
+    for arch in roles
+}
+display(
+    Markdown(
+        "; ".join(
+            f"{arch} ({', '.join(roles[arch])}): stages of "
+            f"{list(ARCHITECTURES[arch].stage_sizes)} blocks, {distinct[arch]} distinct plans "
+            "over the grid"
+            for arch in roles
+        )
+        + "."
+    )
 )
 
 # %% [markdown]
@@ -112,20 +133,47 @@ chapters.show_source(sample_gumbel)
 chapters.show_source(relaxed_topk)
 
 # %% [markdown]
-# One draw of noise, relaxed at several temperatures $\tau$: at low $\tau$ the relaxed mask
-# is nearly the hard one; at high $\tau$ it spreads the $k$ picks over every block.
+# One draw of noise, keeping $k = 2$ of five blocks. The table gives each block's perturbed
+# logit, the hard mask the forward pass uses, and the relaxed mask $m^{\text{soft}}$ at several
+# temperatures $\tau$. Each relaxed column sums to $k$. At high $\tau$ it spreads the $k$ picks
+# over every block. At low $\tau$ it puts its mass on the blocks the hard mask keeps, but not
+# necessarily 1 on each: when two perturbed logits nearly tie, the first softmax splits between
+# them and the damping can over-correct, so that one block gets more than 1 and the other less.
 
 # %%
 logits = torch.tensor([2.0, 1.0, 0.5, 0.0, -1.0])
+keep = 2
+temperatures = (0.1, 0.5, 1.0, 5.0)
 noisy = logits + sample_gumbel(logits.shape, generator=torch.Generator().manual_seed(seed))
+hard = torch.zeros_like(noisy).scatter_(0, noisy.topk(keep).indices, 1.0)
+relaxed = {tau: relaxed_topk(noisy, keep, tau) for tau in temperatures}
 pd.DataFrame(
-    {f"tau = {tau:g}": relaxed_topk(noisy, 2, tau).numpy() for tau in (0.1, 0.5, 1.0, 5.0)},
+    {"perturbed logit": noisy.numpy(), "hard mask": hard.numpy()}
+    | {f"tau = {tau:g}": mask.numpy() for tau, mask in relaxed.items()},
     index=[f"block {i} (logit {v:g})" for i, v in enumerate(logits.tolist())],
 ).round(3)
 
+# %% tags=["remove-input"]
+kept = hard.bool()
+gap = noisy[kept].max() - noisy[kept].min()
+distance = {tau: float((mask - hard).abs().max()) for tau, mask in relaxed.items()}
+closest = min(distance, key=distance.get)
+low, high = min(temperatures), max(temperatures)
+display(
+    Markdown(
+        f"In this draw the kept blocks' perturbed logits are {gap:.3f} apart. On the kept "
+        f"blocks the relaxed mask puts {100 * float(relaxed[low][kept].sum()) / keep:.0f} % of "
+        f"its mass at $\\tau = {low:g}$ and "
+        f"{100 * float(relaxed[high][kept].sum()) / keep:.0f} % at $\\tau = {high:g}$; "
+        f"it is closest to the hard mask at $\\tau = {closest:g}$ (no value off by more than "
+        f"{distance[closest]:.3f}), and at $\\tau = {low:g}$ a value is off by up to "
+        f"{distance[low]:.3f}."
+    )
+)
+
 # %%
 gumbel_figure = plots.gumbel_temperature_figure(
-    logits.tolist(), keep=2, temperatures=[0.1, 0.5, 1.0, 5.0], samples=gumbel_samples, seed=seed
+    logits.tolist(), keep=keep, temperatures=list(temperatures), samples=gumbel_samples, seed=seed
 )
 
 # %% [markdown]
@@ -191,9 +239,12 @@ pd.DataFrame(
 #
 # A depth is only worth choosing if a skipped block costs nothing. FLOPs are counted with
 # PyTorch's `FlopCounterMode`; latency is the median of timed forward passes after warm-up.
-# If skipped blocks are not computed,
+# If skipped blocks are not computed, the ideal is
 #
-# $$\frac{\text{latency}(s)}{\text{latency}(1)} \approx \frac{\text{FLOPs}(s)}{\text{FLOPs}(1)}.$$
+# $$\frac{\text{latency}(s)}{\text{latency}(1)} \approx \frac{\text{FLOPs}(s)}{\text{FLOPs}(1)};$$
+#
+# how close a measurement comes to it depends on the device and the batch, since a forward
+# pass also has costs that do not shrink with the plan.
 
 # %%
 chapters.show_source(depth_costs)
@@ -215,11 +266,48 @@ cost_plot = plots.cost_figure(
     costs, f"Cost of each depth plan relative to full depth ({cost_arch}, {chapter.torch_device})"
 )
 
+# %% tags=["remove-input"]
+full, shallow = costs.loc[costs["s"].idxmax()], costs.loc[costs["s"].idxmin()]
+flops_ratio = shallow["flops"] / full["flops"]
+latency = {
+    int(column.removeprefix("latency_b")): shallow[column] / full[column]
+    for column in costs.columns
+    if column.startswith("latency_b")
+}
+lines = [
+    f"At $s = {shallow['s']:g}$ the plan runs "
+    f"{100 * shallow['active_blocks'] / full['active_blocks']:.1f} % of the blocks and "
+    f"{100 * flops_ratio:.1f} % of the FLOPs: FLOPs track the share of blocks, but not exactly, "
+    "because blocks differ in cost and the stem and the classifier always run."
+]
+if latency:
+    measured = [f"{ratio:.2f} at batch {batch}" for batch, ratio in latency.items()]
+    measured[0] = measured[0].replace(" at", " of full depth's at")
+    lines.append(
+        f"Measured on this build's machine, its latency is {' and '.join(measured)}, against "
+        f"{flops_ratio:.2f} for FLOPs."
+    )
+    verdicts = {}
+    for batch, ratio in latency.items():
+        gap = ratio - flops_ratio
+        if abs(gap) <= 0.1:
+            verdict = "latency follows FLOPs, to within 0.1 of full depth's"
+        else:
+            saves = "less" if gap > 0 else "more"
+            verdict = f"latency does not follow FLOPs: the plan saves {saves} in time than in FLOPs"
+        verdicts.setdefault(verdict, []).append(str(batch))
+    for text, batches in verdicts.items():
+        label = "batch" if len(batches) == 1 else "batch sizes"
+        lines.append(f"At {label} {' and '.join(batches)} {text}.")
+    if max(latency.values()) < 0.6:
+        lines.append(
+            f"At {'every batch size' if len(latency) > 1 else 'this batch size'} the shallowest "
+            "plan still takes well under full depth's time, which it could not if skipped blocks "
+            "were computed and multiplied by zero."
+        )
+display(Markdown(" ".join(lines)))
+
 # %% [markdown]
-# FLOPs fall with the share of blocks run, slightly less than in proportion because the stem
-# and the classifier always run; measured latency follows them, which it could not if skipped
-# blocks were computed and multiplied by zero.
-#
 # The direct check: count the residual branches that actually run in a forward pass.
 
 # %%

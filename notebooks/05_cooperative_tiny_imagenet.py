@@ -15,18 +15,21 @@
 #
 # The whole system at once, as the paper trains it {cite}`fang2023cooperative`: two gated
 # Teammates, their sub-networks at randomly drawn depths, and a Leader, trained together by
-# one optimizer on Tiny ImageNet {cite}`le2015tiny`: 200 classes of 64x64 images, twice the
-# side of CIFAR's, with the same network (its stem keeps the resolution, so every feature map
-# is twice as large). The chapter opens on the recorded runs' accuracy at every depth; *Run
-# it yourself* trains (or reuses) the run of a profile.
+# one optimizer on Tiny ImageNet {cite}`le2015tiny`. The paper names the dataset, whose
+# official split has 200 classes of 64x64 images, 500 training images each. Its images are
+# twice the side of CIFAR's, and the network is the same (its stem keeps the resolution, so at
+# 64x64 every feature map is twice as large). The chapter opens on the accuracy of the
+# recorded runs at every depth, after the setting they were trained in, which can be smaller
+# than the paper's; *Run it yourself* trains (or reuses) the run of a profile.
 #
 # **Needs:** nothing to read it. To train: a CPU and Tiny ImageNet in `COOP_DATA_ROOT`
 # (downloaded if missing) at preview, a GPU at full.
 
 # %%
-from IPython.display import display
+from IPython.display import Markdown, display
 
 from coop_utils import chapters
+from coop_utils.data import DATASETS
 
 # %% tags=["parameters"]
 profile = "smoke"
@@ -46,10 +49,44 @@ networks = ["teammate0", "teammate1", "teammate_mean", "leader"]
 # ## Accuracy at every depth
 #
 # The recorded cooperative runs on this dataset (full before preview), each Teammate, their
-# mean and the Leader; with several seeds, the line is their mean and the band seaborn's 95 %
-# interval over them. Below them, each seed's training curves: the loss (which jumps between
-# epochs, as chapter 4 explains) and the validation top-1 of the first Teammate at its deepest
-# and shallowest depth after every epoch, the curve to read.
+# mean and the Leader; with several seeds, the line is their mean and the band its 95 %
+# t-interval over the seeds, as in the verdicts. Below them, each seed's training
+# curves: the loss (which jumps between epochs, as chapter 4 explains) and the validation top-1
+# of the first Teammate at its deepest and shallowest depth after every epoch, the curve to
+# read.
+
+# %% tags=["remove-input"]
+official = DATASETS[dataset]
+recorded_profile, recorded_runs = chapters.recorded(chapter.results_root, dataset, ["cooperative"])
+if recorded_runs:
+    shown = next(iter(recorded_runs.values()))["config"]
+    classes = shown.get("num_classes") or official.num_classes
+    side = shown.get("image_size") or official.image_size
+    which = "all" if classes == official.num_classes else "the first"
+    lines = [f"The recorded {recorded_profile} runs use {which} {classes} of the dataset's "]
+    lines[0] += f"{official.num_classes} classes, at {side}x{side}"
+    if side < official.image_size:
+        lines[0] += f" (downsampled from {official.image_size}x{official.image_size} by area "
+        lines[0] += "averaging" + (", CIFAR's size" if side == 32 else "") + ")"
+    momentum = "Nesterov" if shown.get("nesterov") else "plain"
+    lines[0] += (
+        f", and train {shown.get('arch')} for {shown.get('epochs')} epochs of batch "
+        f"{shown.get('batch_size')}, SGD with {momentum} momentum."
+    )
+    # The summaries do not record how many training images a class has; the number of steps
+    # of an epoch, in the committed training log, gives it to within a batch.
+    logs = chapters.recorded_logs(chapter.results_root, recorded_runs)
+    steps = [int(log[0]["global_step"]) for log in logs.values() if log]
+    if steps:
+        batch, held_out = shown["batch_size"], shown["val_fraction"]
+        per_class = steps[0] * batch / (1 - held_out) / classes
+        lines.append(
+            f"The copy of the dataset on the machines that recorded them has about "
+            f"{round(per_class, -1):.0f} training images a class, where the official split has "
+            f"{official.train_per_class}: an epoch is {steps[0]} steps of {batch} images, after "
+            f"{100 * held_out:g} % of the training images are held out for validation."
+        )
+    display(Markdown(" ".join(lines)))
 
 # %%
 chapters.show_recorded_depths(chapter.results_root, dataset, networks)

@@ -24,6 +24,7 @@
 # run per method listed there (a preview run each at preview).
 
 # %%
+import pandas as pd
 from IPython.display import Markdown, display
 
 from coop_utils import chapters, plots, verdict
@@ -48,15 +49,17 @@ chapter = chapters.start_chapter(profile, device, seed, data_root, run_root, res
 # ## Accuracy against depth, FLOPs and latency
 #
 # Every method of the recorded runs on this dataset (full before preview), each shown through
-# one network of seed 0: the deployed Teammate (chosen on validation data) for the cooperative
-# method, the only network for the others.
+# one network per seed: the deployed Teammate (chosen on validation data) for the cooperative
+# method, the only network for the others. Points are means over the seeds, bars their 95 %
+# t-intervals (a seed's factors that share a plan count once).
 
 # %%
 recorded_profile, recorded = chapters.recorded(chapter.results_root, dataset)
 display(Markdown(chapters.recorded_label(recorded, dataset)))
 if "cooperative" in recorded:
     chapters.show_comparison(recorded, f"recorded {recorded_profile} runs, {dataset}")
-    display(Markdown(verdict.training_compute_note(recorded)))
+    step_record = chapters.benchmark_records(chapter.results_root).get("train_step")
+    display(Markdown(verdict.training_compute_note(recorded, step_record)))
 
 # %% [markdown]
 # Read across the three panels: a method ahead at equal depth may fall behind at equal FLOPs or
@@ -92,6 +95,36 @@ if "cooperative" in recorded:
         plots.ablation_frame(recorded), f"Ablations, recorded {recorded_profile} runs ({dataset})"
     )
     display(chapters.verdict_html(verdict.component_rows(verdict.claim_table({dataset: recorded}))))
+
+# %% [markdown]
+# The Leader learns from the labels alone, by cross-entropy at full depth, the loss of the
+# independent full-depth network. What it can pass on to the Teammates is what such a network
+# knows; the recorded runs, seed by seed:
+
+# %%
+if "cooperative" in recorded and "independent" in recorded:
+    leaders = []
+    for name, runs in (("cooperative", "leader"), ("independent", "independent")):
+        for run in verdict.group_seeds(recorded)[name]:
+            deepest = max(run["metrics"][runs].values(), key=lambda row: row["active_blocks"])
+            seed = run["config"].get("seed", 0)
+            leaders.append({"seed": seed, "network": f"{name}: {runs}"} | deepest)
+    frame = pd.DataFrame(leaders).pivot(index="seed", columns="network", values=["top1", "top5"])
+    display(frame)
+    same = all(
+        frame[(metric, "cooperative: leader")].equals(frame[(metric, "independent: independent")])
+        for metric in ("top1", "top5")
+    )
+    if same:
+        display(
+            Markdown(
+                "In every seed the Leader and the independent full-depth network reach the "
+                "same test top-1 and top-5: they start from the same initialisation, see the "
+                "same batches and follow the same loss, so they are the same network. The "
+                "Leader claim therefore asks whether distilling from a plain full-depth network "
+                "improves the Teammates."
+            )
+        )
 
 # %% [markdown]
 # The verdicts follow the rules of {doc}`00_does_it_replicate` (click a claim for its rule):

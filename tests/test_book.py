@@ -226,3 +226,54 @@ def test_recorded_depths_show_accuracy_then_the_committed_training_curves(tmp_pa
         results, {"cooperative": {"config": {"profile": "preview", "dataset": "tiny-imagenet"}}}
     )
     assert pd.DataFrame(rows["cooperative"])["val_top1_deepest"].tolist() == ["10.5", "14.6"]
+
+
+def test_the_committed_samples_are_those_the_recorded_network_was_tested_on():
+    """The predictions figure's images: every label is a class the deployed network learned,
+    prepared at its image size (samples of another profile's classes are refused, below)."""
+    profile, summaries = chapters.recorded(chapters.REPO_ROOT / "results", "tiny-imagenet")
+    if "cooperative" not in summaries:
+        pytest.skip("no recorded cooperative run on tiny-imagenet")
+    values = dict(summaries["cooperative"]["config"])
+    config = load_config(values.pop("profile"), **values)
+    samples = chapters.recorded_samples("results", config)
+    assert samples is not None, "no committed samples: run benchmarks/make_samples.py"
+    assert int(samples.labels.max()) < config.num_classes
+    assert samples.images.shape[-1] == config.image_size
+    assert len(set(samples.labels.tolist())) == len(samples.labels), "one image per class"
+
+
+def test_samples_prepared_for_other_classes_are_refused(tmp_path):
+    import numpy as np
+
+    config = load_config("preview", dataset="tiny-imagenet")
+    folder = tmp_path / "samples" / "preview"
+    folder.mkdir(parents=True)
+    images = np.zeros((2, 3, config.image_size, config.image_size), dtype=np.uint8)
+    stats = {"mean": np.zeros(3), "std": np.ones(3), "class_names": np.array(["a", "b"])}
+    for labels, classes in (([0, 99], config.num_classes), ([0, 1], 100)):
+        np.savez(
+            folder / "tiny-imagenet.npz",
+            images=images,
+            labels=np.array(labels),
+            num_classes=classes,
+            image_size=config.image_size,
+            **stats,
+        )
+        with pytest.raises(ValueError, match="make_samples.py"):
+            chapters.recorded_samples(tmp_path, config)
+    np.savez(
+        folder / "tiny-imagenet.npz",
+        images=images,
+        labels=np.array([0, 1]),
+        num_classes=config.num_classes,
+        image_size=config.image_size,
+        **stats,
+    )
+    assert chapters.recorded_samples(tmp_path, config).labels.tolist() == [0, 1]
+
+
+def test_a_dataset_the_campaign_does_not_train_is_said_to_be_untested_not_pending():
+    outside = chapters.recorded_label({}, "cifar100")
+    assert "trains on tiny-imagenet only" in outside and "yet" not in outside
+    assert "is recorded yet" in chapters.recorded_label({}, "tiny-imagenet")

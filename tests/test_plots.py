@@ -102,6 +102,30 @@ def test_comparison_table_gives_one_row_per_depth_plan():
     assert shallow["top-1 (%)"] == 40.0 and shallow["latency (ms)"] == pytest.approx(2.67, 0.01)
 
 
+def test_methods_are_compared_on_the_mean_of_their_seeds_with_t_intervals():
+    """A seed's factors of one plan count once: three seeds give a 2-degree-of-freedom interval,
+    not one over every (seed, factor) row; the table counts the seeds."""
+    low, high = plots.t_interval([1.0, 2.0, 3.0])
+    assert (low + high) / 2 == pytest.approx(2.0)
+    assert (high - low) / 2 == pytest.approx(verdict.t_critical(2) / 3**0.5, rel=1e-6)
+    assert plots.t_interval([5.0]) == (5.0, 5.0)
+    frames = []
+    for seed, top1 in enumerate((40.0, 42.0, 44.0)):
+        metrics = fake_metrics(("teammate0",), factors=(0.2, 0.3, 1.0))
+        for key in ("0.2", "0.3"):  # one plan, two factors
+            metrics["teammate0"][key] |= {"active_blocks": 3, "top1": top1, "flops": int(2e7)}
+        frames.append(plots.metrics_frame(metrics, method="cooperative", seed=seed))
+    frame = pd.concat(frames)
+    table = plots.comparison_table(frame)
+    assert table.loc[("cooperative", 0.33)]["seeds"] == 3
+    assert table.loc[("cooperative", 0.33)]["top-1 (%)"] == 42.0
+    figure = plots.method_comparison_figure(frame, "methods")
+    bars = figure.axes[0].collections[0].get_segments()  # the error bar at the shallow plan
+    shallow = min(bars, key=lambda segment: segment[0][0])
+    half = (shallow[1][1] - shallow[0][1]) / 2
+    assert half == pytest.approx(verdict.t_critical(2) * 2.0 / 3**0.5, rel=1e-6)
+
+
 def test_block_plan_figure_draws_each_network():
     nets = {
         "resnet20": build_model("resnet20", 10, 32),
@@ -229,14 +253,38 @@ def test_ablation_frame_pools_seeds_and_the_figure_pairs_each_ablation():
     frame = plots.ablation_frame(recorded)
     assert set(frame["variant"]) == {"cooperative", "one-teammate"}  # no baselines, no kd-*
     full = frame[frame["variant"] == "cooperative"]
-    assert sorted(full["seed"].unique()) == [0, 1] and len(full) == 6
-    # the Teammates' mean is read where there is one, the only Teammate otherwise
-    assert full.query("seed == 0 and s == 1.0")["top1"].item() == 50.0 + 30 + 1
-    assert frame.query("variant == 'one-teammate' and s == 1.0")["top1"].item() == 60.0
+    assert sorted(full["seed"].unique()) == [0, 1]
+    # the full method: the Teammates' mean of every seed, and teammate0 where it is recorded
+    assert full.groupby("network")["seed"].nunique().to_dict() == {
+        "Teammates' mean": 2,
+        "teammate0": 1,
+    }
+    mean_row = full.query('seed == 0 and s == 1.0 and network == "Teammates\' mean"')
+    assert mean_row["top1"].item() == 50.0 + 30 + 1
+    one = frame.query("variant == 'one-teammate'")
+    assert set(one["network"]) == {"teammate0"} and one.query("s == 1.0")["top1"].item() == 60.0
     figure = plots.ablation_figure(frame, "ablations")
     assert_titled_and_labelled(figure)
     assert [ax.get_title() for ax in figure.axes] == ["vs one-teammate (1 seed)"]
+    # its claim compares teammate0 with teammate0: the blue line is the full run's teammate0
+    blue, orange = figure.axes[0].lines
+    assert list(blue.get_ydata()) == [56.0, 65.0, 80.0] and max(orange.get_ydata()) == 60.0
+    assert figure.axes[0].get_ylabel().startswith("teammate0")
     assert "2 seeds" in figure._suptitle.get_text()
+
+
+def test_many_ablations_wrap_into_rows():
+    from coop_utils.config import ABLATIONS
+
+    rows = [
+        {"variant": variant, "network": "Teammates' mean", "seed": 0, "s": s, "top1": 50 + s}
+        for variant in ["cooperative", *list(ABLATIONS)[:6]]
+        for s in (0.2, 1.0)
+    ]
+    figure = plots.ablation_figure(pd.DataFrame(rows), "ablations", per_row=4)
+    shown = [ax for ax in figure.axes if ax.get_visible()]
+    assert len(figure.axes) == 8 and len(shown) == 6
+    assert len({round(ax.get_position().y0, 3) for ax in shown}) == 2  # two rows
 
 
 def test_performance_figures_from_benchmark_records():
