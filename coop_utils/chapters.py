@@ -293,9 +293,9 @@ def recorded_label(summaries: Mapping[str, Summary], dataset: str) -> str:
             )
         return (
             f"**No run on {dataset} is recorded**: the {CAMPAIGN_PROFILE} campaign "
-            f"(`params/{CAMPAIGN_PROFILE}.yaml`) trains on {', '.join(sorted(planned))} only, "
-            f"as the recording machine holds no copy of {dataset}. *Run it yourself* gives the "
-            "commands that train this chapter's runs where the dataset is available."
+            f"(`params/{CAMPAIGN_PROFILE}.yaml`) trains on {', '.join(sorted(planned))} only "
+            "(the summary page's *Scope* says why). *Run it yourself* gives the commands that "
+            "train this chapter's runs where the dataset is available."
         )
     runs = list(summaries.values())
     configs = [run.get("config", {}) for run in runs]

@@ -290,7 +290,7 @@ def training_curves_figure(logs: Mapping[str, Sequence[Mapping[str, str]]], titl
     for column in frame.columns.drop("run"):
         frame[column] = pd.to_numeric(frame[column], errors="coerce")
     fig, (loss_ax, right_ax) = _figure(2, width=5.2)
-    sns.lineplot(frame, x="epoch", y="train_loss", hue="run", marker="o", ax=loss_ax)
+    sns.lineplot(frame, x="epoch", y="train_loss", hue="run", marker="o", ax=loss_ax, legend=False)
     loss_ax.set(ylabel="training loss, all terms (nats)", title="loss")
     validated = [c for c in ("val_top1_deepest", "val_top1_shallowest") if c in frame]
     if validated and frame[validated].notna().any().any():
@@ -304,6 +304,7 @@ def training_curves_figure(logs: Mapping[str, Sequence[Mapping[str, str]]], titl
     for ax in (loss_ax, right_ax):
         ax.set_xlabel("epoch (count)")
         ax.xaxis.get_major_locator().set_params(integer=True)
+    sns.move_legend(right_ax, "upper left", bbox_to_anchor=(1.01, 1))  # one legend, beside
     fig.suptitle(title)
     return fig
 
@@ -404,15 +405,18 @@ def ablation_figure(frame: pd.DataFrame, title: str, per_row: int = 4) -> Figure
         mean = changed.groupby("s")["top1"].mean()
         ax.plot(mean.index, mean.values, marker="o", color=variant_colour)
         count = changed["seed"].nunique()
-        ax.set_title(f"vs {variant} ({count} seed{'s' if count > 1 else ''})", fontsize="medium")
+        which = "" if network == "Teammates' mean" else f"; {network}"
+        ax.set_title(f"vs {variant} ({count} seed{'s' if count > 1 else ''}{which})")
         ax.set(xlabel="s (share of blocks)", xlim=(0.15, 1.05))
-        ax.set_ylabel(f"{network}, test top-1 (%)")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("test top-1 (%)")
     for ax in axes.flat[len(variants) :]:
         ax.set_visible(False)
     seeds = frame.loc[frame["variant"] == "cooperative", "seed"].nunique()
     fig.suptitle(
-        f"{title}\nblue: full method, same seed and network as the ablation (band: its range "
-        f"over {seeds} seed{'s' if seeds > 1 else ''}); orange: the ablation"
+        f"{title}: the Teammates' mean unless a title names a network\nblue: full method, same "
+        f"seed and network as the ablation (band: its range over {seeds} "
+        f"seed{'s' if seeds > 1 else ''}); orange: the ablation"
     )
     return fig
 
@@ -486,7 +490,7 @@ def headline_figure(summaries: Mapping[str, Mapping[str, Any]], title: str) -> F
         t_critical(n - 1) * sd / math.sqrt(n) if n > 1 else 0.0
         for n, sd in zip(stats["count"], stats["std"], strict=True)
     ]
-    fig, (ax,) = _figure(1, width=7.0, height=4.4)
+    fig, (ax,) = _figure(1, width=9.0, height=4.6)
     for (method, seeds), part in stats.groupby(["method", "seeds"]):
         ax.errorbar(
             part["mflops"], part["mean"], yerr=part["half"], marker="o", capsize=3,

@@ -163,10 +163,10 @@ display(
     Markdown(
         f"In this draw the kept blocks' perturbed logits are {gap:.3f} apart. On the kept "
         f"blocks the relaxed mask puts {100 * float(relaxed[low][kept].sum()) / keep:.0f} % of "
-        f"its mass at $\\tau = {low:g}$ and "
-        f"{100 * float(relaxed[high][kept].sum()) / keep:.0f} % at $\\tau = {high:g}$; "
-        f"it is closest to the hard mask at $\\tau = {closest:g}$ (no value off by more than "
-        f"{distance[closest]:.3f}), and at $\\tau = {low:g}$ a value is off by up to "
+        f"its mass at τ = {low:g} and "
+        f"{100 * float(relaxed[high][kept].sum()) / keep:.0f} % at τ = {high:g}; "
+        f"it is closest to the hard mask at τ = {closest:g} (no value off by more than "
+        f"{distance[closest]:.3f}), and at τ = {low:g} a value is off by up to "
         f"{distance[low]:.3f}."
     )
 )
@@ -275,7 +275,7 @@ latency = {
     if column.startswith("latency_b")
 }
 lines = [
-    f"At $s = {shallow['s']:g}$ the plan runs "
+    f"At *s* = {shallow['s']:g} the plan runs "
     f"{100 * shallow['active_blocks'] / full['active_blocks']:.1f} % of the blocks and "
     f"{100 * flops_ratio:.1f} % of the FLOPs: FLOPs track the share of blocks, but not exactly, "
     "because blocks differ in cost and the stem and the classifier always run."

@@ -102,7 +102,7 @@ if by_depth["run"].nunique() == len(arms):
         for blocks in change.index
     }
     parts = [
-        f"{change[blocks]:+.1f} points at {blocks:.0f} blocks ($s$ = {spans[blocks]})"
+        f"{change[blocks]:+.1f} points at {blocks:.0f} blocks (*s* = {spans[blocks]})"
         for blocks in change.index
     ]
     shallow, deep = change.iloc[0], change.iloc[-1]

@@ -94,6 +94,9 @@ if "cooperative" in recorded:
     ablation_plot = plots.ablation_figure(
         plots.ablation_frame(recorded), f"Ablations, recorded {recorded_profile} runs ({dataset})"
     )
+
+# %%
+if "cooperative" in recorded:
     display(chapters.verdict_html(verdict.component_rows(verdict.claim_table({dataset: recorded}))))
 
 # %% [markdown]
@@ -101,7 +104,7 @@ if "cooperative" in recorded:
 # independent full-depth network. What it can pass on to the Teammates is what such a network
 # knows; the recorded runs, seed by seed:
 
-# %%
+# %% tags=["hide-input"]
 if "cooperative" in recorded and "independent" in recorded:
     leaders = []
     for name, runs in (("cooperative", "leader"), ("independent", "independent")):

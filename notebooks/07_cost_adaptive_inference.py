@@ -182,10 +182,11 @@ else:
 # %% [markdown]
 # ## Performance on recorded hardware
 #
-# Three benchmarks check that the code is as fast as the method allows, each measuring its
+# Four benchmarks check that the code is as fast as the method allows, each measuring its
 # ratios side by side in one run: whether a shallow plan really costs less time (not only
-# fewer FLOPs), what a cooperative training step costs against its passes timed alone, and
-# how fast the data pipeline feeds training against torchvision's. Their records live in
+# fewer FLOPs), what a cooperative training step costs against its passes timed alone, how
+# fast the data pipeline feeds training against torchvision's, and (at the end of the
+# chapter) whether a shipped depth runs as fast as the network that chooses it. Their records live in
 # `results/benchmarks/`; `make benchmarks` measures them again on your machine.
 
 # %%
