@@ -23,6 +23,7 @@
 from IPython.display import Markdown, display
 
 from coop_utils import chapters, plots, verdict
+from coop_utils.config import load_config
 from coop_utils.data import DATASETS
 from coop_utils.models import build_model
 
@@ -122,19 +123,18 @@ if not recorded:
 # %% tags=["remove-input"]
 for dataset, summaries in recorded.items():
     runs = verdict.group_seeds(summaries)["cooperative"]
-    config = runs[0]["config"]
+    values = dict(runs[0]["config"])  # the run's config, completed by its profile's defaults
+    config = load_config(values.pop("profile"), **values)
     info = DATASETS[dataset]
-    classes, size = (
-        config["num_classes"] or info.num_classes,
-        config["image_size"] or info.image_size,
-    )
-    net = build_model(config["arch"], classes, size)
-    shallowest = min(config["scaling_factors"])
+    classes = config.num_classes or info.num_classes
+    size = config.image_size or info.image_size
+    net = build_model(config.arch, classes, size)
+    shallowest = min(config.scaling_factors)
     kept = len(net.active_blocks(shallowest))
     display(
         Markdown(
-            f"- **{dataset}**: {config['arch']}, {classes} of its {info.num_classes} classes at "
-            f"{size} px, {config['epochs']} epochs, {len(runs)} seeds of the cooperative run. "
+            f"- **{dataset}**: {config.arch}, {classes} of its {info.num_classes} classes at "
+            f"{size} px, {config.epochs} epochs, {len(runs)} seeds of the cooperative run. "
             f"On its {net.num_blocks} residual blocks the shallowest scaling factor, "
             f"s = {shallowest:g}, keeps {kept} blocks ({kept / net.num_blocks:.0%})"
             + (

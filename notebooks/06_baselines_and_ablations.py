@@ -105,13 +105,17 @@ if "cooperative" in recorded:
 # knows; the recorded runs, seed by seed:
 
 # %% tags=["hide-input"]
-if "cooperative" in recorded and "independent" in recorded:
+groups = verdict.group_seeds(recorded)
+pairs = (("cooperative", "leader"), ("independent", "independent"))
+if all(any(net in run["metrics"] for run in groups.get(name, [])) for name, net in pairs):
     leaders = []
-    for name, runs in (("cooperative", "leader"), ("independent", "independent")):
-        for run in verdict.group_seeds(recorded)[name]:
-            deepest = max(run["metrics"][runs].values(), key=lambda row: row["active_blocks"])
+    for name, network in pairs:
+        for run in groups[name]:
+            rows = run["metrics"].get(network, {}).values()
+            deepest = max(rows, key=lambda row: row["active_blocks"], default=None)
             seed = run["config"].get("seed", 0)
-            leaders.append({"seed": seed, "network": f"{name}: {runs}"} | deepest)
+            if deepest is not None:
+                leaders.append({"seed": seed, "network": f"{name}: {network}"} | deepest)
     frame = pd.DataFrame(leaders).pivot(index="seed", columns="network", values=["top1", "top5"])
     display(frame)
     same = all(

@@ -186,8 +186,8 @@ else:
 # ratios side by side in one run: whether a shallow plan really costs less time (not only
 # fewer FLOPs), what a cooperative training step costs against its passes timed alone, how
 # fast the data pipeline feeds training against torchvision's, and (at the end of the
-# chapter) whether a shipped depth runs as fast as the network that chooses it. Their records live in
-# `results/benchmarks/`; `make benchmarks` measures them again on your machine.
+# chapter) whether a shipped depth runs as fast as the network that chooses it. Their records
+# live in `results/benchmarks/`; `make benchmarks` measures them again on your machine.
 
 # %%
 records = chapters.benchmark_records(chapter.results_root)

@@ -220,10 +220,14 @@ def test_the_readers_book_shows_recorded_results_and_trains_nothing(tmp_path, re
     assert "cooperative` (2 seeds)" in texts["05"]
     assert "true classes: 0: Egyptian cat" in texts["07"]
     assert "This build trains nothing" in texts["06"]
+    # the benchmark records speak for themselves, targets met or not
+    assert "a cooperative step takes 110 ms against 100 ms" in texts["00"]
+    assert "Target met on resnet56: the slowest case is exported, eager" in texts["07"]
+    assert "are all met." in texts["07"]
 
 
 def record_benchmarks(folder):
-    """Benchmark records in the shape the three benchmarks write (figures made up)."""
+    """Benchmark records in the shape the four benchmarks write (figures made up)."""
     depths = [
         {"arch": "resnet56", "s": s, "active_blocks": round(27 * s), "flops_ratio": s}
         | {"latency_ms_b1": 6 * s, "latency_ratio_b1": s}
@@ -233,18 +237,30 @@ def record_benchmarks(folder):
     write_benchmark(
         folder / "depth_cost.json",
         "depth_cost",
-        {"depths": depths, "gate_overhead": [gate[0] | {"overhead": 0.04}]},
+        {"depths": depths, "gate_overhead": [gate[0] | {"overhead": 0.04}]}
+        | {"gate_overhead_target": 0.05, "latency_tolerance": 0.15, "targets_met": True},
     )
     step = {
         "arch": "resnet20",
         "batch_size": 64,
         "parts_ms": {"Leader, full depth": 100.0, "SGD step": 5.0},
         "cooperative_step_ms": 110.0,
+        "single_network_step_ms": 100.0,
         "ratio": 110 / 105,
         "target": 1.1,
         "images_per_s": {"cooperative": 580.0, "single network": 640.0},
     }
     write_benchmark(folder / "train_step.json", "train_step", step)
+    shipped = [
+        {"s": 0.2, "active_blocks": 6, "flops": 5e7, "batch_size": 1, "variant": variant}
+        | {"latency_ms": 2.0 * ratio, "ratio_to_gated": ratio}
+        for variant, ratio in (("gated net(x, s)", 1.0), ("exported, eager", 0.9))
+    ]
+    write_benchmark(
+        folder / "export_latency.json",
+        "export_latency",
+        {"arch": "resnet56", "rows": shipped, "target_ratio": 1.03, "passed": True},
+    )
     measurements = [
         {"measurement": "BatchLoader, 2 torch thread(s)", "images": 7680, "seconds": 0.5}
         | {"images_per_s": 15360.0}
