@@ -512,12 +512,17 @@ def _comparable_claim(
     if unready := _unready(claim, rule, arms, why, ignore, to_run):
         return unready
     deployed = _deployed(cooperative[0])
-    plans: dict[int, float] = {}  # active blocks -> the first factor of that plan
+    plans: dict[int, list[float]] = {}  # active blocks -> the factors of that plan
     for key, row in independent[0]["metrics"]["independent"].items():
         if _row(deployed, float(key)) is not None:
-            plans.setdefault(row["active_blocks"], float(key))
+            plans.setdefault(row["active_blocks"], []).append(float(key))
+    label = {  # a plan by what runs: "3 blocks (s=0.2-0.4)"
+        min(factors): f"{blocks} blocks (s={min(factors):g}"
+        + (f"–{max(factors):g})" if len(factors) > 1 else ")")
+        for blocks, factors in plans.items()
+    }
     gaps = []
-    for s in sorted(plans.values()):
+    for s in sorted(label):
         ours = [_top1(_deployed(run), s) for run in cooperative]
         reference = [_top1(run["metrics"]["independent"], s) for run in independent]
         gaps.append((s, compare(ours, reference, _stderr(float(np.mean(reference)), images))))
@@ -530,12 +535,12 @@ def _comparable_claim(
         verdict = FAILS
     else:
         verdict = HOLDS if verdicts == {HOLDS} else OPEN
-    measured = "; ".join(f"s={s:g}: {gap}" for s, gap in gaps)
+    measured = "; ".join(f"{label[s]}: {gap}" for s, gap in gaps)
     undecided = [(s, gap) for s, gap in gaps if gap.verdict(-margin) != HOLDS]
     decide = ""
     if verdict in (OPEN, FEW) and undecided:  # the plan that needs the most seeds decides
         s, gap = max(undecided, key=lambda g: g[1].runs_to_decide(-margin) or math.inf)
-        decide = f"at s={s:g}, {gap.to_decide(-margin)}"
+        decide = f"at {label[s]}, {gap.to_decide(-margin)}"
     return _claim(claim, f"{measured} pts ({gaps[0][1].sample})", rule, verdict, decide)
 
 

@@ -228,7 +228,7 @@ def test_comparable_is_judged_per_plan_and_fails_only_beyond_bonferroni():
     # resnet20: nine factors, three plans; the gap is judged once per plan
     table = verdict.claim_table({"cifar100": summaries(shift=jitter)}).set_index("claim")
     measured = table.loc[table.index.str.startswith("Comparable"), "measured"].iloc[0]
-    assert measured.count("s=") == 3 and measured.startswith("s=0.2: ")
+    assert measured.count(" blocks (s=") == 3 and measured.startswith("3 blocks (s=0.2–0.4): ")
     # a gap whose 95 % interval lies below -2 but whose 1 - 0.05/3 interval does not
     gap = verdict.compare([37.0, 38.0, 39.0], [43.0, 43.0, 43.0], floor=0.0)
     assert gap.verdict(-2.0) == "does not hold"
