@@ -464,6 +464,7 @@ def matched_cost_figure(table: pd.DataFrame, title: str) -> Figure:
         ours = compared[OURS_WITHIN]
         ax.plot(compared["MFLOPs"], ours, "X", markersize=10, label="cooperative, within that cost")
         ax.vlines(compared["MFLOPs"], compared["exit top-1 (%)"], ours, "grey", linestyles=":")
+        ax.margins(y=0.12)  # the crosses clear the frame
         ax.set(xlabel=MFLOPS_LABEL, ylabel=TOP1_LABEL if ax is axes[0] else "")
         ax.set_title(f"against {method}")
         ax.legend(fontsize="small")
