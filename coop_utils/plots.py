@@ -491,7 +491,7 @@ def headline_figure(summaries: Mapping[str, Mapping[str, Any]], title: str) -> F
         t_critical(n - 1) * sd / math.sqrt(n) if n > 1 else 0.0
         for n, sd in zip(stats["count"], stats["std"], strict=True)
     ]
-    fig, (ax,) = _figure(1, width=9.0, height=4.6)
+    fig, (ax,) = _figure(1, width=7.5, height=5.2)
     for (method, seeds), part in stats.groupby(["method", "seeds"]):
         ax.errorbar(
             part["mflops"], part["mean"], yerr=part["half"], marker="o", capsize=3,
@@ -499,7 +499,9 @@ def headline_figure(summaries: Mapping[str, Mapping[str, Any]], title: str) -> F
             linestyle="--" if method == MATCHED_NAME else "-",
         )  # fmt: skip
     ax.set(xlabel=MFLOPS_LABEL, ylabel=TOP1_LABEL, title=title)
-    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1))  # hides no point
+    fig.legend(
+        *ax.get_legend_handles_labels(), loc="outside lower center", ncols=2, fontsize="small"
+    )
     return fig
 
 
