@@ -478,20 +478,6 @@ def as_summaries(finished: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     }
 
 
-def method_seeds_frame(summaries: Mapping[str, Summary], methods: Sequence[str]) -> pd.DataFrame:
-    """:func:`plots.method_frame` rows of every seed of each of ``methods`` in ``summaries``
-    (the deployed Teammate of each cooperative seed), with ``seed``."""
-    from coop_utils.plots import method_frame
-
-    groups = group_seeds(summaries)
-    return pd.concat(
-        method_frame(run["metrics"], method).assign(seed=run["config"].get("seed", 0))
-        for method in methods
-        if method in groups
-        for run in groups[method]
-    )
-
-
 def show_comparison(summaries: Mapping[str, Summary], what: str) -> None:
     """Every method of ``summaries`` at every depth against depth, FLOPs and latency (mean over
     seeds, 95 % t-intervals), as a figure and a table, then the exit baselines at equal
@@ -499,7 +485,8 @@ def show_comparison(summaries: Mapping[str, Summary], what: str) -> None:
     from coop_utils import plots
     from coop_utils.verdict import matched_cost_table
 
-    frame = method_seeds_frame(summaries, ("cooperative", "independent", "byot", "branchynet"))
+    methods = ("cooperative", "independent", "byot", "branchynet")
+    frame = plots.method_seeds_frame(summaries, methods)
     seeds = frame.groupby("method")["seed"].nunique()
     counts = f"{seeds.min()}" if seeds.min() == seeds.max() else f"{seeds.min()}-{seeds.max()}"
     matched = matched_cost_table(summaries)

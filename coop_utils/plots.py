@@ -90,6 +90,20 @@ def method_frame(metrics: Mapping[str, Any], method: str) -> pd.DataFrame:
     return metrics_frame({network: metrics[network]}, method=method)
 
 
+def method_seeds_frame(summaries: Mapping[str, Any], methods: Sequence[str]) -> pd.DataFrame:
+    """:func:`method_frame` rows of every seed of each of ``methods`` in ``summaries`` (the
+    deployed Teammate of each cooperative seed), with ``seed``."""
+    from coop_utils.verdict import group_seeds
+
+    groups = group_seeds(summaries)
+    return pd.concat(
+        method_frame(run["metrics"], method).assign(seed=run["config"].get("seed", 0))
+        for method in methods
+        if method in groups
+        for run in groups[method]
+    )
+
+
 def pareto_frontier(frame: pd.DataFrame, cost: str, value: str) -> pd.DataFrame:
     """Rows no other row beats on both ``cost`` (lower is better) and ``value`` (higher)."""
     ordered = frame.sort_values([cost, value], ascending=[True, False])
@@ -476,21 +490,15 @@ def headline_figure(summaries: Mapping[str, Mapping[str, Any]], title: str) -> F
     """Test top-1 against measured FLOPs for each method of ``summaries`` (the deployed Teammate
     of the cooperative runs) and the compute-matched control (dashed): the mean over seeds,
     with its 95 % t-interval from the seeds' spread as error bars (none for a single seed)."""
-    from coop_utils.verdict import MATCHED_NAME, group_seeds, t_critical
+    from coop_utils.verdict import MATCHED_NAME
 
-    frames = [
-        method_frame(run["metrics"], method).assign(seed=seed, seeds=len(runs))
-        for method, runs in group_seeds(summaries).items()
-        if method in ("cooperative", "independent", MATCHED_NAME, "byot", "branchynet")
-        for seed, run in enumerate(runs)
-    ]
-    per_seed = pd.concat(frames).groupby(["method", "seeds", "mflops", "seed"])["top1"].mean()
-    stats = per_seed.groupby(["method", "seeds", "mflops"]).agg(["mean", "std", "count"])
-    stats = stats.reset_index()
-    stats["half"] = [
-        t_critical(n - 1) * sd / math.sqrt(n) if n > 1 else 0.0
-        for n, sd in zip(stats["count"], stats["std"], strict=True)
-    ]
+    methods = ("cooperative", "independent", MATCHED_NAME, "byot", "branchynet")
+    frame = method_seeds_frame(summaries, methods)
+    frame["seeds"] = frame.groupby("method")["seed"].transform("nunique")
+    per_seed = frame.groupby(["method", "seeds", "mflops", "seed"])["top1"].mean()
+    grouped = per_seed.groupby(["method", "seeds", "mflops"])
+    stats = grouped.mean().rename("mean").reset_index()
+    stats["half"] = [(high - low) / 2 for low, high in grouped.apply(t_interval)]
     fig, (ax,) = _figure(1, width=7.5, height=5.2)
     for (method, seeds), part in stats.groupby(["method", "seeds"]):
         ax.errorbar(

@@ -135,7 +135,7 @@ methods = ("cooperative", "independent", "byot", "branchynet")
 recorded_profile, recorded = chapters.recorded(chapter.results_root, dataset, methods)
 shown = [method for method in methods if method in recorded]
 if shown:
-    seeds = chapters.method_seeds_frame(recorded, shown)
+    seeds = plots.method_seeds_frame(recorded, shown)
     frame = seeds.groupby(["method", "s"], as_index=False)[["latency_ms", "top1"]].mean()
     frontier_plot = plots.frontier_figure(
         frame, f"Accuracy against latency, recorded {recorded_profile} runs ({dataset})"
