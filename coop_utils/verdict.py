@@ -200,6 +200,14 @@ def _row(by_depth: Mapping[str, Mapping[str, float]], s: float) -> Mapping[str, 
     return None
 
 
+def _plans(by_depth: Mapping[str, Mapping[str, float]], factors: Sequence[float]) -> dict:
+    """``{blocks kept: [its factors]}``: the depth plans of ``factors`` in one network's rows."""
+    plans: dict[int, list[float]] = {}
+    for s in factors:
+        plans.setdefault(int(_row(by_depth, s)["active_blocks"]), []).append(s)
+    return plans
+
+
 def _top1(by_depth: Mapping[str, Mapping[str, float]], s: float) -> float:
     row = _row(by_depth, s)
     if row is None:
@@ -512,10 +520,8 @@ def _comparable_claim(
     if unready := _unready(claim, rule, arms, why, ignore, to_run):
         return unready
     deployed = _deployed(cooperative[0])
-    plans: dict[int, list[float]] = {}  # active blocks -> the factors of that plan
-    for key, row in independent[0]["metrics"]["independent"].items():
-        if _row(deployed, float(key)) is not None:
-            plans.setdefault(row["active_blocks"], []).append(float(key))
+    reference = independent[0]["metrics"]["independent"]
+    plans = _plans(reference, [float(k) for k in reference if _row(deployed, float(k)) is not None])
     label = {  # a plan by what runs: "3 blocks (s=0.2-0.4)"
         min(factors): f"{blocks} blocks (s={min(factors):g}"
         + (f"–{max(factors):g})" if len(factors) > 1 else ")")
@@ -704,10 +710,7 @@ def _opposite_by_plan(
 ) -> str:
     """The mean difference at each depth plan of ``factors`` (blocks kept), when those means
     change sign: an average over depths would hide a gain at one and a loss at another."""
-    rows = a_arm[0]["metrics"][networks[0]]
-    plans: dict[int, list[float]] = {}
-    for s in factors:
-        plans.setdefault(int(_row(rows, s)["active_blocks"]), []).append(s)
+    plans = _plans(a_arm[0]["metrics"][networks[0]], factors)
 
     def mean(runs: Sequence[Summary], kept: list[float]) -> float:
         values = [_top1(run["metrics"][n], s) for run in runs for n in networks for s in kept]
