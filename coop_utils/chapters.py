@@ -280,6 +280,12 @@ def recorded(
     return None, {}
 
 
+def recorded_config(summary: Summary) -> RunConfig:
+    """The config a recorded run was trained with, completed by its profile's defaults."""
+    values = dict(summary["config"])
+    return load_config(values.pop("profile"), **values)
+
+
 def recorded_label(summaries: Mapping[str, Summary], dataset: str) -> str:
     """Markdown naming the recorded runs shown: profile, backbone, hardware, dates, code."""
     if not summaries:
@@ -399,8 +405,7 @@ def deployed_network(chapter: Chapter, dataset: str, sample_count: int = 8) -> D
     if "cooperative" in summaries:
         summary = summaries["cooperative"]
         name = deployed_teammate(summary["metrics"])
-        values = dict(summary["config"])
-        config = load_config(values.pop("profile"), **values)
+        config = recorded_config(summary)
         net = recorded_network(chapter.results_root, profile, dataset, "cooperative", name)
         trained = net is not None
         if not trained:  # the architecture alone: what FLOPs and latency need

@@ -23,7 +23,6 @@
 from IPython.display import Markdown, display
 
 from coop_utils import chapters, plots, verdict
-from coop_utils.config import load_config
 from coop_utils.data import DATASETS
 from coop_utils.models import build_model
 
@@ -123,8 +122,7 @@ if not recorded:
 # %% tags=["remove-input"]
 for dataset, summaries in recorded.items():
     runs = verdict.group_seeds(summaries)["cooperative"]
-    values = dict(runs[0]["config"])  # the run's config, completed by its profile's defaults
-    config = load_config(values.pop("profile"), **values)
+    config = chapters.recorded_config(runs[0])
     info = DATASETS[dataset]
     classes = config.num_classes or info.num_classes
     size = config.image_size or info.image_size

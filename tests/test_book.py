@@ -234,8 +234,7 @@ def test_the_committed_samples_are_those_the_recorded_network_was_tested_on():
     profile, summaries = chapters.recorded(chapters.REPO_ROOT / "results", "tiny-imagenet")
     if "cooperative" not in summaries:
         pytest.skip("no recorded cooperative run on tiny-imagenet")
-    values = dict(summaries["cooperative"]["config"])
-    config = load_config(values.pop("profile"), **values)
+    config = chapters.recorded_config(summaries["cooperative"])
     samples = chapters.recorded_samples("results", config)
     assert samples is not None, "no committed samples: run benchmarks/make_samples.py"
     assert int(samples.labels.max()) < config.num_classes
