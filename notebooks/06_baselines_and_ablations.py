@@ -105,24 +105,16 @@ if "cooperative" in recorded:
 # knows; the recorded runs, seed by seed:
 
 # %% tags=["hide-input"]
-groups = verdict.group_seeds(recorded)
-pairs = (("cooperative", "leader"), ("independent", "independent"))
-if all(any(net in run["metrics"] for run in groups.get(name, [])) for name, net in pairs):
-    leaders = []
-    for name, network in pairs:
-        for run in groups[name]:
-            rows = run["metrics"].get(network, {}).values()
-            deepest = max(rows, key=lambda row: row["active_blocks"], default=None)
-            seed = run["config"].get("seed", 0)
-            if deepest is not None:
-                leaders.append({"seed": seed, "network": f"{name}: {network}"} | deepest)
-    frame = pd.DataFrame(leaders).pivot(index="seed", columns="network", values=["top1", "top5"])
-    display(frame)
-    same = all(
-        frame[(metric, "cooperative: leader")].equals(frame[(metric, "independent: independent")])
-        for metric in ("top1", "top5")
-    )
-    if same:
+full_depth = {}  # per seed, the test accuracy at full depth of the Leader and its twin
+for name, network in (("cooperative", "leader"), ("independent", "independent")):
+    rows = chapters.seeds_frame(recorded, name)
+    rows = rows[rows["network"] == network].sort_values("s")
+    if not rows.empty:
+        full_depth[f"{name}: {network}"] = rows.groupby("seed")[["top1", "top5"]].last()
+if len(full_depth) == 2:
+    display(pd.concat(full_depth, axis=1))
+    leader, twin = full_depth.values()
+    if leader.equals(twin):
         display(
             Markdown(
                 "In every seed the Leader and the independent full-depth network reach the "
