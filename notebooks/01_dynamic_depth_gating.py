@@ -280,31 +280,21 @@ lines = [
     f"{100 * flops_ratio:.1f} % of the FLOPs: FLOPs track the share of blocks, but not exactly, "
     "because blocks differ in cost and the stem and the classifier always run."
 ]
-if latency:
-    measured = [f"{ratio:.2f} at batch {batch}" for batch, ratio in latency.items()]
-    measured[0] = measured[0].replace(" at", " of full depth's at")
+for index, (batch, ratio) in enumerate(latency.items()):
+    if abs(ratio - flops_ratio) <= 0.1:
+        how = "latency follows FLOPs, to within 0.1 of full depth's"
+    else:
+        saves = "less" if ratio > flops_ratio else "more"
+        how = f"latency does not follow FLOPs: the plan saves {saves} in time than in FLOPs"
     lines.append(
-        f"Measured on this build's machine, its latency is {' and '.join(measured)}, against "
-        f"{flops_ratio:.2f} for FLOPs."
+        f"{'At' if index else 'On this build machine, at'} batch {batch} it takes {ratio:.2f} "
+        f"of full depth's time against {flops_ratio:.2f} of its FLOPs: {how}."
     )
-    verdicts = {}
-    for batch, ratio in latency.items():
-        gap = ratio - flops_ratio
-        if abs(gap) <= 0.1:
-            verdict = "latency follows FLOPs, to within 0.1 of full depth's"
-        else:
-            saves = "less" if gap > 0 else "more"
-            verdict = f"latency does not follow FLOPs: the plan saves {saves} in time than in FLOPs"
-        verdicts.setdefault(verdict, []).append(str(batch))
-    for text, batches in verdicts.items():
-        label = "batch" if len(batches) == 1 else "batch sizes"
-        lines.append(f"At {label} {' and '.join(batches)} {text}.")
-    if max(latency.values()) < 0.6:
-        lines.append(
-            f"At {'every batch size' if len(latency) > 1 else 'this batch size'} the shallowest "
-            "plan still takes well under full depth's time, which it could not if skipped blocks "
-            "were computed and multiplied by zero."
-        )
+if latency and max(latency.values()) < 0.6:
+    lines.append(
+        "At every batch size measured the shallowest plan takes well under full depth's time, "
+        "which it could not if skipped blocks were computed and multiplied by zero."
+    )
 display(Markdown(" ".join(lines)))
 
 # %% [markdown]
