@@ -381,11 +381,11 @@ def ablation_frame(summaries: Mapping[str, Mapping]) -> pd.DataFrame:
             continue  # a baseline, or a run of another chapter's own (chapter 2's kd-*)
         for run in runs:
             metrics, seed = run["metrics"], int(run["config"].get("seed", 0))
-            networks = {"teammate0": metrics["teammate0"]} if "teammate0" in metrics else {}
+            networks = {}  # the Teammates' mean; teammate0 alone where it is the only one
             if "teammate_mean" in metrics:
-                networks = {"Teammates' mean": metrics["teammate_mean"]} | (
-                    networks if variant == "cooperative" else {}
-                )
+                networks["Teammates' mean"] = metrics["teammate_mean"]
+            if "teammate0" in metrics and (variant == "cooperative" or not networks):
+                networks["teammate0"] = metrics["teammate0"]
             rows += [
                 {"variant": variant, "network": network, "seed": seed, "s": float(key)}
                 | {"top1": row["top1"]}
