@@ -76,8 +76,9 @@ COMPONENTS: tuple[tuple[str, str, str, str], ...] = (
     ("cooperative", "cooperative-first-gating",
      "Learned (Gumbel) gating beats keeping the first blocks", "choice"),
     ("cooperative", "cooperative-shared-bn",
-     "Per-depth batch-norm statistics help the sub-networks (this replication's choice, not a "
-     "claim of the paper)", "below full"),
+     "Batch-norm statistics re-estimated per depth help the sub-networks, against the training "
+     "run's moving averages (this replication's choice, not a claim of the paper)",
+     "below full"),
 )  # fmt: skip
 EXIT_BASELINES = {"byot": "BYOT", "branchynet": "BranchyNet"}
 #: what the depth-cost row is (its claim says so): it checks the code and replicates nothing
@@ -927,11 +928,13 @@ CAMPAIGN_DECIMALS = {
 }
 
 
-def campaign_table(summaries: Mapping[str, Summary]) -> pd.DataFrame:
+def campaign_table(
+    summaries: Mapping[str, Summary], decimals: Mapping[str, int] = CAMPAIGN_DECIMALS
+) -> pd.DataFrame:
     """What each recorded run of one dataset cost and how far its seeds land apart: seeds,
     hours of training in all and per trained seed (a re-evaluation of another run's networks
     costs none), and the test top-1 at full depth of its Teammates (the only network of the
-    others), mean over seeds and range (max - min)."""
+    others), mean over seeds and range (max - min); rounded to ``decimals`` (``{}``: not)."""
     rows = []
     for name, runs in group_seeds(summaries).items():
         full = []
@@ -954,7 +957,7 @@ def campaign_table(summaries: Mapping[str, Summary]) -> pd.DataFrame:
                 "seed range (pts)": max(full) - min(full) if len(full) > 1 else math.nan,
             }
         )
-    return pd.DataFrame(rows).set_index("run").round(CAMPAIGN_DECIMALS) if rows else pd.DataFrame()
+    return pd.DataFrame(rows).set_index("run").round(dict(decimals)) if rows else pd.DataFrame()
 
 
 #: the baselines whose training time is set beside the cooperative run's
@@ -963,17 +966,20 @@ BASELINES = {
     "byot": "BYOT",
     "branchynet": "BranchyNet",
 }
+#: config keys that fix which passes a cooperative step runs (its cost per step)
+STEP_KEYS = ("arch", "batch_size", "teammates", "use_leader", "factors_per_teammate",
+             "gate_gradient", "image_size", "num_classes")  # fmt: skip
 
 
 def training_compute_note(
     summaries: Mapping[str, Summary], step_record: Mapping[str, Any] | None = None
 ) -> str:
-    """Markdown: how much longer a cooperative run trained than each recorded baseline, from
-    the runs' measured wall times (mean per seed), or "" without both. The claims compare
-    methods at equal inference cost and equal epochs, not at equal training compute. With the
-    ``train_step`` benchmark's record, the step costs it measured side by side follow: wall
-    times on a shared machine are a rough measure of compute."""
-    table = campaign_table(summaries)
+    """Markdown: how much more a cooperative run trains than each recorded baseline, or ""
+    without both. The claims compare methods at equal inference cost and equal epochs, not at
+    equal training compute. The ``train_step`` benchmark's record, when given, says what a
+    step costs, timed side by side; the runs' wall times (mean per seed) follow, with how far
+    runs of the same step cost land apart on the shared recording machine."""
+    table = campaign_table(summaries, decimals={})
     if "cooperative" not in table.index or not set(BASELINES) & set(table.index):
         return ""
     ours = table.loc["cooperative", "per seed (h)"]
@@ -986,7 +992,17 @@ def training_compute_note(
     groups = group_seeds(summaries)
     campaign_runs = [run for name, runs in groups.items() if name != MATCHED_NAME for run in runs]
     epochs = sorted({run.get("config", {}).get("epochs") for run in campaign_runs} - {None})
-    hours = [float(run.get("wall_time_s", 0.0)) / 3600 for run in groups["cooperative"]]
+
+    def step(run: Summary) -> tuple:
+        return tuple(run.get("config", {}).get(key) for key in STEP_KEYS)
+
+    alike = [  # every trained seed whose step runs the cooperative run's passes
+        float(run.get("wall_time_s", 0.0)) / 3600
+        for name, runs in groups.items()
+        if name.startswith("cooperative")
+        for run in runs
+        if step(run) == step(groups["cooperative"][0]) and not _evaluation_only(run, summaries)
+    ]
     control = ""
     if MATCHED_NAME in table.index:
         full = table.loc[[MATCHED_NAME, "cooperative"], "top-1 at full depth (%)"]
@@ -996,33 +1012,53 @@ def training_compute_note(
             "Teammates (means over seeds, the table below)"
         )
     spread = ""
-    if len(hours) > 1:
-        spread = f"; a shared machine's speed varies, and its seeds took {min(hours):.2f} to "
-        spread += f"{max(hours):.2f} h"
+    if len(alike) > 1:
+        spread = (
+            f". Wall times on a shared machine measure its load as much as the compute: seeds "
+            f"whose steps run the same passes as the cooperative one took {min(alike):.2f} to "
+            f"{max(alike):.2f} h"
+        )
     return (
         f"**Training compute is not matched.** Every method trains for the same "
         f"{', '.join(map(str, epochs))} epochs, and the claims compare them at equal inference "
-        f"cost. Per seed, the cooperative run trained {ours:.2f} h (wall time on the recording "
-        f"machine, for two Teammates with their sub-networks and a Leader{spread}), against "
-        f"{', '.join(ratios)}. On a schedule this short every network is still learning, so "
-        "part of the cooperative method's lead over the baselines may be that extra compute "
-        "rather than the method. The verdict's compute-matched control (\"At equal training "
-        f'compute") trains the independent networks for {MATCHED_EPOCHS}x the epochs{control}; '
-        "the exit baselines have no such control."
-    ) + _step_cost(step_record)
+        f"cost.{_step_cost(step_record)} Per seed, the cooperative run trained {ours:.2f} h "
+        f"(wall time on the recording machine, for two Teammates with their sub-networks and a "
+        f"Leader), against {', '.join(ratios)}{spread}. On a schedule this short every network "
+        "is still learning, so part of the cooperative method's lead over the baselines may be "
+        "that extra compute rather than the method. The verdict's compute-matched control "
+        f'("At equal training compute") trains the independent networks for {MATCHED_EPOCHS}x '
+        f"the epochs{control}; the exit baselines have no such control."
+    )
 
 
 def _step_cost(record: Mapping[str, Any] | None) -> str:
-    """What the ``train_step`` benchmark measured: a cooperative step against one network's."""
+    """What the ``train_step`` benchmark measured: a cooperative step against one full-depth
+    network's, and against one step of each independent network (one per distinct depth plan
+    of the grid, each estimated by the step's Teammate passes at that plan) when the record's
+    passes cover every plan."""
     if not record:
         return ""
     results = record["results"]
     ours, single = results["cooperative_step_ms"], results["single_network_step_ms"]
+    sizes = ARCHITECTURES[results["arch"]].stage_sizes
+    passes: dict[int, list[float]] = {}  # blocks run -> the Teammate passes at that plan
+    for part, ms in results.get("parts_ms", {}).items():
+        if part.startswith("Teammate"):
+            s = 1.0 if part.endswith("full depth") else float(part.rsplit("s=", 1)[1])
+            passes.setdefault(sum(depth_plan(sizes, s)), []).append(ms)
+    plans = {sum(depth_plan(sizes, s)) for s in SCALING_FACTORS}
+    independent = ""
+    if plans <= set(passes):
+        theirs = sum(float(np.mean(passes[blocks])) for blocks in plans)
+        independent = (
+            f" and {ours / theirs:.1f}× a step of each of the {len(plans)} independent networks "
+            f"({theirs:.0f} ms, estimated by the Teammates' passes at each plan)"
+        )
     return (
-        f" Wall times on a shared machine move with its load; timed side by side instead (the "
-        f"`train_step` benchmark, {results['arch']}, batch {results['batch_size']}, "
-        f"{record['device']}), a cooperative step takes {ours:.0f} ms against {single:.0f} ms "
-        f"for one full-depth network's step ({ours / single:.1f}×)."
+        f" Timed side by side (the `train_step` benchmark, {results['arch']}, "
+        f"batch {results['batch_size']}, {record['device']}), a cooperative step takes "
+        f"{ours:.0f} ms: {ours / single:.1f}× one full-depth network's step ({single:.0f} ms)"
+        f"{independent}."
     )
 
 
@@ -1081,7 +1117,8 @@ LIKELY_REASONS: dict[str, str] = {
     "the same method land as far apart as the gaps being measured; more seeds or a longer "
     "schedule are needed to separate them.",
     "At equal training compute": "a cooperative step spends its compute on seven forward "
-    "passes (the Leader, two Teammates, four sub-networks) that train one set of weights; the "
+    "passes (the Leader, two Teammates, four sub-networks) that train three networks, of which "
+    "one is deployed; the "
     f"control spends the same compute on {MATCHED_EPOCHS}x the epochs of one network per depth. "
     "On a schedule this short every network is still far from converged, so more epochs buy "
     "accuracy fast. The comparison does not price what the cooperative method keeps: one "

@@ -152,7 +152,7 @@ def test_claims_that_hold_and_fail_are_judged_so_from_the_numbers():
     assert got["A larger total"] == "holds"  # and the full weights 2.5 above normalised
     assert got["A second Teammate"] == "holds"
     assert got["Learned (Gumbel) gating"] == "holds"
-    assert got["Per-depth batch-norm statistics"] == "holds"
+    assert got["Batch-norm statistics re-estimated"] == "holds"
     evidence = table.set_index("dataset")["evidence"]["cifar100"].iloc[0]
     assert evidence.startswith("preview, resnet20, 3 seeds of the method, 10,000 test images")
     assert "code digest unknown" in evidence
@@ -240,7 +240,7 @@ def test_per_depth_batch_norm_is_judged_on_sub_networks_only():
     row = (
         verdict.claim_table({"cifar100": summaries(shift=jitter)})
         .set_index("claim")
-        .loc[lambda frame: frame.index.str.startswith("Per-depth batch-norm")]
+        .loc[lambda frame: frame.index.str.startswith("Batch-norm statistics re-estimated")]
         .iloc[0]
     )
     assert "{0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8}" in row["rule"]  # s = 0.9 keeps all 9 blocks
@@ -340,7 +340,8 @@ def test_the_campaign_table_gives_seed_ranges_and_counts_training_once():
     assert note.startswith("**Training compute is not matched.**")
     assert "0.10 h for BYOT (5.0× less)" in note
     assert "0.10 h for the independent networks" in note
-    assert "its seeds took 0.50 to 0.50 h" in note  # how far the machine's speed moved
+    # how far runs of the same step cost land apart (the shared-bn re-evaluation trains none)
+    assert "same passes as the cooperative one took 0.50 to 0.50 h" in note
     discussion = verdict.discussion(verdict.claim_table({"cifar100": runs}), {"cifar100": runs})
     assert note in discussion
     no_baseline = {n: r for n, r in runs.items() if n.startswith("cooperative")}
@@ -349,7 +350,19 @@ def test_the_campaign_table_gives_seed_ranges_and_counts_training_once():
     step = {"device": "quiet CPU", "results": {"arch": "resnet20", "batch_size": 64}}
     step["results"] |= {"cooperative_step_ms": 574.3, "single_network_step_ms": 100.9}
     timed = verdict.training_compute_note(runs, step)
-    assert timed.startswith(note) and "takes 574 ms against 101 ms" in timed and "(5.7×)" in timed
+    assert "takes 574 ms: 5.7× one full-depth network's step (101 ms)." in timed
+    assert timed.replace(verdict._step_cost(step), "") == note
+    # with the step's Teammate passes at each of resnet20's plans (3, 6, 9 blocks), the
+    # independent networks' step is estimated: 30 + mean(60, 70) + 100 = 195 ms
+    parts = {"Teammate 0, full depth": 100.0, "Teammate 0, sub-network s=0.7": 60.0}
+    parts |= {"Teammate 1, sub-network s=0.5": 70.0, "Teammate 1, sub-network s=0.3": 30.0}
+    step["results"]["parts_ms"] = parts | {"Leader, full depth": 100.0, "SGD step": 1.0}
+    assert "and 2.9× a step of each of the 3 independent networks (195 ms" in (
+        verdict.training_compute_note(runs, step)
+    )
+    del parts["Teammate 1, sub-network s=0.3"]  # no pass at 3 blocks: no estimate
+    step["results"]["parts_ms"] = parts
+    assert "independent networks (" not in verdict.training_compute_note(runs, step)
 
 
 def test_the_committed_results_decide_a_claim_only_with_three_runs_per_arm():
@@ -732,8 +745,12 @@ def test_a_part_that_helps_at_one_depth_and_hurts_at_another_is_shown_by_plan():
     runs = summaries(shift=shift, tilt={"cooperative-shared-bn": -0.4})
     table = verdict.claim_table({"cifar100": runs})
     rows = dict(zip(table["claim"], table["measured"], strict=True))
-    shared = next(m for claim, m in rows.items() if claim.startswith("Per-depth batch-norm"))
+    shared = next(
+        m for claim, m in rows.items() if claim.startswith("Batch-norm statistics re-estimated")
+    )
     assert shared.endswith("; opposite by plan: 3 blocks +0.9, 6 blocks -0.3")
-    others = [m for claim, m in rows.items() if not claim.startswith("Per-depth batch-norm")]
+    others = [
+        m for claim, m in rows.items() if not claim.startswith("Batch-norm statistics re-estimated")
+    ]
     assert not any(verdict.OPPOSITE in m for m in others)
     assert verdict.LIKELY_REASONS["Opposite"] in verdict.discussion(table)
