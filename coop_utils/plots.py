@@ -23,7 +23,7 @@ from coop_utils.gating import relaxed_topk, sample_gumbel
 from coop_utils.losses import sfsl_weight
 from coop_utils.models import SCALING_FACTORS
 
-S_LABEL = "scaling factor s (share of blocks)"
+S_LABEL = "scaling factor s (nominal share of blocks)"
 DEPTH_LABEL = "blocks run (share of all blocks)"
 TOP1_LABEL = "test top-1 accuracy (%)"
 MFLOPS_LABEL = "forward cost (MFLOPs per image)"
@@ -269,7 +269,10 @@ def cost_figure(costs: pd.DataFrame, title: str) -> Figure:
     sns.lineplot(ratios, x="s", y="ratio", hue="measure", style="measure", ax=ax)
     sns.scatterplot(ratios, x="s", y="ratio", hue="measure", legend=False, ax=ax)
     ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1, label="ratio = s")
-    ax.set(xlim=(0, 1.02), ylim=(0, 1.1), xlabel=S_LABEL, ylabel="cost relative to s = 1 (ratio)")
+    top = max(
+        1.1, ratios["ratio"].max() + 0.05
+    )  # a plan timed slower than full depth stays in view
+    ax.set(xlim=(0, 1.02), ylim=(0, top), xlabel=S_LABEL, ylabel="cost relative to s = 1 (ratio)")
     ax.legend(loc="upper left")
     ax.set_title(title)
     return fig
@@ -359,6 +362,7 @@ def accuracy_by_depth_figure(frame: pd.DataFrame, title: str, hue: str = "networ
         errorbar=t_interval, ax=ax,
     )  # fmt: skip
     ax.set(xlabel=S_LABEL, ylabel=TOP1_LABEL, xlim=(0.15, 1.05), title=title)
+    sns.move_legend(ax, "upper left", bbox_to_anchor=(1.01, 1))  # beside: it hides no point
     return fig
 
 
@@ -421,7 +425,7 @@ def ablation_figure(frame: pd.DataFrame, title: str, per_row: int = 4) -> Figure
         count = changed["seed"].nunique()
         which = "" if network == "Teammates' mean" else f"; {network}"
         ax.set_title(f"vs {variant} ({count} seed{'s' if count > 1 else ''}{which})")
-        ax.set(xlabel="s (share of blocks)", xlim=(0.15, 1.05))
+        ax.set(xlabel="s (nominal share of blocks)", xlim=(0.15, 1.05))
     for ax in axes[:, 0]:
         ax.set_ylabel("test top-1 (%)")
     for ax in axes.flat[len(variants) :]:
@@ -523,7 +527,7 @@ def budget_figure(frame: pd.DataFrame, title: str) -> Figure:
     """
     fig, (depth_ax, accuracy_ax) = _figure(2, width=5.0)
     depth_ax.step(frame["budget_pct"], frame["s"], where="post", marker="o")
-    depth_ax.set_ylabel("chosen scaling factor s (share of blocks)")
+    depth_ax.set_ylabel("chosen scaling factor s (nominal share of blocks)")
     depth_ax.set_title("largest s within budget")
     accuracy_ax.step(frame["budget_pct"], frame["top1"], where="post", marker="o", color="C2")
     accuracy_ax.set(ylabel=TOP1_LABEL, title="accuracy it buys")

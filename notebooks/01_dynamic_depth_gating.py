@@ -290,6 +290,20 @@ for index, (batch, ratio) in enumerate(latency.items()):
         f"{'At' if index else 'On this build machine, at'} batch {batch} it takes {ratio:.2f} "
         f"of full depth's time against {flops_ratio:.2f} of its FLOPs: {how}."
     )
+slower = [
+    f"*s* = {row['s']:g} at batch {column.removeprefix('latency_b')}: "
+    f"{row[column] / full[column]:.2f}"
+    for column in costs.columns
+    if column.startswith("latency_b")
+    for _, row in costs.iterrows()
+    if row["s"] < full["s"] and row[column] > full[column]
+]
+if slower:
+    lines.append(
+        f"Some shallower plans timed slower than full depth here ({'; '.join(slower)} of its "
+        "time): timings taken once on a shared build machine are noisy at this size, which is "
+        "why chapter 7's depth-cost benchmark times the plans side by side on a quiet machine."
+    )
 if latency and max(latency.values()) < 0.6:
     lines.append(
         "At every batch size measured the shallowest plan takes well under full depth's time, "
