@@ -52,12 +52,13 @@ format: $(STAMP)
 clean:
 	rm -rf _build book/executed
 
-# The three benchmarks, recorded in results/benchmarks/ for the book (chapter 7, performance).
+# The four benchmarks, recorded in results/benchmarks/ for the book (chapter 7, performance).
 # Run them on a quiet machine: nothing else training, no test suite.
 benchmarks: $(STAMP)
 	$(PY) benchmarks/depth_cost.py --record results/benchmarks/depth_cost.json
 	$(PY) benchmarks/train_step.py --record results/benchmarks/train_step.json
 	$(PY) benchmarks/data_throughput.py --record results/benchmarks/data_throughput.json
+	$(PY) benchmarks/export_latency.py --record results/benchmarks/export_latency.json
 
 # make gpu-check [GPU_CHECK_ARGS="--full-steps 20 --record results/benchmarks/gpu_check.json"]:
 # on a machine with a CUDA GPU, with the interpreter found there (no venv: it needs PyTorch,

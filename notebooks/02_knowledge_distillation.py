@@ -142,8 +142,9 @@ if trained:
     )
 
 # %% [markdown]
-# The mutual run's loss carries the extra distillation terms, so its curve sits higher; what
-# matters is the accuracy each network reaches.
+# In the training curves (drawn when this build trains the two runs), the mutual run's loss
+# carries the extra distillation terms, so its curve sits higher; what matters is the accuracy
+# each network reaches.
 
 # %% tags=["hide-input"]
 if trained:
@@ -156,8 +157,8 @@ if trained:
     )
 
 # %% [markdown]
-# Each bar is one network at full depth; the two colours differ only in whether the pair
-# learned from each other.
+# In the bar chart (drawn when this build trains the two runs), each bar is one network at
+# full depth; the two colours differ only in whether the pair learned from each other.
 
 # %% tags=["hide-input"]
 if trained:

@@ -93,8 +93,9 @@ if by_depth["run"].nunique() == len(arms):
 
 # %% tags=["remove-input"]
 if by_depth["run"].nunique() == len(arms):
-    # the difference of the table's numbers at each distinct depth plan, shallow to deep
-    means = by_depth.pivot_table(index="active_blocks", columns="run", values="top1").round(1)
+    # the difference of the mean top-1 at each distinct depth plan, shallow to deep (unrounded,
+    # as the verdict computes it; the table above rounds each mean on its own)
+    means = by_depth.pivot_table(index="active_blocks", columns="run", values="top1")
     factors = by_depth.groupby("active_blocks")["s"].agg(["min", "max"])
     change = (means["with SFSL"] - means["without SFSL"]).dropna()
     spans = {

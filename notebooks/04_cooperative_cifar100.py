@@ -17,6 +17,8 @@
 # Teammates, their sub-networks at randomly drawn depths, and a Leader, trained together by
 # one optimizer on CIFAR-100 {cite}`krizhevsky2009learning`. The chapter opens on the recorded
 # runs' accuracy at every depth; *Run it yourself* trains (or reuses) the run of a profile.
+# The preview profile keeps the first 50 of CIFAR-100's 100 classes (`num_classes`, in the
+# configuration below), as it does for Tiny ImageNet; the full profile keeps them all.
 #
 # **Needs:** nothing to read it. To train: a CPU and CIFAR-100 in `COOP_DATA_ROOT`
 # (downloaded if missing) at preview, a GPU at full.
@@ -44,21 +46,22 @@ networks = ["teammate0", "teammate1", "teammate_mean", "leader"]
 # %% [markdown]
 # ## Accuracy at every depth
 #
-# The recorded cooperative runs on this dataset (full before preview), each Teammate, their
-# mean and the Leader; with several seeds, the line is their mean and the band seaborn's 95 %
-# interval over them. Below them, each seed's training curves: the loss, and the validation
-# top-1 of the first Teammate at its deepest and shallowest depth after every epoch. The loss
-# sums every term of the objective, so its level is not comparable with a single network's
-# cross-entropy, and it jumps between epochs: each epoch draws new scaling factors, and SFSL
-# weighs a sub-network's terms by $1/s$, so an epoch that draws $s = 0.2$ counts them five
-# times. Validation accuracy is the curve to read.
+# The recorded cooperative runs on this dataset (the full profile's where recorded, else the
+# preview's), each Teammate, their mean and the Leader; with several seeds, the line is their mean
+# and the band its 95 % t-interval over the seeds, as in the verdicts. Below them, each seed's
+# training curves: the loss, and the validation top-1 of the first Teammate at its deepest and
+# shallowest depth after every epoch. The loss sums every term of the objective, so its level is not
+# comparable with a single network's cross-entropy, and it jumps between epochs: each epoch draws
+# new scaling factors, and SFSL weighs a sub-network's terms by $1/s$, so an epoch that draws $s =
+# 0.2$ counts them five times. Validation accuracy is the curve to read.
 
 # %%
 chapters.show_recorded_depths(chapter.results_root, dataset, networks)
 
 # %% [markdown]
-# Each Teammate is one network evaluated at nine depths; the Leader exists at full depth
-# only. The claim under test is that the curves stay flat as $s$ shrinks.
+# Where runs are recorded, each Teammate's curve is one network evaluated at nine depths, and
+# the Leader exists at full depth only. The claim under test is that the curves stay flat as
+# $s$ shrinks.
 
 # %% [markdown]
 # ## The objective

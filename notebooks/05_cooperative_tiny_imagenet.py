@@ -13,14 +13,14 @@
 # %% [markdown]
 # # Cooperative training on Tiny ImageNet
 #
-# The whole system at once, as the paper trains it {cite}`fang2023cooperative`: two gated
-# Teammates, their sub-networks at randomly drawn depths, and a Leader, trained together by
-# one optimizer on Tiny ImageNet {cite}`le2015tiny`. The paper names the dataset, whose
-# official split has 200 classes of 64x64 images, 500 training images each. Its images are
-# twice the side of CIFAR's, and the network is the same (its stem keeps the resolution, so at
-# 64x64 every feature map is twice as large). The chapter opens on the accuracy of the
-# recorded runs at every depth, after the setting they were trained in, which can be smaller
-# than the paper's; *Run it yourself* trains (or reuses) the run of a profile.
+# The whole system at once, as the paper trains it {cite}`fang2023cooperative`: two gated Teammates,
+# their sub-networks at randomly drawn depths, and a Leader, trained together by one optimizer on
+# Tiny ImageNet {cite}`le2015tiny`. The paper names the dataset, whose official split has 200
+# classes of 64x64 images, 500 training images each. Its images are twice the side of CIFAR's, and
+# the network is the same (its stem keeps the resolution, so at 64x64 every feature map has twice
+# the side, four times the area). The chapter opens on the accuracy of the recorded runs at every
+# depth, after the setting they were trained in, which can be smaller than the paper's; *Run it
+# yourself* trains (or reuses) the run of a profile.
 #
 # **Needs:** nothing to read it. To train: a CPU and Tiny ImageNet in `COOP_DATA_ROOT`
 # (downloaded if missing) at preview, a GPU at full.
@@ -48,11 +48,11 @@ networks = ["teammate0", "teammate1", "teammate_mean", "leader"]
 # %% [markdown]
 # ## Accuracy at every depth
 #
-# The recorded cooperative runs on this dataset (full before preview), each Teammate, their
-# mean and the Leader; with several seeds, the line is their mean and the band its 95 %
-# t-interval over the seeds, as in the verdicts. Below them, each seed's training
-# curves: the loss (which jumps between epochs, as chapter 4 explains) and the validation top-1
-# of the first Teammate at its deepest and shallowest depth after every epoch, the curve to
+# The recorded cooperative runs on this dataset (the full profile's where recorded, else the
+# preview's), each Teammate, their mean and the Leader; with several seeds, the line is their mean
+# and the band its 95 % t-interval over the seeds, as in the verdicts. Below them, each seed's
+# training curves: the loss (which jumps between epochs, as chapter 4 explains) and the validation
+# top-1 of the first Teammate at its deepest and shallowest depth after every epoch, the curve to
 # read.
 
 # %% tags=["remove-input"]

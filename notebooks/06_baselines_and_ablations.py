@@ -14,11 +14,13 @@
 # # Baselines and ablations
 #
 # The paper compares cooperative learning with BYOT {cite}`zhang2019byot` and BranchyNet
-# {cite}`teerapittayanon2016branchynet`, and the abstract's "comparable accuracy to its full
-# network" needs a reference at each depth: a network trained for that depth alone. The
-# ablations switch off one part of the cooperative system at a time. Every method has the same
-# backbone, recipe and data; exit methods carry heads of their own, so they are compared at
-# measured cost as well as at nominal depth.
+# {cite}`teerapittayanon2016branchynet`. We read the abstract's "comparable accuracy to its
+# full network" as: at each depth, comparable to a full-sized network of that depth, a network
+# trained for that depth alone (our reading, {doc}`../open-decisions`); a Teammate's drop from
+# its own full depth is in the curves of chapter 5. The ablations switch off one part of the
+# cooperative system at a time. Every method has the same backbone, recipe and data; exit
+# methods carry heads of their own, so they are compared at measured cost as well as at
+# nominal depth.
 #
 # **Needs:** nothing to read it: it opens on the recorded runs. *Run it yourself* trains one
 # run per method listed there (a preview run each at preview).
@@ -48,10 +50,10 @@ chapter = chapters.start_chapter(profile, device, seed, data_root, run_root, res
 # %% [markdown]
 # ## Accuracy against depth, FLOPs and latency
 #
-# Every method of the recorded runs on this dataset (full before preview), each shown through
-# one network per seed: the deployed Teammate (chosen on validation data) for the cooperative
-# method, the only network for the others. Points are means over the seeds, bars their 95 %
-# t-intervals (a seed's factors that share a plan count once).
+# Every method of the recorded runs on this dataset (the full profile's where recorded, else the
+# preview's), each shown through one network per seed: the deployed Teammate (chosen on validation
+# data) for the cooperative method, the only network for the others. Points are means over the
+# seeds, bars their 95 % t-intervals (a seed's factors that share a plan count once).
 
 # %%
 recorded_profile, recorded = chapters.recorded(chapter.results_root, dataset)
@@ -165,8 +167,11 @@ chapters.show_source(IndependentSystem.__init__)
 chapters.show_source(byot_loss)
 
 # %% [markdown]
-# **BranchyNet** {cite}`teerapittayanon2016branchynet` puts an exit at the depth of every
-# scaling factor and minimises the weighted sum of the exits' cross-entropies,
+# **BranchyNet** {cite}`teerapittayanon2016branchynet` puts an exit after the first
+# `round(s * blocks)` blocks for every scaling factor `s` of the grid (factors that round to the
+# same block share an exit: 8 exits on ResNet-20; these depths count blocks over the whole
+# network, not per stage as a depth plan does, so an exit can run fewer blocks than the plan of
+# its factor) and minimises the weighted sum of the exits' cross-entropies,
 # $\mathcal{L} = \sum_e w_e\,\mathrm{CE}(z_e, y)$, with $w_e = 1$ for every exit: the paper
 # writes the loss with a weight per exit, and its authors' public code (`kunglab/branchynet`,
 # where every branch is built with weight 1) sets them all to 1. The key `branchynet_weights`

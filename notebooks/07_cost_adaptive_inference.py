@@ -93,12 +93,14 @@ if deployed is not None:
     )
 
 # %% [markdown]
-# Accuracy is a staircase in the budget: each step is one more depth of the grid that fits,
-# and a budget between two steps buys nothing more than the step below it.
+# The chosen depth is a staircase in the budget: each step is one more depth of the grid that
+# fits, and a budget between two steps buys nothing more than the step below it. Accuracy
+# follows the chosen depth, up to the noise between plans: a deeper plan need not test better.
 #
 # Time does not shrink as fast as FLOPs: the stem, the head and the per-call overhead are paid
-# at every depth, so on a small network the shallowest plan can take more than half the time
-# of the full one. The budget below sits halfway between the measured times of the shallowest
+# at every depth, so on a small network the shallowest plan takes a much larger share of the
+# full plan's time than of its FLOPs (the depth-cost benchmark below measures both shares on
+# three backbones). The budget below sits halfway between the measured times of the shallowest
 # and the full plan; `choose_scaling_factor` measures again, and when a noisy machine makes
 # even the shallowest plan miss the budget it says so rather than returning a depth that
 # does not fit.
