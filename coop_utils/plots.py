@@ -269,9 +269,8 @@ def cost_figure(costs: pd.DataFrame, title: str) -> Figure:
     sns.lineplot(ratios, x="s", y="ratio", hue="measure", style="measure", ax=ax)
     sns.scatterplot(ratios, x="s", y="ratio", hue="measure", legend=False, ax=ax)
     ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1, label="ratio = s")
-    top = max(
-        1.1, ratios["ratio"].max() + 0.05
-    )  # a plan timed slower than full depth stays in view
+    # a plan timed slower than full depth stays in view
+    top = max(1.1, ratios["ratio"].max() + 0.05)
     ax.set(xlim=(0, 1.02), ylim=(0, top), xlabel=S_LABEL, ylabel="cost relative to s = 1 (ratio)")
     ax.legend(loc="upper left")
     ax.set_title(title)
