@@ -190,8 +190,8 @@ else:
 
 # %% tags=["remove-input"]
 for dataset, summaries in recorded.items():
-    costs = verdict.campaign_table(summaries)
-    hours = verdict.campaign_table(summaries, decimals={})["training (h)"].sum()
+    costs = verdict.campaign_table(summaries, decimals={})  # rounded only where shown
+    hours = costs["training (h)"].sum()
     devices = sorted({str(run.get("device", "unknown hardware")) for run in summaries.values()})
     display(
         Markdown(
