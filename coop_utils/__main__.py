@@ -19,22 +19,23 @@ from pathlib import Path
 
 import torch
 
+from coop_utils import book, export, training
 from coop_utils.config import ABLATIONS, PROFILES, load_config, parse_override
 from coop_utils.data import DatasetError
-from coop_utils.runs import CheckpointError, RunBusyError
+from coop_utils.evaluate import choose_scaling_factor, count_flops
+from coop_utils.models import check_scaling_factor
+from coop_utils.runs import CheckpointError, RunBusyError, results_path
 from coop_utils.training import NonFiniteLossError, TrainingInterrupted
 
 
 def _train(args: argparse.Namespace) -> int:
-    from coop_utils.training import train
-
     overrides = dict(ABLATIONS.get(args.variant or "", {}))  # a named ablation's switches
     overrides |= dict(parse_override(item) for item in args.set)
     for key in ("dataset", "method", "variant", "seed"):
         if getattr(args, key) is not None:
             overrides[key] = getattr(args, key)
     config = load_config(args.profile, **overrides)
-    run = train(config, progress=not args.quiet, reuse_stale=args.reuse_stale)
+    run = training.train(config, progress=not args.quiet, reuse_stale=args.reuse_stale)
     if run.parameter_digest:
         print(f"parameter digest: {run.parameter_digest}", flush=True)
     if not run.metrics:  # a rank other than 0
@@ -52,10 +53,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _results(args: argparse.Namespace) -> int:
-    from coop_utils.export import record_run_files
-    from coop_utils.runs import results_path
-    from coop_utils.training import train
-    from coop_utils.verdict import campaign_state
+    from coop_utils.verdict import campaign_state  # pandas: loaded only for this command
 
     planned = campaign_state(args.profile)
     if not planned:
@@ -69,18 +67,14 @@ def _results(args: argparse.Namespace) -> int:
             print(f"run {number}/{len(planned)}: {name}: recorded, kept", flush=True)
             continue
         print(f"run {number}/{len(planned)}: {name}", flush=True)
-        run = train(config, progress=not args.quiet, reuse_stale=args.reuse_stale)
+        run = training.train(config, progress=not args.quiet, reuse_stale=args.reuse_stale)
         print(f"  {'reused' if run.reused else 'finished'}: {run.summary_path}", flush=True)
-        for path in record_run_files(run):
+        for path in export.record_run_files(run):
             print(f"  recorded {path}", flush=True)
     return 0
 
 
 def _export(args: argparse.Namespace) -> int:
-    from coop_utils import export
-    from coop_utils.evaluate import choose_scaling_factor, count_flops
-    from coop_utils.models import check_scaling_factor
-
     # Bad input is refused before anything is loaded or written.
     if args.s is not None:
         check_scaling_factor(args.s)
@@ -143,13 +137,12 @@ def main(argv: list[str] | None = None) -> int:
     results.add_argument("--list", action="store_true", help="list the runs and stop")
     results.add_argument("--quiet", action="store_true", help="no progress bars")
     results.add_argument("--reuse-stale", action="store_true", help="as for train")
-    book = commands.add_parser("book", help="build the reader's book (--train: also train)")
-    from coop_utils import book as book_module
-
-    book_module.add_arguments(book)
+    book.add_arguments(
+        commands.add_parser("book", help="build the reader's book (--train: also train)")
+    )
     _add_export_arguments(commands)
     args = parser.parse_args(argv)
-    handlers = {"train": _train, "results": _results, "book": book_module.run, "export": _export}
+    handlers = {"train": _train, "results": _results, "book": book.run, "export": _export}
     try:
         return handlers[args.command](args)
     except (ValueError, DatasetError, RunBusyError) as error:  # bad input: no traceback
@@ -170,36 +163,36 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _add_export_arguments(commands) -> None:
-    export = commands.add_parser(
+    parser = commands.add_parser(
         "export",
         help="write one depth plan of a trained network as a plain network (TorchScript, ONNX)",
     )
-    export.add_argument(
+    parser.add_argument(
         "source", help="a cooperative run's folder, or a weights file of one network (.pt)"
     )
-    depth = export.add_mutually_exclusive_group(required=True)
+    depth = parser.add_mutually_exclusive_group(required=True)
     depth.add_argument("--s", type=float, help="the scaling factor, in (0, 1]")
     depth.add_argument(
         "--budget-flops",
         type=float,
         help="FLOPs per image: the deepest plan of the run's grid within it",
     )
-    export.add_argument("--output", "-o", type=Path, required=True, help="the file to write")
-    export.add_argument(
+    parser.add_argument("--output", "-o", type=Path, required=True, help="the file to write")
+    parser.add_argument(
         "--format",
-        choices=["torchscript", "onnx"],
+        choices=export.FORMATS,
         help="default: onnx for a .onnx output, else torchscript; onnx needs the [export] extra",
     )
-    export.add_argument(
+    parser.add_argument(
         "--network",
         help="teammate0, teammate1, ... or leader (default: the deployed Teammate of the run)",
     )
-    export.add_argument(
+    parser.add_argument(
         "--shared-bn",
         action="store_true",
         help="export with the shared batch-norm statistics where no per-depth ones are stored",
     )
-    export.add_argument("--force", action="store_true", help="overwrite an existing output file")
+    parser.add_argument("--force", action="store_true", help="overwrite an existing output file")
 
 
 if __name__ == "__main__":

@@ -52,8 +52,7 @@ def select_chapters(names: Sequence[str] | None) -> list[Path]:
         matches = [
             path
             for path in every
-            if name in (path.stem, path.stem[:2])
-            or (name.isdigit() and int(name) == int(path.stem[:2]))
+            if name == path.stem or (name.isdigit() and int(name) == int(path.stem[:2]))
         ]
         if not matches:
             known = ", ".join(path.stem for path in every)
@@ -288,9 +287,7 @@ def build_book(
     for source, parameters in plans:
         result = execute_chapter(source, root / EXECUTED_DIR / f"{source.stem}.ipynb", parameters)
         report.chapters.append(result)
-        echo(
-            f"  {result.name}: {result.seconds:.1f} s" + ("" if result.error is None else " FAILED")
-        )
+        echo(f"  {result.name}: {result.seconds:.1f} s{'' if result.error is None else ' FAILED'}")
         if result.error is not None:
             echo(f"    {result.error}")
 

@@ -24,10 +24,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
+import torch
 
+from coop_utils import plots, training
 from coop_utils.config import ABLATIONS, PROFILES, REPO_ROOT, RunConfig, campaign, load_config
-from coop_utils.training import load_system
+from coop_utils.data import DATASETS, DatasetError, prepare_data
+from coop_utils.export import load_network, log_path
+from coop_utils.models import build_model
+from coop_utils.runs import device_name, read_log, results_path
 from coop_utils.verdict import (
     DEPTH_COST_COMMAND,
     RESULT_PROFILES,
@@ -35,6 +42,7 @@ from coop_utils.verdict import (
     campaign_state,
     deployed_teammate,
     group_seeds,
+    matched_cost_table,
     summaries_of,
 )
 
@@ -51,7 +59,6 @@ def resolve_path(path: str | os.PathLike) -> Path:
 def _show(*items: Any) -> None:
     """Display figures, tables and markdown strings in this order (a figure once: the inline
     backend skips closed figures, which would otherwise follow every table at the cell's end)."""
-    import matplotlib.pyplot as plt
     from IPython.display import Markdown, display
 
     for item in items:
@@ -87,9 +94,7 @@ class Chapter:
     @property
     def torch_device(self):
         """The device this chapter measures on (``auto``: CUDA if available, else the CPU)."""
-        from coop_utils.training import resolve_device
-
-        return resolve_device(self.device)
+        return training.resolve_device(self.device)
 
     def config(self, dataset: str, method: str = "cooperative", **changes: Any) -> RunConfig:
         """``params/<profile>.yaml`` for ``dataset`` and ``method``, with ``changes``."""
@@ -107,9 +112,6 @@ class Chapter:
         """Run it yourself: the command of each run, then, when this build trains, the runs
         themselves (a finished one reused): ``{label: run}`` of those that ran. A dataset that
         is neither on disk nor downloadable gives a note when ``optional``, else the error."""
-        from coop_utils.data import DatasetError
-        from coop_utils.training import train
-
         _show("```bash\n" + "\n".join(map(run_command, configs.values())) + "\n```")
         if not self.trains:
             _show(
@@ -120,7 +122,7 @@ class Chapter:
         finished = {}
         for label, config in configs.items():
             try:
-                finished[label] = train(config, progress=False)
+                finished[label] = training.train(config, progress=False)
             except DatasetError as error:
                 if not optional:
                     raise
@@ -145,27 +147,23 @@ def run_command(config: RunConfig) -> str:
     return command
 
 
-class _OncePerMessage(logging.Filter):
-    """Let each distinct log message through once (a chapter loads the same data many times)."""
+def _show_library_log() -> None:
+    """The library's log (what data was loaded, and whether it is generated) on stdout, set up
+    once; each distinct message shows once (a chapter loads the same data many times)."""
+    library = logging.getLogger("coop_utils")
+    if any(handler.get_name() == __name__ for handler in library.handlers):
+        return
+    seen: set[str] = set()
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.seen: set[str] = set()
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        new = record.getMessage() not in self.seen
-        self.seen.add(record.getMessage())
+    def once(record: logging.LogRecord) -> bool:
+        new = record.getMessage() not in seen
+        seen.add(record.getMessage())
         return new
 
-
-def _show_library_log() -> None:
-    """The library's log (what data was loaded, and whether it is generated) on stdout, once."""
-    library = logging.getLogger("coop_utils")
-    if any(isinstance(f, _OncePerMessage) for h in library.handlers for f in h.filters):
-        return
     handler = logging.StreamHandler(sys.stdout)
+    handler.set_name(__name__)
     handler.setFormatter(logging.Formatter("%(message)s"))
-    handler.addFilter(_OncePerMessage())
+    handler.addFilter(once)
     library.addHandler(handler)
     library.setLevel(logging.INFO)
     library.propagate = False
@@ -183,15 +181,11 @@ def start_chapter(
     """Open a chapter: say what it shows (recorded results; with ``train``, also its own runs
     at ``profile``, which at smoke are not results), set the figure style and the seed, and
     resolve the paths of its runs."""
-    import torch
     from IPython.display import HTML, display
-
-    from coop_utils.plots import use_book_style
-    from coop_utils.runs import device_name
 
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}; known: {', '.join(PROFILES)}")
-    use_book_style()
+    plots.use_book_style()
     _show_library_log()
     torch.manual_seed(seed)
     data_root = data_root or os.environ.get("COOP_DATA_ROOT") or str(REPO_ROOT / "data")
@@ -244,8 +238,6 @@ def campaign_progress(
     campaign (``"all M ... recorded"`` once none is missing): a run counts once its summary is
     in ``results_root`` with the campaign's config (by whatever code: see
     :func:`verdict.campaign_state`)."""
-    from coop_utils.runs import results_path
-
     planned = campaign_state(profile, resolve_path(results_root))
     missing = [
         results_path(config).stem
@@ -325,8 +317,6 @@ def recorded_label(summaries: Mapping[str, Summary], dataset: str) -> str:
 def recorded_network(results_root, profile: str, dataset: str, name: str, network: str):
     """A recorded run's network committed in ``weights/<profile>/<dataset>/<name>/`` (fp16, as
     :func:`export.save_network` writes it), in eval mode, or ``None`` if it is not committed."""
-    from coop_utils.export import load_network
-
     path = resolve_path(results_root) / "weights" / profile / dataset / name / f"{network}.pt"
     return load_network(path)[0] if path.exists() else None
 
@@ -343,11 +333,6 @@ class Samples(NamedTuple):
 def recorded_samples(results_root, config: RunConfig) -> Samples | None:
     """The committed test images of ``benchmarks/make_samples.py`` for ``config``'s profile and
     dataset, if any; samples prepared for other classes or another image size are refused."""
-    import numpy as np
-    import torch
-
-    from coop_utils.data import DATASETS
-
     path = resolve_path(results_root) / "samples" / config.profile / f"{config.dataset}.npz"
     if not path.exists():
         return None
@@ -369,10 +354,6 @@ def recorded_samples(results_root, config: RunConfig) -> Samples | None:
 
 def sample_test_images(config: RunConfig, count: int) -> Samples:
     """The first ``count`` test images of ``config``'s data (a run trained here)."""
-    import torch
-
-    from coop_utils.data import prepare_data
-
     test = prepare_data(config, torch.device("cpu")).test
     normalised = next(iter(test))[0][:count]
     labels = test.labels[: len(normalised)]
@@ -398,9 +379,6 @@ class Deployed:
 def deployed_network(chapter: Chapter, dataset: str, sample_count: int = 8) -> Deployed | None:
     """The deployed Teammate of the recorded cooperative run on ``dataset``, else of this build's
     own run (when it trains), else ``None``."""
-    from coop_utils.data import DATASETS
-    from coop_utils.models import build_model
-
     profile, summaries = recorded(chapter.results_root, dataset)
     if "cooperative" in summaries:
         summary = summaries["cooperative"]
@@ -421,7 +399,7 @@ def deployed_network(chapter: Chapter, dataset: str, sample_count: int = 8) -> D
     if run is None:
         return None
     name = deployed_teammate(run.metrics)
-    net = load_system(run).teammates[int(name.removeprefix("teammate"))]
+    net = training.load_system(run).teammates[int(name.removeprefix("teammate"))]
     label = f"**This build's {run.config.profile} run** (`{run.directory}`)."
     samples = sample_test_images(run.config, sample_count)
     return Deployed(label, name, run.config, run.metrics[name], net, True, samples)
@@ -463,11 +441,9 @@ def dashes(table: pd.DataFrame, decimals: int | Mapping[str, int] | None = None)
 
 def seeds_frame(summaries: Mapping[str, Summary], name: str = "cooperative") -> pd.DataFrame:
     """Every network of every seed of ``name``: :func:`plots.metrics_frame` rows with ``seed``."""
-    from coop_utils.plots import metrics_frame
-
     runs = group_seeds(summaries).get(name, [])
     return pd.concat(
-        [metrics_frame(run["metrics"], seed=run["config"].get("seed", 0)) for run in runs]
+        [plots.metrics_frame(run["metrics"], seed=run["config"].get("seed", 0)) for run in runs]
         or [pd.DataFrame(columns=["network", "s", "top1", "seed"])],
         ignore_index=True,
     )
@@ -475,8 +451,6 @@ def seeds_frame(summaries: Mapping[str, Summary], name: str = "cooperative") -> 
 
 def as_summaries(finished: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     """This build's finished runs shaped like results summaries, keyed by their results name."""
-    from coop_utils.runs import results_path
-
     return {
         results_path(run.config).stem: {"config": run.config.to_dict(), "metrics": run.metrics}
         for run in finished.values()
@@ -487,22 +461,14 @@ def show_comparison(summaries: Mapping[str, Summary], what: str) -> None:
     """Every method of ``summaries`` at every depth against depth, FLOPs and latency (mean over
     seeds, 95 % t-intervals), as a figure and a table, then the exit baselines at equal
     measured FLOPs."""
-    from coop_utils import plots
-    from coop_utils.verdict import matched_cost_table
-
     methods = ("cooperative", "independent", "byot", "branchynet")
     frame = plots.method_seeds_frame(summaries, methods)
     seeds = frame.groupby("method")["seed"].nunique()
     counts = f"{seeds.min()}" if seeds.min() == seeds.max() else f"{seeds.min()}-{seeds.max()}"
+    title = f"Every method at every depth ({what}; mean of {counts} seed"
+    title += "s)" if seeds.max() > 1 else ")"
+    items = [plots.method_comparison_figure(frame, title), plots.comparison_table(frame)]
     matched = matched_cost_table(summaries)
-    items = [
-        plots.method_comparison_figure(
-            frame,
-            f"Every method at every depth ({what}; mean of {counts} seed"
-            + ("s)" if seeds.max() > 1 else ")"),
-        ),
-        plots.comparison_table(frame),
-    ]
     if not matched.empty:
         items.append(plots.matched_cost_figure(matched, f"Exits at equal FLOPs ({what})"))
         shown = matched.set_index(["method", "exit (share of blocks)"])
@@ -515,9 +481,6 @@ def recorded_logs(
 ) -> dict[str, list[dict[str, str]]]:
     """``{name: per-epoch rows}`` of the recorded runs whose log is committed beside their
     summary (``<profile>/<dataset>/logs/<name>.csv``, written by ``make results``)."""
-    from coop_utils.export import log_path
-    from coop_utils.runs import read_log
-
     logs = {}
     for name, summary in summaries.items():
         config = summary.get("config", {})
@@ -549,11 +512,9 @@ def show_recorded_depths(
 def show_run(run: Any, dataset: str, profile: str, networks: Sequence[str]) -> None:
     """This build's run of a chapter: where it lives, the test top-1 of ``networks`` at every
     depth (figure and table) and its training curves."""
-    from coop_utils.plots import metrics_frame
-
     _show_depths(
         f"{'Reused' if run.reused else 'Trained'}: `{run.directory}`, {run.wall_time_s:.0f} s.",
-        metrics_frame(run.metrics).query("network in @networks"),
+        plots.metrics_frame(run.metrics).query("network in @networks"),
         {run.config.method: run.log},
         f"this build's run ({dataset}, {profile})",
     )
@@ -562,8 +523,6 @@ def show_run(run: Any, dataset: str, profile: str, networks: Sequence[str]) -> N
 def _show_depths(label: str, frame: pd.DataFrame, logs: Mapping[str, Sequence], title: str) -> None:
     """``label``, then the test top-1 of a metrics frame at every depth (figure and table) and
     the training curves of ``logs``, each where there is something to show."""
-    from coop_utils import plots
-
     items: list[Any] = [label]
     if not frame.empty:
         items += [

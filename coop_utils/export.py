@@ -72,20 +72,17 @@ class PlanNetwork(nn.Module):
 def _plain_copy(module: nn.Module, plan_row: int | None) -> nn.Module:
     """A copy of ``module`` whose batch norms are plain, with plan ``plan_row``'s statistics
     (the shared running statistics when ``None``)."""
-    module = copy.deepcopy(module)
-    for name, child in list(module.named_children()):
-        if isinstance(child, PlanBatchNorm2d):
-            plain = nn.BatchNorm2d(child.num_features, eps=child.eps, momentum=child.momentum)
-            plain = plain.to(child.weight.device)
-            own = plan_row is not None
+    module, own = copy.deepcopy(module), plan_row is not None
+    for name, bn in list(module.named_modules()):
+        if isinstance(bn, PlanBatchNorm2d):
+            plain = nn.BatchNorm2d(bn.num_features, bn.eps, bn.momentum, device=bn.weight.device)
             with torch.no_grad():
-                plain.weight.copy_(child.weight)
-                plain.bias.copy_(child.bias)
-                plain.running_mean.copy_(child.plan_mean[plan_row] if own else child.running_mean)
-                plain.running_var.copy_(child.plan_var[plan_row] if own else child.running_var)
-            setattr(module, name, plain)
-        else:
-            setattr(module, name, _plain_copy(child, plan_row))
+                plain.weight.copy_(bn.weight)
+                plain.bias.copy_(bn.bias)
+                plain.running_mean.copy_(bn.plan_mean[plan_row] if own else bn.running_mean)
+                plain.running_var.copy_(bn.plan_var[plan_row] if own else bn.running_var)
+            parent, _, attribute = name.rpartition(".")
+            setattr(module.get_submodule(parent), attribute, plain)
     return module
 
 
@@ -216,11 +213,6 @@ def time_call(call: Callable[[Tensor], object], images: Tensor, warmup=3, repeat
     return statistics.median(timings)
 
 
-def _config(values: dict) -> RunConfig:
-    values = dict(values)
-    return load_config(values.pop("profile", "smoke"), **values)
-
-
 def load_network(source: str | Path, network: str | None = None):
     """``(network, its name, run config)`` from a cooperative run's folder (``network``:
     ``teammate<N>`` or ``leader``, default the deployed Teammate of its metrics, else teammate0)
@@ -240,7 +232,7 @@ def load_network(source: str | Path, network: str | None = None):
         if not beside.is_file():
             raise ValueError(f"{path} embeds no config and has no config.json beside it")
         values = json.loads(beside.read_text())
-    config = _config(values)
+    config = load_config(**{"profile": "smoke", **values})
     name = path.stem if re.fullmatch(r"teammate\d+|leader", path.stem) else None
     name = payload.get("network", name) if wrapped else name
     if network is not None and name is not None and network != name:
@@ -262,7 +254,8 @@ def _from_run(path: Path, network: str | None):
 
     if not (path / "checkpoint.pt").is_file() or not (path / "config.json").is_file():
         raise ValueError(f"{path} is not a run folder: it needs config.json and checkpoint.pt")
-    config = _config(json.loads((path / "config.json").read_text()))
+    values = json.loads((path / "config.json").read_text())
+    config = load_config(**{"profile": "smoke", **values})
     if config.method != "cooperative":
         raise ValueError(f"{path} is a {config.method} run; export takes cooperative runs")
     system = load_system(Run(config, path, {}, [], 0.0))

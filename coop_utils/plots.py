@@ -19,6 +19,8 @@ import torch
 from matplotlib.figure import Figure
 from torch import Tensor, nn
 
+from coop_utils import verdict
+from coop_utils.config import ABLATIONS
 from coop_utils.gating import relaxed_topk, sample_gumbel
 from coop_utils.losses import sfsl_weight
 from coop_utils.models import SCALING_FACTORS
@@ -40,20 +42,18 @@ def use_book_style() -> None:
 def t_interval(values: Sequence[float]) -> tuple[float, float]:
     """The 95 % t-interval of the mean of ``values`` (seeds): seaborn's ``errorbar=`` for the
     intervals the verdict uses; a single value has none."""
-    from coop_utils.verdict import t_critical
-
     values = np.asarray(values, dtype=float)
-    mean = float(values.mean())
-    if len(values) < 2:
+    mean, count = float(values.mean()), len(values)
+    if count < 2:
         return mean, mean
-    half = t_critical(len(values) - 1) * float(values.std(ddof=1)) / math.sqrt(len(values))
+    half = verdict.t_critical(count - 1) * float(values.std(ddof=1)) / math.sqrt(count)
     return mean - half, mean + half
 
 
-def _figure(ncols: int = 1, width: float = 6.0, height: float = 3.6, **kwargs):
+def _figure(ncols: int = 1, width: float = 6.0, height: float = 3.6, nrows: int = 1, **kwargs):
     kwargs.setdefault("figsize", (width * ncols, height))
-    fig, axes = plt.subplots(1, ncols, layout="constrained", squeeze=False, **kwargs)
-    return fig, list(axes[0])
+    fig, axes = plt.subplots(nrows, ncols, layout="constrained", squeeze=False, **kwargs)
+    return fig, list(axes.flat)  # row by row
 
 
 # --- metrics as frames ---------------------------------------------------------------------
@@ -84,18 +84,15 @@ def metrics_frame(
 def method_frame(metrics: Mapping[str, Any], method: str) -> pd.DataFrame:
     """One method's rows of :func:`metrics_frame`: the deployed Teammate of a cooperative run,
     the only network of the others; ``method`` labels them."""
-    from coop_utils.verdict import deployed_teammate, teammates
-
-    network = deployed_teammate(metrics) if teammates(metrics) else next(iter(metrics))
+    cooperative = verdict.teammates(metrics)
+    network = verdict.deployed_teammate(metrics) if cooperative else next(iter(metrics))
     return metrics_frame({network: metrics[network]}, method=method)
 
 
 def method_seeds_frame(summaries: Mapping[str, Any], methods: Sequence[str]) -> pd.DataFrame:
     """:func:`method_frame` rows of every seed of each of ``methods`` in ``summaries`` (the
     deployed Teammate of each cooperative seed), with ``seed``."""
-    from coop_utils.verdict import group_seeds
-
-    groups = group_seeds(summaries)
+    groups = verdict.group_seeds(summaries)
     return pd.concat(
         method_frame(run["metrics"], method).assign(seed=run["config"].get("seed", 0))
         for method in methods
@@ -175,7 +172,7 @@ def block_plan_figure(frame: pd.DataFrame, title: str) -> Figure:
     fig, axes = _figure(
         len(labels), figsize=size, sharey=True, gridspec_kw={"width_ratios": widths}
     )
-    for index, (ax, label) in enumerate(zip(axes, labels, strict=True)):
+    for ax, label in zip(axes, labels, strict=True):
         part = frame[frame["network"] == label]
         grid = part.pivot(index="s", columns="block", values="runs").sort_index(ascending=False)
         sns.heatmap(
@@ -196,7 +193,7 @@ def block_plan_figure(frame: pd.DataFrame, title: str) -> Figure:
         ax.set_xticks(np.arange(0, len(grid.columns), step) + 0.5)
         ax.set_xticklabels(range(0, len(grid.columns), step), rotation=0)
         ax.set_title(f"{label}: {len(grid.columns)} blocks", fontsize="medium")
-        ax.set(xlabel="residual block (index)", ylabel=S_LABEL if index == 0 else "")
+        ax.set(xlabel="residual block (index)", ylabel=S_LABEL if ax is axes[0] else "")
     fig.suptitle(f"{title} (lines mark stages)")
     return fig
 
@@ -374,12 +371,9 @@ def ablation_frame(summaries: Mapping[str, Mapping]) -> pd.DataFrame:
     the seeds of one name share its ``variant`` label (``cooperative`` for the full method).
     Only the full method and the ablations of :data:`coop_utils.config.ABLATIONS` are kept.
     """
-    from coop_utils.config import ABLATIONS
-    from coop_utils.verdict import group_seeds
-
     rows = []
-    for name, runs in group_seeds(summaries).items():
-        variant = name.removeprefix("cooperative-") if name != "cooperative" else "cooperative"
+    for name, runs in verdict.group_seeds(summaries).items():
+        variant = name.removeprefix("cooperative-")
         if variant != "cooperative" and (variant not in ABLATIONS or name == variant):
             continue  # a baseline, or a run of another chapter's own (chapter 2's kd-*)
         for run in runs:
@@ -406,12 +400,9 @@ def ablation_figure(frame: pd.DataFrame, title: str, per_row: int = 4) -> Figure
     variants = [v for v in frame["variant"].unique() if v != "cooperative"]
     columns = max(1, min(per_row, len(variants)))
     rows = max(1, math.ceil(len(variants) / columns))
-    fig, axes = plt.subplots(
-        rows, columns, figsize=(3.3 * columns, 3.0 * rows + 0.8), layout="constrained",
-        sharey=True, squeeze=False,
-    )  # fmt: skip
+    fig, axes = _figure(columns, width=3.3, height=3.0 * rows + 0.8, nrows=rows, sharey=True)
     full_colour, variant_colour = sns.color_palette("colorblind", 2)
-    for ax, variant in zip(axes.flat, variants, strict=False):
+    for ax, variant in zip(axes, variants, strict=False):
         changed = frame[frame["variant"] == variant]
         network = changed["network"].iloc[0]
         full = frame[(frame["variant"] == "cooperative") & (frame["network"] == network)]
@@ -425,9 +416,9 @@ def ablation_figure(frame: pd.DataFrame, title: str, per_row: int = 4) -> Figure
         which = "" if network == "Teammates' mean" else f"; {network}"
         ax.set_title(f"vs {variant} ({count} seed{'s' if count > 1 else ''}{which})")
         ax.set(xlabel="s (nominal share of blocks)", xlim=(0.15, 1.05))
-    for ax in axes[:, 0]:
+    for ax in axes[::columns]:  # the first column
         ax.set_ylabel("test top-1 (%)")
-    for ax in axes.flat[len(variants) :]:
+    for ax in axes[len(variants) :]:
         ax.set_visible(False)
     seeds = frame.loc[frame["variant"] == "cooperative", "seed"].nunique()
     fig.suptitle(
@@ -459,9 +450,8 @@ def method_comparison_figure(frame: pd.DataFrame, title: str) -> Figure:
                 errorbar=t_interval, err_style="bars", **style,
             )  # fmt: skip
         ax.set(xlabel=label, ylabel=TOP1_LABEL, title=f"against {against}")
-    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(*axes[0].get_legend_handles_labels(), title="method", loc="outside right upper")
     axes[0].get_legend().remove()
-    fig.legend(handles, labels, title="method", loc="outside right upper")
     fig.suptitle(title)
     return fig
 
@@ -470,15 +460,13 @@ def matched_cost_figure(table: pd.DataFrame, title: str) -> Figure:
     """One panel per exit baseline: its exits' accuracy against measured FLOPs (dots), and the
     deployed Teammate's accuracy within each exit's FLOPs (crosses: its deepest depth that costs
     no more), a dotted segment joining each pair (``verdict.matched_cost_table``)."""
-    from coop_utils.verdict import OURS_WITHIN
-
     methods = list(dict.fromkeys(table["method"]))
     fig, axes = _figure(max(1, len(methods)), width=4.6, height=3.8, sharey=True)
     for ax, method in zip(axes, methods, strict=False):
         part = table[table["method"] == method]
         compared = part[part["compared"] == "yes"]
         ax.plot(part["MFLOPs"], part["exit top-1 (%)"], "o-", label=f"{method} exits")
-        ours = compared[OURS_WITHIN]
+        ours = compared[verdict.OURS_WITHIN]
         ax.plot(compared["MFLOPs"], ours, "X", markersize=10, label="cooperative, within that cost")
         ax.vlines(compared["MFLOPs"], compared["exit top-1 (%)"], ours, "grey", linestyles=":")
         ax.margins(y=0.12)  # the crosses clear the frame
@@ -493,9 +481,7 @@ def headline_figure(summaries: Mapping[str, Mapping[str, Any]], title: str) -> F
     """Test top-1 against measured FLOPs for each method of ``summaries`` (the deployed Teammate
     of the cooperative runs) and the compute-matched control (dashed): the mean over seeds,
     with its 95 % t-interval from the seeds' spread as error bars (none for a single seed)."""
-    from coop_utils.verdict import MATCHED_NAME
-
-    methods = ("cooperative", "independent", MATCHED_NAME, "byot", "branchynet")
+    methods = ("cooperative", "independent", verdict.MATCHED_NAME, "byot", "branchynet")
     frame = method_seeds_frame(summaries, methods)
     frame["seeds"] = frame.groupby("method")["seed"].transform("nunique")
     per_seed = frame.groupby(["method", "seeds", "mflops", "seed"])["top1"].mean()
@@ -507,7 +493,7 @@ def headline_figure(summaries: Mapping[str, Mapping[str, Any]], title: str) -> F
         ax.errorbar(
             part["mflops"], part["mean"], yerr=part["half"], marker="o", capsize=3,
             label=f"{method} ({seeds} seed{'s' if seeds > 1 else ''})",
-            linestyle="--" if method == MATCHED_NAME else "-",
+            linestyle="--" if method == verdict.MATCHED_NAME else "-",
         )  # fmt: skip
     ax.set(xlabel=MFLOPS_LABEL, ylabel=TOP1_LABEL, title=title)
     fig.legend(
@@ -621,11 +607,9 @@ def latency_flops_figure(depths: Sequence[Mapping[str, float]], title: str) -> F
     ``benchmarks/depth_cost.py``'s record; a point on the diagonal costs in time what it saves
     in FLOPs."""
     frame = pd.DataFrame(depths)
-    batches = sorted(
-        int(c.removeprefix("latency_ratio_b")) for c in frame if c.startswith("latency_ratio_b")
-    )
-    value_vars = [f"latency_ratio_b{b}" for b in batches]
-    long = frame.melt(["arch", "s", "flops_ratio"], value_vars, "batch", "latency_ratio")
+    batches = [c for c in frame if c.startswith("latency_ratio_b")]
+    batches.sort(key=lambda column: int(column.removeprefix("latency_ratio_b")))
+    long = frame.melt(["arch", "s", "flops_ratio"], batches, "batch", "latency_ratio")
     long["batch"] = "batch " + long["batch"].str.removeprefix("latency_ratio_b")
     archs = list(dict.fromkeys(frame["arch"]))
     fig, axes = _figure(len(archs), width=4.4, height=4.0, sharey=True)

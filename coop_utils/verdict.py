@@ -149,22 +149,19 @@ def campaign_state(
 def group_seeds(summaries: Mapping[str, Summary]) -> dict[str, list[Summary]]:
     """``{name: [summary of each seed, by seed]}``: ``cooperative`` and ``cooperative-seed1``
     are seeds 0 and 1 of ``cooperative``."""
-    grouped: dict[str, list[tuple[int, Summary]]] = {}
-    names: dict[tuple[str, int], str] = {}
+    grouped: dict[str, dict[int, tuple[str, Summary]]] = {}  # {name: {seed: (file, summary)}}
     for name, summary in summaries.items():
         match = _SEED.match(name)
         base, seed = (match["name"], int(match["seed"])) if match else (name, 0)
         seed = int(summary.get("config", {}).get("seed", seed))
-        if (base, seed) in names:
+        runs = grouped.setdefault(base, {})
+        if seed in runs:
             raise ValueError(
-                f"result files {names[base, seed]!r} and {name!r} are both seed {seed} of "
+                f"result files {runs[seed][0]!r} and {name!r} are both seed {seed} of "
                 f"{base!r}: remove one (a seed counts once)"
             )
-        names[base, seed] = name
-        grouped.setdefault(base, []).append((seed, summary))
-    return {
-        name: [s for _, s in sorted(runs, key=lambda r: r[0])] for name, runs in grouped.items()
-    }
+        runs[seed] = name, summary
+    return {name: [runs[seed][1] for seed in sorted(runs)] for name, runs in grouped.items()}
 
 
 def deployed_teammate(metrics: Mapping[str, Any]) -> str:
@@ -177,7 +174,7 @@ def deployed_teammate(metrics: Mapping[str, Any]) -> str:
         rows = metrics[name].values()
         return float(np.mean([row.get("val_top1", -math.inf) for row in rows]))
 
-    return max(candidates, key=lambda name: (validation(name), -candidates.index(name)))
+    return max(candidates, key=validation)  # max keeps the first of equal Teammates
 
 
 def teammates(metrics: Mapping[str, Any]) -> list[str]:
@@ -195,10 +192,7 @@ def _digest(summary: Summary) -> str:
 
 
 def _row(by_depth: Mapping[str, Mapping[str, float]], s: float) -> Mapping[str, float] | None:
-    for key, row in by_depth.items():
-        if abs(float(key) - s) < 1e-6:
-            return row
-    return None
+    return next((row for key, row in by_depth.items() if abs(float(key) - s) < 1e-6), None)
 
 
 def _plans(by_depth: Mapping[str, Mapping[str, float]], factors: Sequence[float]) -> dict:
@@ -216,6 +210,17 @@ def _top1(by_depth: Mapping[str, Mapping[str, float]], s: float) -> float:
     return row["top1"]
 
 
+def _mean_top1(runs: Sequence[Summary], networks: Sequence[str], factors: Sequence[float]) -> float:
+    """The top-1 of ``networks`` at ``factors``, mean over them and ``runs``."""
+    values = [_top1(run["metrics"][n], s) for run in runs for n in networks for s in factors]
+    return float(np.mean(values))
+
+
+def _full_depth(by_depth: Mapping[str, Mapping[str, float]]) -> Mapping[str, float]:
+    """One network's row at its costliest (full) depth."""
+    return max(by_depth.values(), key=lambda row: row["flops"])
+
+
 def _deployed(summary: Summary) -> Mapping[str, Mapping[str, float]]:
     return summary["metrics"][deployed_teammate(summary["metrics"])]
 
@@ -231,9 +236,9 @@ def _test_images(config: Mapping[str, Any]) -> int:
     return classes * info.test_per_class
 
 
-def _stderr(accuracy_pct: float, images: int) -> float:
-    """Binomial standard error of an accuracy measured on ``images`` images, in points."""
-    p = min(max(accuracy_pct / 100, 0.0), 1.0)
+def _stderr(accuracies: Sequence[float], images: int) -> float:
+    """Binomial standard error of their mean accuracy (%) measured on ``images`` images."""
+    p = min(max(float(np.mean(accuracies)) / 100, 0.0), 1.0)
     return 100 * math.sqrt(max(p * (1 - p), 0.0025) / images)
 
 
@@ -287,10 +292,9 @@ class Difference:
 
     def runs_to_decide(self, above: float = 0.0) -> int | None:
         """The fewest seeds per arm at which the 95 % interval would clear ``above``, were the
-        mean difference and the spread to stay as measured (``t(n - 1) * spread / sqrt(n)``,
-        the paired form, conservative for Welch's); ``None`` beyond :data:`MOST_RUNS`. A lower
-        bound: at that many seeds a real difference of this size is found about half the
-        time."""
+        mean difference and the spread to stay as measured (the paired form, conservative for
+        Welch's); ``None`` beyond :data:`MOST_RUNS`. A lower bound: at that many seeds a real
+        difference of this size is found about half the time."""
         gap = abs(self.value - above)
         for n in range(MIN_RUNS, MOST_RUNS + 1):
             if t_critical(n - 1) * self.spread / math.sqrt(n) < gap:
@@ -308,11 +312,9 @@ class Difference:
                 f"{above:g} that any effect is smaller than these runs' noise can show; longer "
                 "training or a larger test set would make the runs less noisy"
             )
-        basis = (
-            "the test set's binomial noise (the floor), so more may be needed"
-            if self.floored
-            else "measured"
-        )
+        basis = "measured"
+        if self.floored:
+            basis = "the test set's binomial noise (the floor), so more may be needed"
         return (
             f"at least {n} seeds per arm: there the 95 % interval would just clear {above:g} "
             f"if the difference stayed {self.value:+.1f} pts and the runs varied as {basis}"
@@ -463,15 +465,15 @@ def _depth_cost_check(
     if uncovered:
         why = f"the record has no {', '.join(uncovered)} row at s = 0.2, the runs' backbone"
         return _claim(claim, why, rule, OPEN, f"a record that covers it: `{DEPTH_COST_COMMAND}`")
-    ratios = [row["latency_ratio_b1"] for row in shallow]
+    if not shallow:
+        return _claim(claim, "no row at s = 0.2", rule, OPEN)
     measured = "; ".join(
         f"{row['arch']}: latency {row['latency_ratio_b1']:.0%}, FLOPs {row['flops_ratio']:.0%} "
         "of full depth"
         for row in shallow
     )
-    if not ratios:
-        return _claim(claim, "no row at s = 0.2", rule, OPEN)
-    verdict = FAILS if max(ratios) >= 0.9 else HOLDS if max(ratios) <= 0.6 else OPEN
+    worst = max(row["latency_ratio_b1"] for row in shallow)
+    verdict = FAILS if worst >= 0.9 else HOLDS if worst <= 0.6 else OPEN
     return _claim(claim, measured, rule, verdict)
 
 
@@ -487,19 +489,21 @@ def matched_command(config: Mapping[str, Any]) -> str:
 
 
 def _comparable_claim(
-    cooperative: list[Summary],
-    independent: list[Summary] | None,
-    images: int,
-    margin: float,
-    matched: bool = False,
-    level: float = 0.95,
+    groups: Mapping[str, list[Summary]], images: int, margin: float, matched: bool, level: float
 ) -> dict[str, str]:
+    """The cooperative run against the independent networks, or (``matched``) against the
+    compute-matched control."""
+    cooperative = groups["cooperative"]
     claim = "Comparable accuracy to a network trained for that depth alone, at every depth"
+    name, why, ignore, to_run = "independent", "", (), ""
     if matched:
         claim = (
             "At equal training compute, still comparable to a network trained for that depth "
             f"alone (a control this replication adds: {MATCHED_EPOCHS}x the epochs)"
         )
+        name, ignore = MATCHED_NAME, ("epochs",)
+        to_run = f"runs, 3 seeds of `{matched_command(cooperative[0]['config'])}`"
+    independent = groups.get(name)
     rule = (
         "gap = deployed Teammate (chosen on validation) minus the independent network of the "
         "same depth plan, top-1, at each distinct plan (the factors of one plan share their "
@@ -507,17 +511,13 @@ def _comparable_claim(
         f"of the gap lies above -{margin:g} pts, does not hold if at some plan the interval at "
         "1 - 0.05/k (Bonferroni over the k plans) lies below"
     )
-    name = MATCHED_NAME if matched else "independent"
-    arms = {"cooperative": cooperative, name: independent}
-    why = ""
     if matched and independent:
         rule += f"; the independent networks train {MATCHED_EPOCHS}x the cooperative epochs"
         epochs = {run["config"].get("epochs") for run in independent}
         expected = MATCHED_EPOCHS * int(cooperative[0]["config"].get("epochs", 0))
         if epochs != {expected}:
             why = f"not comparable: the control trained {sorted(epochs)} epochs, not {expected}"
-    ignore = ("epochs",) if matched else ()
-    to_run = f"runs, 3 seeds of `{matched_command(cooperative[0]['config'])}`" if matched else ""
+    arms = {"cooperative": cooperative, name: independent}
     if unready := _unready(claim, rule, arms, why, ignore, to_run):
         return unready
     deployed = _deployed(cooperative[0])
@@ -531,8 +531,8 @@ def _comparable_claim(
     gaps = []
     for s in sorted(label):
         ours = [_top1(_deployed(run), s) for run in cooperative]
-        reference = [_top1(run["metrics"]["independent"], s) for run in independent]
-        gaps.append((s, compare(ours, reference, _stderr(float(np.mean(reference)), images))))
+        theirs = [_top1(run["metrics"]["independent"], s) for run in independent]
+        gaps.append((s, compare(ours, theirs, _stderr(theirs, images))))
     if not gaps:
         return _claim(claim, "no depth in common", rule, OPEN)
     verdicts = {gap.verdict(-margin, level) for _, gap in gaps}
@@ -563,7 +563,7 @@ def _matched_exits(cooperative: list[Summary], exits: list[Summary], method: str
     FLOPs, every seed): only those have a depth of ours that runs within their cost."""
     cheapest = max(_curve(_deployed(run))[0][0] for run in cooperative)
     rows = exits[0]["metrics"][method]
-    full = max(row["flops"] for row in rows.values())
+    full = _full_depth(rows)["flops"]
     return [key for key, row in rows.items() if cheapest <= row["flops"] < full]
 
 
@@ -579,13 +579,13 @@ def _at_flops(summary: Summary, points: Sequence[float]) -> tuple[float, float]:
 def _exit_accuracy(summary: Summary, method: str, keys: Sequence[str]) -> tuple[float, float]:
     """An exit network's full-depth top-1, and its top-1 at the exits ``keys``, averaged."""
     rows = summary["metrics"][method]
-    full = max(rows.values(), key=lambda row: row["flops"])["top1"]
-    return full, float(np.mean([rows[key]["top1"] for key in keys]))
+    return _full_depth(rows)["top1"], float(np.mean([rows[key]["top1"] for key in keys]))
 
 
 def _matched_cost_claims(
-    cooperative: list[Summary], groups: Mapping[str, list[Summary]], images: int, level: float
+    groups: Mapping[str, list[Summary]], images: int, level: float
 ) -> list[dict[str, str]]:
+    cooperative = groups["cooperative"]
     where = (
         "at each exit below its full depth and not cheaper than our shallowest depth, our top-1 "
         "at our deepest depth whose measured FLOPs do not exceed the exit's (never "
@@ -612,18 +612,17 @@ def _matched_cost_claims(
             ]
             continue
         points = [runs[0]["metrics"][method][key]["flops"] for key in keys]
-        ours = [_at_flops(run, points) for run in cooperative]
-        theirs = [_exit_accuracy(run, method, keys) for run in runs]
-        floor = _stderr(float(np.mean([at for _, at in theirs])), images)
-        our_drop, their_drop = ([full - at for full, at in arm] for arm in (ours, theirs))
+        our_full, ours = np.array([_at_flops(run, points) for run in cooperative]).T
+        their_full, theirs = np.array([_exit_accuracy(run, method, keys) for run in runs]).T
+        our_drop, their_drop = our_full - ours, their_full - theirs
+        floor = _stderr(theirs, images)
         drop = compare(their_drop, our_drop, math.sqrt(2) * floor)
-        gain = compare([at for _, at in ours], [at for _, at in theirs], floor)
+        gain = compare(ours, theirs, floor)
         exits = f"{len(keys)} exit(s) at {', '.join(f'{p / 1e6:.1f}' for p in points)} MFLOPs"
         measured = (
             f"drop from full depth {np.mean(their_drop):.1f} (theirs) vs "
             f"{np.mean(our_drop):.1f} pts: {drop} pts ({drop.sample}; {exits})",
-            f"{np.mean([at for _, at in ours]):.1f} vs {np.mean([at for _, at in theirs]):.1f}"
-            f" %: {gain} pts ({gain.sample}; {exits})",
+            f"{np.mean(ours):.1f} vs {np.mean(theirs):.1f} %: {gain} pts ({gain.sample}; {exits})",
         )
         rows += [
             _claim(c, m, r, d.verdict(level=level), d.to_decide())
@@ -666,7 +665,8 @@ def _component_claim(
     images: int,
     level: float,
 ) -> dict[str, str]:
-    factors = _factors(kind, groups["cooperative"][0]["config"])
+    config = groups["cooperative"][0]["config"]
+    factors = _factors(kind, config)
     rule = (
         "top-1 of the Teammates in both runs, mean over s in "
         f"{{{', '.join(f'{s:g}' for s in factors)}}}: {better} minus {worse}, paired by seed "
@@ -678,20 +678,16 @@ def _component_claim(
     if unready := _unready(claim, rule, {better: a_runs, worse: b_runs}, why):
         return unready
     networks = [name for name in teammates(a_runs[0]["metrics"]) if name in b_runs[0]["metrics"]]
-
-    def value(run: Summary) -> float:
-        return float(np.mean([_top1(run["metrics"][n], s) for n in networks for s in factors]))
-
     pairs, how = _paired(a_runs, b_runs)
     a_arm, b_arm = zip(*pairs, strict=True) if pairs else (a_runs, b_runs)
-    xs, ys = [value(run) for run in a_arm], [value(run) for run in b_arm]
-    difference = compare(xs, ys, _stderr(float(np.mean(xs)), images), paired=bool(pairs))
+    xs, ys = ([_mean_top1([run], networks, factors) for run in arm] for arm in (a_arm, b_arm))
+    difference = compare(xs, ys, _stderr(xs, images), paired=bool(pairs))
     measured = (
         f"{np.mean(xs):.1f} vs {np.mean(ys):.1f} %: {difference} pts ({difference.sample}, "
         f"{how}; {', '.join(networks)})"
     ) + _opposite_by_plan(a_arm, b_arm, networks, factors)
     verdict, decide = difference.verdict(level=level), difference.to_decide()
-    planned = planned_seeds(groups["cooperative"][0]["config"].get("profile", ""))
+    planned = planned_seeds(config.get("profile", ""))
     exploratory = [n for n in (better, worse) if planned.get(n, MIN_RUNS) < MIN_RUNS]
     if verdict == FEW and exploratory:
         verdict = EXPLORATORY
@@ -711,13 +707,10 @@ def _opposite_by_plan(
 ) -> str:
     """The mean difference at each depth plan of ``factors`` (blocks kept), when those means
     change sign: an average over depths would hide a gain at one and a loss at another."""
-    plans = _plans(a_arm[0]["metrics"][networks[0]], factors)
-
-    def mean(runs: Sequence[Summary], kept: list[float]) -> float:
-        values = [_top1(run["metrics"][n], s) for run in runs for n in networks for s in kept]
-        return float(np.mean(values))
-
-    gaps = {blocks: mean(a_arm, kept) - mean(b_arm, kept) for blocks, kept in plans.items()}
+    gaps = {
+        blocks: _mean_top1(a_arm, networks, kept) - _mean_top1(b_arm, networks, kept)
+        for blocks, kept in _plans(a_arm[0]["metrics"][networks[0]], factors).items()
+    }
     if len(gaps) < 2 or not (min(gaps.values()) < 0 < max(gaps.values())):
         return ""
     return OPPOSITE + ",".join(f" {k} blocks {gap:+.1f}" for k, gap in sorted(gaps.items()))
@@ -738,12 +731,9 @@ def _claims(
 ) -> list[dict[str, str]]:
     """Rows of measured numbers and verdicts for one dataset's summaries of one profile, each
     claim judged at ``level``."""
-    cooperative = groups["cooperative"]
-    images = _test_images(cooperative[0]["config"])
-    rows = [_comparable_claim(cooperative, groups.get("independent"), images, margin, False, level)]
-    matched = groups.get(MATCHED_NAME)
-    rows += [_comparable_claim(cooperative, matched, images, margin, True, level)]
-    rows += _matched_cost_claims(cooperative, groups, images, level)
+    images = _test_images(groups["cooperative"][0]["config"])
+    rows = [_comparable_claim(groups, images, margin, matched, level) for matched in (False, True)]
+    rows += _matched_cost_claims(groups, images, level)
     rows += [_component_claim(groups, *component, images, level) for component in COMPONENTS]
     return rows
 
@@ -780,17 +770,12 @@ def claim_table(
         evidence = f"{depth_cost['device']}, commit {depth_cost['git_commit']}, "
         evidence += str(depth_cost["date"])[:10]
     grouped = {dataset: group_seeds(s) for dataset, s in summaries_by_dataset.items()}
-    archs = [
-        groups["cooperative"][0]["config"].get("arch", "?")
-        for groups in grouped.values()
-        if "cooperative" in groups
-    ]
+    grouped = {dataset: groups for dataset, groups in grouped.items() if "cooperative" in groups}
+    archs = [groups["cooperative"][0]["config"].get("arch", "?") for groups in grouped.values()]
     check = _depth_cost_check(depth_cost, archs)
     rows = [{"dataset": "benchmark", **check, "evidence": evidence}]
     comparable = {}
     for dataset, groups in grouped.items():
-        if "cooperative" not in groups:
-            continue
         profile = groups["cooperative"][0]["config"]["profile"]
         evidence = _evidence(groups["cooperative"])
         for row in _claims(groups, margin, level):
@@ -940,10 +925,7 @@ def campaign_table(
         full = []
         for run in runs:
             networks = teammates(run["metrics"]) or list(run["metrics"])
-            deepest = [
-                max(run["metrics"][n].values(), key=lambda row: row["flops"])["top1"]
-                for n in networks
-            ]
+            deepest = [_full_depth(run["metrics"][n])["top1"] for n in networks]
             full.append(float(np.mean(deepest)))
         trained = [run for run in runs if not _evaluation_only(run, summaries)]
         hours = sum(float(run.get("wall_time_s", 0.0)) for run in trained)
@@ -975,10 +957,8 @@ def training_compute_note(
     summaries: Mapping[str, Summary], step_record: Mapping[str, Any] | None = None
 ) -> str:
     """Markdown: how much more a cooperative run trains than each recorded baseline, or ""
-    without both. The claims compare methods at equal inference cost and equal epochs, not at
-    equal training compute. The ``train_step`` benchmark's record, when given, says what a
-    step costs, timed side by side; the runs' wall times (mean per seed) follow, with how far
-    runs of the same step cost land apart on the shared recording machine."""
+    without both: the claims compare methods at equal epochs, not at equal training compute.
+    ``step_record``: the ``train_step`` benchmark's record, for what a step costs."""
     table = campaign_table(summaries, decimals={})
     if "cooperative" not in table.index or not set(BASELINES) & set(table.index):
         return ""
@@ -1077,16 +1057,17 @@ def matched_cost_table(summaries: Mapping[str, Summary]) -> pd.DataFrame:
         if not cooperative or not runs:
             continue
         inside = _matched_exits(cooperative, runs, method)
-        full = max(row["flops"] for row in runs[0]["metrics"][method].values())
-        for key, row in sorted(runs[0]["metrics"][method].items(), key=lambda i: i[1]["flops"]):
+        exits = runs[0]["metrics"][method]
+        full = _full_depth(exits)["flops"]
+        for key, row in sorted(exits.items(), key=lambda i: i[1]["flops"]):
             theirs = np.mean([run["metrics"][method][key]["top1"] for run in runs])
-            compared = key in inside
-            ours = [_at_flops(run, [row["flops"]])[1] for run in cooperative] if compared else []
-            why = "no: full depth" if row["flops"] >= full else "no: cheaper than our shallowest"
-            rows.append(
-                (name, float(key), row["flops"] / 1e6, theirs, np.mean(ours) if ours else math.nan)
-                + ("yes" if compared else why,)
-            )
+            ours, compared = math.nan, "no: cheaper than our shallowest"
+            if key in inside:
+                ours = np.mean([_at_flops(run, [row["flops"]])[1] for run in cooperative])
+                compared = "yes"
+            elif row["flops"] >= full:
+                compared = "no: full depth"
+            rows.append((name, float(key), row["flops"] / 1e6, theirs, ours, compared))
     columns = ["method", "exit (share of blocks)", "MFLOPs", "exit top-1 (%)"]
     frame = pd.DataFrame(rows, columns=[*columns, OURS_WITHIN, "compared"])
     frame["gap (pts)"] = frame[OURS_WITHIN] - frame["exit top-1 (%)"]
@@ -1135,28 +1116,25 @@ LIKELY_REASONS: dict[str, str] = {
 }
 
 
-def _reason(claim: str, verdict: str, decide: str = "", measured: str = "") -> str:
-    if re.fullmatch(rf"{NO_RUN} \S+ run", measured):
-        return LIKELY_REASONS["Missing"]
-    if decide == SAME_REGIME:
-        return LIKELY_REASONS["Regime"]
-    if OPPOSITE in measured:
-        return LIKELY_REASONS["Opposite"]
-    if decide.startswith(f"more than {MOST_RUNS} seeds"):
-        return LIKELY_REASONS["Null"]
-    if verdict == FEW:
-        return LIKELY_REASONS["Seeds"]
-    if verdict == EXPLORATORY:
-        return LIKELY_REASONS["Exploratory"]
-    if claim.startswith(("Smoother", "More accurate")):
-        return LIKELY_REASONS["Exits"]
-    for key in ("Depth", "Comparable", "At equal training compute"):
-        if claim.startswith(key):
-            return LIKELY_REASONS[key]
-    return LIKELY_REASONS["Component"]
+def _reason(claim: str, verdict: str, decide: str, measured: str) -> str:
+    """The likely reason for a claim not shown to hold: the first of these that applies."""
+    applies = {
+        "Missing": re.fullmatch(rf"{NO_RUN} \S+ run", measured),
+        "Regime": decide == SAME_REGIME,
+        "Opposite": OPPOSITE in measured,
+        "Null": decide.startswith(f"more than {MOST_RUNS} seeds"),
+        "Seeds": verdict == FEW,
+        "Exploratory": verdict == EXPLORATORY,
+        "Exits": claim.startswith(("Smoother", "More accurate")),
+        "Depth": claim.startswith("Depth"),
+        "Comparable": claim.startswith("Comparable"),
+        "At equal training compute": claim.startswith("At equal training compute"),
+    }
+    return LIKELY_REASONS[next((key for key, hit in applies.items() if hit), "Component")]
 
 
 def _plan_note(config: Mapping[str, Any]) -> str:
+    """Which scaling factors of the config's grid share a depth plan, or "" if none do."""
     arch = config.get("arch", "")
     if arch not in ARCHITECTURES:
         return ""
@@ -1171,7 +1149,7 @@ def _plan_note(config: Mapping[str, Any]) -> str:
         for plan, factors in plans.items()
     )
     return (
-        f" On {arch} (stages of {', '.join(map(str, sizes))} blocks) the grid has only "
+        f"On {arch} (stages of {', '.join(map(str, sizes))} blocks) the grid has only "
         f"{len(plans)} distinct plans ({groups}), so accuracies repeat across scaling factors."
     )
 
@@ -1219,6 +1197,6 @@ def discussion(
     for summaries in (summaries_by_dataset or {}).values():
         cooperative = group_seeds(summaries).get("cooperative")
         if cooperative:
-            paragraphs += [_plan_note(cooperative[0]["config"]).strip()]
+            paragraphs += [_plan_note(cooperative[0]["config"])]
         paragraphs += [training_compute_note(summaries, step_record)]
     return "\n\n".join(p for p in paragraphs if p)
