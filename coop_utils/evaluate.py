@@ -210,8 +210,7 @@ def choose_scaling_factor(
         raise ValueError("scaling_factors is empty")
     chosen = None
     for s in grid:
-        flops = count_flops(net, s, image_size) if budget_flops is not None else 0
-        if budget_flops is not None and flops > budget_flops:
+        if budget_flops is not None and (flops := count_flops(net, s, image_size)) > budget_flops:
             cost = f"{flops:,} FLOPs > budget {budget_flops:,.0f}"
         elif (
             budget_latency is not None

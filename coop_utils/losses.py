@@ -125,12 +125,11 @@ def cooperative_objective(
         if leader_logits is None:
             raise ValueError("use_leader=True needs the Leader's logits")
         terms["leader"] = leader_loss(leader_logits, targets)
-    for index, logits in enumerate(teammate_logits):
+    for index, (logits, subs) in enumerate(zip(teammate_logits, subnetwork_logits, strict=True)):
         others = [other for j, other in enumerate(teammate_logits) if j != index]
         terms[f"teammate{index}"] = teammate_loss(
             logits, targets, others, leader_logits, temperature, mutual, use_leader
         )
-        subs = subnetwork_logits[index]
         weights = sfsl_weights([s for s, _ in subs], sfsl, sfsl_normalise)
         for position, ((scaling_factor, sub_logits), weight) in enumerate(
             zip(subs, weights, strict=True)
@@ -138,8 +137,7 @@ def cooperative_objective(
             terms[f"teammate{index}/sub{position}@{scaling_factor:g}"] = subnetwork_loss(
                 sub_logits, logits, targets, scaling_factor, temperature, weight=weight
             )
-    total = sum(terms.values())
-    return total, {name: value.detach() for name, value in terms.items()}
+    return sum(terms.values()), {name: value.detach() for name, value in terms.items()}
 
 
 def byot_loss(
@@ -172,5 +170,4 @@ def byot_loss(
         terms[f"exit{e}_kd"] = alpha * temperature**2 * soft_ce
         kept = (f > 0) | (target_features > 0)
         terms[f"exit{e}_feature"] = beta * ((f - target_features) ** 2 * kept).sum()
-    total = sum(terms.values())
-    return total, {name: value.detach() for name, value in terms.items()}
+    return sum(terms.values()), {name: value.detach() for name, value in terms.items()}

@@ -232,15 +232,12 @@ class SkippableResNet(nn.Module):
         self.register_buffer("bn_plans", torch.zeros(0, len(blocks), dtype=torch.bool))
         self._plan_rows: dict[tuple[int, ...], int] | None = None
         self._selector = _PlanSelector()
+        # He initialisation for convolutions; batch norms keep their default weight 1, bias 0.
         for module in self.modules():
             if isinstance(module, PlanBatchNorm2d):
                 module.selector = self._selector
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
+            elif isinstance(module, nn.Conv2d):
                 nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(module, nn.BatchNorm2d):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
         # Zero the last BN of every residual branch: each block starts as identity,
         # so a network with blocks removed starts as a sound network too.
         for block in self.blocks:

@@ -27,7 +27,6 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +47,6 @@ TRAINING_MODULES = (
     "evaluate.py",
     "systems.py",
 )
-
 
 #: records of ``benchmarks/code_equivalence.py``: pairs of code digests proven to train the same
 EQUIVALENCE_DIR = PACKAGE_DIR.parent / "results" / "code-equivalence"
@@ -146,7 +144,7 @@ def truncate_log(path: Path, epochs: int) -> None:
         append_log(path, row)
 
 
-@contextmanager
+@contextlib.contextmanager
 def hold_run(directory: Path) -> Iterator[None]:
     """Hold the run's lock for the duration; a second writer gets :class:`RunBusyError`."""
     directory.mkdir(parents=True, exist_ok=True)

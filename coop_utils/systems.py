@@ -124,8 +124,7 @@ class CooperativeSystem(System):
         times zero keeps the gate logits in the graph when a plan keeps no gated block.
         """
         mask = net.gate.sample(s, self.config.tau, generator=randomness.gumbel)
-        run_dropped = self.config.gate_gradient == "all"
-        logits = net(images, mask=mask, run_dropped=run_dropped)
+        logits = net(images, mask=mask, run_dropped=self.config.gate_gradient == "all")
         if mask.requires_grad and dist.is_initialized():
             return logits + 0.0 * mask.sum()
         return logits
@@ -239,8 +238,7 @@ class IndependentSystem(System):
             f"independent@{factors[0]:g}": F.cross_entropy(net(images, s=factors[0]), labels)
             for factors, net in zip(self.factors, self.nets, strict=True)
         }
-        total = sum(terms.values())
-        return total, {name: value.detach() for name, value in terms.items()}
+        return sum(terms.values()), {name: value.detach() for name, value in terms.items()}
 
     def calibrate(self, batches: list[Tensor]) -> None:
         for factors, net in zip(self.factors, self.nets, strict=True):
@@ -254,9 +252,11 @@ class IndependentSystem(System):
 
 class ExitSystem(System):
     """A backbone with early exits. BYOT: an exit per stage with a bottleneck head, trained
-    with :func:`coop_utils.losses.byot_loss`. BranchyNet: an exit at the depth of every scaling
-    factor, trained with the weighted sum of the exits' cross-entropies (``branchynet_weights``,
-    shallow to deep; default 1 for every exit, as in the authors' code)."""
+    with :func:`coop_utils.losses.byot_loss`. BranchyNet: at each scaling factor, an exit after
+    the blocks ``depth_plan`` keeps of the whole network taken as one stage, one per distinct
+    block, the backbone's head being the last (:meth:`EarlyExitNetwork.blocks_at`); trained with
+    the weighted sum of the exits' cross-entropies (``branchynet_weights``, shallow to deep;
+    default 1 for every exit, as in the authors' code)."""
 
     def __init__(self, config: RunConfig, num_classes: int, image_size: int) -> None:
         super().__init__(config)
@@ -277,8 +277,7 @@ class ExitSystem(System):
             f"exit{i}_ce": weight * F.cross_entropy(z, labels)
             for i, (weight, z) in enumerate(zip(self.weights, logits, strict=True))
         }
-        total = sum(terms.values())
-        return total, {name: value.detach() for name, value in terms.items()}
+        return sum(terms.values()), {name: value.detach() for name, value in terms.items()}
 
     def calibrate(self, batches: list[Tensor]) -> None:
         precise_batchnorm(self.net, batches, self.net.forward_exits)
