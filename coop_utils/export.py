@@ -18,8 +18,9 @@ import shutil
 import statistics
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -213,6 +214,11 @@ def time_call(call: Callable[[Tensor], object], images: Tensor, warmup=3, repeat
     return statistics.median(timings)
 
 
+def _config(values: Mapping[str, Any]) -> RunConfig:
+    """The run config of a saved network or run folder (older records lack ``profile``)."""
+    return load_config(**{"profile": "smoke", **values})
+
+
 def load_network(source: str | Path, network: str | None = None):
     """``(network, its name, run config)`` from a cooperative run's folder (``network``:
     ``teammate<N>`` or ``leader``, default the deployed Teammate of its metrics, else teammate0)
@@ -232,7 +238,7 @@ def load_network(source: str | Path, network: str | None = None):
         if not beside.is_file():
             raise ValueError(f"{path} embeds no config and has no config.json beside it")
         values = json.loads(beside.read_text())
-    config = load_config(**{"profile": "smoke", **values})
+    config = _config(values)
     name = path.stem if re.fullmatch(r"teammate\d+|leader", path.stem) else None
     name = payload.get("network", name) if wrapped else name
     if network is not None and name is not None and network != name:
@@ -254,8 +260,7 @@ def _from_run(path: Path, network: str | None):
 
     if not (path / "checkpoint.pt").is_file() or not (path / "config.json").is_file():
         raise ValueError(f"{path} is not a run folder: it needs config.json and checkpoint.pt")
-    values = json.loads((path / "config.json").read_text())
-    config = load_config(**{"profile": "smoke", **values})
+    config = _config(json.loads((path / "config.json").read_text()))
     if config.method != "cooperative":
         raise ValueError(f"{path} is a {config.method} run; export takes cooperative runs")
     system = load_system(Run(config, path, {}, [], 0.0))

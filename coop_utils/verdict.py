@@ -958,7 +958,9 @@ def training_compute_note(
 ) -> str:
     """Markdown: how much more a cooperative run trains than each recorded baseline, or ""
     without both: the claims compare methods at equal epochs, not at equal training compute.
-    ``step_record``: the ``train_step`` benchmark's record, for what a step costs."""
+    ``step_record`` (the ``train_step`` benchmark's record), when given, says what a step costs,
+    timed side by side; the runs' wall times (mean per seed) follow, with how far runs of the
+    same step cost land apart on the shared recording machine."""
     table = campaign_table(summaries, decimals={})
     if "cooperative" not in table.index or not set(BASELINES) & set(table.index):
         return ""
@@ -1118,19 +1120,24 @@ LIKELY_REASONS: dict[str, str] = {
 
 def _reason(claim: str, verdict: str, decide: str, measured: str) -> str:
     """The likely reason for a claim not shown to hold: the first of these that applies."""
-    applies = {
-        "Missing": re.fullmatch(rf"{NO_RUN} \S+ run", measured),
-        "Regime": decide == SAME_REGIME,
-        "Opposite": OPPOSITE in measured,
-        "Null": decide.startswith(f"more than {MOST_RUNS} seeds"),
-        "Seeds": verdict == FEW,
-        "Exploratory": verdict == EXPLORATORY,
-        "Exits": claim.startswith(("Smoother", "More accurate")),
-        "Depth": claim.startswith("Depth"),
-        "Comparable": claim.startswith("Comparable"),
-        "At equal training compute": claim.startswith("At equal training compute"),
-    }
-    return LIKELY_REASONS[next((key for key, hit in applies.items() if hit), "Component")]
+    if re.fullmatch(rf"{NO_RUN} \S+ run", measured):
+        return LIKELY_REASONS["Missing"]
+    if decide == SAME_REGIME:
+        return LIKELY_REASONS["Regime"]
+    if OPPOSITE in measured:
+        return LIKELY_REASONS["Opposite"]
+    if decide.startswith(f"more than {MOST_RUNS} seeds"):
+        return LIKELY_REASONS["Null"]
+    if verdict == FEW:
+        return LIKELY_REASONS["Seeds"]
+    if verdict == EXPLORATORY:
+        return LIKELY_REASONS["Exploratory"]
+    if claim.startswith(("Smoother", "More accurate")):
+        return LIKELY_REASONS["Exits"]
+    for key in ("Depth", "Comparable", "At equal training compute"):
+        if claim.startswith(key):
+            return LIKELY_REASONS[key]
+    return LIKELY_REASONS["Component"]
 
 
 def _plan_note(config: Mapping[str, Any]) -> str:
