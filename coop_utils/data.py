@@ -759,6 +759,11 @@ def _pattern_images(
     return np.clip(np.rint(images), 0, 255).astype(np.uint8)
 
 
+def _balanced_labels(count: int, num_classes: int, rng: np.random.Generator) -> np.ndarray:
+    """``count`` labels, every class as often as ``count`` allows, in a random order."""
+    return rng.permutation(np.arange(count) % num_classes)
+
+
 def _create_folder_atomically(root: Path, folder: str) -> Path:
     """A temp folder beside `root/folder`; the caller renames it into place when complete."""
     root.mkdir(parents=True, exist_ok=True)
@@ -823,9 +828,8 @@ def make_fake_cifar100(
     rng = np.random.default_rng(seed)
     fine_names = [f"fake_fine_{label:02d}".encode() for label in range(info.num_classes)]
     coarse_names = [f"fake_coarse_{label:02d}".encode() for label in range(info.num_classes // 5)]
-    # Balanced labels in a random order, train then test.
     all_labels = np.concatenate(
-        [rng.permutation(np.arange(count) % info.num_classes) for count in (num_train, num_test)]
+        [_balanced_labels(count, info.num_classes, rng) for count in (num_train, num_test)]
     )
     all_images = _pattern_images(all_labels, info.num_classes, info.image_size, rng)
     parts = {"train": slice(0, num_train), "test": slice(num_train, num_train + num_test)}
@@ -878,7 +882,7 @@ def make_fake_tiny_imagenet(
     )
     num_train = images_per_class * num_classes
     train_labels = np.repeat(np.arange(num_classes), images_per_class)
-    val_labels = rng.permutation(np.arange(val_per_class * num_classes) % num_classes)
+    val_labels = _balanced_labels(val_per_class * num_classes, num_classes, rng)
     all_images = _pattern_images(
         np.concatenate([train_labels, val_labels]), num_classes, info.image_size, rng
     )
