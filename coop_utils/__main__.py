@@ -55,7 +55,8 @@ def _train(args: argparse.Namespace) -> int:
 def _results(args: argparse.Namespace) -> int:
     from coop_utils.verdict import campaign_state  # pandas: loaded only for this command
 
-    planned = campaign_state(args.profile)
+    print("checking the recorded runs' behaviour digests against today's code", file=sys.stderr)
+    planned = campaign_state(args.profile, behaviour=True)
     if not planned:
         raise ValueError(f"profile {args.profile!r} has no campaign list")
     for number, (config, state) in enumerate(planned, 1):

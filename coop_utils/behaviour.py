@@ -14,78 +14,36 @@ scaling factors, the augmentation, the decoding of the images) changes it.
 
 Every summary records the digest of the code that trained it (``behaviour_digest``), and the
 test suite recomputes it for every committed summary (``tests/test_behaviour.py``).
-:func:`digests` computes in a fresh process pinned to one thread and to portable CPU kernels
-(AVX2 at most), so that the same code gives the same digest on any x86-64 machine;
-:func:`behaviour_digest` computes in this process (the tests use it to change code in place).
+:func:`coop_utils.runs.behaviour_digests` runs this module in a fresh process pinned to one
+thread and to portable CPU kernels (AVX2 at most), so that the same code gives the same digest
+on any x86-64 machine; :func:`behaviour_digest` computes in this process (the tests use it to
+change code in place). Nothing in the training code imports this module: it runs training.
 
     python -m coop_utils.behaviour results/preview/tiny-imagenet/cooperative.json ...
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import csv
 import hashlib
 import json
 import os
-import subprocess
 import sys
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from coop_utils import training
 from coop_utils.config import RunConfig
+from coop_utils.runs import behaviour_digests, config_from_dict, digest_config, digest_key
 
-#: the short run a digest trains: keys that set the scale of a run, not what it computes
-REGIME: dict[str, Any] = {
-    "data": "generated",
-    "generated_train_per_class": 20,
-    "generated_test_per_class": 4,
-    "num_classes": 4,
-    "train_fraction": 1.0,
-    "val_fraction": 0.05,
-    "epochs": 2,
-    "max_steps": None,
-    "batch_size": 8,
-    "bn_batches": 2,
-    "eval_every": 1,
-    "seed": 0,
-    "variant": "",
-    "profile": "smoke",
-    "device": "cpu",
-    "precision": "fp32",
-    "compile": False,
-}
 #: keys of the metrics and of the per-epoch log that measure time, not computation
 TIMINGS = ("latency_ms", "images_per_s")
-#: environment of the digest process: one thread, and CPU kernels every x86-64 machine of the
-#: last decade runs alike (ATen's vectorised kernels, oneDNN and MKL all capped at AVX2)
-PINNED_ENV = {
-    "OMP_NUM_THREADS": "1",
-    "MKL_NUM_THREADS": "1",
-    "ATEN_CPU_CAPABILITY": "avx2",
-    "DNNL_MAX_CPU_ISA": "AVX2",
-    "ONEDNN_MAX_CPU_ISA": "AVX2",
-    "MKL_CBWR": "AVX2",
-    "MKL_ENABLE_INSTRUCTIONS": "AVX2",
-}
-
-
-def digest_config(config: RunConfig, work: str | os.PathLike) -> RunConfig:
-    """The short run that stands for ``config``: its every key, bar those of :data:`REGIME`,
-    with its run and results folders in ``work``."""
-    work = Path(work)
-    return config.replace(
-        **REGIME, run_root=str(work / "runs"), results_root=str(work / "results"), data_root=None
-    )
-
-
-def digest_key(config: RunConfig) -> str:
-    """Configurations with one key share one digest (they differ only in scale or name)."""
-    return digest_config(config, ".").hash()
 
 
 def _tensor_bytes(tensor: torch.Tensor) -> bytes:
@@ -126,8 +84,6 @@ def behaviour_digest(
     The ``shared-bn`` ablation evaluates the trained cooperative run of its configuration
     instead of training: that run is trained first, as in the campaign.
     """
-    from coop_utils import training  # the digest runs training: nothing in training imports this
-
     with contextlib.ExitStack() as stack:
         folder = Path(work) if work else Path(stack.enter_context(tempfile.TemporaryDirectory()))
         short = digest_config(config, folder)
@@ -149,44 +105,7 @@ def behaviour_digest(
     return digest.hexdigest()[:16]
 
 
-def digests(configs: Iterable[RunConfig]) -> dict[str, str]:
-    """``{digest_key(config): digest}`` for ``configs``, computed in one fresh, pinned process
-    (:data:`PINNED_ENV`) with the package as it is on disk; one short run per distinct key."""
-    unique = {digest_key(config): config for config in configs}
-    if not unique:
-        return {}
-    payload = json.dumps([config.to_dict() for config in unique.values()])
-    package_root = str(Path(__file__).resolve().parent.parent)
-    pythonpath = os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))
-    env = {**os.environ, **PINNED_ENV, "PYTHONPATH": pythonpath}
-    done = subprocess.run(
-        [sys.executable, "-m", "coop_utils.behaviour", "--configs-from-stdin"],
-        input=payload,
-        capture_output=True,
-        text=True,
-        env=env,
-        check=False,
-    )
-    if done.returncode:
-        raise RuntimeError(f"the behaviour digest process failed:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
-
-def summary_config(summary: dict[str, Any]) -> RunConfig:
-    """The configuration a results summary records."""
-    return config_from_dict(summary["config"])
-
-
-def config_from_dict(values: dict[str, Any]) -> RunConfig:
-    """A configuration from its ``to_dict`` form (lists back to tuples)."""
-    fields = RunConfig.__dataclass_fields__
-    return RunConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()
-                        if k in fields})
-
-
 def _main(argv: list[str]) -> int:
-    import argparse
-
     parser = argparse.ArgumentParser(
         prog="python -m coop_utils.behaviour",
         description="Print the behaviour digest of results summaries (or of configurations "
@@ -206,8 +125,10 @@ def _main(argv: list[str]) -> int:
             }
         print(json.dumps(result))
         return 0
-    configs = {path: summary_config(json.loads(path.read_text())) for path in args.summaries}
-    found = digests(configs.values())
+    configs = {
+        path: config_from_dict(json.loads(path.read_text())["config"]) for path in args.summaries
+    }
+    found = behaviour_digests(configs.values(), cache=False)
     for path, config in configs.items():
         print(f"{found[digest_key(config)]}  {path}")
     return 0

@@ -26,13 +26,14 @@ import shlex
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from coop_utils.config import RunConfig
+from coop_utils.config import ABLATIONS, RunConfig, load_config
+from coop_utils.data import cache_dir
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 #: the package's modules that a training run executes: the sources :func:`code_digest` covers
@@ -47,9 +48,6 @@ TRAINING_MODULES = (
     "evaluate.py",
     "systems.py",
 )
-
-#: records of ``benchmarks/code_equivalence.py``: pairs of code digests proven to train the same
-EQUIVALENCE_DIR = PACKAGE_DIR.parent / "results" / "code-equivalence"
 
 
 class RunBusyError(RuntimeError):
@@ -202,20 +200,124 @@ def code_digest(package_dir: str | os.PathLike | None = None) -> tuple[str, bool
     return digest.hexdigest()[:16], dirty
 
 
-def same_code(a: str, b: str, records: str | os.PathLike | None = None) -> bool:
-    """Whether code digests ``a`` and ``b`` name the same training code: equal, or linked by a
-    chain of passing records in ``records`` (default :data:`EQUIVALENCE_DIR`), each proving
-    that two versions of the training modules train every campaign run bit for bit alike."""
-    if a == b:
-        return True
-    linked: dict[str, set[str]] = {}
-    for path in sorted(Path(records or EQUIVALENCE_DIR).glob("*.json")):
-        proof = json.loads(path.read_text())["results"]
-        if proof.get("identical") is True:
-            old, new = proof["base"]["digest"], proof["new"]["digest"]
-            merged = linked.get(old, {old}) | linked.get(new, {new})
-            linked.update(dict.fromkeys(merged, merged))
-    return b in linked.get(a, ())
+#: the short run a behaviour digest trains in place of a configuration's own: the keys that set
+#: a run's scale (data size, epochs, batch), its name and where it runs, not what it computes
+DIGEST_REGIME: dict[str, Any] = {
+    "data": "generated",
+    "generated_train_per_class": 20,
+    "generated_test_per_class": 4,
+    "num_classes": 4,
+    "train_fraction": 1.0,
+    "val_fraction": 0.05,
+    "epochs": 2,
+    "max_steps": None,
+    "batch_size": 8,
+    "bn_batches": 2,
+    "eval_every": 1,
+    "seed": 0,
+    "variant": "",
+    "profile": "smoke",
+    "device": "cpu",
+    "precision": "fp32",
+    "compile": False,
+}
+#: the digest process: one thread, and CPU kernels that every x86-64 machine of the last decade
+#: runs alike (ATen's vectorised kernels, oneDNN and MKL all capped at AVX2)
+DIGEST_ENV = {
+    "OMP_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+    "ATEN_CPU_CAPABILITY": "avx2",
+    "DNNL_MAX_CPU_ISA": "AVX2",
+    "ONEDNN_MAX_CPU_ISA": "AVX2",
+    "MKL_CBWR": "AVX2",
+    "MKL_ENABLE_INSTRUCTIONS": "AVX2",
+}
+
+
+def digest_config(config: RunConfig, work: str | os.PathLike = ".") -> RunConfig:
+    """The short run that stands for ``config`` in its behaviour digest: every key of ``config``
+    bar those of :data:`DIGEST_REGIME`, with its run and results folders in ``work``."""
+    work = Path(work)
+    return config.replace(
+        **DIGEST_REGIME,
+        run_root=str(work / "runs"),
+        results_root=str(work / "results"),
+        data_root=None,
+    )
+
+
+def digest_key(config: RunConfig) -> str:
+    """Configurations with one key share one behaviour digest: they differ in scale or name."""
+    return digest_config(config).hash()
+
+
+def package_digest() -> str:
+    """SHA-256 (16 hex digits) of every module of the package and torch's version: the key of
+    the behaviour-digest cache (any edit computes the digests again)."""
+    digest = hashlib.sha256(torch.__version__.encode())
+    for path in sorted(PACKAGE_DIR.glob("*.py")):
+        digest.update(f"{path.name}\n".encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def behaviour_digests(configs: Iterable[RunConfig], cache: bool = True) -> dict[str, str]:
+    """``{digest_key(config): behaviour digest}`` of ``configs`` with the package on disk.
+
+    The digests are computed by ``python -m coop_utils.behaviour`` in a fresh process pinned by
+    :data:`DIGEST_ENV`, one short run per distinct key (a few seconds each). With ``cache``,
+    digests already computed for these very sources are read from the data cache folder.
+    """
+    wanted = {digest_key(config): config for config in configs}
+    path = cache_dir() / "behaviour" / f"{package_digest()}.json"
+    known = json.loads(path.read_text()) if cache and path.exists() else {}
+    missing = [config for key, config in wanted.items() if key not in known]
+    if missing:
+        pythonpath = os.pathsep.join(
+            filter(None, [str(PACKAGE_DIR.parent), os.environ.get("PYTHONPATH")])
+        )
+        done = subprocess.run(
+            [sys.executable, "-m", "coop_utils.behaviour", "--configs-from-stdin"],
+            input=json.dumps([config.to_dict() for config in missing]),
+            capture_output=True,
+            text=True,
+            env={**os.environ, **DIGEST_ENV, "PYTHONPATH": pythonpath},
+            check=False,
+        )
+        if done.returncode:
+            raise RuntimeError(f"the behaviour digest process failed:\n{done.stderr[-3000:]}")
+        known |= json.loads(done.stdout.strip().splitlines()[-1])
+        if cache:
+            atomic_write_json(path, known)
+    return {key: known[key] for key in wanted}
+
+
+def retrain_command(config: RunConfig) -> str:
+    """The command that trains ``config``'s run again: ``python -m coop_utils train`` with its
+    profile, dataset, method, variant and seed, and ``--set`` for every other key that differs
+    from what those give (a named ablation's switches included)."""
+    named = {"dataset": config.dataset, "method": config.method, "seed": config.seed}
+    named |= ABLATIONS.get(config.variant, {}) | (
+        {"variant": config.variant} if config.variant else {}
+    )
+    base = load_config(config.profile, **named).to_dict()
+    words = ["python", "-m", "coop_utils", "train", "--profile", config.profile]
+    words += ["--dataset", config.dataset, "--method", config.method]
+    words += ["--variant", config.variant] if config.variant else []
+    words += ["--seed", str(config.seed)] if config.seed else []
+    for key, value in config.to_dict().items():
+        if value != base[key] and key not in ("run_root", "data_root", "device"):
+            shown = value if isinstance(value, str) else json.dumps(value)
+            words += ["--set", f"{key}={shown}"]
+    return shlex.join(words)
+
+
+def config_from_dict(values: Mapping[str, Any]) -> RunConfig:
+    """A configuration from its ``to_dict`` form (a summary's ``config``), lists as tuples."""
+    fields = RunConfig.__dataclass_fields__
+    return RunConfig(
+        **{k: tuple(v) if isinstance(v, list) else v for k, v in values.items() if k in fields}
+    )
 
 
 def device_name(device: torch.device) -> str:

@@ -125,32 +125,37 @@ def _digest(tensors: dict[str, Tensor]) -> str:
 
 
 def provenance(config: RunConfig) -> dict[str, Any]:
-    """What a run's numbers depend on beyond its config: the code, the data, the precision."""
+    """What a run's numbers depend on beyond its config: the code, the data, the precision.
+
+    The behaviour digest (:func:`coop_utils.runs.behaviour_digests`) decides whether a run stands
+    for today's code; the code digest and the git commit are kept as information. Smoke runs,
+    never recorded, carry none (the digest's own short runs are smoke runs).
+    """
     code, dirty = runs.code_digest()
     root = datasets.generated_root(config) if config.data == "generated" else config.data_root
     fingerprints = [
         datasets.data_fingerprint(config.dataset, split, root) for split in datasets.SPLITS
     ]
     data = hashlib.sha256("+".join(fingerprints).encode()).hexdigest()[:16]
-    return {
+    current = {
         "code_digest": code,
         "code_dirty": dirty,
         "git_commit": runs.git_commit(),
         "data_fingerprint": data,
         "precision": config.resolved_precision(),
     }
-
-
-_MATCHED = ("code_digest", "data_fingerprint", "precision")
+    if config.profile != "smoke":
+        current["behaviour_digest"] = runs.behaviour_digests([config])[runs.digest_key(config)]
+    return current
 
 
 def _staleness(recorded: dict[str, Any], current: dict[str, Any]) -> str:
-    """Why a run recorded with ``recorded`` cannot stand for ``current`` ('' if it can)."""
-    changed = [key for key in _MATCHED if recorded.get(key) != current[key]]
-    if "code_digest" in changed and runs.same_code(
-        str(recorded.get("code_digest")), current["code_digest"]
-    ):
-        changed.remove("code_digest")
+    """Why a run recorded with ``recorded`` cannot stand for ``current`` ('' if it can): other
+    data, precision or behaviour; a run without a behaviour digest (a smoke run, or one made
+    before digests were recorded) must have been made by the very same code bytes."""
+    by_behaviour = "behaviour_digest" in current and "behaviour_digest" in recorded
+    matched = ("behaviour_digest" if by_behaviour else "code_digest", "data_fingerprint")
+    changed = [key for key in (*matched, "precision") if recorded.get(key) != current[key]]
     return ", ".join(
         f"{key} {recorded.get(key, 'unrecorded')} -> {current[key]}" for key in changed
     )
@@ -249,10 +254,11 @@ def load_system(run: Run) -> System:
 def train(config: RunConfig, progress: bool = True, reuse_stale: bool = False) -> Run:
     """Train ``config``'s run, or reuse it if finished, or resume it if interrupted.
 
-    A run made by other code or from other data (its code digest or data fingerprint differ)
-    is moved aside and trained again, unless ``reuse_stale``. The ``shared-bn`` ablation only
-    changes evaluation: when the same run with per-depth statistics has finished, its trained
-    networks are evaluated with their shared statistics instead of training them again.
+    A run made by code that behaves otherwise or from other data (its behaviour digest or data
+    fingerprint differ) is moved aside and trained again, unless ``reuse_stale``. The
+    ``shared-bn`` ablation only changes evaluation: when the same run with per-depth statistics
+    has finished, its trained networks are evaluated with their shared statistics instead of
+    training them again.
     """
     current = provenance(config)
     directory = runs.run_dir(config)

@@ -133,22 +133,26 @@ def test_results_list_names_every_campaign_run_and_its_state(tmp_path, monkeypat
 
 
 def test_results_keeps_recorded_summaries_and_trains_only_the_rest(tmp_path, monkeypatch, capsys):
-    """A committed summary of this config by this code stands even when runs/ is gone."""
+    """A committed summary of this config whose behaviour digest is today's stands even when
+    runs/ is gone."""
     import json
 
     import coop_utils.export
     import coop_utils.training
+    from coop_utils import verdict
     from coop_utils.__main__ import main
     from coop_utils.config import campaign
-    from coop_utils.runs import code_digest, results_path
+    from coop_utils.runs import digest_key, results_path
 
     monkeypatch.chdir(tmp_path)
     planned = [load_config("preview", **overrides) for overrides in campaign("preview")]
+    today = {digest_key(config): "today" for config in planned}
+    monkeypatch.setattr(verdict, "behaviour_digests", lambda configs: today)
     recorded, stale = planned[0], planned[1]
-    for config, digest in ((recorded, code_digest()[0]), (stale, "0" * 16)):
+    for config, digest in ((recorded, "today"), (stale, "0" * 16)):
         path = results_path(config)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"config_hash": config.hash(), "code_digest": digest}))
+        path.write_text(json.dumps({"config_hash": config.hash(), "behaviour_digest": digest}))
     trained = []
 
     class Stop(Exception):
@@ -166,5 +170,5 @@ def test_results_keeps_recorded_summaries_and_trains_only_the_rest(tmp_path, mon
         main(["results", "--profile", "preview", "--quiet"])
     out = capsys.readouterr().out
     assert f"{results_path(recorded).stem}: recorded, kept" in out
-    # the summary by other code is trained again, then the next run in the list
+    # the summary by code that trains it otherwise is trained again, then the next run
     assert trained == planned[1:3]

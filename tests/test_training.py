@@ -18,7 +18,7 @@ from coop_utils import systems, training
 from coop_utils.config import load_config
 from coop_utils.data import prepare_data
 from coop_utils.evaluate import calibration_batches
-from coop_utils.runs import RunBusyError, hold_run, load_checkpoint, run_dir
+from coop_utils.runs import RunBusyError, digest_key, hold_run, load_checkpoint, run_dir
 from coop_utils.systems import StepRandomness, build_system
 from coop_utils.training import train
 
@@ -368,6 +368,26 @@ def test_a_run_made_by_other_code_is_set_aside_and_trained_again(tmp_path, monke
     aside = list(run_dir(config).parent.glob(f"{run_dir(config).name}.stale-*"))
     assert len(aside) == 1 and (aside[0] / "metrics.json").exists()  # nothing was deleted
     assert json.loads(again.summary_path.read_text())["code_digest"] == "0123456789abcdef"
+    assert train(config, progress=False).reused
+
+
+def test_a_recorded_run_stands_while_its_behaviour_digest_does(tmp_path, monkeypatch, capsys):
+    """A recorded profile's run carries a behaviour digest: other code bytes that train alike
+    keep it (nothing to record), a digest that moves sets it aside and trains it again."""
+    config = smoke(tmp_path, method="byot", epochs=1).replace(profile="preview")
+    today = {"digest": "aaaa"}
+    monkeypatch.setattr(
+        training.runs, "behaviour_digests", lambda configs: {digest_key(config): today["digest"]}
+    )
+    first = train(config, progress=False)
+    assert json.loads(first.summary_path.read_text())["behaviour_digest"] == "aaaa"
+    monkeypatch.setattr(training.runs, "code_digest", lambda: ("0123456789abcdef", False))
+    assert train(config, progress=False).reused  # a docstring edit: same behaviour, reused
+    today["digest"] = "bbbb"  # a change to what training does
+    again = train(config, progress=False)
+    assert not again.reused
+    assert "(behaviour_digest aaaa -> bbbb" in capsys.readouterr().out
+    assert json.loads(again.summary_path.read_text())["behaviour_digest"] == "bbbb"
     assert train(config, progress=False).reused
 
 

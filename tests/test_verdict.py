@@ -384,25 +384,27 @@ def test_the_committed_results_decide_a_claim_only_with_three_runs_per_arm():
             assert verdict_ != verdict.HOLDS and verdict_ != verdict.FAILS
 
 
-def test_pairing_needs_a_shared_seed_and_equal_code_digests():
+def test_pairing_needs_a_shared_seed_only():
+    """Runs of one seed pair up whatever their code bytes: each run's validity is decided by its
+    behaviour digest (tests/test_behaviour.py), not by comparing two arms' code."""
+
     def shift(name, seed):  # seeds far apart, but each variant 2 points below its own seed
         return 10.0 * seed - 2.0 * (name == "cooperative-no-leader")
 
-    for digest, expected, how in (
-        (None, "holds", "3 pairs, paired by seed, code digest unknown"),
-        ("abc", "holds", "3 pairs, paired by seed;"),
-    ):
-        found = summaries(shift=shift, digest=digest)
-        leader = verdict.claim_table({"cifar100": found}).set_index("claim")
-        leader = leader.loc["The Leader improves the Teammates"]
-        assert leader["verdict"] == expected and how in leader["measured"]
+    found = summaries(shift=shift, digest="abc")
     for name, run in found.items():
         if name.startswith("cooperative-no-leader"):
-            run["code_digest"] = "def"  # other code: the seeds are no longer pairs
+            run["code_digest"] = "def"  # other bytes, and still a pair
+    leader = verdict.claim_table({"cifar100": found}).set_index("claim")
+    leader = leader.loc["The Leader improves the Teammates"]
+    assert leader["verdict"] == "holds" and "3 pairs, paired by seed;" in leader["measured"]
+    for name, run in found.items():
+        if name.startswith("cooperative-no-leader"):
+            run["config"]["seed"] += 10  # no seed in common: the arms cannot pair
     leader = verdict.claim_table({"cifar100": found}).set_index("claim")
     leader = leader.loc["The Leader improves the Teammates"]
     assert leader["verdict"] == "inconclusive"  # the 10-point spread between seeds swamps it
-    assert "3 vs 3 runs, unpaired: code digests differ" in leader["measured"]
+    assert "3 vs 3 runs, unpaired: no common seed" in leader["measured"]
 
 
 def test_the_second_teammate_claim_compares_teammate0_with_teammate0():
@@ -618,36 +620,42 @@ def test_the_book_runner_knows_nothing_of_what_the_chapters_show():
     assert not shown & set(eval(loaded.stdout))
 
 
-def test_campaign_state_reads_each_planned_runs_summary(tmp_path):
-    """Each campaign run's summary: recorded by this config and code, by other code, with
-    another config, or not at all; the book counts a summary of the config by any code."""
+def test_campaign_state_reads_each_planned_runs_summary(tmp_path, monkeypatch):
+    """Each campaign run's summary: recorded by this config and behaviour, by code that trains
+    it otherwise, with another config, or not at all; the book counts a summary of the config
+    by any code."""
     from coop_utils.config import campaign, load_config
-    from coop_utils.runs import code_digest, results_path
+    from coop_utils.runs import digest_key, results_path
 
     planned = verdict.campaign_state("preview", tmp_path)
     configs = [config for config, _ in planned]
     root = str(tmp_path)
     assert configs == [load_config("preview", results_root=root, **o) for o in campaign("preview")]
     assert {state for _, state in planned} == {"to run"}
-    digest, other = code_digest()[0], "0" * 16
+    today = {digest_key(config): f"today-{digest_key(config)}" for config in configs}
+    monkeypatch.setattr(verdict, "behaviour_digests", lambda planned: today)
+    digest = today[digest_key(configs[0])]
     written = (
-        {"config_hash": configs[0].hash(), "code_digest": digest},
-        {"config_hash": configs[1].hash(), "code_digest": other},
-        {"config_hash": configs[1].hash(), "code_digest": digest},  # another run's config
-        {"config_hash": configs[3].hash()},  # no code digest recorded
+        {"config_hash": configs[0].hash(), "behaviour_digest": digest},
+        {"config_hash": configs[1].hash(), "behaviour_digest": "other"},
+        {"config_hash": configs[1].hash(), "behaviour_digest": digest},  # another run's config
+        {"config_hash": configs[3].hash()},  # no behaviour digest recorded
     )
     for config, content in zip(configs, written, strict=False):
         results_path(config).parent.mkdir(parents=True, exist_ok=True)
         results_path(config).write_text(json.dumps(content))
-    states = [state for _, state in verdict.campaign_state("preview", tmp_path)]
+    states = [state for _, state in verdict.campaign_state("preview", tmp_path, behaviour=True)]
+    otherwise = "recorded by code that trains it otherwise"
     assert states[:5] == [
         "recorded",
-        f"recorded by other code ({other})",
+        f"{otherwise} (other -> {today[digest_key(configs[1])]})",
         "recorded with another config",
-        "recorded by other code (None)",
+        f"{otherwise} (no digest -> {today[digest_key(configs[3])]})",
         "to run",
     ]
     assert set(states[4:]) == {"to run"}
+    without = [state for _, state in verdict.campaign_state("preview", tmp_path)]
+    assert without[:4] == ["recorded", "recorded", "recorded with another config", "recorded"]
     line, missing = chapters.campaign_progress(tmp_path)
     assert line == f"3 of {len(configs)} preview campaign runs recorded so far"
     assert missing == [results_path(config).stem for config in configs[2:3] + configs[4:]]
