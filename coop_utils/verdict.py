@@ -679,8 +679,8 @@ def _component_claim(
     factors = _factors(kind, config)
     rule = (
         "top-1 of the Teammates in both runs, mean over s in "
-        f"{{{', '.join(f'{s:g}' for s in factors)}}}: {better} minus {worse}, paired by seed "
-        "where the code digests match; holds if the 95 % t-interval lies above 0, does not hold "
+        f"{{{', '.join(f'{s:g}' for s in factors)}}}: {better} minus {worse}, paired by seed; "
+        "holds if the 95 % t-interval lies above 0, does not hold "
         "if below"
     )
     a_runs, b_runs = groups.get(better), groups.get(worse)

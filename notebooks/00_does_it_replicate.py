@@ -68,8 +68,8 @@ else:
 # - **Fewer than 3 runs in an arm: "inconclusive (n < 3)"**, whatever the mean. With 2 seeds
 #   (1 degree of freedom) the 95 % multiplier is 12.7 standard errors, not 2.
 # - Runs are **paired by seed** only where they share their initialisation and data order (the
-#   Teammates across the cooperative variants) and ran the same code (equal code digests, or
-#   digests proven to train bit for bit alike: `results/code-equivalence/`).
+#   Teammates across the cooperative variants); every run stands for today's code by its
+#   behaviour digest, which the test suite recomputes.
 #   Across methods the arms are unpaired (Welch's interval).
 # - No run counts as less noisy than the **binomial error of its test set**.
 # - Exit baselines are compared **at measured FLOPs**: each exit against the deployed

@@ -129,8 +129,8 @@ if len(full_depth) == 2:
 
 # %% [markdown]
 # The verdicts follow the rules of {doc}`00_does_it_replicate` (click a claim for its rule):
-# a difference and its 95 % t-interval, paired by seed between the cooperative variants (when
-# their code digests match), unpaired (Welch) against the exit baselines, and "inconclusive
+# a difference and its 95 % t-interval, paired by seed between the cooperative variants,
+# unpaired (Welch) against the exit baselines, and "inconclusive
 # (n < 3)" with fewer than 3 runs in an arm, whatever the mean.
 
 # %% [markdown]
