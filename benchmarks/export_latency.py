@@ -28,9 +28,9 @@ from pathlib import Path
 import torch
 
 from coop_utils import export
-from coop_utils.evaluate import calibrate_batchnorm, count_flops
+from coop_utils.evaluate import count_flops
 from coop_utils.gating import add_gate
-from coop_utils.models import build_model
+from coop_utils.models import build_model, calibrate_batchnorm
 from coop_utils.runs import write_benchmark
 
 #: target: each exported form is never slower than the gated network at the same plan; a ratio

@@ -24,8 +24,7 @@ import statistics
 from pathlib import Path
 
 from coop_utils.config import load_config, parse_override
-from coop_utils.evaluate import distinct_plans
-from coop_utils.models import first_blocks_mask
+from coop_utils.models import distinct_plans, first_blocks_mask
 from coop_utils.runs import write_benchmark
 from coop_utils.training import load_system, train
 

@@ -8,39 +8,26 @@ forward passes after a warm-up.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import statistics
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from coop_utils.config import RunConfig
-from coop_utils.data import BatchLoader, Data
-from coop_utils.models import (
-    SCALING_FACTORS,
-    PlanBatchNorm2d,
-    SkippableResNet,
-    check_scaling_factor,
+from coop_utils.data import BatchLoader, Data, seeded_generator
+from coop_utils.models import SCALING_FACTORS, SkippableResNet, check_scaling_factor, train_mode
+from coop_utils.systems import (
+    CooperativeSystem,
+    IndependentSystem,
+    StepRandomness,
+    System,
+    autocast,
+    build_system,
 )
-
-if TYPE_CHECKING:
-    from coop_utils.systems import System
-
-
-@contextlib.contextmanager
-def _mode(module: nn.Module, training: bool):
-    """Put a module in training or eval mode for a ``with`` block, then restore its mode."""
-    was_training = module.training
-    module.train(training)
-    try:
-        yield
-    finally:
-        module.train(was_training)
 
 
 def _device_of(net: nn.Module) -> torch.device:
@@ -53,69 +40,59 @@ def count_flops(net: SkippableResNet, s: float = 1.0, image_size: int | None = N
     size = image_size or net.image_size
     image = torch.zeros(1, 3, size, size, device=_device_of(net))
     counter = FlopCounterMode(display=False)
-    with _mode(net, False), torch.no_grad(), counter:
+    with train_mode(net, False), torch.no_grad(), counter:
         net(image, s=s)
     return int(counter.get_total_flops())
 
 
-def distinct_plans(
-    net: SkippableResNet, scaling_factors: Sequence[float] = SCALING_FACTORS
-) -> dict[tuple[int, ...], float]:
-    """The distinct depth plans of ``scaling_factors`` (and s = 1): blocks -> smallest s."""
-    plans: dict[tuple[int, ...], float] = {}
-    for s in sorted({*scaling_factors, 1.0}):
-        plans.setdefault(tuple(net.active_blocks(s)), s)
-    return plans
+def _forward_flops(module: nn.Module, forward: Callable[[Tensor], object], size: int) -> int:
+    image = torch.zeros(1, 3, size, size, device=_device_of(module))
+    counter = FlopCounterMode(display=False)
+    with train_mode(module, False), torch.no_grad(), counter:
+        forward(image)
+    return int(counter.get_total_flops())
 
 
-@torch.no_grad()
-def precise_batchnorm(
-    module: nn.Module, batches: Sequence[torch.Tensor], forward: Callable[[torch.Tensor], object]
-) -> None:
-    """Re-estimate the running statistics of every batch norm in ``module`` as the plain average
-    of the batch statistics that ``forward`` meets over ``batches`` (clean training images),
-    instead of the moving average over the last augmented training batches."""
-    norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    momenta = [norm.momentum for norm in norms]
-    with _mode(module, True):
-        try:
-            for norm in norms:
-                norm.reset_running_stats()
-                norm.momentum = None  # a cumulative average over the batches
-            for images in batches:
-                forward(images)
-        finally:
-            for norm, momentum in zip(norms, momenta, strict=True):
-                norm.momentum = momentum
+def training_flops(config: RunConfig, num_classes: int, image_size: int, steps_per_epoch: int):
+    """The training compute of ``config``'s run: ``(total FLOPs, mean forward FLOPs per image
+    per step)``.
 
-
-@torch.no_grad()
-def calibrate_batchnorm(
-    net: SkippableResNet,
-    batches: Sequence[torch.Tensor],
-    scaling_factors: Sequence[float] = SCALING_FACTORS,
-) -> list[tuple[int, ...]]:
-    """Re-estimate batch-norm statistics at every distinct depth plan and store them in ``net``.
-
-    Each plan's statistics are the plain average over ``batches`` (training images) of the
-    batch statistics its blocks see when only that plan runs, as switchable batch norm does in
-    slimmable networks. The shared running statistics are left as they were. Returns the plans.
+    Each step's forward FLOPs per image are counted (:func:`count_flops`) over the passes the
+    step runs: for the cooperative method the Leader, every Teammate at full depth and each
+    sub-network at the scaling factors actually drawn, replayed from the run's seeded
+    generators (a pass with ``gate_gradient: all`` computes every block); every network of the
+    independent arm; the backbone and every exit of BYOT and BranchyNet. The total is
+    ``3 x forward`` (a backward pass costs about two forwards) x the images of every step
+    (training drops the last partial batch, so each step holds ``batch_size`` images).
     """
-    plans = distinct_plans(net, scaling_factors)
-    norms = {name: m for name, m in net.named_modules() if isinstance(m, PlanBatchNorm2d)}
-    shared = {name: copy.deepcopy(m.state_dict()) for name, m in norms.items()}
-    stats = []
-    try:
-        for s in plans.values():
-            precise_batchnorm(net, batches, lambda images, s=s: net(images, s=s))
-            stats.append(
-                {name: (m.running_mean.clone(), m.running_var.clone()) for name, m in norms.items()}
-            )
-    finally:
-        for name, state in shared.items():
-            norms[name].load_state_dict(state)
-    net.set_plan_stats(list(plans), stats)
-    return list(plans)
+    system = build_system(config, num_classes, image_size)
+    steps = min(
+        steps_per_epoch * config.epochs, config.max_steps or steps_per_epoch * config.epochs
+    )
+    if isinstance(system, CooperativeSystem):
+        teammates = list(system.teammates)
+        fixed = sum(count_flops(net) for net in teammates)
+        fixed += count_flops(system.leader) if system.leader is not None else 0
+        every_block = config.gate_gradient == "all"
+        cost = {
+            s: count_flops(teammates[0], 1.0 if every_block else s) for s in config.sampled_factors
+        }
+        forward, done = 0, 0
+        for epoch in range(config.epochs):
+            randomness = StepRandomness(seeded_generator(config.seed, epoch, 1), torch.Generator())
+            system.start_epoch(randomness)
+            for _ in range(min(steps_per_epoch, steps - done)):
+                drawn = system._step_factors(randomness)
+                forward += fixed + sum(cost[s] for factors in drawn for s in factors)
+                done += 1
+    elif isinstance(system, IndependentSystem):
+        per_step = sum(
+            count_flops(net, f[0]) for f, net in zip(system.factors, system.nets, strict=True)
+        )
+        forward = per_step * steps
+    else:
+        forward = _forward_flops(system.net, system.net.forward_exits, image_size) * steps
+    return 3 * forward * config.batch_size, forward / max(steps, 1)
 
 
 def _memory_format(net: SkippableResNet) -> torch.memory_format:
@@ -156,7 +133,7 @@ def measure_latency(
     images = torch.randn(batch_size, 3, net.image_size, net.image_size, device=target)
     images = images.contiguous(memory_format=_memory_format(net))
     timings = []
-    with _mode(net, False), torch.inference_mode():
+    with train_mode(net, False), torch.inference_mode():
         for _ in range(warmup):
             net(images, s=s)
         for _ in range(repeats):
@@ -232,13 +209,6 @@ def choose_scaling_factor(
 LATENCY_REPEATS = 5
 
 
-def autocast(device: torch.device, precision: str):
-    """bf16 autocast for ``precision == "bf16"``; nothing for fp32."""
-    if precision == "bf16":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
 @torch.no_grad()
 def accuracy(
     net: nn.Module, loader: BatchLoader, s: float, precision: str = "fp32"
@@ -248,7 +218,7 @@ def accuracy(
     Logits are ranked in fp32: ties among bf16 logits would go to the lower class index.
     """
     correct1 = correct5 = total = 0
-    with _mode(net, False):
+    with train_mode(net, False):
         for images, labels in loader:
             images = images.contiguous(memory_format=torch.channels_last)
             with autocast(images.device, precision):

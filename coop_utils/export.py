@@ -255,7 +255,8 @@ def load_network(source: str | Path, network: str | None = None):
 
 
 def _from_run(path: Path, network: str | None):
-    from coop_utils.training import Run, load_system
+    from coop_utils.runs import Run
+    from coop_utils.training import load_system
     from coop_utils.verdict import deployed_teammate
 
     if not (path / "checkpoint.pt").is_file() or not (path / "config.json").is_file():

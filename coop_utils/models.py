@@ -14,10 +14,11 @@ one is attached as ``net.gate``, and otherwise by position (the first blocks).
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 import numbers
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -566,3 +567,77 @@ def build_model(arch: str, num_classes: int, image_size: int) -> SkippableResNet
             f"image_size must be an integer >= {smallest} for {arch}, got {image_size!r}"
         )
     return SkippableResNet(arch, num_classes, image_size)
+
+
+# --- batch-norm statistics per depth plan ---------------------------------------------------
+
+
+@contextlib.contextmanager
+def train_mode(module: nn.Module, training: bool):
+    """Put a module in training or eval mode for a ``with`` block, then restore its mode."""
+    was_training = module.training
+    module.train(training)
+    try:
+        yield
+    finally:
+        module.train(was_training)
+
+
+def distinct_plans(
+    net: SkippableResNet, scaling_factors: Sequence[float] = SCALING_FACTORS
+) -> dict[tuple[int, ...], float]:
+    """The distinct depth plans of ``scaling_factors`` (and s = 1): blocks -> smallest s."""
+    plans: dict[tuple[int, ...], float] = {}
+    for s in sorted({*scaling_factors, 1.0}):
+        plans.setdefault(tuple(net.active_blocks(s)), s)
+    return plans
+
+
+@torch.no_grad()
+def precise_batchnorm(
+    module: nn.Module, batches: Sequence[torch.Tensor], forward: Callable[[torch.Tensor], object]
+) -> None:
+    """Re-estimate the running statistics of every batch norm in ``module`` as the plain average
+    of the batch statistics that ``forward`` meets over ``batches`` (clean training images),
+    instead of the moving average over the last augmented training batches."""
+    norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [norm.momentum for norm in norms]
+    with train_mode(module, True):
+        try:
+            for norm in norms:
+                norm.reset_running_stats()
+                norm.momentum = None  # a cumulative average over the batches
+            for images in batches:
+                forward(images)
+        finally:
+            for norm, momentum in zip(norms, momenta, strict=True):
+                norm.momentum = momentum
+
+
+@torch.no_grad()
+def calibrate_batchnorm(
+    net: SkippableResNet,
+    batches: Sequence[torch.Tensor],
+    scaling_factors: Sequence[float] = SCALING_FACTORS,
+) -> list[tuple[int, ...]]:
+    """Re-estimate batch-norm statistics at every distinct depth plan and store them in ``net``.
+
+    Each plan's statistics are the plain average over ``batches`` (training images) of the
+    batch statistics its blocks see when only that plan runs, as switchable batch norm does in
+    slimmable networks. The shared running statistics are left as they were. Returns the plans.
+    """
+    plans = distinct_plans(net, scaling_factors)
+    norms = {name: m for name, m in net.named_modules() if isinstance(m, PlanBatchNorm2d)}
+    shared = {name: copy.deepcopy(m.state_dict()) for name, m in norms.items()}
+    stats = []
+    try:
+        for s in plans.values():
+            precise_batchnorm(net, batches, lambda images, s=s: net(images, s=s))
+            stats.append(
+                {name: (m.running_mean.clone(), m.running_var.clone()) for name, m in norms.items()}
+            )
+    finally:
+        for name, state in shared.items():
+            norms[name].load_state_dict(state)
+    net.set_plan_stats(list(plans), stats)
+    return list(plans)

@@ -9,6 +9,12 @@ A run lives in ``runs/<dataset>/<method>/<config-hash>/``:
 - ``metrics.json``: the final evaluation, written last: its presence marks a finished run.
 
 A finished run's summary goes to ``results/<profile>/<dataset>/<method>[-<variant>].json``.
+
+Whether a run stands for today's code is decided here too: each run records its provenance
+(behaviour digest, data fingerprint, precision; code digest and commit as information), a
+finished run is reused and an interrupted one resumed only while these match today's, and a
+stale one is moved aside (:func:`finished_run`). The behaviour digest is computed by
+:mod:`coop_utils.behaviour` in a pinned process (:func:`behaviour_digests`).
 """
 
 from __future__ import annotations
@@ -26,14 +32,16 @@ import shlex
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from coop_utils.config import ABLATIONS, RunConfig, load_config
-from coop_utils.data import cache_dir
+from coop_utils.data import SPLITS, cache_dir, data_fingerprint, generated_root
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 #: the package's modules that a training run executes: the sources :func:`code_digest` covers
@@ -342,7 +350,8 @@ def write_summary(
 ) -> Path:
     """Write the results summary of a finished run; a file of another profile is never touched.
 
-    ``provenance`` (code digest, data fingerprint, precision) goes in at the top level.
+    ``provenance`` (behaviour and code digests, data fingerprint, precision, and the training
+    compute) goes in at the top level.
     """
     path = results_path(config)
     if path.exists():
@@ -385,3 +394,112 @@ def write_benchmark(
     }
     atomic_write_json(path, record)
     return path
+
+
+# --- provenance and reuse: whether a run folder or a summary stands for today's code ---------
+
+
+@dataclass
+class Run:
+    """A finished (or reused) run: its config, folder, final metrics and per-epoch log."""
+
+    config: RunConfig
+    directory: Path
+    metrics: dict[str, dict[str, dict[str, float]]]
+    log: list[dict[str, str]]
+    wall_time_s: float
+    reused: bool = False
+    summary_path: Path | None = None
+    parameter_digest: str = ""
+
+
+def provenance(config: RunConfig) -> dict[str, Any]:
+    """What a run's numbers depend on beyond its config: the code, the data, the precision.
+
+    The behaviour digest (:func:`coop_utils.runs.behaviour_digests`) decides whether a run stands
+    for today's code; the code digest and the git commit are kept as information. Smoke runs,
+    never recorded, carry none (the digest's own short runs are smoke runs).
+    """
+    code, dirty = code_digest()
+    root = generated_root(config) if config.data == "generated" else config.data_root
+    fingerprints = [data_fingerprint(config.dataset, split, root) for split in SPLITS]
+    data = hashlib.sha256("+".join(fingerprints).encode()).hexdigest()[:16]
+    current = {
+        "code_digest": code,
+        "code_dirty": dirty,
+        "git_commit": git_commit(),
+        "data_fingerprint": data,
+        "precision": config.resolved_precision(),
+    }
+    if config.profile != "smoke":
+        current["behaviour_digest"] = behaviour_digests([config])[digest_key(config)]
+    return current
+
+
+def _staleness(recorded: dict[str, Any], current: dict[str, Any]) -> str:
+    """Why a run recorded with ``recorded`` cannot stand for ``current`` ('' if it can): other
+    data, precision or behaviour; a run without a behaviour digest (a smoke run, or one made
+    before digests were recorded) must have been made by the very same code bytes."""
+    by_behaviour = "behaviour_digest" in current and "behaviour_digest" in recorded
+    matched = ("behaviour_digest" if by_behaviour else "code_digest", "data_fingerprint")
+    changed = [key for key in (*matched, "precision") if recorded.get(key) != current[key]]
+    return ", ".join(
+        f"{key} {recorded.get(key, 'unrecorded')} -> {current[key]}" for key in changed
+    )
+
+
+def _set_aside_if_stale(directory: Path, current: dict[str, Any], reuse_stale: bool) -> None:
+    """Move a run made by other code or data aside (nothing is deleted), unless asked to reuse
+    it anyway; then a fresh run starts in its place."""
+    if not any((directory / name).exists() for name in ("checkpoint.pt", "metrics.json")):
+        return
+    recorded = directory / "provenance.json"
+    why = _staleness(json.loads(recorded.read_text()) if recorded.exists() else {}, current)
+    if not why:
+        return
+    if reuse_stale:
+        print(f"reusing {directory} although it is stale ({why}): --reuse-stale", flush=True)
+        return
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    aside = directory.with_name(f"{directory.name}.stale-{stamp}")
+    with hold_run(directory):
+        directory.rename(aside)
+    print(
+        f"retraining {directory}: it was made by other code or data ({why}); "
+        f"the old run is kept in {aside}",
+        flush=True,
+    )
+
+
+def finished_run(config: RunConfig, current: dict[str, Any], reuse_stale: bool) -> Run | None:
+    """The finished run of ``config`` (after setting a stale one aside), if there is one."""
+    directory = run_dir(config)
+    _set_aside_if_stale(directory, current, reuse_stale)
+    if not (directory / "metrics.json").exists():
+        return None
+    summary = json.loads((directory / "metrics.json").read_text())
+    summary_path = results_path(config)
+    return Run(
+        config,
+        directory,
+        summary["metrics"],
+        read_log(directory / "log.csv"),
+        summary["wall_time_s"],
+        reused=True,
+        summary_path=summary_path if summary_path.exists() else None,
+    )
+
+
+def record_run(config, directory, metrics, wall, data, device, current, **extra) -> Run:
+    """Write a run's ``metrics.json`` and results summary; return the run."""
+    summary = {
+        "metrics": metrics,
+        "wall_time_s": wall,
+        "data": data.description,
+        **extra,
+        "provenance": current,
+    }
+    atomic_write_json(directory / "metrics.json", summary)
+    summary_path = write_summary(config, metrics, wall, device, current)
+    log = read_log(directory / "log.csv")
+    return Run(config, directory, metrics, log, wall, summary_path=summary_path)

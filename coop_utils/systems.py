@@ -9,6 +9,7 @@ is :mod:`coop_utils.training`'s.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -19,7 +20,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from coop_utils.config import RunConfig
-from coop_utils.evaluate import autocast, calibrate_batchnorm, precise_batchnorm
 from coop_utils.gating import add_gate
 from coop_utils.losses import (
     byot_loss,
@@ -34,8 +34,17 @@ from coop_utils.models import (
     EarlyExitNetwork,
     SkippableResNet,
     build_model,
+    calibrate_batchnorm,
     depth_plan,
+    precise_batchnorm,
 )
+
+
+def autocast(device: torch.device, precision: str):
+    """bf16 autocast for ``precision == "bf16"``; nothing for fp32."""
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
 
 @dataclass

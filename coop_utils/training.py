@@ -1,8 +1,9 @@
 """One training loop for every method: cooperative, independent, BYOT and BranchyNet.
 
 What a step computes is each method's *system* (:mod:`coop_utils.systems`). The loop around
-it is shared: data, optimiser and schedule, checkpoints, resume, DDP, progress, the final
-evaluation (:mod:`coop_utils.evaluate`) and the run store (:mod:`coop_utils.runs`).
+it is shared: data, optimiser and schedule, checkpoints, resume, DDP, signals, progress and
+the final evaluation (:mod:`coop_utils.evaluate`). Where runs live and whether a finished or
+interrupted one can be reused is the run store's (:mod:`coop_utils.runs`).
 
 All randomness of an epoch comes from generators seeded by ``(seed, epoch, purpose)``,
 so a run resumed from a checkpoint repeats exactly what the interrupted run would
@@ -14,14 +15,12 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import itertools
-import json
 import math
 import os
 import shutil
 import signal
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,28 +33,14 @@ from coop_utils import data as datasets
 from coop_utils import runs
 from coop_utils.config import RunConfig
 from coop_utils.evaluate import (
-    autocast,
     calibration_batches,
     evaluate_system,
+    training_flops,
     validation_curve,
 )
 from coop_utils.gating import BlockGate
 from coop_utils.models import SkippableResNet
-from coop_utils.systems import StepRandomness, System, build_system
-
-
-@dataclass
-class Run:
-    """A finished (or reused) run: its config, folder, final metrics and per-epoch log."""
-
-    config: RunConfig
-    directory: Path
-    metrics: dict[str, dict[str, dict[str, float]]]
-    log: list[dict[str, str]]
-    wall_time_s: float
-    reused: bool = False
-    summary_path: Path | None = None
-    parameter_digest: str = ""
+from coop_utils.systems import StepRandomness, System, autocast, build_system
 
 
 def resolve_device(name: str) -> torch.device:
@@ -121,106 +106,9 @@ def _digest(tensors: dict[str, Tensor]) -> str:
     return digest.hexdigest()[:16]
 
 
-# --- provenance and reuse ------------------------------------------------------------------
-
-
-def provenance(config: RunConfig) -> dict[str, Any]:
-    """What a run's numbers depend on beyond its config: the code, the data, the precision.
-
-    The behaviour digest (:func:`coop_utils.runs.behaviour_digests`) decides whether a run stands
-    for today's code; the code digest and the git commit are kept as information. Smoke runs,
-    never recorded, carry none (the digest's own short runs are smoke runs).
-    """
-    code, dirty = runs.code_digest()
-    root = datasets.generated_root(config) if config.data == "generated" else config.data_root
-    fingerprints = [
-        datasets.data_fingerprint(config.dataset, split, root) for split in datasets.SPLITS
-    ]
-    data = hashlib.sha256("+".join(fingerprints).encode()).hexdigest()[:16]
-    current = {
-        "code_digest": code,
-        "code_dirty": dirty,
-        "git_commit": runs.git_commit(),
-        "data_fingerprint": data,
-        "precision": config.resolved_precision(),
-    }
-    if config.profile != "smoke":
-        current["behaviour_digest"] = runs.behaviour_digests([config])[runs.digest_key(config)]
-    return current
-
-
-def _staleness(recorded: dict[str, Any], current: dict[str, Any]) -> str:
-    """Why a run recorded with ``recorded`` cannot stand for ``current`` ('' if it can): other
-    data, precision or behaviour; a run without a behaviour digest (a smoke run, or one made
-    before digests were recorded) must have been made by the very same code bytes."""
-    by_behaviour = "behaviour_digest" in current and "behaviour_digest" in recorded
-    matched = ("behaviour_digest" if by_behaviour else "code_digest", "data_fingerprint")
-    changed = [key for key in (*matched, "precision") if recorded.get(key) != current[key]]
-    return ", ".join(
-        f"{key} {recorded.get(key, 'unrecorded')} -> {current[key]}" for key in changed
-    )
-
-
-def _set_aside_if_stale(directory: Path, current: dict[str, Any], reuse_stale: bool) -> None:
-    """Move a run made by other code or data aside (nothing is deleted), unless asked to reuse
-    it anyway; then a fresh run starts in its place."""
-    if not any((directory / name).exists() for name in ("checkpoint.pt", "metrics.json")):
-        return
-    recorded = directory / "provenance.json"
-    why = _staleness(json.loads(recorded.read_text()) if recorded.exists() else {}, current)
-    if not why:
-        return
-    if reuse_stale:
-        print(f"reusing {directory} although it is stale ({why}): --reuse-stale", flush=True)
-        return
-    stamp = time.strftime("%Y%m%dT%H%M%S")
-    aside = directory.with_name(f"{directory.name}.stale-{stamp}")
-    with runs.hold_run(directory):
-        directory.rename(aside)
-    print(
-        f"retraining {directory}: it was made by other code or data ({why}); "
-        f"the old run is kept in {aside}",
-        flush=True,
-    )
-
-
-def _finished(config: RunConfig, current: dict[str, Any], reuse_stale: bool) -> Run | None:
-    """The finished run of ``config`` (after setting a stale one aside), if there is one."""
-    directory = runs.run_dir(config)
-    _set_aside_if_stale(directory, current, reuse_stale)
-    if not (directory / "metrics.json").exists():
-        return None
-    summary = json.loads((directory / "metrics.json").read_text())
-    summary_path = runs.results_path(config)
-    return Run(
-        config,
-        directory,
-        summary["metrics"],
-        runs.read_log(directory / "log.csv"),
-        summary["wall_time_s"],
-        reused=True,
-        summary_path=summary_path if summary_path.exists() else None,
-    )
-
-
-def _write_results(config, directory, metrics, wall, data, device, current, **extra) -> Run:
-    """Write a run's ``metrics.json`` and results summary; return the run."""
-    summary = {
-        "metrics": metrics,
-        "wall_time_s": wall,
-        "data": data.description,
-        **extra,
-        "provenance": current,
-    }
-    runs.atomic_write_json(directory / "metrics.json", summary)
-    summary_path = runs.write_summary(config, metrics, wall, device, current)
-    log = runs.read_log(directory / "log.csv")
-    return Run(config, directory, metrics, log, wall, summary_path=summary_path)
-
-
 def _shared_bn_evaluation(
-    config: RunConfig, directory: Path, trained: Run, current: dict[str, Any]
-) -> Run:
+    config: RunConfig, directory: Path, trained: runs.Run, current: dict[str, Any]
+) -> runs.Run:
     """Evaluate the finished run ``trained`` with its shared batch-norm statistics, as
     ``config``'s run: the ablation changes evaluation only, so nothing is trained again."""
     device = config.resolved_device()
@@ -234,12 +122,19 @@ def _shared_bn_evaluation(
     runs.atomic_write_json(directory / "provenance.json", current)
     shutil.copyfile(trained.directory / "log.csv", directory / "log.csv")
     wall, weights_from = trained.wall_time_s, str(trained.directory)
-    return _write_results(
-        config, directory, metrics, wall, data, device, current, weights_from=weights_from
+    compute = _compute(config, data, len(data.train))  # the trained run's: it trains nothing
+    return runs.record_run(
+        config, directory, metrics, wall, data, device, current | compute, weights_from=weights_from
     )
 
 
-def load_system(run: Run) -> System:
+def _compute(config: RunConfig, data: datasets.Data, steps_per_epoch: int) -> dict[str, float]:
+    """The summary's training compute (:func:`coop_utils.evaluate.training_flops`)."""
+    total, per_step = training_flops(config, data.num_classes, data.image_size, steps_per_epoch)
+    return {"training_flops": total, "step_forward_flops_per_image": round(per_step)}
+
+
+def load_system(run: runs.Run) -> System:
     """The trained networks of a finished ``run`` (its last checkpoint), in eval mode."""
     config = run.config
     info = datasets.DATASETS[config.dataset]
@@ -251,7 +146,7 @@ def load_system(run: Run) -> System:
     return system.eval()
 
 
-def train(config: RunConfig, progress: bool = True, reuse_stale: bool = False) -> Run:
+def train(config: RunConfig, progress: bool = True, reuse_stale: bool = False) -> runs.Run:
     """Train ``config``'s run, or reuse it if finished, or resume it if interrupted.
 
     A run made by code that behaves otherwise or from other data (its behaviour digest or data
@@ -260,14 +155,14 @@ def train(config: RunConfig, progress: bool = True, reuse_stale: bool = False) -
     has finished, its trained networks are evaluated with their shared statistics instead of
     training them again.
     """
-    current = provenance(config)
+    current = runs.provenance(config)
     directory = runs.run_dir(config)
-    finished = _finished(config, current, reuse_stale)
+    finished = runs.finished_run(config, current, reuse_stale)
     if finished is not None:
         return finished
     if config.bn_stats == "shared" and config.method == "cooperative":
         base = config.replace(bn_stats="per_depth", variant="")
-        trained = _finished(base, current, reuse_stale)
+        trained = runs.finished_run(base, current, reuse_stale)
         if trained is not None:
             with runs.hold_run(directory):
                 return _shared_bn_evaluation(config, directory, trained, current)
@@ -345,7 +240,7 @@ class _Trainer:
             },
         )
 
-    def run(self) -> Run:
+    def run(self) -> runs.Run:
         config, device = self.config, self.device
         torch.manual_seed(config.seed)
         data = datasets.prepare_data(config, device, self.rank, self.world_size)
@@ -464,11 +359,12 @@ class _Trainer:
         if dist.is_initialized():
             dist.barrier()
         if self.rank != 0:
-            return Run(config, self.directory, {}, [], wall, parameter_digest=digest)
+            return runs.Run(config, self.directory, {}, [], wall, parameter_digest=digest)
         system.calibrate(calibration_batches(data))
         self._save(epoch, 0, global_step, None, wall)  # the checkpoint holds the statistics
         metrics = evaluate_system(system, data, config, device)
-        run = _write_results(config, self.directory, metrics, wall, data, device, self.provenance)
+        summary = self.provenance | _compute(config, data, len(data.train))
+        run = runs.record_run(config, self.directory, metrics, wall, data, device, summary)
         run.parameter_digest = digest
         return run
 

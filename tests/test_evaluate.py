@@ -101,7 +101,7 @@ def test_exit_flops_include_the_exit_head_and_grow_with_depth():
 def test_precise_batchnorm_averages_the_batches_and_restores_the_module():
     from torch import nn
 
-    from coop_utils.evaluate import precise_batchnorm
+    from coop_utils.models import precise_batchnorm
 
     net = nn.Sequential(nn.Conv2d(3, 4, 1, bias=False), nn.BatchNorm2d(4)).eval()
     batches = [torch.randn(8, 3, 5, 5) + shift for shift in (0.0, 4.0)]
@@ -139,3 +139,60 @@ def test_every_method_re_estimates_every_batch_norm_after_training(method):
             ]
     else:
         assert not untouched, f"{len(untouched)} of {len(norms)} batch norms not re-estimated"
+
+
+@pytest.mark.parametrize("sampling", ["per_epoch", "per_batch"])
+def test_training_flops_count_the_factors_a_cooperative_run_actually_drew(
+    tmp_path, monkeypatch, sampling
+):
+    """The summary's training compute replays the run's draws: it equals the forward FLOPs of
+    every pass that training ran, times 3, times the batch, counted while it trained."""
+    import json
+
+    from coop_utils import systems
+    from coop_utils.config import load_config
+    from coop_utils.training import train
+
+    config = load_config(
+        "smoke",
+        dataset="tiny-imagenet",
+        epochs=2,
+        max_steps=21,  # stops inside the second epoch
+        sampling=sampling,
+        run_root=str(tmp_path / "runs"),
+        results_root=str(tmp_path / "results"),
+    )
+    drawn = []
+    original = systems.CooperativeSystem._step_factors
+
+    def recorded(self, randomness):
+        factors = original(self, randomness)
+        drawn.append([list(f) for f in factors])
+        return factors
+
+    monkeypatch.setattr(systems.CooperativeSystem, "_step_factors", recorded)
+    run = train(config, progress=False)
+    # 21 training steps, then the count's replay of the same 21 draws
+    assert len(drawn) == 42 and drawn[:21] == drawn[21:]
+    drawn = drawn[:21]
+    assert len({str(d) for d in drawn}) > 1  # the draws change
+    net = build_model("resnet20", 10, 32)
+    full = count_flops(net)
+    forward = sum(3 * full + sum(count_flops(net, s) for f in step for s in f) for step in drawn)
+    summary = json.loads(run.summary_path.read_text())
+    assert summary["training_flops"] == 3 * forward * config.batch_size
+    assert summary["step_forward_flops_per_image"] == round(forward / 21)
+
+
+def test_training_flops_of_the_baselines_are_their_networks_forward_costs():
+    from coop_utils.config import load_config
+    from coop_utils.evaluate import training_flops
+
+    independent = load_config("smoke", method="independent", epochs=2)
+    nets = [build_model("resnet20", 10, 32) for _ in range(3)]
+    per_step = sum(count_flops(net, s) for net, s in zip(nets, (0.2, 0.5, 1.0), strict=True))
+    assert training_flops(independent, 10, 32, 7) == (3 * per_step * 14 * 16, per_step)
+    byot = load_config("smoke", method="byot", epochs=1)
+    total, per_image = training_flops(byot, 10, 32, 5)
+    assert per_image > count_flops(nets[0])  # the backbone and its exits' heads
+    assert total == 3 * per_image * 5 * 16

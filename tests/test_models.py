@@ -195,7 +195,7 @@ def test_the_kept_estimator_reaches_every_logit_of_a_stage_through_the_relaxed_t
 
 
 def test_per_depth_statistics_are_used_per_plan_and_survive_a_state_dict_round_trip():
-    from coop_utils.evaluate import calibrate_batchnorm
+    from coop_utils.models import calibrate_batchnorm
 
     torch.manual_seed(0)
     net = _varied_batchnorm(build_model("resnet20", 10, 32))

@@ -147,9 +147,8 @@ def fabricate_results(root: Path, names: set[str] | None = None) -> dict:
 
     from coop_utils import export
     from coop_utils.config import campaign, load_config
-    from coop_utils.evaluate import calibrate_batchnorm
     from coop_utils.gating import add_gate
-    from coop_utils.models import build_model
+    from coop_utils.models import build_model, calibrate_batchnorm
     from coop_utils.runs import results_path
 
     hashes = {}

@@ -20,6 +20,7 @@ from coop_utils.runs import (
     git_commit,
     hold_run,
     load_checkpoint,
+    provenance,
     read_log,
     results_path,
     run_dir,
@@ -28,7 +29,6 @@ from coop_utils.runs import (
     write_benchmark,
     write_summary,
 )
-from coop_utils.training import provenance
 
 
 def test_run_dir_and_results_path(tmp_path):

@@ -293,7 +293,7 @@ def test_a_finished_run_stores_per_depth_statistics_with_its_teammates(tmp_path)
 def test_evaluation_at_a_depth_does_not_depend_on_the_last_epochs_drawn_factors(tmp_path):
     """Two copies of a network whose running statistics were moved by sub-network passes at
     different scaling factors evaluate identically once per-depth statistics are estimated."""
-    from coop_utils.evaluate import calibrate_batchnorm
+    from coop_utils.models import calibrate_batchnorm
 
     config = smoke(tmp_path)
     data = prepare_data(config, torch.device("cpu"))
