@@ -16,7 +16,9 @@
 # Each epoch, each Teammate draws a few scaling factors and trains the sub-networks of those
 # depths, each learning from the labels and from its full-depth Teammate. A shallow
 # sub-network has the hardest task, so the paper's *Scaling Factor Sensitive Loss* (SFSL)
-# weighs its loss more {cite}`fang2023cooperative`. This chapter shows the weights, which
+# weighs its loss more {cite}`fang2023cooperative`. The abstract names the loss but not its
+# formula: the weight $w(s) = 1/s$ below is **our reading** ({doc}`../open-decisions`), the
+# simplest weight that grows as the depth shrinks. This chapter shows the weights, which
 # blocks the sub-networks of different depths share, and a short run with and without SFSL.
 #
 # **Needs:** a CPU. It shows the recorded runs; it trains only when asked (the runs of
@@ -47,7 +49,7 @@ chapter = chapters.start_chapter(profile, device, seed, data_root, run_root, res
 # ## The weights
 #
 # The sub-network of Teammate $i$ at scaling factor $s < 1$, with logits $z_i^s$, learns from
-# the labels and from its Teammate's full-depth logits $z_i$:
+# the labels and from its Teammate's full-depth logits $z_i$ (our reading of SFSL):
 #
 # $$\mathcal{L}_i^{s} = w(s)\,\bigl[\mathrm{CE}(z_i^{s}, y) + \mathrm{KD}(z_i \to z_i^{s})\bigr],
 # \qquad w(s) = \begin{cases} 1/s & \text{with SFSL} \\ 1 & \text{without.} \end{cases}$$
