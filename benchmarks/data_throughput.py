@@ -42,13 +42,17 @@ def timed_load(root: Path) -> tuple[float, torch.Tensor, torch.Tensor]:
 
 
 def seconds_for_batches(batches: Iterable, num_batches: int) -> float:
-    """Time to draw `num_batches` batches, after one warm-up batch (worker start-up)."""
+    """Time to draw `num_batches` batches, after one warm-up batch (worker start-up) and the
+    Timer's own two, on the thread count set."""
+    # imported here: torch.utils.benchmark warns on import where there is no CUDA runtime
+    from torch.utils import benchmark
+
     iterator = iter(batches)
     next(iterator)
-    start = time.perf_counter()
-    for _ in range(num_batches):
-        next(iterator)
-    return time.perf_counter() - start
+    timer = benchmark.Timer(
+        "next(iterator)", globals={"iterator": iterator}, num_threads=torch.get_num_threads()
+    )
+    return timer.timeit(number=num_batches).mean * num_batches
 
 
 def main() -> None:

@@ -300,17 +300,22 @@ def step_flops(step: CooperativeStep, gate_gradient: str) -> int:
 
 
 def time_step(step: CooperativeStep) -> tuple[float, int]:
-    """Steps per second over ``TIMED_STEPS`` steps after ``WARMUP_STEPS``, and the peak GPU
-    memory (bytes) of the timed steps."""
+    """Steps per second over ``TIMED_STEPS`` steps after ``WARMUP_STEPS`` (and the Timer's own
+    two), the GPU synchronised before and after, and the peak GPU memory (bytes) of the timed
+    steps: the Timer runs its setup, the reset of the peak, right before them."""
+    # imported here: torch.utils.benchmark warns on import where there is no CUDA runtime
+    from torch.utils import benchmark
+
     for _ in range(WARMUP_STEPS):
         step()
-    torch.cuda.synchronize()
-    torch.cuda.reset_peak_memory_stats()
-    start = time.perf_counter()
-    for _ in range(TIMED_STEPS):
-        step()
-    torch.cuda.synchronize()
-    return TIMED_STEPS / (time.perf_counter() - start), torch.cuda.max_memory_allocated()
+    timer = benchmark.Timer(
+        "step()",
+        setup="torch.cuda.reset_peak_memory_stats()",
+        globals={"step": step},
+        num_threads=torch.get_num_threads(),
+    )
+    seconds = timer.timeit(number=TIMED_STEPS).mean
+    return 1 / seconds, torch.cuda.max_memory_allocated()
 
 
 def measure_throughput(

@@ -8,17 +8,18 @@ download; `COOP_CACHE_DIR` (default `~/.cache/coop_utils`) holds the decoded ten
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import math
 import os
 import pickle
 import shutil
+import socket
 import struct
 import tarfile
 import tempfile
 import urllib.parse
-import urllib.request
 import warnings
 import zipfile
 from collections.abc import Iterator, Sequence
@@ -31,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from torchvision.datasets import CIFAR100
+from torchvision.datasets.utils import calculate_md5, download_url
 from torchvision.io import ImageReadMode, decode_jpeg
 from tqdm.auto import tqdm
 
@@ -236,65 +238,53 @@ def _not_found_message(name: str, root: Path, reason: str) -> str:
 # --- download ---------------------------------------------------------------------------------
 
 
-def _download(url: str, destination: Path) -> None:
-    """Stream `url` into `destination`; the timeout makes a machine without network fail fast."""
-    request = urllib.request.Request(url, headers={"User-Agent": "coop_utils"})
-    with urllib.request.urlopen(request, timeout=DOWNLOAD_TIMEOUT_S) as response:
-        total = int(response.headers.get("Content-Length") or 0) or None
-        with (
-            destination.open("wb") as file,
-            tqdm(total=total, unit="B", unit_scale=True, desc=f"downloading {url}") as progress,
-        ):
-            while chunk := response.read(1 << 20):
-                file.write(chunk)
-                progress.update(len(chunk))
-
-
-def _md5(path: Path) -> str:
-    digest = hashlib.md5(usedforsecurity=False)
-    with path.open("rb") as file:
-        while chunk := file.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
+@contextlib.contextmanager
+def _socket_timeout(seconds: float) -> Iterator[None]:
+    """A timeout for the sockets opened in a ``with`` block (torchvision's download sets none),
+    so that a machine without network fails fast."""
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(seconds)
+    try:
+        yield
+    finally:
+        socket.setdefaulttimeout(previous)
 
 
 def _download_and_extract(name: str, root: Path, verify: bool) -> None:
     """Download the official archive and extract it so the dataset folder appears whole or
-    not at all: temp file, md5 check, extraction into a temp folder, then rename."""
+    not at all: download and md5 check in a temp folder, extraction there, then rename."""
     info = DATASETS[name]
     root.mkdir(parents=True, exist_ok=True)
     archive_name = Path(urllib.parse.urlparse(info.url).path).name
-    partial = root / f".{archive_name}.part"
+    staging = Path(tempfile.mkdtemp(dir=root, prefix=f".{info.folder}-"))
     try:
-        _download(info.url, partial)
-    except OSError as error:
-        partial.unlink(missing_ok=True)
-        raise DatasetNotFoundError(
-            _not_found_message(name, root, f"the download failed: {error}")
-        ) from error
-    try:
-        if verify and (actual := _md5(partial)) != info.md5:
+        archive, extraction = staging / archive_name, staging / "extracted"
+        try:
+            with _socket_timeout(DOWNLOAD_TIMEOUT_S):
+                download_url(info.url, staging, archive_name)
+        except OSError as error:
+            raise DatasetNotFoundError(
+                _not_found_message(name, root, f"the download failed: {error}")
+            ) from error
+        if verify and (actual := calculate_md5(archive)) != info.md5:
             raise ChecksumError(
                 f"the download of {name} from {info.url} has md5 {actual}, expected "
                 f"{info.md5}; the file was removed. Try again, or download it by hand and "
                 f"extract it into {root.resolve()}."
             )
-        extraction = Path(tempfile.mkdtemp(dir=root, prefix=f".{info.folder}-"))
-        try:
-            if archive_name.endswith(".zip"):
-                with zipfile.ZipFile(partial) as archive:
-                    archive.extractall(extraction)
-            else:
-                with tarfile.open(partial) as archive:
-                    # The "data" filter refuses absolute paths and links out of the folder.
-                    archive.extractall(extraction, filter="data")
-            if not (extraction / info.folder).is_dir():
-                raise DatasetError(f"{info.url} does not contain the folder {info.folder}/")
-            os.replace(extraction / info.folder, root / info.folder)
-        finally:
-            shutil.rmtree(extraction, ignore_errors=True)
+        # Not torchvision's extract_archive: its tar extraction has no "data" filter, which
+        # refuses absolute paths and links out of the folder.
+        if archive_name.endswith(".zip"):
+            with zipfile.ZipFile(archive) as opened:
+                opened.extractall(extraction)
+        else:
+            with tarfile.open(archive) as opened:
+                opened.extractall(extraction, filter="data")
+        if not (extraction / info.folder).is_dir():
+            raise DatasetError(f"{info.url} does not contain the folder {info.folder}/")
+        os.replace(extraction / info.folder, root / info.folder)
     finally:
-        partial.unlink(missing_ok=True)
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 # --- source index and fingerprint -------------------------------------------------------------
@@ -424,7 +414,7 @@ def _cifar100_checksum_mismatches(folder: Path) -> list[str]:
     return [
         f"{folder / name} has md5 {actual}, expected {md5}"
         for name, md5 in expected
-        if (actual := _md5(folder / name)) != md5
+        if (actual := calculate_md5(folder / name)) != md5
     ]
 
 

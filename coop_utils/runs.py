@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import datetime
-import fcntl
 import hashlib
 import json
 import os
@@ -38,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import filelock
 import torch
 
 from coop_utils.config import ABLATIONS, RunConfig, load_config
@@ -154,26 +154,22 @@ def truncate_log(path: Path, epochs: int) -> None:
 def hold_run(directory: Path) -> Iterator[None]:
     """Hold the run's lock for the duration; a second writer gets :class:`RunBusyError`."""
     directory.mkdir(parents=True, exist_ok=True)
-    handle = (directory / "lock").open("a+")
+    path = directory / "lock"
+    # flock or an error, never a soft lock: the file holds its owner, which a contender reads
+    lock = filelock.FileLock(path, fallback_to_soft=False)
     try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.seek(0)
-        owner = handle.read().strip() or "unknown"
-        handle.close()
+        lock.acquire(blocking=False)
+    except filelock.Timeout:
+        owner = path.read_text().strip() or "unknown"
         raise RunBusyError(
             f"run {directory} is being trained by another process ({owner}); wait for it to "
             "finish, or stop it: its checkpoint lets this run resume"
         ) from None
     try:
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"pid {os.getpid()} on {platform.node()}\n")
-        handle.flush()
+        path.write_text(f"pid {os.getpid()} on {platform.node()}\n")
         yield
     finally:
-        fcntl.flock(handle, fcntl.LOCK_UN)
-        handle.close()
+        lock.release()
 
 
 def _git(*args: str, cwd: Path = PACKAGE_DIR) -> str:

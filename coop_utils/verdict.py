@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from coop_utils.config import PROFILES, RunConfig, campaign, load_config
 from coop_utils.models import ARCHITECTURES, SCALING_FACTORS, depth_plan
@@ -260,24 +261,12 @@ def _stderr(accuracies: Sequence[float], images: int) -> float:
 @functools.lru_cache
 def t_critical(df: float, level: float = 0.95) -> float:
     """``t`` with ``P(|T| <= t) = level`` for Student's t with ``df`` degrees of freedom
-    (12.71 at 1, 4.30 at 2, towards 1.96 as ``df`` grows): bisection on its integrated density."""
+    (12.71 at 1, 4.30 at 2, towards 1.96 as ``df`` grows; ``df`` may be fractional)."""
     if isinstance(df, bool) or not isinstance(df, int | float) or not df >= 1:
         raise ValueError(f"degrees of freedom must be a number >= 1, got {df!r}")
     if not 0 < level < 1:
         raise ValueError(f"confidence level must be in (0, 1), got {level!r}")
-    log_norm = math.lgamma((df + 1) / 2) - math.lgamma(df / 2) - 0.5 * math.log(df * math.pi)
-
-    def mass(t: float) -> float:  # P(|T| <= t)
-        x = np.linspace(0.0, t, 4001)
-        return 2 * float(np.trapezoid(np.exp(log_norm - (df + 1) / 2 * np.log1p(x * x / df)), x))
-
-    low, high = 0.0, 2.0
-    while mass(high) < level:
-        low, high = high, 2 * high
-    for _ in range(50):
-        middle = (low + high) / 2
-        low, high = (middle, high) if mass(middle) < level else (low, middle)
-    return (low + high) / 2
+    return float(stats.t.ppf((1 + level) / 2, df))
 
 
 @dataclass(frozen=True)

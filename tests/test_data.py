@@ -2,13 +2,18 @@
 validation split and every bad input the loaders name."""
 
 import dataclasses
+import functools
 import hashlib
 import os
 import pickle
 import shutil
+import socket
 import tarfile
+import threading
 import urllib.error
+import urllib.request
 import zipfile
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
@@ -501,11 +506,11 @@ def test_a_missing_dataset_names_itself_the_path_the_url_and_the_variable(
 def test_a_failed_download_is_reported_like_a_missing_dataset(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def no_network(url: str, destination: Path) -> None:
-        destination.write_bytes(b"partial")
+    def no_network(url: str, root: Path, filename: str) -> None:
+        (root / filename).write_bytes(b"partial")
         raise urllib.error.URLError("no network here")
 
-    monkeypatch.setattr(data, "_download", no_network)
+    monkeypatch.setattr(data, "download_url", no_network)
     with pytest.raises(DatasetNotFoundError) as raised:
         load_dataset("tiny-imagenet", "train", root=tmp_path / "root")
     message = str(raised.value)
@@ -514,12 +519,31 @@ def test_a_failed_download_is_reported_like_a_missing_dataset(
     assert list((tmp_path / "root").iterdir()) == []
 
 
+def test_a_download_times_out_and_the_timeout_is_lifted_afterwards(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every socket of the download has the timeout, so a machine without network fails fast."""
+    timeouts = []
+
+    def unreachable(request, *args, **kwargs):
+        timeouts.append(socket.getdefaulttimeout())
+        raise urllib.error.URLError(TimeoutError("timed out"))
+
+    monkeypatch.setattr(urllib.request, "urlopen", unreachable)
+    previous = socket.getdefaulttimeout()
+    with pytest.raises(DatasetNotFoundError, match="the download failed: .*timed out"):
+        load_dataset("cifar100", "train", root=tmp_path / "root")
+    assert timeouts and set(timeouts) == {data.DOWNLOAD_TIMEOUT_S}
+    assert socket.getdefaulttimeout() == previous
+    assert list((tmp_path / "root").iterdir()) == []
+
+
 def test_a_download_with_the_wrong_md5_is_removed_and_both_digests_reported(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     content = b"this is not the CIFAR-100 archive"
     monkeypatch.setattr(
-        data, "_download", lambda url, destination: destination.write_bytes(content)
+        data, "download_url", lambda url, root, filename: (root / filename).write_bytes(content)
     )
     with pytest.raises(ChecksumError) as raised:
         load_dataset("cifar100", "train", root=tmp_path / "root")
@@ -532,7 +556,7 @@ def test_a_download_with_the_wrong_md5_is_removed_and_both_digests_reported(
 def test_a_download_is_checked_and_extracted_into_place(
     name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The download path end to end, with a local archive of generated data as the 'server'."""
+    """The download path end to end: an archive of generated data served over local http."""
     made = tmp_path / "made"
     info = DATASETS[name]
     if name == "cifar100":
@@ -545,13 +569,18 @@ def test_a_download_is_checked_and_extracted_into_place(
         archive = Path(shutil.make_archive(str(tmp_path / "tiny"), "zip", made, info.folder))
         assert zipfile.is_zipfile(archive)
     md5 = hashlib.md5(archive.read_bytes()).hexdigest()
-    monkeypatch.setitem(DATASETS, name, dataclasses.replace(info, md5=md5))
-    monkeypatch.setattr(
-        data, "_download", lambda url, destination: shutil.copy(archive, destination)
-    )
+    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(archive.parent))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_port}/{archive.name}"
+    monkeypatch.setitem(DATASETS, name, dataclasses.replace(info, url=url, md5=md5))
     root = tmp_path / "root"
     # Generated CIFAR-100 pickles cannot match the published digests: verify=False skips both.
-    dataset = load_dataset(name, "test", root=root, verify=name != "cifar100")
+    try:
+        dataset = load_dataset(name, "test", root=root, verify=name != "cifar100")
+    finally:
+        server.shutdown()
+        server.server_close()
     assert dataset.generated and len(dataset) == (10 if name == "cifar100" else 3)
     assert [path.name for path in root.iterdir()] == [info.folder]
 

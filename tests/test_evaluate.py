@@ -1,5 +1,7 @@
 """FLOPs, latency and depth choice under a budget."""
 
+import time
+
 import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -55,6 +57,22 @@ def test_measure_latency_is_positive_and_restores_mode(resnet56):
     resnet56.train()
     assert measure_latency(resnet56, 0.5, batch_size=2, repeats=2, warmup=1) > 0
     assert resnet56.training
+
+
+def test_measure_latency_times_one_pass_in_seconds_with_the_threads_in_use(resnet56, monkeypatch):
+    """Each pass runs in eval and inference mode on the caller's thread count."""
+    threads, calls = torch.get_num_threads(), []
+
+    def pass_of_10_ms(images, s=None):
+        calls.append(
+            (torch.get_num_threads(), torch.is_inference_mode_enabled(), resnet56.training)
+        )
+        time.sleep(0.01)
+
+    monkeypatch.setattr(resnet56, "forward", pass_of_10_ms)
+    assert 0.01 <= measure_latency(resnet56, 0.5, warmup=2, repeats=5) < 0.05
+    assert set(calls) == {(threads, True, False)}
+    assert len(calls) >= 2 + 5
 
 
 def test_choose_scaling_factor_respects_flops_budget(resnet56):

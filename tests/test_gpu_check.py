@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -154,3 +155,18 @@ def test_halving_on_oom_finds_a_batch_that_fits() -> None:
     assert gpu_check.halving_on_oom(run, 128) == ("ran 32", 32) and tried == [128, 64, 32]
     with pytest.raises(torch.cuda.OutOfMemoryError):
         gpu_check.halving_on_oom(run, 128, minimum=64)
+
+
+def test_time_step_is_steps_per_second_and_the_peak_memory_of_the_timed_steps(monkeypatch) -> None:
+    steps, resets = [], []
+
+    def step_of_10_ms() -> None:
+        steps.append(None)
+        time.sleep(0.01)
+
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda: resets.append(len(steps)))
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda: 123)
+    steps_per_s, peak = gpu_check.time_step(step_of_10_ms)
+    assert 20 < steps_per_s <= 100 and peak == 123
+    assert resets[0] >= gpu_check.WARMUP_STEPS
+    assert len(steps) - resets[-1] == gpu_check.TIMED_STEPS  # the peak spans the timed steps

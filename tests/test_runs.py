@@ -1,8 +1,13 @@
 """The run store: atomic writes, the single-writer lock, logs and result summaries."""
 
 import json
+import os
+import platform
+import re
 import shutil
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -108,11 +113,36 @@ def test_failed_write_keeps_the_previous_file(tmp_path):
 
 
 def test_second_writer_is_refused(tmp_path):
-    busy = pytest.raises(RunBusyError, match="being trained by another process \\(pid")
+    owner = re.escape(f"(pid {os.getpid()} on {platform.node()})")
+    busy = pytest.raises(RunBusyError, match=f"being trained by another process {owner}")
     with hold_run(tmp_path / "run"), busy, hold_run(tmp_path / "run"):
         pass
     with hold_run(tmp_path / "run"):  # released: a later writer gets in
         pass
+
+
+def test_a_writer_in_another_process_is_refused_and_keeps_its_owner_record(tmp_path):
+    """The refused writer does not wait, and leaves the record of the owner for the next."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from pathlib import Path; "
+         "from coop_utils.runs import hold_run\n"
+         "with hold_run(Path(sys.argv[1])):\n print('held', flush=True); sys.stdin.read()",
+         str(tmp_path / "run")],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline() == "held\n"
+        for _ in range(2):
+            start = time.monotonic()
+            refused = pytest.raises(RunBusyError, match=re.escape(f"(pid {holder.pid} on "))
+            with refused, hold_run(tmp_path / "run"):
+                pass
+            assert time.monotonic() - start < 5
+    finally:
+        holder.communicate("")
+    with hold_run(tmp_path / "run"):  # the holder is gone: its lock went with it
+        owner = (tmp_path / "run" / "lock").read_text()
+    assert owner == f"pid {os.getpid()} on {platform.node()}\n"
 
 
 def test_log_append_read_and_truncate(tmp_path):

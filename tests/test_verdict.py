@@ -3,6 +3,7 @@ construction (the synthetic-null test), and inconclusive where fewer than 3 seed
 them."""
 
 import json
+import math
 import subprocess
 import sys
 
@@ -98,14 +99,23 @@ def record(latency_ratio):
 
 
 def test_t_critical_values_match_the_tables():
-    assert verdict.t_critical(1) == pytest.approx(12.706, abs=2e-3)
-    assert verdict.t_critical(2) == pytest.approx(4.303, abs=2e-3)
-    assert verdict.t_critical(4) == pytest.approx(2.776, abs=2e-3)
-    assert verdict.t_critical(30) == pytest.approx(2.042, abs=2e-3)
-    assert verdict.t_critical(10_000) == pytest.approx(1.960, abs=2e-3)
-    assert verdict.t_critical(2.5) == pytest.approx(3.575, abs=5e-3)  # Welch's are fractional
+    assert verdict.t_critical(4) == pytest.approx(2.7764451, abs=1e-7)
+    assert verdict.t_critical(30) == pytest.approx(2.0422725, abs=1e-7)
+    assert verdict.t_critical(10_000) == pytest.approx(1.9602012, abs=1e-7)
+    assert verdict.t_critical(2.5) == pytest.approx(3.5746548, abs=1e-7)  # Welch's are fractional
+    assert verdict.t_critical(2, 0.99) == pytest.approx(9.9248432, abs=1e-7)
     with pytest.raises(ValueError, match="a number >= 1, got 0"):
         verdict.t_critical(0)
+    with pytest.raises(ValueError, match=r"level must be in \(0, 1\), got 1"):
+        verdict.t_critical(3, 1)
+
+
+@pytest.mark.parametrize("level", [0.9, 0.95, 0.99, 1 - 0.05 / 13])
+def test_t_critical_matches_the_closed_forms_at_one_and_two_degrees_of_freedom(level):
+    # Student's t with 1 degree of freedom is Cauchy's; with 2, P(|T| <= t) = t / sqrt(2 + t^2)
+    cauchy, two = math.tan(math.pi * level / 2), level * math.sqrt(2 / (1 - level**2))
+    assert verdict.t_critical(1, level) == pytest.approx(cauchy, rel=1e-12)
+    assert verdict.t_critical(2, level) == pytest.approx(two, rel=1e-12)
 
 
 def test_intervals_take_their_degrees_of_freedom_from_the_seeds():
