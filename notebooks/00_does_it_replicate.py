@@ -167,8 +167,9 @@ else:
 # blocks that run; the depth-cost benchmark times them).
 #
 # **What was hard.** Only the paper's abstract was accessible to us: its equations,
-# hyper-parameters and tables were not, so the loss, the sampling of depths, the gating estimator, batch norm across
-# depths and the baselines' recipes are our reading, each a configuration key
+# hyper-parameters and tables were not, so the loss, the sampling of depths, the gating
+# estimator, batch norm across depths and the baselines' recipes are our reading, each a
+# configuration key
 # ({doc}`../open-decisions`). The paper's scale (ResNet-152, 200 epochs) is out of reach of a
 # CPU: every claim here is judged on a short schedule, with three seeds per arm and the
 # statistics above, and small effects stay undecided at that sample size.
