@@ -24,6 +24,7 @@ import importlib.util
 import json
 import re
 import shutil
+import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -265,7 +266,9 @@ def save_plan(
     if fmt == "pt2":
         program = torch.export.export(module, (example,), dynamic_shapes=batch)
         extra = {NORMALISATION_FILE: normalisation.to_json()} if normalisation else None
-        torch.export.save(program, path, extra_files=extra)
+        with warnings.catch_warnings():  # channels-last weights: stored whole all the same
+            warnings.filterwarnings("ignore", "No complete tensor found", UserWarning)
+            torch.export.save(program, path, extra_files=extra)
         return path
     program = torch.onnx.export(
         module,
@@ -318,9 +321,9 @@ def load_plan(path: str | Path, fmt: str | None = None) -> LoadedPlan:
         recorded = session.metadata.get(NORMALISATION_KEY)
         return LoadedPlan(session, Normalisation.from_json(recorded) if recorded else None)
     extra = {NORMALISATION_FILE: ""}
-    program = torch.export.load(path, extra_files=extra)
+    module = torch.export.load(path, extra_files=extra).module()
     recorded = extra[NORMALISATION_FILE]
-    return LoadedPlan(program.module(), Normalisation.from_json(recorded) if recorded else None)
+    return LoadedPlan(module, Normalisation.from_json(recorded) if recorded else None)
 
 
 def time_call(call: Callable[[Tensor], object], images: Tensor, min_run_time: float = 0.2) -> float:
