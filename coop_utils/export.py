@@ -115,7 +115,7 @@ def training_normalisation(config: RunConfig, source: str | Path | None = None) 
     try:  # the data's fingerprint first: it raises, downloading nothing, where the data is absent
         found = provenance(config)["data_fingerprint"]
     except DatasetError as error:
-        raise ValueError(f"{error} Or state the normalisation: --mean and --std") from None
+        raise ValueError(f"{error} Or pass --data-root, or state --mean and --std") from None
     recorded = Path(source) / "provenance.json" if source is not None else None
     if recorded is not None and recorded.is_file():
         expected = json.loads(recorded.read_text()).get("data_fingerprint")
