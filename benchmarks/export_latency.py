@@ -2,13 +2,14 @@
 
 For each scaling factor and batch size, one table row: the latency of the gated network at that
 plan (``net(x, s=s)``: gate, plan lookup, a Python branch per block) and of the same plan exported
-by :func:`coop_utils.export.export_plan`, run eagerly, as TorchScript (its file loaded back) and
-in ONNX Runtime (its file, when the ``[export]`` extra is installed). Every round times each
-variant in turn, in an order drawn afresh each round, so drift in machine speed hits them alike.
-A variant's latency is the median over rounds; its ratio to the gated network is the median of
-the ratios of each round, a paired comparison that cancels what a busy machine does between
-rounds. The network is a gated ResNet with per-depth
-batch-norm statistics calibrated on random batches: weights do not change the time.
+by :func:`coop_utils.export.export_plan`, run eagerly, as an ExportedProgram (its .pt2 file
+loaded back with ``torch.export.load``) and in ONNX Runtime (its file, when the ``[export]``
+extra is installed). Every round times each variant in turn with ``torch.utils.benchmark.Timer``,
+in an order drawn afresh each round, so drift in machine speed hits them alike. A variant's
+latency is the median over rounds; its ratio to the gated network is the median of the ratios of
+each round, a paired comparison that cancels what a busy machine does between rounds. The
+network is a gated ResNet with per-depth batch-norm statistics calibrated on random batches:
+weights do not change the time.
 
     python benchmarks/export_latency.py                   # resnet56, 32x32, CPU
     python benchmarks/export_latency.py --rounds 5        # quick look
@@ -22,10 +23,10 @@ import platform
 import random
 import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import torch
+import torch.utils.benchmark
 
 from coop_utils import export
 from coop_utils.evaluate import count_flops
@@ -54,39 +55,41 @@ def variants(net, s, folder: Path) -> dict:
     calls = {
         GATED: lambda images: net(images, s=s),
         "exported, eager": shipped,
-        "TorchScript": export.load_plan(export.save_plan(shipped, folder / f"s{s:g}.pt")),
+        "ExportedProgram": export.load_plan(export.save_plan(shipped, folder / f"s{s:g}.pt2")).net,
     }
     try:
         export.check_format("onnx")
     except ValueError as missing:
         print(f"ONNX Runtime left out: {missing}")
     else:
-        onnx = export.load_plan(export.save_plan(shipped, folder / f"s{s:g}.onnx"))
+        onnx = export.load_plan(export.save_plan(shipped, folder / f"s{s:g}.onnx")).net
         calls["ONNX Runtime"] = lambda images: onnx(images.contiguous())
     return calls
 
 
 def interleaved(calls: dict, images: torch.Tensor, rounds: int, span: float = 0.02) -> dict:
     """Seconds per call of each variant, one figure per round. A round times every variant in
-    turn, each over enough back-to-back calls to span ``span`` seconds (one call of the gated
-    network sets how many), in an order drawn afresh for each round."""
+    turn with ``torch.utils.benchmark.Timer`` (at torch's thread count), each over enough
+    back-to-back calls to span ``span`` seconds (one call of the gated network sets how many),
+    in an order drawn afresh for each round."""
+    threads = torch.get_num_threads()
+    timers = {
+        name: torch.utils.benchmark.Timer(
+            "call(images)", globals={"call": call, "images": images}, num_threads=threads
+        )
+        for name, call in calls.items()
+    }
     with torch.inference_mode():
-        for call in calls.values():  # warm-up: TorchScript optimises on its first calls
-            for _ in range(5):
-                call(images)
-        start = time.perf_counter()
-        next(iter(calls.values()))(images)
-        repeats = max(1, round(span / (time.perf_counter() - start)))
+        for timer in timers.values():  # warm-up: the first calls allocate and optimise
+            timer.timeit(5)
+        once = next(iter(timers.values())).timeit(1).median
+        repeats = max(1, round(span / once))
         timings = {name: [] for name in calls}
         order, shuffle = list(calls), random.Random(0).shuffle
         for _ in range(rounds):  # a new order each round: no variant always first, or always
             shuffle(order)  # after another (whose memory use would set the allocator's state)
             for name in order:
-                call = calls[name]
-                start = time.perf_counter()
-                for _ in range(repeats):
-                    call(images)
-                timings[name].append((time.perf_counter() - start) / repeats)
+                timings[name].append(timers[name].timeit(repeats).median)
     return timings
 
 

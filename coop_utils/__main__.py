@@ -7,12 +7,14 @@ recorded results, training nothing (``--profile P --train``: also each chapter's
 ``python -m coop_utils results --profile P`` trains (or reuses, or resumes) every run of the
 profile's campaign in turn, keeping each summary already recorded by this config and code;
 ``python -m coop_utils export RUN --s S --output FILE`` writes one depth plan of a trained
-network as a plain network (TorchScript or ONNX).
+network as a plain network (a torch.export .pt2 file, or ONNX), recording the input
+normalisation it expects.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -79,31 +81,51 @@ def _export(args: argparse.Namespace) -> int:
     # Bad input is refused before anything is loaded or written.
     if args.s is not None:
         check_scaling_factor(args.s)
+    if (args.mean is None) != (args.std is None):
+        raise ValueError("--mean and --std go together")
+    stated = export.Normalisation(args.mean, args.std, 1) if args.mean else None  # checks them
     fmt = export.format_of(args.output, args.format)
     export.check_format(fmt)
     export.check_output(args.output, args.force)
     net, name, config = export.load_network(args.source, args.network)
+    if args.data_root is not None:
+        config = config.replace(data_root=str(args.data_root))
     s = args.s
     if s is None:
         s = choose_scaling_factor(net, args.budget_flops, scaling_factors=config.scaling_factors)
     # The Leader trains at full depth only: its shared statistics are those of its full plan.
     full_leader = name == "leader" and len(net.active_blocks(s)) == net.num_blocks
     module = export.export_plan(net, s, shared_bn=args.shared_bn or full_leader)
+    if stated is not None:
+        normalisation = dataclasses.replace(stated, image_size=net.image_size)
+    else:
+        normalisation = export.training_normalisation(config, args.source)
     flops, full = count_flops(net, s), count_flops(net, 1.0)
     print(
         f"{name} of {args.source}, s = {s:g}: blocks {module.plan_blocks} "
         f"({len(module.plan_blocks)} of {net.num_blocks}), {flops:,} FLOPs per image "
         f"({flops / full:.0%} of full depth)"
     )
-    path = export.save_plan(module, args.output, fmt, force=args.force)
-    images = torch.randn(4, 3, net.image_size, net.image_size)
+    path = export.save_plan(module, args.output, fmt, force=args.force, normalisation=normalisation)
+    reloaded, recorded = export.load_plan(path, fmt)
+    images = torch.rand(4, 3, net.image_size, net.image_size)  # raw images, floats in [0, 1]
     with torch.no_grad():
-        gap = (export.load_plan(path, fmt)(images) - module(images)).abs().max().item()
+        gap = (reloaded(recorded(images)) - module(normalisation(images))).abs().max().item()
     print(
         f"wrote {path} ({fmt}, {path.stat().st_size / 1e6:.2f} MB); reloaded, its outputs are "
         f"within {gap:.1e} of the exported module's"
     )
+    source = "as stated" if stated is not None else "of the run's training images"
+    print(
+        f"input: RGB images {net.image_size}x{net.image_size}, floats in [0, 1], less mean "
+        f"{_rounded(recorded.mean)} and divided by std {_rounded(recorded.std)} per channel "
+        f"({source}; recorded in the file)"
+    )
     return 0
+
+
+def _rounded(values) -> str:
+    return "(" + ", ".join(f"{v:.4f}" for v in values) + ")"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -163,10 +185,29 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+_EXPORT_EPILOG = """\
+The file's network takes RGB images N x 3 x H x W at the run's image size, normalised as the
+run's data pipeline normalises them: (x - mean) / std per channel, x a float image in [0, 1],
+mean and std those of the run's training images. The file records them: a .pt2 in its extra file
+normalisation.json (JSON: mean, std, image_size), an ONNX file in its metadata entry
+normalisation (the same JSON). In Python, coop_utils.export.load_plan(FILE) returns the network
+and the normalisation: net, norm = load_plan(FILE); logits = net(norm(images)).
+
+The mean and std are recomputed from the run's data (--data-root, else the run's data_root,
+else $COOP_DATA_ROOT, else data/), by the run's own pipeline; a run folder's data is checked
+against the data it trained on, by fingerprint. Without the data, state them: --mean and --std.
+TorchScript (.pt, .ts, --format torchscript) is no longer written: torch deprecates it.
+"""
+
+
 def _add_export_arguments(commands) -> None:
     parser = commands.add_parser(
         "export",
-        help="write one depth plan of a trained network as a plain network (TorchScript, ONNX)",
+        help="write one depth plan of a trained network as a plain network (.pt2, ONNX)",
+        description="Write one depth plan of a trained network as a plain network: an\n"
+        "ExportedProgram (.pt2, torch.export) or ONNX.",
+        epilog=_EXPORT_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
         "source", help="a cooperative run's folder, or a weights file of one network (.pt)"
@@ -178,11 +219,13 @@ def _add_export_arguments(commands) -> None:
         type=float,
         help="FLOPs per image: the deepest plan of the run's grid within it",
     )
-    parser.add_argument("--output", "-o", type=Path, required=True, help="the file to write")
+    parser.add_argument(
+        "--output", "-o", type=Path, required=True, help="the file to write: .pt2 or .onnx"
+    )
     parser.add_argument(
         "--format",
-        choices=export.FORMATS,
-        help="default: onnx for a .onnx output, else torchscript; onnx needs the [export] extra",
+        metavar="{pt2,onnx}",
+        help="default: onnx for a .onnx output, else pt2; onnx needs the [export] extra",
     )
     parser.add_argument(
         "--network",
@@ -192,6 +235,23 @@ def _add_export_arguments(commands) -> None:
         "--shared-bn",
         action="store_true",
         help="export with the shared batch-norm statistics where no per-depth ones are stored",
+    )
+    parser.add_argument(
+        "--data-root", type=Path, help="where the run's dataset lies (for its mean and std)"
+    )
+    parser.add_argument(
+        "--mean",
+        type=float,
+        nargs=3,
+        metavar=("R", "G", "B"),
+        help="the input's per-channel mean, in [0, 1] units: stated, not recomputed",
+    )
+    parser.add_argument(
+        "--std",
+        type=float,
+        nargs=3,
+        metavar=("R", "G", "B"),
+        help="the input's per-channel standard deviation, with --mean",
     )
     parser.add_argument("--force", action="store_true", help="overwrite an existing output file")
 

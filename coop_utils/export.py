@@ -1,38 +1,132 @@
-"""Ship one depth: a depth plan of a trained network as a plain network, to TorchScript or ONNX.
+"""Ship one depth: a depth plan of a trained network as a plain network, to .pt2 or ONNX.
 
 :func:`export_plan` copies the plan's stem, blocks and head into a :class:`PlanNetwork`: no gate,
 no mask, no branch on ``s``, every batch norm a plain ``nn.BatchNorm2d`` holding the plan's own
-statistics. :func:`save_plan` writes it as TorchScript (``torch.jit.script``) or ONNX (the
-``[export]`` extra: onnx, onnxscript, onnxruntime), and :func:`load_plan` reads either back.
-The network takes normalised images, as the run's data pipeline feeds them.
+statistics. :func:`save_plan` writes it as an ExportedProgram (``.pt2``: ``torch.export.export``
+then ``torch.export.save``) or as ONNX (the ``[export]`` extra: onnx, onnxscript, onnxruntime),
+taking batches of any size; :func:`load_plan` reads either back.
+
+Input convention: the network takes RGB images N x 3 x H x W (H = W = the run's image size)
+normalised as the run's data pipeline normalises them, ``(x - mean) / std`` per channel for
+images ``x`` as floats in [0, 1], with the per-channel mean and standard deviation of the run's
+training images. The file records them (:class:`Normalisation`: in a ``.pt2``, the extra file
+``normalisation.json``; in ONNX, the metadata entry ``normalisation``, the same JSON), and
+:func:`load_plan` returns them beside the network: ``net, norm = load_plan(path)``, then
+``net(norm(images))`` for raw images. :func:`training_normalisation` recomputes them from a
+run's data, as its pipeline did.
 """
 
 from __future__ import annotations
 
-import contextlib
 import copy
+import dataclasses
 import importlib.util
 import json
 import re
 import shutil
-import statistics
-import time
 import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
+import torch.utils.benchmark
 from torch import Tensor, nn
 
 from coop_utils import runs
 from coop_utils.config import RunConfig, load_config
-from coop_utils.data import DATASETS
+from coop_utils.data import DATASETS, DatasetError, channel_stats, prepare_data
 from coop_utils.gating import add_gate
 from coop_utils.models import PlanBatchNorm2d, SkippableResNet, build_model, check_scaling_factor
 
-FORMATS = ("torchscript", "onnx")
+FORMATS = ("pt2", "onnx")
 _ONNX_PACKAGES = ("onnx", "onnxscript", "onnxruntime")
+_TORCHSCRIPT = (
+    "TorchScript is no longer written (torch deprecates it): write a .pt2 file "
+    "(torch.export; load it with torch.export.load) or a .onnx one"
+)
+#: where a file keeps its :class:`Normalisation`: a .pt2's extra file, an ONNX metadata key
+NORMALISATION_FILE, NORMALISATION_KEY = "normalisation.json", "normalisation"
+
+
+@dataclasses.dataclass(frozen=True)
+class Normalisation:
+    """What a network's input must be: RGB images at ``image_size`` x ``image_size``, as floats
+    in [0, 1], less ``mean`` and divided by ``std`` per channel."""
+
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    image_size: int
+
+    def __post_init__(self) -> None:
+        mean, std = tuple(map(float, self.mean)), tuple(map(float, self.std))
+        if len(mean) != len(std) or not mean:
+            raise ValueError(f"a mean and a std per channel, got {len(mean)} and {len(std)}")
+        if not all(value > 0 for value in std):
+            raise ValueError(f"std must be positive, got {std}")
+        if int(self.image_size) < 1:
+            raise ValueError(f"image size must be positive, got {self.image_size}")
+        object.__setattr__(self, "mean", mean)
+        object.__setattr__(self, "std", std)
+        object.__setattr__(self, "image_size", int(self.image_size))
+
+    def __call__(self, images: Tensor) -> Tensor:
+        """``images`` (N x C x H x W: uint8 in [0, 255], or floats in [0, 1]) as the network
+        takes them."""
+        if images.shape[1:] != (len(self.mean), self.image_size, self.image_size):
+            raise ValueError(
+                f"images must be N x {len(self.mean)} x {self.image_size} x {self.image_size}, "
+                f"got {tuple(images.shape)}"
+            )
+        images = images.float() / 255 if images.dtype == torch.uint8 else images
+        mean, std = (
+            torch.tensor(v, dtype=images.dtype, device=images.device).view(1, -1, 1, 1)
+            for v in (self.mean, self.std)
+        )
+        return (images - mean) / std
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> Normalisation:
+        values = json.loads(text)
+        return cls(values["mean"], values["std"], values["image_size"])
+
+    @classmethod
+    def of_samples(cls, raw: Tensor, normalised: Tensor) -> Normalisation:
+        """The normalisation that takes uint8 images ``raw`` to ``normalised`` (both
+        N x C x H x W), fitted per channel: a data pipeline's, read off a batch it prepared."""
+        x = raw.double().transpose(0, 1).flatten(1) / 255
+        y = normalised.double().transpose(0, 1).flatten(1)
+        y_centred = y - y.mean(1, keepdim=True)
+        std = (y_centred * x).sum(1) / (y_centred**2).sum(1)  # x = std * y + mean
+        mean = x.mean(1) - std * y.mean(1)
+        return cls(mean.tolist(), std.tolist(), raw.shape[-1])
+
+
+def training_normalisation(config: RunConfig, source: str | Path | None = None) -> Normalisation:
+    """The normalisation the run of ``config`` trained with: the per-channel mean and std of its
+    training images, recomputed from its data by its own pipeline (:func:`prepare_data`). When
+    ``source`` is a run folder whose ``provenance.json`` names its data, other data is refused;
+    missing data is never downloaded."""
+    from coop_utils.training import provenance
+
+    try:  # the data's fingerprint first: it raises, downloading nothing, where the data is absent
+        found = provenance(config)["data_fingerprint"]
+    except DatasetError as error:
+        raise ValueError(f"{error} Or pass --data-root, or state --mean and --std") from None
+    recorded = Path(source) / "provenance.json" if source is not None else None
+    if recorded is not None and recorded.is_file():
+        expected = json.loads(recorded.read_text()).get("data_fingerprint")
+        if expected and expected != found:
+            raise ValueError(
+                f"the data found (fingerprint {found}) is not the data {source} was trained on "
+                f"({expected}): point --data-root at that data, or state --mean and --std"
+            )
+    data = prepare_data(config, torch.device("cpu"))
+    mean, std = channel_stats(data.train.images, data.train.indices)
+    return Normalisation(mean.tolist(), std.tolist(), data.image_size)
 
 
 class PlanBlock(nn.Module):
@@ -110,8 +204,23 @@ def export_plan(net: SkippableResNet, s: float, shared_bn: bool = False) -> Plan
     return PlanNetwork(net, blocks, s, row).eval().requires_grad_(False)
 
 
+def format_of(path: str | Path, fmt: str | None = None) -> str:
+    """The format to write ``path`` in: ``fmt`` if given, else ``onnx`` for a ``.onnx`` suffix,
+    else ``pt2``; TorchScript (``torchscript``, a ``.pt`` or ``.ts`` suffix) is refused, as is
+    a format its suffix contradicts."""
+    suffix = Path(path).suffix
+    if fmt == "torchscript" or suffix in (".pt", ".ts"):
+        raise ValueError(_TORCHSCRIPT)
+    fmt = fmt or ("onnx" if suffix == ".onnx" else "pt2")
+    if (fmt, suffix) in (("pt2", ".onnx"), ("onnx", ".pt2")):
+        raise ValueError(f"a {suffix} file cannot hold the {fmt} format")
+    return fmt
+
+
 def check_format(fmt: str) -> None:
     """Raise ``ValueError`` unless ``fmt`` is known and the packages it needs are installed."""
+    if fmt == "torchscript":
+        raise ValueError(_TORCHSCRIPT)
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; known: {', '.join(FORMATS)}")
     missing = [p for p in _ONNX_PACKAGES if importlib.util.find_spec(p) is None]
@@ -120,11 +229,6 @@ def check_format(fmt: str) -> None:
             f"ONNX export needs {', '.join(missing)}, not installed: install the extra, "
             "pip install -e '.[export]'"
         )
-
-
-def format_of(path: Path, fmt: str | None) -> str:
-    """``fmt`` if given, else the format ``path``'s suffix names (``.onnx``; else TorchScript)."""
-    return fmt or ("onnx" if path.suffix == ".onnx" else "torchscript")
 
 
 def check_output(path: str | Path, force: bool = False) -> Path:
@@ -139,30 +243,45 @@ def check_output(path: str | Path, force: bool = False) -> Path:
 
 
 def save_plan(
-    module: PlanNetwork, path: str | Path, fmt: str | None = None, force: bool = False
+    module: PlanNetwork,
+    path: str | Path,
+    fmt: str | None = None,
+    force: bool = False,
+    normalisation: Normalisation | None = None,
 ) -> Path:
-    """Write ``module`` to ``path`` as TorchScript or ONNX (default: ONNX for a ``.onnx``
-    suffix), taking batches of any size."""
-    path, fmt = check_output(path, force), format_of(Path(path), fmt)
+    """Write ``module`` to ``path`` as .pt2 or ONNX (see :func:`format_of`), taking batches of
+    any size, with ``normalisation``, the input it expects, recorded in the file. The file is
+    written once the export has succeeded."""
+    path, fmt = check_output(path, force), format_of(path, fmt)
     check_format(fmt)
+    if normalisation is not None and normalisation.image_size != module.image_size:
+        raise ValueError(
+            f"the normalisation is for {normalisation.image_size} px images, the network takes "
+            f"{module.image_size} px"
+        )
     module = module.eval()
-    if fmt == "torchscript":
-        with _quiet_torchscript():
-            torch.jit.save(torch.jit.script(module), str(path))
-        return path
     device = next(module.parameters()).device
     example = torch.zeros(2, 3, module.image_size, module.image_size, device=device)
-    torch.onnx.export(
+    batch = ({0: torch.export.Dim("batch")},)
+    if fmt == "pt2":
+        program = torch.export.export(module, (example,), dynamic_shapes=batch)
+        extra = {NORMALISATION_FILE: normalisation.to_json()} if normalisation else None
+        with warnings.catch_warnings():  # channels-last weights: stored whole all the same
+            warnings.filterwarnings("ignore", "No complete tensor found", UserWarning)
+            torch.export.save(program, path, extra_files=extra)
+        return path
+    program = torch.onnx.export(
         module,
         (example,),
-        str(path),
         input_names=["images"],
         output_names=["logits"],
-        dynamic_shapes=({0: torch.export.Dim("batch")},),
-        external_data=False,
+        dynamic_shapes=batch,
         dynamo=True,
         verbose=False,
     )
+    if normalisation is not None:
+        program.model.metadata_props[NORMALISATION_KEY] = normalisation.to_json()
+    program.save(path, external_data=False)
     return path
 
 
@@ -178,40 +297,46 @@ class _OnnxPlan:
             str(path), options, providers=["CPUExecutionProvider"]
         )
         self.input = self.session.get_inputs()[0].name
+        self.metadata = self.session.get_modelmeta().custom_metadata_map
 
     def __call__(self, images: Tensor) -> Tensor:
         array = images.detach().cpu().contiguous().numpy()
         return torch.from_numpy(self.session.run(None, {self.input: array})[0])
 
 
-def load_plan(path: str | Path, fmt: str | None = None) -> Callable[[Tensor], Tensor]:
-    """A file of :func:`save_plan` loaded back: a TorchScript module or an ONNX Runtime session."""
-    path, fmt = Path(path), format_of(Path(path), fmt)
+class LoadedPlan(NamedTuple):
+    """A file of :func:`save_plan` read back: the network, and the input it expects."""
+
+    net: Callable[[Tensor], Tensor]
+    normalisation: Normalisation | None  # None: the file records none
+
+
+def load_plan(path: str | Path, fmt: str | None = None) -> LoadedPlan:
+    """A file of :func:`save_plan` loaded back: the network (the ExportedProgram's module, or an
+    ONNX Runtime session called like one) and the normalisation the file records."""
+    path, fmt = Path(path), format_of(path, fmt)
     check_format(fmt)
     if fmt == "onnx":
-        return _OnnxPlan(path)
-    with _quiet_torchscript():
-        return torch.jit.load(str(path)).eval()
+        session = _OnnxPlan(path)
+        recorded = session.metadata.get(NORMALISATION_KEY)
+        return LoadedPlan(session, Normalisation.from_json(recorded) if recorded else None)
+    extra = {NORMALISATION_FILE: ""}
+    module = torch.export.load(path, extra_files=extra).module()
+    recorded = extra[NORMALISATION_FILE]
+    return LoadedPlan(module, Normalisation.from_json(recorded) if recorded else None)
 
 
-@contextlib.contextmanager
-def _quiet_torchscript():
-    """Silence recent torch's notice that TorchScript is deprecated: the format is asked for."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", category=FutureWarning, message=".*deprecated")
-        yield
-
-
-def time_call(call: Callable[[Tensor], object], images: Tensor, warmup=3, repeats=10) -> float:
-    """Median wall-clock seconds of ``call(images)`` on the CPU, under inference mode."""
-    timings = []
+def time_call(call: Callable[[Tensor], object], images: Tensor, min_run_time: float = 0.2) -> float:
+    """Median seconds of ``call(images)`` on the CPU, under inference mode, as
+    ``torch.utils.benchmark.Timer`` measures it (with torch's current thread count)."""
+    timer = torch.utils.benchmark.Timer(
+        "call(images)",
+        globals={"call": call, "images": images},
+        num_threads=torch.get_num_threads(),
+    )
     with torch.inference_mode():
-        for index in range(warmup + repeats):
-            start = time.perf_counter()
-            call(images)
-            if index >= warmup:
-                timings.append(time.perf_counter() - start)
-    return statistics.median(timings)
+        timer.timeit(3)  # warm-up
+        return timer.blocked_autorange(min_run_time=min_run_time).median
 
 
 def _config(values: Mapping[str, Any]) -> RunConfig:

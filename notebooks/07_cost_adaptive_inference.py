@@ -282,16 +282,24 @@ if "data_throughput" in records:
 # A device does not run the training system: it runs one network, at the depth it can afford.
 # `export_plan` copies the plan's stem, blocks and head into a plain network, with no gate, no
 # mask and no branch per block, each batch norm holding the statistics of that plan; the
-# command `python -m coop_utils export` writes it as TorchScript, or as ONNX with the `[export]`
-# extra, for a scaling factor or for a FLOPs budget:
+# command `python -m coop_utils export` writes it as an ExportedProgram (`.pt2`, `torch.export`),
+# or as ONNX with the `[export]` extra, for a scaling factor or for a FLOPs budget:
 #
 # ```bash
-# python -m coop_utils export runs/cifar100/cooperative/<hash> --budget-flops 5e7 --output net.onnx
+# python -m coop_utils export runs/cifar100/cooperative/<hash> --budget-flops 5e7 --output net.pt2
+# python -m coop_utils export runs/cifar100/cooperative/<hash> --s 0.5 --output net.onnx
 # ```
 #
+# The network takes images normalised as the run's data pipeline normalises them: float images
+# in [0, 1], N x 3 x H x W, less the per-channel mean and divided by the standard deviation of
+# the run's training images. The file records that normalisation (mean, std, image size), and
+# `export.load_plan` returns it beside the network, so raw images go in as `net(norm(images))`
+# (`python -m coop_utils export --help` says where the command takes the statistics from).
+#
 # Here the deployed Teammate ships at the deepest plan within 60 % of its full-depth FLOPs: the
-# TorchScript file is written to a temporary folder, loaded back, and checked against the
-# network of this chapter at the same depth on the sample images.
+# `.pt2` file is written to a temporary folder with the normalisation of the sample images,
+# loaded back, fed the raw images through the normalisation it records, and checked against the
+# network of this chapter at the same depth on the same images.
 
 # %%
 if deployed is not None and deployed.trained and deployed.samples is not None:
@@ -299,16 +307,28 @@ if deployed is not None and deployed.trained and deployed.samples is not None:
     s_ship = choose_scaling_factor(net, budget_flops=0.6 * full_flops, scaling_factors=grid)
     shipped = export.export_plan(net, s_ship)
     folder = tempfile.mkdtemp()
-    ship_path = export.save_plan(shipped, f"{folder}/{deployed.name}-s{s_ship:g}.pt")
-    reloaded = export.load_plan(ship_path)
+    # the normalisation the sample images were prepared with: the run's training statistics
+    sample_norm = export.Normalisation.of_samples(deployed.samples.raw, images)
+    ship_path = export.save_plan(
+        shipped, f"{folder}/{deployed.name}-s{s_ship:g}.pt2", normalisation=sample_norm
+    )
+    reloaded, recorded_norm = export.load_plan(ship_path)
     with torch.no_grad():
         reference = net(images, s=s_ship)
-        gap = (reloaded(images) - reference).abs().max().item()
-        agree = (reloaded(images).argmax(1) == reference.argmax(1)).float().mean().item()
+        shipped_logits = reloaded(recorded_norm(deployed.samples.raw))  # raw uint8 images in
+        gap = (shipped_logits - reference).abs().max().item()
+        agree = (shipped_logits.argmax(1) == reference.argmax(1)).float().mean().item()
     print(
         f"{deployed.name} at s = {s_ship:g}: blocks {shipped.plan_blocks} of {net.num_blocks}, "
         f"{count_flops(net, s_ship):,} FLOPs per image, {ship_path.stat().st_size / 1e6:.2f} MB"
         f"; reloaded: largest logit difference {gap:.1e}, {agree:.0%} of predictions the same"
+    )
+    print(
+        "recorded input normalisation: mean "
+        + ", ".join(f"{v:.4f}" for v in recorded_norm.mean)
+        + "; std "
+        + ", ".join(f"{v:.4f}" for v in recorded_norm.std)
+        + f"; {recorded_norm.image_size}x{recorded_norm.image_size} px"
     )
 
 # %% [markdown]
@@ -320,7 +340,7 @@ if deployed is not None and deployed.trained and deployed.samples is not None:
     ship_timings = {
         f"net(x, s={s_ship:g})": lambda x: net(x, s=s_ship),
         "exported, eager": shipped,
-        "exported, TorchScript file": reloaded,
+        "exported, .pt2 file": reloaded,
     }
     ship_latency = {
         name: 1e3 * export.time_call(call, images[:1]) for name, call in ship_timings.items()

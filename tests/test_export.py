@@ -1,9 +1,11 @@
 """Shipping one depth: a plan exported as a plain network equals the gated network at that plan,
-and its TorchScript and ONNX files, written by the library or by the command, load back equal."""
+and its .pt2 and ONNX files, written by the library or by the command, load back equal, with the
+input normalisation of the run recorded in them."""
 
 import copy
 import dataclasses
 import importlib.util
+import json
 import re
 import shutil
 
@@ -14,6 +16,7 @@ from torch import nn
 from coop_utils import export, training, verdict
 from coop_utils.__main__ import main
 from coop_utils.config import load_config
+from coop_utils.data import prepare_data
 from coop_utils.evaluate import choose_scaling_factor, count_flops
 from coop_utils.gating import add_gate
 from coop_utils.models import PlanBatchNorm2d, build_model, calibrate_batchnorm, distinct_plans
@@ -114,36 +117,82 @@ def test_a_scaling_factor_outside_the_unit_interval_is_refused(s):
         export.export_plan(gated_network(calibrate=()), s)
 
 
-def test_torchscript_file_loads_back_equal_at_any_batch_size(tmp_path):
+NORMALISATION = export.Normalisation((0.5, 0.45, 0.4), (0.25, 0.24, 0.26), 32)
+
+
+def test_normalisation_prepares_raw_images_and_reads_back_from_json_and_samples():
+    norm = NORMALISATION
+    raw = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
+    mean, std = torch.tensor(norm.mean).view(1, 3, 1, 1), torch.tensor(norm.std).view(1, 3, 1, 1)
+    expected = (raw.float() / 255 - mean) / std
+    assert torch.allclose(norm(raw), expected, atol=1e-6)
+    assert torch.allclose(norm(raw.float() / 255), expected, atol=1e-6)
+    assert export.Normalisation.from_json(norm.to_json()) == norm
+    fitted = export.Normalisation.of_samples(raw, expected)
+    assert fitted.image_size == 32
+    assert torch.allclose(torch.tensor(fitted.mean), mean.flatten(), atol=1e-6)
+    assert torch.allclose(torch.tensor(fitted.std), std.flatten(), atol=1e-6)
+    with pytest.raises(ValueError, match="N x 3 x 32 x 32"):
+        norm(torch.rand(2, 3, 64, 64))
+    with pytest.raises(ValueError, match="std must be positive"):
+        export.Normalisation((0.5,) * 3, (0.2, 0.0, 0.2), 32)
+
+
+def test_pt2_file_loads_back_equal_at_any_batch_size_with_its_normalisation(tmp_path):
     net = gated_network()
     shipped = export.export_plan(net, 0.4)
-    path = export.save_plan(shipped, tmp_path / "plan.pt")
-    loaded = torch.jit.load(str(path))
-    assert loaded.plan_blocks == shipped.plan_blocks
+    path = export.save_plan(shipped, tmp_path / "plan.pt2", normalisation=NORMALISATION)
+    extra = {"normalisation.json": ""}
+    program = torch.export.load(path, extra_files=extra)  # a plain ExportedProgram
+    assert isinstance(program, torch.export.ExportedProgram)
+    recorded = json.loads(extra["normalisation.json"])
+    assert recorded == {"mean": [0.5, 0.45, 0.4], "std": [0.25, 0.24, 0.26], "image_size": 32}
+    loaded, norm = export.load_plan(path)
+    assert norm == NORMALISATION
     for batch in (1, 6):
-        images = torch.randn(batch, 3, 32, 32)
+        images = norm(torch.rand(batch, 3, 32, 32))  # raw images, as documented
         with torch.no_grad():
             assert torch.allclose(loaded(images), shipped(images), atol=1e-5, rtol=0)
             assert torch.allclose(loaded(images), net(images, s=0.4), atol=1e-5, rtol=0)
     with pytest.raises(ValueError, match="exists; --force"):
         export.save_plan(shipped, path)
-    export.save_plan(shipped, path, force=True)
+    export.save_plan(shipped, path, force=True)  # no normalisation given: none recorded
+    assert export.load_plan(path).normalisation is None
+    with pytest.raises(ValueError, match="for 64 px images"):
+        wide = dataclasses.replace(NORMALISATION, image_size=64)
+        export.save_plan(shipped, tmp_path / "other.pt2", normalisation=wide)
 
 
 @needs_onnx
-def test_onnx_file_loads_back_equal_in_onnx_runtime(tmp_path):
+def test_onnx_file_loads_back_equal_in_onnx_runtime_with_its_normalisation(tmp_path):
+    import onnx
     import onnxruntime
 
     net = gated_network()
     shipped = export.export_plan(net, 0.7)
-    path = export.save_plan(shipped, tmp_path / "plan.onnx")
+    path = export.save_plan(shipped, tmp_path / "plan.onnx", normalisation=NORMALISATION)
+    metadata = {entry.key: entry.value for entry in onnx.load(str(path)).metadata_props}
+    assert export.Normalisation.from_json(metadata["normalisation"]) == NORMALISATION
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    loaded, norm = export.load_plan(path)
+    assert norm == NORMALISATION
     for batch in (1, 6):
-        images = torch.randn(batch, 3, 32, 32)
+        images = norm(torch.rand(batch, 3, 32, 32))
         (logits,) = session.run(None, {session.get_inputs()[0].name: images.numpy()})
         with torch.no_grad():
             assert torch.allclose(torch.from_numpy(logits), shipped(images), atol=1e-5, rtol=0)
-        assert torch.allclose(export.load_plan(path)(images), torch.from_numpy(logits))
+        assert torch.allclose(loaded(images), torch.from_numpy(logits))
+
+
+def test_torchscript_and_contradicting_formats_are_refused_naming_pt2():
+    for path, fmt in [("net.pt", None), ("net.ts", None), ("net.pt2", "torchscript")]:
+        with pytest.raises(ValueError, match=r"TorchScript is no longer written.*\.pt2"):
+            export.format_of(path, fmt)
+    with pytest.raises(ValueError, match=r"TorchScript is no longer written.*\.pt2"):
+        export.check_format("torchscript")
+    assert [export.format_of(p) for p in ("a.pt2", "a.onnx", "a.bin")] == ["pt2", "onnx", "pt2"]
+    with pytest.raises(ValueError, match="cannot hold the onnx format"):
+        export.format_of("net.pt2", "onnx")
 
 
 def test_a_format_whose_extra_is_absent_is_refused_naming_the_extra(monkeypatch, tmp_path):
@@ -155,24 +204,34 @@ def test_a_format_whose_extra_is_absent_is_refused_naming_the_extra(monkeypatch,
         export.check_format("onnx")
     with pytest.raises(ValueError, match="unknown format"):
         export.check_format("tflite")
-    export.check_format("torchscript")
+    export.check_format("pt2")
 
 
 # --- the command, on a cooperative smoke run ------------------------------------------------
 
 
-def test_the_command_exports_the_deployed_teammate_to_torchscript(smoke_run, tmp_path, capsys):
+def test_the_command_exports_the_deployed_teammate_to_pt2_with_the_runs_normalisation(
+    smoke_run, tmp_path, capsys
+):
     run, system = smoke_run
     deployed = verdict.deployed_teammate(run.metrics)
     net = system.teammates[int(deployed.removeprefix("teammate"))]
-    assert run_export(run.directory, "--s", 0.5, "--output", tmp_path / "net.pt") == 0
+    assert run_export(run.directory, "--s", 0.5, "--output", tmp_path / "net.pt2") == 0
     printed = capsys.readouterr().out
     assert f"{deployed} of" in printed and str(net.active_blocks(0.5)) in printed
     assert f"{count_flops(net, 0.5):,} FLOPs" in printed and " MB" in printed
-    loaded = torch.jit.load(str(tmp_path / "net.pt"))
-    images = torch.randn(4, 3, 32, 32)
+    assert "of the run's training images; recorded in the file" in printed
+    loaded, norm = export.load_plan(tmp_path / "net.pt2")
+    # the recorded normalisation is the run's: raw test images normalised by it are the very
+    # batch the run's evaluation loader feeds the network
+    test = prepare_data(run.config, torch.device("cpu")).test
+    batch = next(iter(test))[0]
+    raw = test.images[: len(batch)]
+    assert norm.image_size == run.config.image_size == net.image_size == raw.shape[-1]
+    assert torch.allclose(norm(raw), batch, atol=1e-5, rtol=0)
+    assert torch.allclose(norm(raw.float() / 255), batch, atol=1e-5, rtol=0)
     with torch.no_grad():
-        assert torch.allclose(loaded(images), net(images, s=0.5), atol=1e-5, rtol=0)
+        assert torch.allclose(loaded(norm(raw)), net(batch, s=0.5), atol=1e-4, rtol=0)
 
 
 @needs_onnx
@@ -201,7 +260,7 @@ def test_the_command_refuses_bad_input_in_one_line_before_any_work(
 ):
     run, system = smoke_run
     shallowest = count_flops(system.teammates[0], min(run.config.scaling_factors))
-    output = tmp_path / "net.pt"
+    output = tmp_path / "net.pt2"
     cases = [
         (["--s", 0], r"\(0, 1\]"),
         (["--s", 1.2], r"\(0, 1\]"),
@@ -215,7 +274,25 @@ def test_the_command_refuses_bad_input_in_one_line_before_any_work(
         assert error.startswith("error: ") and error.count("\n") == 1, error
         assert re.search(message, error), error
         assert not output.exists()
-    assert run_export(run.directory, "--s", 0.5, "-o", tmp_path / "absent" / "net.pt") == 2
+    # format and argument errors: refused before the network is loaded, the old file kept
+    kept = tmp_path / "kept.pt"
+    kept.write_bytes(b"keep me")
+    monkeypatch.setattr(export, "load_network", lambda *a: pytest.fail("loaded"))
+    refused = [
+        (["-o", kept, "--force"], r"TorchScript is no longer written.*\.pt2"),
+        (["-o", tmp_path / "net.ts"], r"TorchScript is no longer written.*\.pt2"),
+        (["-o", output, "--format", "torchscript"], r"TorchScript is no longer written.*\.pt2"),
+        (["-o", output, "--mean", 0.5, 0.5, 0.5], "--mean and --std go together"),
+        (["-o", output, "--mean", 0.5, 0.5, 0.5, "--std", 0.2, 0, 0.2], "std must be positive"),
+    ]
+    for arguments, message in refused:
+        assert run_export(run.directory, "--s", 0.5, *arguments) == 2
+        error = capsys.readouterr().err
+        assert error.startswith("error: ") and error.count("\n") == 1, error
+        assert re.search(message, error), error
+    assert kept.read_bytes() == b"keep me" and not output.exists()
+    monkeypatch.undo()
+    assert run_export(run.directory, "--s", 0.5, "-o", tmp_path / "absent" / "net.pt2") == 2
     assert "output folder" in capsys.readouterr().err
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None)
     assert run_export(run.directory, "--s", 0.5, "-o", tmp_path / "net.onnx") == 2
@@ -243,12 +320,14 @@ def test_a_weights_file_of_one_network_exports_like_its_run(smoke_run, tmp_path,
     path = export.save_network(net, tmp_path / "weights" / "teammate1.pt", run.config, "teammate1")
     state = torch.load(path, weights_only=True)
     assert state["network"] == "teammate1" and state["config"]["arch"] == "resnet20"
-    assert run_export(path, "--s", 0.5, "-o", tmp_path / "a.pt") == 0
+    assert run_export(path, "--s", 0.5, "-o", tmp_path / "a.pt2") == 0
     assert "teammate1 of" in capsys.readouterr().out
     images = torch.randn(4, 3, 32, 32)
     with torch.no_grad():
         reference = net(images, s=0.5)
-        assert torch.allclose(torch.jit.load(str(tmp_path / "a.pt"))(images), reference, atol=1e-5)
+        assert torch.allclose(
+            export.load_plan(tmp_path / "a.pt2").net(images), reference, atol=1e-5
+        )
 
     # fp16, a bare state dict, the config beside it in config.json
     half = tmp_path / "half"
@@ -261,7 +340,7 @@ def test_a_weights_file_of_one_network_exports_like_its_run(smoke_run, tmp_path,
     assert loaded.fc.weight.dtype == torch.float32
     with torch.no_grad():
         assert (loaded(images, s=0.5) - reference).abs().max() < 0.05
-    assert run_export(half / "teammate1.pt", "--s", 0.5, "-o", tmp_path / "b.pt") == 0
+    assert run_export(half / "teammate1.pt", "--s", 0.5, "-o", tmp_path / "b.pt2") == 0
 
     # a file without a config, and one of another network than asked
     (half / "config.json").unlink()
@@ -274,9 +353,35 @@ def test_a_weights_file_of_one_network_exports_like_its_run(smoke_run, tmp_path,
     net = copy.deepcopy(net)
     net.set_plan_stats([], [])
     bare = export.save_network(net, tmp_path / "bare.pt", run.config, "teammate1")
-    assert run_export(bare, "--s", 0.5, "-o", tmp_path / "c.pt") == 2
+    assert run_export(bare, "--s", 0.5, "-o", tmp_path / "c.pt2") == 2
     assert "--shared-bn" in capsys.readouterr().err
-    assert run_export(bare, "--s", 0.5, "-o", tmp_path / "c.pt", "--shared-bn") == 0
+    assert run_export(bare, "--s", 0.5, "-o", tmp_path / "c.pt2", "--shared-bn") == 0
+
+
+def test_the_normalisation_is_the_runs_data_checked_or_else_stated(smoke_run, tmp_path, capsys):
+    run, system = smoke_run
+    # a run folder whose recorded data is not the data found: refused, nothing written
+    copied = tmp_path / "run"
+    shutil.copytree(run.directory, copied)
+    provenance = json.loads((copied / "provenance.json").read_text())
+    (copied / "provenance.json").write_text(json.dumps(provenance | {"data_fingerprint": "0" * 16}))
+    assert run_export(copied, "--s", 0.5, "-o", tmp_path / "a.pt2") == 2
+    error = capsys.readouterr().err
+    assert "is not the data" in error and "--mean and --std" in error and error.count("\n") == 1
+    assert not (tmp_path / "a.pt2").exists()
+
+    # a weights file whose data is absent: refused, unless the normalisation is stated
+    absent = run.config.replace(data="real", data_root=str(tmp_path / "no-data"))
+    path = export.save_network(system.teammates[0], tmp_path / "teammate0.pt", absent, "teammate0")
+    assert run_export(path, "--s", 0.5, "-o", tmp_path / "b.pt2") == 2
+    error = capsys.readouterr().err
+    assert "not found" in error and "--mean and --std" in error and error.count("\n") == 1
+    assert not (tmp_path / "b.pt2").exists()
+    stated = ["--mean", 0.5, 0.4, 0.3, "--std", 0.2, 0.25, 0.3]
+    assert run_export(path, "--s", 0.5, "-o", tmp_path / "b.pt2", *stated) == 0
+    assert "as stated; recorded in the file" in capsys.readouterr().out
+    expected = export.Normalisation((0.5, 0.4, 0.3), (0.2, 0.25, 0.3), 32)
+    assert export.load_plan(tmp_path / "b.pt2").normalisation == expected
 
 
 def test_a_finished_campaign_run_records_its_log_and_seed_zero_weights(smoke_run):
