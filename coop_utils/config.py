@@ -46,8 +46,8 @@ ABLATIONS: dict[str, dict[str, Any]] = {
 
 #: keys that say where or how fast a run happens, not what it computes: left out of the hash
 _NOT_HASHED = ("device", "compile", "data_root", "run_root", "results_root", "eval_every")
-#: keys a profile file carries for the chapters and the campaign but that a run does not take
-_NOTEBOOK_KEYS = ("chapters", "campaign")
+#: keys a profile file carries for the chapters and the campaigns but that a run does not take
+_NOTEBOOK_KEYS = ("chapters", "campaign", "campaigns")
 
 
 @dataclass(frozen=True)
@@ -285,19 +285,42 @@ def load_config(profile: str, params_dir: str | Path | None = None, **overrides:
     return RunConfig(**{key: _coerce(value, _HINTS[key]) for key, value in values.items()})
 
 
-def campaign(profile: str, params_dir: str | Path | None = None) -> list[dict[str, Any]]:
-    """The runs of the profile's ``campaign`` list, in order: one override dict per run
-    (``method``, ``seed`` and, for an ablation, ``variant`` with the switches it flips)."""
+def campaign(
+    profile: str, params_dir: str | Path | None = None, name: str = "campaign"
+) -> list[dict[str, Any]]:
+    """The runs of one of the profile's campaigns, in order: one override dict per run.
+
+    ``campaign`` is the profile's main list; other campaigns sit under ``campaigns: {name:
+    {results_root: ..., runs: [...]}}``, each written to its own results folder. An entry
+    gives ``method``, ``seeds`` and optionally ``variant`` (an ablation's name flips its
+    switches; any other name needs ``set``) and ``set`` (config keys to override).
+    """
     path = Path(params_dir or PARAMS_DIR) / f"{profile}.yaml"
-    entries = (yaml.safe_load(path.read_text()) or {}).get("campaign") or []
+    content = yaml.safe_load(path.read_text()) or {}
+    section: dict[str, Any] = {}
+    if name == "campaign":
+        entries = content.get("campaign") or []
+    else:
+        known = content.get("campaigns") or {}
+        if name not in known:
+            raise ValueError(
+                f"{path} has no campaign {name!r}; known: {', '.join(['campaign', *known])}"
+            )
+        section = known[name]
+        entries = section.get("runs") or []
     runs = []
     for entry in entries:
-        variant = entry.get("variant", "")
-        if variant and variant not in ABLATIONS:
-            raise ValueError(f"{path}: campaign variant {variant!r} is not an ablation")
+        variant, overrides = entry.get("variant", ""), dict(entry.get("set") or {})
+        if variant and variant not in ABLATIONS and not overrides:
+            raise ValueError(
+                f"{path}: campaign variant {variant!r} is not an ablation (a run of another "
+                "name says what it changes with 'set')"
+            )
         for seed in entry.get("seeds", [0]):
             run = {"method": entry["method"], "seed": seed}
             if variant:
-                run |= {"variant": variant, **ABLATIONS[variant]}
-            runs.append(run)
+                run |= {"variant": variant, **ABLATIONS.get(variant, {})}
+            if section.get("results_root"):
+                run["results_root"] = section["results_root"]
+            runs.append(run | overrides)
     return runs

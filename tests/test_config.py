@@ -172,3 +172,21 @@ def test_results_keeps_recorded_summaries_and_trains_only_the_rest(tmp_path, mon
     assert f"{results_path(recorded).stem}: recorded, kept" in out
     # the summary by code that trains it otherwise is trained again, then the next run
     assert trained == planned[1:3]
+
+
+def test_other_campaigns_of_a_profile_carry_their_folder_and_overrides(tmp_path):
+    from coop_utils.config import campaign
+
+    pilot = campaign("preview", name="budget-pilot")
+    assert [run["epochs"] for run in pilot] == [6, 12, 24, 48]
+    assert {run["results_root"] for run in pilot} == {"results/pilot"}
+    first = load_config("preview", **pilot[0])
+    assert first.scaling_factors == (1.0,) and first.variant == "budget-e6"
+    assert "results_root" not in campaign("preview")[0]  # the main campaign: the default folder
+    (tmp_path / "preview.yaml").write_text(
+        "campaigns:\n  odd:\n    runs:\n      - {method: cooperative, variant: typo-leader}\n"
+    )
+    with pytest.raises(ValueError, match="'typo-leader' is not an ablation"):
+        campaign("preview", tmp_path, name="odd")
+    with pytest.raises(ValueError, match="no campaign 'missing'; known: campaign, odd"):
+        campaign("preview", tmp_path, name="missing")
