@@ -110,10 +110,8 @@ def training_normalisation(config: RunConfig, source: str | Path | None = None) 
     training images, recomputed from its data by its own pipeline (:func:`prepare_data`). When
     ``source`` is a run folder whose ``provenance.json`` names its data, other data is refused;
     missing data is never downloaded."""
-    from coop_utils.training import provenance
-
     try:  # the data's fingerprint first: it raises, downloading nothing, where the data is absent
-        found = provenance(config)["data_fingerprint"]
+        found = runs.run_data_fingerprint(config)
     except DatasetError as error:
         raise ValueError(f"{error} Or pass --data-root, or state --mean and --std") from None
     recorded = Path(source) / "provenance.json" if source is not None else None

@@ -409,6 +409,14 @@ class Run:
     parameter_digest: str = ""
 
 
+def run_data_fingerprint(config: RunConfig) -> str:
+    """SHA-256 (16 hex digits) of the files of every split ``config`` reads (paths and sizes);
+    a missing dataset raises :class:`coop_utils.data.DatasetError`, downloading nothing."""
+    root = generated_root(config) if config.data == "generated" else config.data_root
+    fingerprints = [data_fingerprint(config.dataset, split, root) for split in SPLITS]
+    return hashlib.sha256("+".join(fingerprints).encode()).hexdigest()[:16]
+
+
 def provenance(config: RunConfig) -> dict[str, Any]:
     """What a run's numbers depend on beyond its config: the code, the data, the precision.
 
@@ -417,14 +425,11 @@ def provenance(config: RunConfig) -> dict[str, Any]:
     never recorded, carry none (the digest's own short runs are smoke runs).
     """
     code, dirty = code_digest()
-    root = generated_root(config) if config.data == "generated" else config.data_root
-    fingerprints = [data_fingerprint(config.dataset, split, root) for split in SPLITS]
-    data = hashlib.sha256("+".join(fingerprints).encode()).hexdigest()[:16]
     current = {
         "code_digest": code,
         "code_dirty": dirty,
         "git_commit": git_commit(),
-        "data_fingerprint": data,
+        "data_fingerprint": run_data_fingerprint(config),
         "precision": config.resolved_precision(),
     }
     if config.profile != "smoke":
