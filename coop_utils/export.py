@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
-import torch.utils.benchmark
 from torch import Tensor, nn
 
 from coop_utils import runs
@@ -327,7 +326,11 @@ def load_plan(path: str | Path, fmt: str | None = None) -> LoadedPlan:
 def time_call(call: Callable[[Tensor], object], images: Tensor, min_run_time: float = 0.2) -> float:
     """Median seconds of ``call(images)`` on the CPU, under inference mode, as
     ``torch.utils.benchmark.Timer`` measures it (with torch's current thread count)."""
-    timer = torch.utils.benchmark.Timer(
+    # Imported here: on a build without a CUDA runtime, importing torch.utils.benchmark logs
+    # a warning, which every command of the package would otherwise print.
+    from torch.utils.benchmark import Timer
+
+    timer = Timer(
         "call(images)",
         globals={"call": call, "images": images},
         num_threads=torch.get_num_threads(),
