@@ -171,11 +171,11 @@ def test_campaign_state_reads_each_planned_runs_summary(tmp_path, monkeypatch):
     assert set(states[4:]) == {"to run"}
     without = [state for _, state in results.campaign_state("preview", tmp_path)]
     assert without[:4] == ["recorded", "recorded", "recorded with another config", "recorded"]
-    line, missing = chapters.campaign_progress(tmp_path)
+    line, missing = chapters.campaign_progress(results.load(tmp_path))
     assert line == f"3 of {len(configs)} preview campaign runs recorded so far"
     assert missing == [results_path(config).stem for config in configs[2:3] + configs[4:]]
     for config in configs:  # the whole campaign, by whatever code: no "so far" any more
         write(config, config_hash=config.hash())
-    line, missing = chapters.campaign_progress(tmp_path)
+    line, missing = chapters.campaign_progress(results.load(tmp_path))
     assert (line, missing) == (f"all {len(configs)} preview campaign runs recorded", [])
     assert results.campaign_state("smoke") == []  # no campaign list
