@@ -33,10 +33,10 @@ from coop_utils import plots, results, training, verdict
 from coop_utils.config import ABLATIONS, PROFILES, REPO_ROOT, RunConfig, campaign, load_config
 from coop_utils.data import DATASETS, DatasetError, prepare_data
 from coop_utils.export import load_network
-from coop_utils.models import ARCHITECTURES, SCALING_FACTORS, build_model, depth_plan
+from coop_utils.models import build_model
 from coop_utils.results import Results
 from coop_utils.runs import device_name, results_path
-from coop_utils.verdict import DEPTH_COST_COMMAND, RESULT_PROFILES
+from coop_utils.verdict import DEPTH_COST_COMMAND
 
 #: the profile whose campaign (``params/<profile>.yaml``, ``campaign``) the reader's book reports
 CAMPAIGN_PROFILE = "preview"
@@ -252,28 +252,6 @@ def progress_note(recorded: Results) -> str:
     return f"**{line[0].upper()}{line[1:]}** (`params/{CAMPAIGN_PROFILE}.yaml`).{still}"
 
 
-def recorded(
-    recorded: Results, dataset: str, names: Sequence[str] | None = None
-) -> tuple[str | None, pd.DataFrame]:
-    """``(profile, rows)`` of the campaign of the best profile (full before preview, smoke
-    never) with any summary on ``dataset`` (of the runs ``names``, every seed of each, if
-    given), summaries sorted by name; ``(None, empty rows)`` when none is recorded."""
-    for profile in RESULT_PROFILES:
-        rows = results.campaign_rows(recorded.frame, profile, dataset)
-        if names is not None:
-            rows = rows[rows["run"].isin(names)]
-        if not rows.empty:
-            return profile, rows.sort_values("file", kind="stable", ignore_index=True)
-    return None, results.empty()
-
-
-def recorded_config(rows: pd.DataFrame) -> RunConfig:
-    """The config the first seed of recorded rows was trained with, completed by its
-    profile's defaults."""
-    values = dict(rows.sort_values("seed", kind="stable")["config"].iloc[0])
-    return load_config(values.pop("profile"), **values)
-
-
 def recorded_label(rows: pd.DataFrame, dataset: str) -> str:
     """Markdown naming the recorded runs shown: profile, backbone, hardware, dates, code."""
     if rows.empty:
@@ -375,11 +353,11 @@ class Deployed:
 def deployed_network(chapter: Chapter, dataset: str, sample_count: int = 8) -> Deployed | None:
     """The deployed Teammate of the recorded cooperative run on ``dataset``, else of this build's
     own run (when it trains), else ``None``."""
-    profile, rows = recorded(chapter.results, dataset)
+    profile, rows = chapter.results.campaign(dataset)
     summary = rows[rows["file"] == "cooperative"]
     if not summary.empty:
-        name = verdict.deployed(summary)
-        config = recorded_config(summary)
+        name = results.deployed(summary)
+        config = results.config_of(summary)
         net = recorded_network(chapter.results, profile, dataset, "cooperative", name)
         trained = net is not None
         if not trained:  # the architecture alone: what FLOPs and latency need
@@ -395,7 +373,7 @@ def deployed_network(chapter: Chapter, dataset: str, sample_count: int = 8) -> D
     run = chapter.train({"cooperative": chapter.config(dataset)}).get("cooperative")
     if run is None:
         return None
-    name = verdict.deployed_teammate(run.metrics)
+    name = results.deployed_teammate(run.metrics)
     net = training.load_system(run).teammates[int(name.removeprefix("teammate"))]
     label = f"**This build's {run.config.profile} run** (`{run.directory}`)."
     samples = sample_test_images(run.config, sample_count)
@@ -473,27 +451,17 @@ def show_comparison(frame: pd.DataFrame, what: str) -> None:
     _show(*items)
 
 
-def recorded_logs(recorded: Results, rows: pd.DataFrame) -> dict[str, list[dict[str, str]]]:
-    """``{file: per-epoch rows}`` of the summaries of ``rows`` whose log is committed beside
-    them (``logs/<file>.csv``, written by ``make results``)."""
-    return {
-        run.file: recorded.logs[run.path]
-        for run in results.summaries(rows).itertuples()
-        if run.path in recorded.logs
-    }
-
-
 def show_recorded_depths(
-    recorded_results: Results, dataset: str, networks: Sequence[str], name: str = "cooperative"
+    recorded: Results, dataset: str, networks: Sequence[str], name: str = "cooperative"
 ) -> None:
     """The recorded runs of ``name`` on ``dataset``: what ran them, the test top-1 of
     ``networks`` at every depth (figure, then table, mean over seeds) and each seed's training
     curves where its log is committed."""
-    profile, rows = recorded(recorded_results, dataset, [name])
+    profile, rows = recorded.campaign(dataset, [name])
     _show_depths(
         recorded_label(rows, dataset),
         seeds_frame(rows, name).query("network in @networks"),
-        recorded_logs(recorded_results, rows),
+        recorded.logs_of(rows),
         f"recorded {profile} runs ({dataset})",
     )
 
@@ -530,15 +498,15 @@ def verdict_html(table: pd.DataFrame) -> Any:
 
     rows = []
     for row in table.itertuples():
-        verdict = str(row.verdict)
-        kind = verdict.split(" (")[0].replace(" ", "-")
+        said = str(row.verdict)
+        kind = said.split(" (")[0].replace(" ", "-")
         decide = f"<p><b>To decide:</b> {html.escape(row.decide)}</p>" if row.decide else ""
         rows.append(
             f"<tr><td><details><summary>{html.escape(row.claim)}</summary><p><b>Rule:</b> "
             f"{html.escape(row.rule)}</p><p><b>Evidence:</b> {html.escape(row.evidence)}</p>"
             f"{decide}</details></td><td>{html.escape(row.dataset)}</td>"
             f"<td>{html.escape(row.measured)}</td>"
-            f'<td class="verdict-{kind}">{html.escape(verdict)}</td></tr>'
+            f'<td class="verdict-{kind}">{html.escape(said)}</td></tr>'
         )
     return HTML(
         '<table class="verdicts"><thead><tr><th>claim (click for its rule)</th><th>dataset</th>'
@@ -606,7 +574,7 @@ def training_compute_note(frame: pd.DataFrame, step_record: Mapping[str, Any] | 
     ]
     runs = results.summaries(frame)
     evaluated = results.evaluation_only(frame)
-    campaign_runs = runs[runs["run"] != verdict.MATCHED_NAME]
+    campaign_runs = runs[runs["run"] != results.MATCHED_NAME]
     epochs = sorted({config.get("epochs") for config in campaign_runs["config"]} - {None})
 
     def step(config: Mapping[str, Any]) -> tuple:
@@ -620,10 +588,10 @@ def training_compute_note(frame: pd.DataFrame, step_record: Mapping[str, Any] | 
         if not evaluated[run.path]
     ]
     control = ""
-    if verdict.MATCHED_NAME in table.index:
-        full = table.loc[[verdict.MATCHED_NAME, "cooperative"], "top-1 at full depth (%)"]
+    if results.MATCHED_NAME in table.index:
+        full = table.loc[[results.MATCHED_NAME, "cooperative"], "top-1 at full depth (%)"]
         control = (
-            f" ({table.loc[verdict.MATCHED_NAME, 'per seed (h)']:.2f} h per seed): at full "
+            f" ({table.loc[results.MATCHED_NAME, 'per seed (h)']:.2f} h per seed): at full "
             f"depth they reach {full.iloc[0]:.1f} %, against {full.iloc[1]:.1f} % for the "
             "cooperative Teammates (means over seeds, the table below)"
         )
@@ -649,31 +617,20 @@ def training_compute_note(frame: pd.DataFrame, step_record: Mapping[str, Any] | 
 
 
 def _step_cost(record: Mapping[str, Any] | None) -> str:
-    """What the ``train_step`` benchmark measured: a cooperative step against one full-depth
-    network's, and against one step of each independent network (one per distinct depth plan
-    of the grid, each estimated by the step's Teammate passes at that plan) when the record's
-    passes cover every plan."""
+    """What the ``train_step`` benchmark measured (:func:`results.step_costs`), in a sentence."""
     if not record:
         return ""
-    measured = record["results"]
-    ours, single = measured["cooperative_step_ms"], measured["single_network_step_ms"]
-    sizes = ARCHITECTURES[measured["arch"]].stage_sizes
-    passes: dict[int, list[float]] = {}  # blocks run -> the Teammate passes at that plan
-    for part, ms in measured.get("parts_ms", {}).items():
-        if part.startswith("Teammate"):
-            s = 1.0 if part.endswith("full depth") else float(part.rsplit("s=", 1)[1])
-            passes.setdefault(sum(depth_plan(sizes, s)), []).append(ms)
-    plans = {sum(depth_plan(sizes, s)) for s in SCALING_FACTORS}
+    cost = results.step_costs(record)
+    ours, single, theirs = cost["ours"], cost["single"], cost["theirs"]
     independent = ""
-    if plans <= set(passes):
-        theirs = sum(float(np.mean(passes[blocks])) for blocks in plans)
+    if theirs is not None:
         independent = (
-            f" and {ours / theirs:.1f}× a step of each of the {len(plans)} independent networks "
-            f"({theirs:.0f} ms, estimated by the Teammates' passes at each plan)"
+            f" and {ours / theirs:.1f}× a step of each of the {cost['plans']} independent "
+            f"networks ({theirs:.0f} ms, estimated by the Teammates' passes at each plan)"
         )
     return (
-        f" Timed side by side (the `train_step` benchmark, {measured['arch']}, "
-        f"batch {measured['batch_size']}, {record['device']}), a cooperative step takes "
-        f"{ours:.0f} ms: {ours / single:.1f}× one full-depth network's step ({single:.0f} ms)"
-        f"{independent}."
+        f" Timed side by side (the `train_step` benchmark, {record['results']['arch']}, "
+        f"batch {record['results']['batch_size']}, {record['device']}), a cooperative step "
+        f"takes {ours:.0f} ms: {ours / single:.1f}× one full-depth network's step "
+        f"({single:.0f} ms){independent}."
     )

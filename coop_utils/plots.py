@@ -71,9 +71,9 @@ def metrics_frame(
 
 def method_seeds_frame(frame: pd.DataFrame, methods: Sequence[str]) -> pd.DataFrame:
     """The rows of every seed of each run of ``methods`` in a results frame through the network
-    it is judged by (:func:`verdict.shown_rows`: the deployed Teammate of a cooperative run),
+    it is judged by (:func:`results.shown_rows`: the deployed Teammate of a cooperative run),
     ``method`` naming the run."""
-    shown = verdict.shown_rows(frame[frame["run"].isin(methods)])
+    shown = results.shown_rows(frame[frame["run"].isin(methods)])
     return pd.concat(
         shown[shown["run"] == method].sort_values(["seed", "s"], kind="stable")
         for method in methods
@@ -459,7 +459,7 @@ def headline_figure(recorded: pd.DataFrame, title: str) -> Figure:
     Teammate of the cooperative runs) and the compute-matched control (dashed): the mean over
     seeds, with its 95 % t-interval from the seeds' spread as error bars (none for a single
     seed)."""
-    methods = ("cooperative", "independent", verdict.MATCHED_NAME, "byot", "branchynet")
+    methods = ("cooperative", "independent", results.MATCHED_NAME, "byot", "branchynet")
     frame = method_seeds_frame(recorded, methods)
     frame["seeds"] = frame.groupby("method")["seed"].transform("nunique")
     per_seed = frame.groupby(["method", "seeds", "mflops", "seed"])["top1"].mean()
@@ -471,7 +471,7 @@ def headline_figure(recorded: pd.DataFrame, title: str) -> Figure:
         ax.errorbar(
             part["mflops"], part["mean"], yerr=part["half"], marker="o", capsize=3,
             label=f"{method} ({seeds} seed{'s' if seeds > 1 else ''})",
-            linestyle="--" if method == verdict.MATCHED_NAME else "-",
+            linestyle="--" if method == results.MATCHED_NAME else "-",
         )  # fmt: skip
     ax.set(xlabel=MFLOPS_LABEL, ylabel=TOP1_LABEL, title=title)
     fig.legend(

@@ -21,7 +21,7 @@ import json
 import math
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,8 +29,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from coop_utils.config import RunConfig, campaign, load_config
+from coop_utils.config import PROFILES, RunConfig, campaign, load_config
 from coop_utils.data import DATASETS
+from coop_utils.models import ARCHITECTURES, SCALING_FACTORS, depth_plan
 from coop_utils.runs import behaviour_digests, digest_key, read_log, results_path
 
 #: the measured numbers of a network at one depth, as a summary names them
@@ -48,6 +49,12 @@ NUMBERS = (*METRICS, "s", "mflops", "depth", "seed", "epochs", "training_flops",
 NUMBERS += ("test_images",)
 #: the folders of a results root that hold no summaries
 NOT_SUMMARIES = ("benchmarks", "weights", "samples", "logs")
+#: profiles whose summaries are results, best first; smoke numbers never are
+RESULT_PROFILES = ("full", "preview")
+#: the control of independent networks trained for as much compute as a cooperative run:
+#: recorded under ``<results>/MATCHED_ROOT``, judged as the run ``MATCHED_NAME``
+MATCHED_ROOT = "compute-matched"
+MATCHED_NAME = "independent-compute-matched"
 
 _SEED = re.compile(r"^(?P<run>.+)-seed(?P<seed>\d+)$")
 
@@ -234,6 +241,27 @@ class Results:
         """Where ``benchmarks/make_samples.py`` commits a profile's test images of a dataset."""
         return self.root / "samples" / profile / f"{dataset}.npz"
 
+    def logs_of(self, rows: pd.DataFrame) -> dict[str, list[dict[str, str]]]:
+        """``{file: per-epoch rows}`` of the summaries of ``rows`` whose log is committed."""
+        files = summaries(rows)
+        return {
+            run.file: self.logs[run.path] for run in files.itertuples() if run.path in self.logs
+        }
+
+    def campaign(
+        self, dataset: str, names: Sequence[str] | None = None
+    ) -> tuple[str | None, pd.DataFrame]:
+        """``(profile, rows)`` of the campaign of the best profile (full before preview, smoke
+        never) with any summary on ``dataset`` (of the runs ``names``, every seed of each, if
+        given), summaries sorted by name; ``(None, no rows)`` when none is recorded."""
+        for profile in RESULT_PROFILES:
+            rows = campaign_rows(self.frame, profile, dataset)
+            if names is not None:
+                rows = rows[rows["run"].isin(names)]
+            if not rows.empty:
+                return profile, rows.sort_values("file", kind="stable", ignore_index=True)
+        return None, empty()
+
 
 def load(results_root: str | os.PathLike) -> Results:
     """Read ``results_root`` (an absent folder records nothing)."""
@@ -263,10 +291,43 @@ def summaries(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.drop_duplicates("path")
 
 
+def config_of(rows: pd.DataFrame) -> RunConfig:
+    """The config the first seed of recorded rows was trained with, completed by its
+    profile's defaults."""
+    values = dict(rows.sort_values("seed", kind="stable")["config"].iloc[0])
+    return load_config(values.pop("profile"), **values)
+
+
 def campaign_rows(frame: pd.DataFrame, profile: str, dataset: str | None = None) -> pd.DataFrame:
     """The rows of the profile's campaign (``<profile>/<dataset>/``), of one dataset if given."""
     rows = frame[(frame["root"] == frame["profile"]) & (frame["profile"] == profile)]
     return rows if dataset is None else rows[rows["dataset"] == dataset]
+
+
+def best_runs(frame: pd.DataFrame) -> pd.DataFrame:
+    """The rows the verdict judges: for each dataset with a cooperative run, the campaign of its
+    best recorded profile (full before preview; smoke never), then the compute-matched control
+    of that profile, run ``MATCHED_NAME``."""
+    chosen, seen = [], set()
+    for profile in RESULT_PROFILES:
+        for dataset, rows in campaign_rows(frame, profile).groupby("dataset", sort=False):
+            if dataset in seen or not (rows["run"] == "cooperative").any():
+                continue
+            seen.add(dataset)
+            control = frame[(frame["root"] == MATCHED_ROOT) & (frame["profile"] == profile)]
+            control = control[(control["dataset"] == dataset) & (control["run"] == "independent")]
+            chosen += [rows, control.assign(run=MATCHED_NAME)]
+    return pd.concat(chosen, ignore_index=True) if chosen else empty()
+
+
+def planned_seeds(profile: str) -> dict[str, int]:
+    """``{run name: seeds}`` that the ``campaign`` of ``params/<profile>.yaml`` trains (the name
+    of a results file without its seed); empty for a profile without a campaign."""
+    planned: dict[str, int] = {}
+    for run in campaign(profile) if profile in PROFILES else []:
+        name = run["method"] + (f"-{run['variant']}" if run.get("variant") else "")
+        planned[name] = planned.get(name, 0) + 1
+    return planned
 
 
 def campaign_state(
@@ -311,6 +372,111 @@ def campaign_state(
 
 def _same(summary: pd.Series | None, config: RunConfig) -> bool:
     return summary is not None and summary["config_hash"] == config.hash()
+
+
+# --- a run's numbers --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Run:
+    """One summary's numbers as the verdict reads them: its values in the frame (``config``,
+    ``device``, ``test_images``, ...: its first row) and its ``metrics`` by network and scaling
+    factor (``{network: {s: {"top1": ..., ...}}}``, without the numbers it does not record)."""
+
+    summary: pd.Series
+    metrics: Mapping[str, Mapping[float, Mapping[str, float]]]
+
+    @classmethod
+    def of(cls, rows: pd.DataFrame) -> Run:
+        """The run of one summary's rows."""
+        metrics: dict[str, dict[float, dict[str, float]]] = {}
+        for row in rows[["network", "s", *METRICS]].to_dict("records"):
+            by_depth = metrics.setdefault(row.pop("network"), {})
+            by_depth[row.pop("s")] = {key: value for key, value in row.items() if value == value}
+        return cls(rows.iloc[0], metrics)
+
+    @property
+    def config(self) -> Mapping[str, Any]:
+        return self.summary["config"]
+
+    @property
+    def seed(self) -> int:
+        return int(self.summary["seed"])
+
+    @property
+    def deployed(self) -> str:
+        """Its deployed Teammate (:func:`deployed_teammate`)."""
+        return deployed_teammate(self.metrics)
+
+    def row(self, network: str, s: float) -> Mapping[str, float] | None:
+        """``network``'s numbers at ``s``, or ``None``."""
+        by_depth = self.metrics[network]
+        return next((row for key, row in by_depth.items() if abs(key - s) < 1e-6), None)
+
+    def top1(self, network: str, s: float) -> float:
+        row = self.row(network, s)
+        if row is None:
+            recorded = ", ".join(f"{key:g}" for key in self.metrics[network])
+            raise ValueError(f"no accuracy recorded at s={s:g}; recorded: {recorded}")
+        return row["top1"]
+
+    def plans(self, network: str, factors: Sequence[float]) -> dict[int, list[float]]:
+        """``{blocks kept: [its factors]}``: the depth plans of ``factors`` in ``network``."""
+        plans: dict[int, list[float]] = {}
+        for s in factors:
+            plans.setdefault(int(self.row(network, s)["active_blocks"]), []).append(s)
+        return plans
+
+    def full_depth(self, network: str) -> Mapping[str, float]:
+        """``network``'s numbers at its costliest (full) depth."""
+        return max(self.metrics[network].values(), key=lambda row: row["flops"])
+
+    def curve(self, network: str) -> tuple[np.ndarray, np.ndarray]:
+        """Measured FLOPs and top-1 of ``network``'s depths, cheapest first; the depths of one
+        plan (several factors, equal FLOPs) averaged."""
+        top1 = pd.DataFrame(list(self.metrics[network].values())).groupby("flops")["top1"].mean()
+        return top1.index.to_numpy(dtype=float), top1.to_numpy(dtype=float)
+
+
+def group_seeds(frame: pd.DataFrame) -> dict[str, list[Run]]:
+    """``{run: [each of its seeds, by seed]}``, runs in the frame's order."""
+    grouped: dict[str, list[Run]] = {}
+    for _, rows in frame.groupby("path", sort=False):
+        grouped.setdefault(rows["run"].iloc[0], []).append(Run.of(rows))
+    return {
+        name: sorted(runs, key=lambda run: run.summary["seed"]) for name, runs in grouped.items()
+    }
+
+
+def deployed_teammate(metrics: Mapping[str, Any]) -> str:
+    """The Teammate to deploy: best mean validation top-1 over depths (never the test split)."""
+    candidates = teammates(metrics)
+    if not candidates:
+        raise ValueError(f"no Teammate in these metrics: {', '.join(metrics)}")
+
+    def validation(name: str) -> float:
+        rows = metrics[name].values()
+        return float(np.mean([row.get("val_top1", -math.inf) for row in rows]))
+
+    return max(candidates, key=validation)  # max keeps the first of equal Teammates
+
+
+def deployed(rows: pd.DataFrame) -> str:
+    """:func:`deployed_teammate` of one summary's rows."""
+    return deployed_teammate(Run.of(rows).metrics)
+
+
+def shown_rows(frame: pd.DataFrame) -> pd.DataFrame:
+    """Each summary's rows of the network it is judged by: its deployed Teammate, else its only
+    (first) network."""
+    parts = []
+    for _, rows in frame.groupby("path", sort=False):
+        network = deployed(rows) if teammates(rows["network"]) else rows["network"].iloc[0]
+        parts.append(rows[rows["network"] == network])
+    return pd.concat(parts) if parts else frame.iloc[:0]
+
+
+# --- what the runs cost -----------------------------------------------------------------------
 
 
 def evaluation_only(frame: pd.DataFrame) -> pd.Series:
@@ -375,3 +541,24 @@ def campaign_table(
             }
         )
     return pd.DataFrame(rows).set_index("run").round(dict(decimals)) if rows else pd.DataFrame()
+
+
+def step_costs(record: Mapping[str, Any]) -> dict[str, Any]:
+    """What the ``train_step`` benchmark's record measured: a cooperative step (``ours``, ms),
+    one full-depth network's (``single``), and one step of each independent network
+    (``theirs``: one network per distinct depth plan of the grid, ``plans`` of them, each
+    estimated by the step's Teammate passes at that plan; ``None`` unless the record's passes
+    cover every plan)."""
+    measured = record["results"]
+    sizes = ARCHITECTURES[measured["arch"]].stage_sizes
+    passes: dict[int, list[float]] = {}  # blocks run -> the Teammate passes at that plan
+    for part, ms in measured.get("parts_ms", {}).items():
+        if part.startswith("Teammate"):
+            s = 1.0 if part.endswith("full depth") else float(part.rsplit("s=", 1)[1])
+            passes.setdefault(sum(depth_plan(sizes, s)), []).append(ms)
+    plans = {sum(depth_plan(sizes, s)) for s in SCALING_FACTORS}
+    theirs = None
+    if plans <= set(passes):
+        theirs = sum(float(np.mean(passes[blocks])) for blocks in plans)
+    ours, single = measured["cooperative_step_ms"], measured["single_network_step_ms"]
+    return {"ours": ours, "single": single, "theirs": theirs, "plans": len(plans)}

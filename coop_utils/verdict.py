@@ -31,9 +31,19 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from coop_utils.config import PROFILES, campaign
 from coop_utils.models import ARCHITECTURES, SCALING_FACTORS, depth_plan
-from coop_utils.results import METRICS, Results, campaign_rows, empty, teammates
+from coop_utils.results import (
+    MATCHED_NAME,
+    MATCHED_ROOT,
+    RESULT_PROFILES,
+    Results,
+    Run,
+    best_runs,
+    group_seeds,
+    planned_seeds,
+    teammates,
+)
+from coop_utils.results import deployed_teammate as deployed_teammate  # export.py reads it here
 
 HOLDS, FAILS, OPEN = "holds", "does not hold", "inconclusive"
 #: fewest runs in an arm (or pairs) for a claim to be decided
@@ -43,8 +53,6 @@ MOST_RUNS = 30
 FEW = f"{OPEN} (n < {MIN_RUNS})"
 #: the verdict of a claim one of whose arms the campaign runs with fewer than 3 seeds by design
 EXPLORATORY = f"{OPEN} (exploratory: fewer than {MIN_RUNS} seeds by design)"
-#: profiles whose summaries are results, best first; smoke numbers never are
-RESULT_PROFILES = ("full", "preview")
 
 
 #: the claims about the parts of the method: (the arm expected to be better, the other arm,
@@ -74,134 +82,24 @@ EXIT_BASELINES = {"byot": "BYOT", "branchynet": "BranchyNet"}
 IMPLEMENTATION_CHECK = "an implementation check"
 #: the command that records the depth-cost benchmark the first claim reads
 DEPTH_COST_COMMAND = "python benchmarks/depth_cost.py --record results/benchmarks/depth_cost.json"
-#: the control this replication adds: independent networks trained for as much compute as a
-#: cooperative run (``MATCHED_EPOCHS`` times its epochs), recorded under ``<results>/MATCHED_ROOT``
-MATCHED_ROOT = "compute-matched"
-MATCHED_NAME = "independent-compute-matched"
-#: a cooperative step costs about 3x the steps of the independent networks of every depth
-#: together (the side-by-side step benchmark and the recorded wall times agree)
+#: the control this replication adds (``results.MATCHED_NAME``): independent networks trained
+#: for as much compute as a cooperative run, ``MATCHED_EPOCHS`` times its epochs; a cooperative
+#: step costs about 3x the steps of the independent networks of every depth together (the
+#: side-by-side step benchmark and the recorded wall times agree)
 MATCHED_EPOCHS = 3
 
 
-# --- the runs judged --------------------------------------------------------------------------
-
-
-def best_runs(frame: pd.DataFrame) -> pd.DataFrame:
-    """The rows of a results frame the verdict judges: for each dataset with a cooperative run,
-    the campaign of its best recorded profile (full before preview; smoke never), then the
-    compute-matched control of that profile (``compute-matched/``), run ``MATCHED_NAME``."""
-    chosen, seen = [], set()
-    for profile in RESULT_PROFILES:
-        for dataset, rows in campaign_rows(frame, profile).groupby("dataset", sort=False):
-            if dataset in seen or not (rows["run"] == "cooperative").any():
-                continue
-            seen.add(dataset)
-            control = frame[(frame["root"] == MATCHED_ROOT) & (frame["profile"] == profile)]
-            control = control[(control["dataset"] == dataset) & (control["run"] == "independent")]
-            chosen += [rows, control.assign(run=MATCHED_NAME)]
-    return pd.concat(chosen, ignore_index=True) if chosen else empty()
-
-
-@dataclass(frozen=True)
-class Run:
-    """One seed of a run as the claims read it: its summary's values in the results frame
-    (``config``, ``device``, ``test_images``, ...: its first row) and its numbers by network
-    and scaling factor (``{network: {s: {"top1": ..., ...}}}``)."""
-
-    summary: pd.Series
-    metrics: Mapping[str, Mapping[float, Mapping[str, float]]]
-
-    @classmethod
-    def of(cls, rows: pd.DataFrame) -> Run:
-        """The run of one summary's rows."""
-        metrics: dict[str, dict[float, dict[str, float]]] = {}
-        for row in rows[["network", "s", *METRICS]].to_dict("records"):
-            by_depth = metrics.setdefault(row.pop("network"), {})
-            by_depth[row.pop("s")] = {key: value for key, value in row.items() if value == value}
-        return cls(rows.iloc[0], metrics)
-
-    @property
-    def config(self) -> Mapping[str, Any]:
-        return self.summary["config"]
-
-
-def group_seeds(frame: pd.DataFrame) -> dict[str, list[Run]]:
-    """``{run: [each of its seeds, by seed]}``, runs in the frame's order."""
-    grouped: dict[str, list[Run]] = {}
-    for _, rows in frame.groupby("path", sort=False):
-        grouped.setdefault(rows["run"].iloc[0], []).append(Run.of(rows))
-    return {name: sorted(runs, key=_seed_of) for name, runs in grouped.items()}
-
-
-def deployed_teammate(metrics: Mapping[str, Any]) -> str:
-    """The Teammate to deploy: best mean validation top-1 over depths (never the test split)."""
-    candidates = teammates(metrics)
-    if not candidates:
-        raise ValueError(f"no Teammate in these metrics: {', '.join(metrics)}")
-
-    def validation(name: str) -> float:
-        rows = metrics[name].values()
-        return float(np.mean([row.get("val_top1", -math.inf) for row in rows]))
-
-    return max(candidates, key=validation)  # max keeps the first of equal Teammates
-
-
-def deployed(rows: pd.DataFrame) -> str:
-    """:func:`deployed_teammate` of one summary's rows."""
-    return deployed_teammate(Run.of(rows).metrics)
-
-
-def shown_rows(frame: pd.DataFrame) -> pd.DataFrame:
-    """Each summary's rows of the network it is judged by: its deployed Teammate, else its only
-    (first) network."""
-    parts = []
-    for _, rows in frame.groupby("path", sort=False):
-        network = deployed(rows) if teammates(rows["network"]) else rows["network"].iloc[0]
-        parts.append(rows[rows["network"] == network])
-    return pd.concat(parts) if parts else frame.iloc[:0]
-
-
-def _seed_of(run: Run) -> int:
-    return int(run.summary["seed"])
+# --- the runs judged (results.group_seeds) ----------------------------------------------------
 
 
 def _digest(run: Run) -> str:
     return str(run.summary["code_digest"] or "unknown")
 
 
-def _row(by_depth: Mapping[float, Mapping[str, float]], s: float) -> Mapping[str, float] | None:
-    return next((row for key, row in by_depth.items() if abs(key - s) < 1e-6), None)
-
-
-def _plans(by_depth: Mapping[float, Mapping[str, float]], factors: Sequence[float]) -> dict:
-    """``{blocks kept: [its factors]}``: the depth plans of ``factors`` in one network's rows."""
-    plans: dict[int, list[float]] = {}
-    for s in factors:
-        plans.setdefault(int(_row(by_depth, s)["active_blocks"]), []).append(s)
-    return plans
-
-
-def _top1(by_depth: Mapping[float, Mapping[str, float]], s: float) -> float:
-    row = _row(by_depth, s)
-    if row is None:
-        recorded = ", ".join(f"{key:g}" for key in by_depth)
-        raise ValueError(f"no accuracy recorded at s={s:g}; recorded: {recorded}")
-    return row["top1"]
-
-
 def _mean_top1(runs: Sequence[Run], networks: Sequence[str], factors: Sequence[float]) -> float:
     """The top-1 of ``networks`` at ``factors``, mean over them and ``runs``."""
-    values = [_top1(run.metrics[n], s) for run in runs for n in networks for s in factors]
+    values = [run.top1(n, s) for run in runs for n in networks for s in factors]
     return float(np.mean(values))
-
-
-def _full_depth(by_depth: Mapping[float, Mapping[str, float]]) -> Mapping[str, float]:
-    """One network's row at its costliest (full) depth."""
-    return max(by_depth.values(), key=lambda row: row["flops"])
-
-
-def _deployed(run: Run) -> Mapping[float, Mapping[str, float]]:
-    return run.metrics[deployed_teammate(run.metrics)]
 
 
 def _stderr(accuracies: Sequence[float], images: int) -> float:
@@ -347,8 +245,8 @@ def _paired(a_runs: list[Run], b_runs: list[Run]) -> tuple[list, str]:
     """The runs of ``a`` and ``b`` of one seed, and how the two arms are compared. Whether each
     run stands for today's code is its behaviour digest's business (the test suite checks every
     recorded one), not the pairing's."""
-    by_seed = {_seed_of(run): run for run in b_runs}
-    pairs = [(run, by_seed[_seed_of(run)]) for run in a_runs if _seed_of(run) in by_seed]
+    by_seed = {run.seed: run for run in b_runs}
+    pairs = [(run, by_seed[run.seed]) for run in a_runs if run.seed in by_seed]
     if not pairs:
         return [], "unpaired: no common seed"
     return pairs, "paired by seed"
@@ -486,9 +384,11 @@ def _comparable_claim(
     arms = {"cooperative": cooperative, name: independent}
     if unready := _unready(claim, rule, arms, why, ignore, to_run):
         return unready
-    deployed = _deployed(cooperative[0])
-    reference = independent[0].metrics["independent"]
-    plans = _plans(reference, [float(k) for k in reference if _row(deployed, float(k)) is not None])
+    first, reference = cooperative[0], independent[0]
+    shared = [
+        s for s in reference.metrics["independent"] if first.row(first.deployed, s) is not None
+    ]
+    plans = reference.plans("independent", shared)
     label = {  # a plan by what runs: "3 blocks (s=0.2-0.4)"
         min(factors): f"{blocks} blocks (s={min(factors):g}"
         + (f"–{max(factors):g})" if len(factors) > 1 else ")")
@@ -496,8 +396,8 @@ def _comparable_claim(
     }
     gaps = []
     for s in sorted(label):
-        ours = [_top1(_deployed(run), s) for run in cooperative]
-        theirs = [_top1(run.metrics["independent"], s) for run in independent]
+        ours = [run.top1(run.deployed, s) for run in cooperative]
+        theirs = [run.top1("independent", s) for run in independent]
         gaps.append((s, compare(ours, theirs, _stderr(theirs, images))))
     if not gaps:
         return _claim(claim, "no depth in common", rule, OPEN)
@@ -517,19 +417,12 @@ def _comparable_claim(
     return _claim(claim, f"{measured} pts ({gaps[0][1].sample})", rule, verdict, decide)
 
 
-def _curve(by_depth: Mapping[float, Mapping[str, float]]) -> tuple[np.ndarray, np.ndarray]:
-    """Measured FLOPs and top-1 of one network's depths, cheapest first; the depths of one
-    plan (several factors, equal FLOPs) averaged."""
-    top1 = pd.DataFrame(list(by_depth.values())).groupby("flops")["top1"].mean()
-    return top1.index.to_numpy(dtype=float), top1.to_numpy(dtype=float)
-
-
 def _matched_exits(cooperative: list[Run], exits: list[Run], method: str) -> list[float]:
     """The exits below their own full depth that cost at least our shallowest depth (measured
     FLOPs, every seed): only those have a depth of ours that runs within their cost."""
-    cheapest = max(_curve(_deployed(run))[0][0] for run in cooperative)
+    cheapest = max(run.curve(run.deployed)[0][0] for run in cooperative)
     rows = exits[0].metrics[method]
-    full = _full_depth(rows)["flops"]
+    full = exits[0].full_depth(method)["flops"]
     return [key for key, row in rows.items() if cheapest <= row["flops"] < full]
 
 
@@ -537,7 +430,7 @@ def _at_flops(run: Run, points: Sequence[float]) -> tuple[float, float]:
     """A cooperative run's deployed Teammate: full-depth top-1, and the top-1 of its deepest
     depth whose measured FLOPs do not exceed each of ``points`` (what it runs within that
     cost; never interpolated between depths), averaged."""
-    flops, top1 = _curve(_deployed(run))
+    flops, top1 = run.curve(run.deployed)
     within = [top1[np.searchsorted(flops, point, side="right") - 1] for point in points]
     return float(top1[-1]), float(np.mean(within))
 
@@ -545,7 +438,7 @@ def _at_flops(run: Run, points: Sequence[float]) -> tuple[float, float]:
 def _exit_accuracy(run: Run, method: str, keys: Sequence[float]) -> tuple[float, float]:
     """An exit network's full-depth top-1, and its top-1 at the exits ``keys``, averaged."""
     rows = run.metrics[method]
-    return _full_depth(rows)["top1"], float(np.mean([rows[key]["top1"] for key in keys]))
+    return run.full_depth(method)["top1"], float(np.mean([rows[key]["top1"] for key in keys]))
 
 
 def _matched_cost_claims(
@@ -675,21 +568,11 @@ def _opposite_by_plan(
     change sign: an average over depths would hide a gain at one and a loss at another."""
     gaps = {
         blocks: _mean_top1(a_arm, networks, kept) - _mean_top1(b_arm, networks, kept)
-        for blocks, kept in _plans(a_arm[0].metrics[networks[0]], factors).items()
+        for blocks, kept in a_arm[0].plans(networks[0], factors).items()
     }
     if len(gaps) < 2 or not (min(gaps.values()) < 0 < max(gaps.values())):
         return ""
     return OPPOSITE + ",".join(f" {k} blocks {gap:+.1f}" for k, gap in sorted(gaps.items()))
-
-
-def planned_seeds(profile: str) -> dict[str, int]:
-    """``{run name: seeds}`` that the ``campaign`` of ``params/<profile>.yaml`` trains (the name
-    of a results file without its seed); empty for a profile without a campaign."""
-    planned: dict[str, int] = {}
-    for run in campaign(profile) if profile in PROFILES else []:
-        name = run["method"] + (f"-{run['variant']}" if run.get("variant") else "")
-        planned[name] = planned.get(name, 0) + 1
-    return planned
 
 
 def _claims(groups: Mapping[str, list[Run]], margin: float, level: float) -> list[dict[str, str]]:
@@ -872,7 +755,7 @@ def matched_cost_table(frame: pd.DataFrame) -> pd.DataFrame:
             continue
         inside = _matched_exits(cooperative, runs, method)
         exits = runs[0].metrics[method]
-        full = _full_depth(exits)["flops"]
+        full = runs[0].full_depth(method)["flops"]
         for key, row in sorted(exits.items(), key=lambda i: i[1]["flops"]):
             theirs = np.mean([run.metrics[method][key]["top1"] for run in runs])
             ours, compared = math.nan, "no: cheaper than our shallowest"

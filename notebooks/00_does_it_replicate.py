@@ -42,7 +42,7 @@ comparable_margin_pts = 2.0
 chapter = chapters.start_chapter(profile, device, seed, data_root, run_root, results_root, train)
 display(Markdown(chapters.progress_note(chapter.results)))
 verdicts = verdict.replication_verdicts(chapter.results, margin=comparable_margin_pts)
-recorded = verdict.best_runs(chapter.results.frame)
+recorded = results.best_runs(chapter.results.frame)
 datasets = dict(list(recorded.groupby("dataset", sort=False)))
 
 
@@ -165,7 +165,7 @@ if not datasets:
 # %% tags=["remove-input"]
 for dataset, runs in datasets.items():
     cooperative = runs[runs["run"] == "cooperative"]
-    config = chapters.recorded_config(cooperative)
+    config = results.config_of(cooperative)
     info = DATASETS[dataset]
     classes = config.num_classes or info.num_classes
     size = config.image_size or info.image_size
@@ -276,7 +276,7 @@ if discussed:
 # %% tags=["remove-input"]
 step_record = chapters.benchmark_records(chapter.results).get("train_step")
 for runs in datasets.values() if discussed else []:
-    config = chapters.recorded_config(runs[runs["run"] == "cooperative"])
+    config = results.config_of(runs[runs["run"] == "cooperative"])
     sizes, by_factor = verdict.depth_plans(config.to_dict())
     plans = {}  # {plan: the scaling factors that run it}
     for s, plan in by_factor:

@@ -75,7 +75,7 @@ weight_plot = plots.sfsl_weight_figure()
 
 # %%
 arms = {"with SFSL": "cooperative", "without SFSL": "cooperative-no-sfsl"}
-recorded_profile, recorded = chapters.recorded(chapter.results, dataset, list(arms.values()))
+recorded_profile, recorded = chapter.results.campaign(dataset, list(arms.values()))
 display(Markdown(chapters.recorded_label(recorded, dataset)))
 by_depth = pd.concat(
     chapters.seeds_frame(recorded, name).query("network == 'teammate_mean'").assign(run=label)

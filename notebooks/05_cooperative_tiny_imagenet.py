@@ -57,7 +57,7 @@ networks = ["teammate0", "teammate1", "teammate_mean", "leader"]
 
 # %% tags=["remove-input"]
 official = DATASETS[dataset]
-recorded_profile, recorded_runs = chapters.recorded(chapter.results, dataset, ["cooperative"])
+recorded_profile, recorded_runs = chapter.results.campaign(dataset, ["cooperative"])
 if not recorded_runs.empty:
     shown = recorded_runs["config"].iloc[0]
     classes = shown.get("num_classes") or official.num_classes
@@ -75,7 +75,7 @@ if not recorded_runs.empty:
     )
     # The summaries do not record how many training images a class has; the number of steps
     # of an epoch, in the committed training log, gives it to within a batch.
-    logs = chapters.recorded_logs(chapter.results, recorded_runs)
+    logs = chapter.results.logs_of(recorded_runs)
     steps = [int(log[0]["global_step"]) for log in logs.values() if log]
     if steps:
         batch, held_out = shown["batch_size"], shown["val_fraction"]

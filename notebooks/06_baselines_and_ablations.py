@@ -56,7 +56,7 @@ chapter = chapters.start_chapter(profile, device, seed, data_root, run_root, res
 # seeds, bars their 95 % t-intervals (a seed's factors that share a plan count once).
 
 # %%
-recorded_profile, recorded = chapters.recorded(chapter.results, dataset)
+recorded_profile, recorded = chapter.results.campaign(dataset)
 display(Markdown(chapters.recorded_label(recorded, dataset)))
 cooperative = "cooperative" in set(recorded["run"])
 if cooperative:

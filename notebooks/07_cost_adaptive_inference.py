@@ -134,7 +134,7 @@ if deployed is not None:
 
 # %%
 methods = ("cooperative", "independent", "byot", "branchynet")
-recorded_profile, recorded = chapters.recorded(chapter.results, dataset, methods)
+recorded_profile, recorded = chapter.results.campaign(dataset, methods)
 shown = [method for method in methods if method in set(recorded["run"])]
 if shown:
     seeds = plots.method_seeds_frame(recorded, shown)

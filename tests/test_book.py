@@ -222,8 +222,8 @@ def test_recorded_depths_show_accuracy_then_the_committed_training_curves(tmp_pa
     curves = shown[3]
     assert curves.axes[1].get_ylabel() == "validation top-1 (%)"
     assert not plt.fignum_exists(curves.number), "a figure shown twice"
-    assert chapters.recorded_logs(found, found.frame[found.frame["run"] == "byot"]) == {}
-    rows = chapters.recorded_logs(found, found.frame[found.frame["run"] == "cooperative"])
+    assert found.logs_of(found.frame[found.frame["run"] == "byot"]) == {}
+    rows = found.logs_of(found.frame[found.frame["run"] == "cooperative"])
     assert list(rows) == ["cooperative"]  # cooperative-seed1 has no log
     assert pd.DataFrame(rows["cooperative"])["val_top1_deepest"].tolist() == ["10.5", "14.6"]
 
@@ -232,10 +232,10 @@ def test_the_committed_samples_are_those_the_recorded_network_was_tested_on():
     """The predictions figure's images: every label is a class the deployed network learned,
     prepared at its image size (samples of another profile's classes are refused, below)."""
     found = results.load(chapters.REPO_ROOT / "results")
-    profile, rows = chapters.recorded(found, "tiny-imagenet")
+    profile, rows = found.campaign("tiny-imagenet")
     if "cooperative" not in set(rows["file"]):
         pytest.skip("no recorded cooperative run on tiny-imagenet")
-    config = chapters.recorded_config(rows[rows["file"] == "cooperative"])
+    config = results.config_of(rows[rows["file"] == "cooperative"])
     samples = chapters.recorded_samples(found, config)
     assert samples is not None, "no committed samples: run benchmarks/make_samples.py"
     assert int(samples.labels.max()) < config.num_classes

@@ -261,10 +261,10 @@ def test_fewer_than_three_seeds_are_inconclusive_whatever_the_mean():
 
 
 def test_a_claim_on_an_arm_the_campaign_runs_once_is_labelled_exploratory():
-    planned = verdict.planned_seeds("preview")
+    planned = results.planned_seeds("preview")
     assert planned["cooperative"] == 3 and planned["cooperative-no-sfsl"] == 3
     assert planned["cooperative-first-gating"] == 1
-    assert verdict.planned_seeds("smoke") == {} == verdict.planned_seeds("no-such-profile")
+    assert results.planned_seeds("smoke") == {} == results.planned_seeds("no-such-profile")
     runs = {
         name: run
         for name, run in summaries(seeds=3).items()
@@ -493,12 +493,12 @@ def test_verdicts_read_the_best_recorded_profile_and_never_smoke(tmp_path):
     table = verdict.replication_verdicts(recorded)
     assert table["evidence"].iloc[1:].str.startswith("preview").all()
     assert table.iloc[0]["verdict"] == "holds"  # the benchmark record was read
-    profile, found = chapters.recorded(recorded, "tiny-imagenet")
+    profile, found = recorded.campaign("tiny-imagenet")
     assert profile is None and found.empty
-    profile, found = chapters.recorded(recorded, "cifar100")
+    profile, found = recorded.campaign("cifar100")
     assert profile == "preview" and "byot" in set(found["run"])
     assert set(found["profile"]) == {"preview"}  # never the smoke runs
-    profile, found = chapters.recorded(recorded, "cifar100", ["cooperative"])
+    profile, found = recorded.campaign("cifar100", ["cooperative"])
     assert profile == "preview" and set(found["file"]) == {"cooperative"}
 
 
@@ -510,8 +510,8 @@ def test_the_deployed_teammate_is_chosen_on_validation_accuracy():
     }
     assert verdict.deployed_teammate(metrics) == "teammate1"
     rows = results.frame_of({"cooperative": {"config": {}, "metrics": metrics}})
-    assert verdict.deployed(rows) == "teammate1"
-    assert verdict.shown_rows(rows)["network"].unique().tolist() == ["teammate1"]
+    assert results.deployed(rows) == "teammate1"
+    assert results.shown_rows(rows)["network"].unique().tolist() == ["teammate1"]
 
 
 def reasons(table):
@@ -595,7 +595,7 @@ def test_the_compute_matched_control_is_read_from_its_own_folder_and_judged(tmp_
     assert verdicts_rows(table)["Comparable accuracy to"]["verdict"] == "holds"
     assert "(3 vs 3 runs)" in row["measured"]
     # the pages read the control with the campaign: its own row of costs, the campaign's epochs
-    recorded = verdict.best_runs(results.load(tmp_path).frame)
+    recorded = results.best_runs(results.load(tmp_path).frame)
     control_rows = recorded[recorded["run"] == verdict.MATCHED_NAME]
     assert set(control_rows["root"]) == {"compute-matched"} and set(control_rows["seed"]) == {
         0,
