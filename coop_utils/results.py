@@ -60,7 +60,7 @@ _SEED = re.compile(r"^(?P<run>.+)-seed(?P<seed>\d+)$")
 
 
 class SummaryError(ValueError):
-    """A file where a result summary should be that is not one."""
+    """A file of ``results/`` that is not what its place says (a summary, a benchmark record)."""
 
 
 def run_name(file: str) -> str:
@@ -75,7 +75,7 @@ def teammates(networks: Any) -> list[str]:
     return sorted(names, key=lambda name: int(name.removeprefix("teammate")))
 
 
-def test_images(config: Mapping[str, Any]) -> float:
+def images_tested(config: Mapping[str, Any]) -> float:
     """How many test images a run's accuracies were measured on (``nan``: an unknown dataset)."""
     info = DATASETS.get(config.get("dataset"))
     if info is None:
@@ -100,10 +100,10 @@ def _metric_rows(metrics: Mapping[str, Mapping[str, Mapping[str, float]]]) -> li
     ]
 
 
-def _frame(rows: list[dict], columns: list[str], runs: list[str]) -> pd.DataFrame:
+def _frame(rows: list[dict], columns: list[str], network: list[str]) -> pd.DataFrame:
     """``rows`` as a frame: numbers as numbers, the rest as recorded (``None`` where absent),
-    with ``mflops`` and ``depth`` (``active_blocks`` over its maximum in each group of
-    ``runs`` and network)."""
+    with ``mflops`` and ``depth`` (``active_blocks`` over its maximum over the rows of one
+    ``network``: the columns that name it)."""
     frame = pd.DataFrame(
         {
             column: pd.Series(
@@ -114,7 +114,7 @@ def _frame(rows: list[dict], columns: list[str], runs: list[str]) -> pd.DataFram
         }
     )
     frame["mflops"] = frame["flops"] / 1e6
-    full_depth = frame.groupby(runs, sort=False)["active_blocks"].transform("max")
+    full_depth = frame.groupby(network, sort=False)["active_blocks"].transform("max")
     frame["depth"] = frame["active_blocks"] / full_depth
     return frame[columns + [c for c in ("mflops", "depth") if c not in columns]]
 
@@ -168,7 +168,7 @@ def _summary_rows(
         "epochs": math.nan if config.get("epochs") is None else config["epochs"],
         "training_flops": summary.get("training_flops", math.nan),
         "wall_time_s": summary.get("wall_time_s", math.nan),
-        "test_images": test_images(config),
+        "test_images": images_tested(config),
     }
     recorded |= {key: summary.get(key) for key in COLUMNS if key not in recorded}
     return [recorded | row for row in _metric_rows(summary["metrics"])]
@@ -216,11 +216,15 @@ def read_summary(path: Path, results_root: str | os.PathLike) -> list[dict]:
     relative = path.relative_to(results_root)
     *roots, profile, dataset, _ = relative.parts
     location = {"root": roots[0] if roots else profile, "profile": profile, "dataset": dataset}
-    try:
-        summary = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise SummaryError(f"{path}: not a result summary: not JSON ({error})") from None
+    summary = _json(path, "a result summary")
     return _summary_rows(summary, path.stem, str(path), path=relative.as_posix(), **location)
+
+
+def _json(path: Path, what: str) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise SummaryError(f"{path}: not {what}: not JSON ({error})") from None
 
 
 @dataclass(frozen=True)
@@ -274,7 +278,7 @@ def load(results_root: str | os.PathLike) -> Results:
         if log.exists():
             logs[path.relative_to(root).as_posix()] = read_log(log)
     records = sorted((root / "benchmarks").glob("*.json"))
-    benchmarks = {path.stem: json.loads(path.read_text()) for path in records}
+    benchmarks = {path.stem: _json(path, "a benchmark record") for path in records}
     return Results(root, frame, logs, benchmarks)
 
 

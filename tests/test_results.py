@@ -93,6 +93,14 @@ def test_a_file_that_is_not_a_summary_is_named_in_one_line(tmp_path, content, wh
     assert "\n" not in message
 
 
+def test_a_benchmark_record_that_is_not_json_is_named(tmp_path):
+    path = tmp_path / "benchmarks" / "train_step.json"
+    path.parent.mkdir()
+    path.write_text("{cut short")
+    with pytest.raises(results.SummaryError, match=f"^{path}: not a benchmark record: not JSON"):
+        results.load(tmp_path)
+
+
 def test_a_seed_counts_once():
     found = summaries(seeds=2)
     found["cooperative-seed7"] = found["cooperative-seed1"]  # config seed 1 under another name
