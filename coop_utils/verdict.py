@@ -89,7 +89,7 @@ DEPTH_COST_COMMAND = "python benchmarks/depth_cost.py --record results/benchmark
 MATCHED_EPOCHS = 3
 
 
-# --- the runs judged (results.group_seeds) ----------------------------------------------------
+# --- what the claims read of a run (a results.Run) -------------------------------------------
 
 
 def _digest(run: Run) -> str:
