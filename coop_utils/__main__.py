@@ -55,7 +55,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _results(args: argparse.Namespace) -> int:
-    from coop_utils.verdict import campaign_state  # pandas: loaded only for this command
+    from coop_utils.results import campaign_state  # pandas: loaded only for this command
 
     print("checking the recorded runs' behaviour digests against today's code", file=sys.stderr)
     planned = campaign_state(args.profile, behaviour=True)

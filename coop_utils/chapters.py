@@ -1,17 +1,17 @@
 """What a chapter calls: open it, show the recorded results and the committed weights, and
 (when the build trains) train its own runs.
 
-Every result chapter opens with :func:`start_chapter`, shows what ``results/`` records (the
-summaries ``results/<profile>/<dataset>/*.json``, the per-epoch logs beside them, the weights
-``results/weights/<profile>/<dataset>/<run>/<network>.pt``, the sample images and the benchmark
-records), and ends with a "Run it yourself" section whose :meth:`Chapter.train` prints the
-commands and, only in a build that trains, runs them. :mod:`coop_utils.book` executes the
-chapters; nothing here knows how.
+Every result chapter opens with :func:`start_chapter`, shows what ``results/`` records (read
+once, by :mod:`coop_utils.results`: the summaries, the per-epoch logs beside them, the
+committed weights, the sample images and the benchmark records), and ends with a "Run it
+yourself" section whose :meth:`Chapter.train` prints the commands and, only in a build that
+trains, runs them. :mod:`coop_utils.book` executes the chapters; nothing here knows how.
 """
 
 from __future__ import annotations
 
 import datetime
+import functools
 import html
 import inspect
 import json
@@ -29,22 +29,14 @@ import numpy as np
 import pandas as pd
 import torch
 
-from coop_utils import plots, training
+from coop_utils import plots, results, training, verdict
 from coop_utils.config import ABLATIONS, PROFILES, REPO_ROOT, RunConfig, campaign, load_config
 from coop_utils.data import DATASETS, DatasetError, prepare_data
-from coop_utils.export import load_network, log_path
+from coop_utils.export import load_network
 from coop_utils.models import build_model
-from coop_utils.runs import device_name, read_log, results_path
-from coop_utils.verdict import (
-    DEPTH_COST_COMMAND,
-    RESULT_PROFILES,
-    Summary,
-    campaign_state,
-    deployed_teammate,
-    group_seeds,
-    matched_cost_table,
-    summaries_of,
-)
+from coop_utils.results import Results
+from coop_utils.runs import device_name, results_path
+from coop_utils.verdict import DEPTH_COST_COMMAND
 
 #: the profile whose campaign (``params/<profile>.yaml``, ``campaign``) the reader's book reports
 CAMPAIGN_PROFILE = "preview"
@@ -90,6 +82,11 @@ class Chapter:
             "run_root": str(self.run_root),
             "results_root": str(self.results_root),
         }
+
+    @functools.cached_property
+    def results(self) -> Results:
+        """What ``results_root`` records, read once."""
+        return results.load(self.results_root)
 
     @property
     def torch_device(self):
@@ -207,7 +204,7 @@ def start_chapter(
         title, kind = "Recorded results", "note"
         text = (
             "This page trains nothing: it shows the runs recorded in <code>results/</code>, "
-            f"{campaign_progress(chapter.results_root)[0]}. The <i>Run it yourself</i> sections "
+            f"{campaign_progress(chapter.results)[0]}. The <i>Run it yourself</i> sections "
             "give the commands that train them."
         )
     hardware = device_name(chapter.torch_device)
@@ -231,14 +228,12 @@ def show_source(function: Any):
 # --- recorded results -------------------------------------------------------------------------
 
 
-def campaign_progress(
-    results_root: str | os.PathLike, profile: str = CAMPAIGN_PROFILE
-) -> tuple[str, list[str]]:
+def campaign_progress(recorded: Results, profile: str = CAMPAIGN_PROFILE) -> tuple[str, list[str]]:
     """``("N of M campaign runs recorded so far", [names still missing])`` for the profile's
     campaign (``"all M ... recorded"`` once none is missing): a run counts once its summary is
-    in ``results_root`` with the campaign's config (by whatever code: see
-    :func:`verdict.campaign_state`)."""
-    planned = campaign_state(profile, resolve_path(results_root))
+    recorded with the campaign's config (by whatever code: see
+    :func:`results.campaign_state`)."""
+    planned = results.campaign_state(profile, recorded)
     missing = [
         results_path(config).stem
         for config, state in planned
@@ -250,37 +245,16 @@ def campaign_progress(
     return f"{done} of {len(planned)} {profile} campaign runs recorded so far", missing
 
 
-def progress_note(results_root: str | os.PathLike) -> str:
+def progress_note(recorded: Results) -> str:
     """Markdown: how much of the campaign is recorded, and which runs are still to come."""
-    line, missing = campaign_progress(results_root)
+    line, missing = campaign_progress(recorded)
     still = f" Still to come: {', '.join(f'`{name}`' for name in missing)}." if missing else ""
     return f"**{line[0].upper()}{line[1:]}** (`params/{CAMPAIGN_PROFILE}.yaml`).{still}"
 
 
-def recorded(
-    results_root: str | os.PathLike, dataset: str, names: Sequence[str] | None = None
-) -> tuple[str | None, dict[str, Summary]]:
-    """``(profile, {name: summary})`` of the best profile (full before preview, smoke never)
-    with any summary on ``dataset`` (of the runs ``names``, every seed of each, if given);
-    ``(None, {})`` when none is recorded."""
-    for profile in RESULT_PROFILES:
-        summaries = summaries_of(resolve_path(results_root), profile).get(dataset, {})
-        if names is not None:
-            summaries = {n: s for n, s in summaries.items() if set(group_seeds({n: s})) & {*names}}
-        if summaries:
-            return profile, dict(sorted(summaries.items()))
-    return None, {}
-
-
-def recorded_config(summary: Summary) -> RunConfig:
-    """The config a recorded run was trained with, completed by its profile's defaults."""
-    values = dict(summary["config"])
-    return load_config(values.pop("profile"), **values)
-
-
-def recorded_label(summaries: Mapping[str, Summary], dataset: str) -> str:
+def recorded_label(rows: pd.DataFrame, dataset: str) -> str:
     """Markdown naming the recorded runs shown: profile, backbone, hardware, dates, code."""
-    if not summaries:
+    if rows.empty:
         planned = {
             load_config(CAMPAIGN_PROFILE, **run).dataset for run in campaign(CAMPAIGN_PROFILE)
         }
@@ -295,29 +269,29 @@ def recorded_label(summaries: Mapping[str, Summary], dataset: str) -> str:
             "(the summary page's *Scope* says why). *Run it yourself* gives the commands that "
             "train this chapter's runs where the dataset is available."
         )
-    runs = list(summaries.values())
-    configs = [run.get("config", {}) for run in runs]
+    runs = results.summaries(rows)
+    configs = list(runs["config"])
     profile = configs[0].get("profile", "?")
-    dates = sorted(str(run.get("date", "undated"))[:10] for run in runs)
+    dates = sorted(str(date or "undated")[:10] for date in runs["date"])
     facts = [
         ", ".join(
             sorted({f"{c.get('arch', '?')} for {c.get('epochs', '?')} epochs" for c in configs})
         ),
-        ", ".join(sorted({str(run.get("device", "unknown hardware")) for run in runs})),
+        ", ".join(sorted({str(device or "unknown hardware") for device in runs["device"]})),
         dates[0] if dates[0] == dates[-1] else f"{dates[0]} to {dates[-1]}",
-        "code " + ", ".join(sorted({str(run.get("code_digest", "unknown")) for run in runs})),
+        "code " + ", ".join(sorted({str(code or "unknown") for code in runs["code_digest"]})),
     ]
     names = ", ".join(
-        f"`{name}`" + (f" ({len(seeds)} seeds)" if len(seeds) > 1 else "")
-        for name, seeds in group_seeds(summaries).items()
+        f"`{name}`" + (f" ({seeds} seeds)" if seeds > 1 else "")
+        for name, seeds in runs.groupby("run", sort=False).size().items()
     )
     return f"**Recorded {profile} runs on {dataset}** ({'; '.join(facts)}): {names}."
 
 
-def recorded_network(results_root, profile: str, dataset: str, name: str, network: str):
-    """A recorded run's network committed in ``weights/<profile>/<dataset>/<name>/`` (fp16, as
-    :func:`export.save_network` writes it), in eval mode, or ``None`` if it is not committed."""
-    path = resolve_path(results_root) / "weights" / profile / dataset / name / f"{network}.pt"
+def recorded_network(recorded: Results, profile: str, dataset: str, name: str, network: str):
+    """A recorded run's committed network (the summary ``name``'s), in eval mode, or ``None``
+    if it is not committed."""
+    path = recorded.weights(profile, dataset, name, network)
     return load_network(path)[0] if path.exists() else None
 
 
@@ -330,10 +304,10 @@ class Samples(NamedTuple):
     names: list[str]
 
 
-def recorded_samples(results_root, config: RunConfig) -> Samples | None:
+def recorded_samples(recorded: Results, config: RunConfig) -> Samples | None:
     """The committed test images of ``benchmarks/make_samples.py`` for ``config``'s profile and
     dataset, if any; samples prepared for other classes or another image size are refused."""
-    path = resolve_path(results_root) / "samples" / config.profile / f"{config.dataset}.npz"
+    path = recorded.samples(config.profile, config.dataset)
     if not path.exists():
         return None
     data = np.load(path)
@@ -370,7 +344,7 @@ class Deployed:
     label: str  # Markdown: where it comes from
     name: str
     config: RunConfig
-    metrics: dict[str, dict[str, float]]  # its rows, by scaling factor
+    frame: pd.DataFrame  # its rows, by scaling factor (:func:`plots.metrics_frame`)
     net: Any  # its weights, or only its architecture when ``trained`` is false
     trained: bool
     samples: Samples | None
@@ -379,30 +353,32 @@ class Deployed:
 def deployed_network(chapter: Chapter, dataset: str, sample_count: int = 8) -> Deployed | None:
     """The deployed Teammate of the recorded cooperative run on ``dataset``, else of this build's
     own run (when it trains), else ``None``."""
-    profile, summaries = recorded(chapter.results_root, dataset)
-    if "cooperative" in summaries:
-        summary = summaries["cooperative"]
-        name = deployed_teammate(summary["metrics"])
-        config = recorded_config(summary)
-        net = recorded_network(chapter.results_root, profile, dataset, "cooperative", name)
+    profile, rows = chapter.results.campaign(dataset)
+    summary = rows[rows["file"] == "cooperative"]
+    if not summary.empty:
+        name = results.deployed(summary)
+        config = results.config_of(summary)
+        net = recorded_network(chapter.results, profile, dataset, "cooperative", name)
         trained = net is not None
         if not trained:  # the architecture alone: what FLOPs and latency need
             info = DATASETS[dataset]
             size = config.image_size or info.image_size
             net = build_model(config.arch, config.num_classes or info.num_classes, size).eval()
-        label = recorded_label({"cooperative": summary}, dataset)
-        samples = recorded_samples(chapter.results_root, config)
-        return Deployed(label, name, config, summary["metrics"][name], net, trained, samples)
+        label = recorded_label(summary, dataset)
+        samples = recorded_samples(chapter.results, config)
+        frame = summary[summary["network"] == name].sort_values("s", ignore_index=True)
+        return Deployed(label, name, config, frame, net, trained, samples)
     if not chapter.trains:
         return None
     run = chapter.train({"cooperative": chapter.config(dataset)}).get("cooperative")
     if run is None:
         return None
-    name = deployed_teammate(run.metrics)
+    name = results.deployed_teammate(run.metrics)
     net = training.load_system(run).teammates[int(name.removeprefix("teammate"))]
     label = f"**This build's {run.config.profile} run** (`{run.directory}`)."
     samples = sample_test_images(run.config, sample_count)
-    return Deployed(label, name, run.config, run.metrics[name], net, True, samples)
+    frame = plots.metrics_frame({name: run.metrics[name]})
+    return Deployed(label, name, run.config, frame, net, True, samples)
 
 
 #: the configuration keys a training chapter shows above its run
@@ -439,36 +415,35 @@ def dashes(table: pd.DataFrame, decimals: int | Mapping[str, int] | None = None)
     return shown.where(table.notna(), "–")
 
 
-def seeds_frame(summaries: Mapping[str, Summary], name: str = "cooperative") -> pd.DataFrame:
-    """Every network of every seed of ``name``: :func:`plots.metrics_frame` rows with ``seed``."""
-    runs = group_seeds(summaries).get(name, [])
-    return pd.concat(
-        [plots.metrics_frame(run["metrics"], seed=run["config"].get("seed", 0)) for run in runs]
-        or [pd.DataFrame(columns=["network", "s", "top1", "seed"])],
-        ignore_index=True,
+def seeds_frame(frame: pd.DataFrame, name: str = "cooperative") -> pd.DataFrame:
+    """Every network of every seed of the run ``name`` in a results frame, by seed, network and
+    ``s``."""
+    rows = frame[frame["run"] == name]
+    return rows.sort_values(["seed", "network", "s"], kind="stable", ignore_index=True)
+
+
+def as_frame(finished: Mapping[str, Any]) -> pd.DataFrame:
+    """This build's finished runs as a results frame, each named by its results file."""
+    return results.frame_of(
+        {
+            results_path(run.config).stem: {"config": run.config.to_dict(), "metrics": run.metrics}
+            for run in finished.values()
+        }
     )
 
 
-def as_summaries(finished: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-    """This build's finished runs shaped like results summaries, keyed by their results name."""
-    return {
-        results_path(run.config).stem: {"config": run.config.to_dict(), "metrics": run.metrics}
-        for run in finished.values()
-    }
-
-
-def show_comparison(summaries: Mapping[str, Summary], what: str) -> None:
+def show_comparison(frame: pd.DataFrame, what: str) -> None:
     """Every method of ``summaries`` at every depth against depth, FLOPs and latency (mean over
     seeds, 95 % t-intervals), as a figure and a table, then the exit baselines at equal
     measured FLOPs."""
     methods = ("cooperative", "independent", "byot", "branchynet")
-    frame = plots.method_seeds_frame(summaries, methods)
+    recorded, frame = frame, plots.method_seeds_frame(frame, methods)
     seeds = frame.groupby("method")["seed"].nunique()
     counts = f"{seeds.min()}" if seeds.min() == seeds.max() else f"{seeds.min()}-{seeds.max()}"
     title = f"Every method at every depth ({what}; mean of {counts} seed"
     title += "s)" if seeds.max() > 1 else ")"
     items = [plots.method_comparison_figure(frame, title), plots.comparison_table(frame)]
-    matched = matched_cost_table(summaries)
+    matched = verdict.matched_cost_table(recorded)
     if not matched.empty:
         items.append(plots.matched_cost_figure(matched, f"Exits at equal FLOPs ({what})"))
         shown = matched.set_index(["method", "exit (share of blocks)"])
@@ -476,35 +451,17 @@ def show_comparison(summaries: Mapping[str, Summary], what: str) -> None:
     _show(*items)
 
 
-def recorded_logs(
-    results_root: str | os.PathLike, summaries: Mapping[str, Summary]
-) -> dict[str, list[dict[str, str]]]:
-    """``{name: per-epoch rows}`` of the recorded runs whose log is committed beside their
-    summary (``<profile>/<dataset>/logs/<name>.csv``, written by ``make results``)."""
-    logs = {}
-    for name, summary in summaries.items():
-        config = summary.get("config", {})
-        summary_path = resolve_path(results_root) / config.get("profile", "?")
-        path = log_path(summary_path / config.get("dataset", "?") / f"{name}.json")
-        if path.exists():
-            logs[name] = read_log(path)
-    return logs
-
-
 def show_recorded_depths(
-    results_root: str | os.PathLike,
-    dataset: str,
-    networks: Sequence[str],
-    name: str = "cooperative",
+    recorded: Results, dataset: str, networks: Sequence[str], name: str = "cooperative"
 ) -> None:
     """The recorded runs of ``name`` on ``dataset``: what ran them, the test top-1 of
     ``networks`` at every depth (figure, then table, mean over seeds) and each seed's training
     curves where its log is committed."""
-    profile, summaries = recorded(results_root, dataset, [name])
+    profile, rows = recorded.campaign(dataset, [name])
     _show_depths(
-        recorded_label(summaries, dataset),
-        seeds_frame(summaries, name).query("network in @networks"),
-        recorded_logs(results_root, summaries),
+        recorded_label(rows, dataset),
+        seeds_frame(rows, name).query("network in @networks"),
+        recorded.logs_of(rows),
         f"recorded {profile} runs ({dataset})",
     )
 
@@ -541,15 +498,15 @@ def verdict_html(table: pd.DataFrame) -> Any:
 
     rows = []
     for row in table.itertuples():
-        verdict = str(row.verdict)
-        kind = verdict.split(" (")[0].replace(" ", "-")
+        said = str(row.verdict)
+        kind = said.split(" (")[0].replace(" ", "-")
         decide = f"<p><b>To decide:</b> {html.escape(row.decide)}</p>" if row.decide else ""
         rows.append(
             f"<tr><td><details><summary>{html.escape(row.claim)}</summary><p><b>Rule:</b> "
             f"{html.escape(row.rule)}</p><p><b>Evidence:</b> {html.escape(row.evidence)}</p>"
             f"{decide}</details></td><td>{html.escape(row.dataset)}</td>"
             f"<td>{html.escape(row.measured)}</td>"
-            f'<td class="verdict-{kind}">{html.escape(verdict)}</td></tr>'
+            f'<td class="verdict-{kind}">{html.escape(said)}</td></tr>'
         )
     return HTML(
         '<table class="verdicts"><thead><tr><th>claim (click for its rule)</th><th>dataset</th>'
@@ -572,11 +529,9 @@ BENCHMARKS = {
 }
 
 
-def benchmark_records(results_root: str | os.PathLike) -> dict[str, dict[str, Any]]:
-    """``{name: record}`` of each benchmark recorded in ``<results_root>/benchmarks/``."""
-    folder = resolve_path(results_root) / "benchmarks"
-    paths = {name: folder / f"{name}.json" for name in BENCHMARKS}
-    return {name: json.loads(path.read_text()) for name, path in paths.items() if path.exists()}
+def benchmark_records(recorded: Results) -> dict[str, dict[str, Any]]:
+    """``{name: record}`` of each benchmark of :data:`BENCHMARKS` that is recorded."""
+    return {name: recorded.benchmarks[name] for name in BENCHMARKS if name in recorded.benchmarks}
 
 
 def benchmark_label(record: Mapping[str, Any]) -> str:
@@ -584,4 +539,98 @@ def benchmark_label(record: Mapping[str, Any]) -> str:
     return (
         f"*Measured on {record['device']} ({record['cpu_count']} cores), torch {record['torch']}, "
         f"commit {record['git_commit']}, {record['date'][:10]}, by* `{record['command']}`"
+    )
+
+
+# --- training compute -------------------------------------------------------------------------
+
+#: the baselines whose training time is set beside the cooperative run's
+BASELINES = {
+    "independent": "the independent networks of every depth",
+    "byot": "BYOT",
+    "branchynet": "BranchyNet",
+}
+#: config keys that fix which passes a cooperative step runs (its cost per step)
+STEP_KEYS = ("arch", "batch_size", "teammates", "use_leader", "factors_per_teammate",
+             "gate_gradient", "image_size", "num_classes")  # fmt: skip
+
+
+def training_compute_note(frame: pd.DataFrame, step_record: Mapping[str, Any] | None = None) -> str:
+    """Markdown: how much more a cooperative run of a results frame (one dataset) trains than
+    each recorded baseline, or "" without both: the claims compare methods at equal epochs,
+    not at equal training compute. ``step_record`` (the ``train_step`` benchmark's record), when
+    given, says what a step costs, timed side by side; the runs' wall times (mean per seed)
+    follow, with how far runs of the same step cost land apart on the shared recording
+    machine."""
+    table = results.campaign_table(frame, decimals={})
+    if "cooperative" not in table.index or not set(BASELINES) & set(table.index):
+        return ""
+    ours = table.loc["cooperative", "per seed (h)"]
+    ratios = [
+        f"{table.loc[name, 'per seed (h)']:.2f} h for {text} "
+        f"({ours / table.loc[name, 'per seed (h)']:.1f}× less)"
+        for name, text in BASELINES.items()
+        if name in table.index and table.loc[name, "per seed (h)"] > 0
+    ]
+    runs = results.summaries(frame)
+    evaluated = results.evaluation_only(frame)
+    campaign_runs = runs[runs["run"] != results.MATCHED_NAME]
+    epochs = sorted({config.get("epochs") for config in campaign_runs["config"]} - {None})
+
+    def step(config: Mapping[str, Any]) -> tuple:
+        return tuple(config.get(key) for key in STEP_KEYS)
+
+    first = step(runs[runs["run"] == "cooperative"].sort_values("seed")["config"].iloc[0])
+    alike = [  # every trained seed whose step runs the cooperative run's passes
+        (0.0 if run.wall_time_s != run.wall_time_s else run.wall_time_s) / 3600
+        for run in runs.itertuples()
+        if run.run.startswith("cooperative") and step(run.config) == first
+        if not evaluated[run.path]
+    ]
+    control = ""
+    if results.MATCHED_NAME in table.index:
+        full = table.loc[[results.MATCHED_NAME, "cooperative"], "top-1 at full depth (%)"]
+        control = (
+            f" ({table.loc[results.MATCHED_NAME, 'per seed (h)']:.2f} h per seed): at full "
+            f"depth they reach {full.iloc[0]:.1f} %, against {full.iloc[1]:.1f} % for the "
+            "cooperative Teammates (means over seeds, the table below)"
+        )
+    spread = ""
+    if len(alike) > 1:
+        spread = (
+            f". Wall times on a shared machine measure its load as much as the compute: seeds "
+            f"whose steps run the same passes as the cooperative one took {min(alike):.2f} to "
+            f"{max(alike):.2f} h"
+        )
+    return (
+        f"**Training compute is not matched.** Every method trains for the same "
+        f"{', '.join(map(str, epochs))} epochs, and the claims compare them at equal "
+        f"inference cost.{_step_cost(step_record)} Per seed, the cooperative run trained "
+        f"{ours:.2f} h (wall time on the recording machine, for two Teammates with their "
+        f"sub-networks and a Leader), against {', '.join(ratios)}{spread}. On a schedule this "
+        "short every network is still learning, so part of the cooperative method's lead over "
+        "the baselines may be that extra compute rather than the method. The verdict's "
+        'compute-matched control ("At equal training compute") trains the independent '
+        f"networks for {verdict.MATCHED_EPOCHS}x the epochs{control}; the exit baselines have "
+        "no such control."
+    )
+
+
+def _step_cost(record: Mapping[str, Any] | None) -> str:
+    """What the ``train_step`` benchmark measured (:func:`results.step_costs`), in a sentence."""
+    if not record:
+        return ""
+    cost = results.step_costs(record)
+    ours, single, theirs = cost["ours"], cost["single"], cost["theirs"]
+    independent = ""
+    if theirs is not None:
+        independent = (
+            f" and {ours / theirs:.1f}× a step of each of the {cost['plans']} independent "
+            f"networks ({theirs:.0f} ms, estimated by the Teammates' passes at each plan)"
+        )
+    return (
+        f" Timed side by side (the `train_step` benchmark, {record['results']['arch']}, "
+        f"batch {record['results']['batch_size']}, {record['device']}), a cooperative step "
+        f"takes {ours:.0f} ms: {ours / single:.1f}× one full-depth network's step "
+        f"({single:.0f} ms){independent}."
     )

@@ -1,15 +1,15 @@
 """The book's figures, drawn with seaborn: one function per figure, the chapters stay thin.
 
 Every function returns a matplotlib ``Figure`` with a title and labelled axes (units in
-parentheses). Metrics come in as tidy frames (:func:`metrics_frame`), one row per network
-and depth, so one figure function serves a smoke run, a recorded preview run and a full run.
+parentheses). Metrics come in as tidy frames, one row per network and depth: the rows of the
+results frame (:mod:`coop_utils.results`) or of a run trained here (:func:`metrics_frame`), so
+one figure function serves a smoke run, a recorded preview run and a full run.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -19,7 +19,7 @@ import torch
 from matplotlib.figure import Figure
 from torch import Tensor, nn
 
-from coop_utils import verdict
+from coop_utils import results, verdict
 from coop_utils.config import ABLATIONS
 from coop_utils.gating import relaxed_topk, sample_gumbel
 from coop_utils.losses import sfsl_weight
@@ -62,43 +62,22 @@ def _figure(ncols: int = 1, width: float = 6.0, height: float = 3.6, nrows: int 
 def metrics_frame(
     metrics: Mapping[str, Mapping[str, Mapping[str, float]]], **labels
 ) -> pd.DataFrame:
-    """One row per (network, depth) of ``run.metrics`` or a results summary's ``metrics``.
-
-    Adds ``s`` (the depth key as a number), ``depth`` (share of the network's blocks run),
-    ``mflops`` and any ``labels`` as constant columns (e.g. ``method="BYOT"``).
-    """
-    rows = [
-        {"network": network, "s": float(key), **row, **labels}
-        for network, by_depth in metrics.items()
-        for key, row in by_depth.items()
-    ]
-    frame = pd.DataFrame(rows)
-    if frame.empty:
-        return frame
-    frame["mflops"] = frame["flops"] / 1e6
-    full_depth = frame.groupby("network")["active_blocks"].transform("max")
-    frame["depth"] = frame["active_blocks"] / full_depth
+    """One row per (network, depth) of ``run.metrics`` (:func:`results.metrics_frame`: with
+    ``s``, ``depth`` and ``mflops``), sorted, with any ``labels`` as constant columns (e.g.
+    ``method="BYOT"``)."""
+    frame = results.metrics_frame(metrics).assign(**labels)
     return frame.sort_values(["network", "s"], ignore_index=True)
 
 
-def method_frame(metrics: Mapping[str, Any], method: str) -> pd.DataFrame:
-    """One method's rows of :func:`metrics_frame`: the deployed Teammate of a cooperative run,
-    the only network of the others; ``method`` labels them."""
-    cooperative = verdict.teammates(metrics)
-    network = verdict.deployed_teammate(metrics) if cooperative else next(iter(metrics))
-    return metrics_frame({network: metrics[network]}, method=method)
-
-
-def method_seeds_frame(summaries: Mapping[str, Any], methods: Sequence[str]) -> pd.DataFrame:
-    """:func:`method_frame` rows of every seed of each of ``methods`` in ``summaries`` (the
-    deployed Teammate of each cooperative seed), with ``seed``."""
-    groups = verdict.group_seeds(summaries)
+def method_seeds_frame(frame: pd.DataFrame, methods: Sequence[str]) -> pd.DataFrame:
+    """The rows of every seed of each run of ``methods`` in a results frame through the network
+    it is judged by (:func:`results.shown_rows`: the deployed Teammate of a cooperative run),
+    ``method`` naming the run."""
+    shown = results.shown_rows(frame[frame["run"].isin(methods)])
     return pd.concat(
-        method_frame(run["metrics"], method).assign(seed=run["config"].get("seed", 0))
+        shown[shown["run"] == method].sort_values(["seed", "s"], kind="stable")
         for method in methods
-        if method in groups
-        for run in groups[method]
-    )
+    ).assign(method=lambda rows: rows["run"])
 
 
 def pareto_frontier(frame: pd.DataFrame, cost: str, value: str) -> pd.DataFrame:
@@ -362,34 +341,32 @@ def accuracy_by_depth_figure(frame: pd.DataFrame, title: str, hue: str = "networ
     return fig
 
 
-def ablation_frame(summaries: Mapping[str, Mapping]) -> pd.DataFrame:
+def ablation_frame(frame: pd.DataFrame) -> pd.DataFrame:
     """The top-1 at each ``s`` of the network each ablation's claim compares, one row per seed:
     the Teammates' mean (``network``: "Teammates' mean"), or ``teammate0`` for a run with one
     Teammate; the full method has rows of both.
 
-    ``summaries`` maps results file names to summaries (as :func:`verdict.summaries_of` gives);
-    the seeds of one name share its ``variant`` label (``cooperative`` for the full method).
-    Only the full method and the ablations of :data:`coop_utils.config.ABLATIONS` are kept.
+    The seeds of one run of the results ``frame`` share its ``variant`` label (``cooperative``
+    for the full method). Only the full method and the ablations of
+    :data:`coop_utils.config.ABLATIONS` are kept.
     """
-    rows = []
-    for name, runs in verdict.group_seeds(summaries).items():
+    parts = []
+    for name, runs in frame.groupby("run", sort=False):
         variant = name.removeprefix("cooperative-")
         if variant != "cooperative" and (variant not in ABLATIONS or name == variant):
             continue  # a baseline, or a run of another chapter's own (chapter 2's kd-*)
-        for run in runs:
-            metrics, seed = run["metrics"], int(run["config"].get("seed", 0))
+        for _, run in runs.groupby("seed"):
             networks = {}  # the Teammates' mean; teammate0 alone where it is the only one
-            if "teammate_mean" in metrics:
-                networks["Teammates' mean"] = metrics["teammate_mean"]
-            if "teammate0" in metrics and (variant == "cooperative" or not networks):
-                networks["teammate0"] = metrics["teammate0"]
-            rows += [
-                {"variant": variant, "network": network, "seed": seed, "s": float(key)}
-                | {"top1": row["top1"]}
-                for network, by_depth in networks.items()
-                for key, row in by_depth.items()
+            if (run["network"] == "teammate_mean").any():
+                networks["teammate_mean"] = "Teammates' mean"
+            if (run["network"] == "teammate0").any() and (variant == "cooperative" or not networks):
+                networks["teammate0"] = "teammate0"
+            parts += [
+                run[run["network"] == network].assign(variant=variant, network=label)
+                for network, label in networks.items()
             ]
-    return pd.DataFrame(rows, columns=["variant", "network", "seed", "s", "top1"])
+    columns = ["variant", "network", "seed", "s", "top1"]
+    return pd.concat(parts, ignore_index=True)[columns] if parts else pd.DataFrame(columns=columns)
 
 
 def ablation_figure(frame: pd.DataFrame, title: str, per_row: int = 4) -> Figure:
@@ -477,12 +454,13 @@ def matched_cost_figure(table: pd.DataFrame, title: str) -> Figure:
     return fig
 
 
-def headline_figure(summaries: Mapping[str, Mapping[str, Any]], title: str) -> Figure:
-    """Test top-1 against measured FLOPs for each method of ``summaries`` (the deployed Teammate
-    of the cooperative runs) and the compute-matched control (dashed): the mean over seeds,
-    with its 95 % t-interval from the seeds' spread as error bars (none for a single seed)."""
-    methods = ("cooperative", "independent", verdict.MATCHED_NAME, "byot", "branchynet")
-    frame = method_seeds_frame(summaries, methods)
+def headline_figure(recorded: pd.DataFrame, title: str) -> Figure:
+    """Test top-1 against measured FLOPs for each method of a results frame (the deployed
+    Teammate of the cooperative runs) and the compute-matched control (dashed): the mean over
+    seeds, with its 95 % t-interval from the seeds' spread as error bars (none for a single
+    seed)."""
+    methods = ("cooperative", "independent", results.MATCHED_NAME, "byot", "branchynet")
+    frame = method_seeds_frame(recorded, methods)
     frame["seeds"] = frame.groupby("method")["seed"].transform("nunique")
     per_seed = frame.groupby(["method", "seeds", "mflops", "seed"])["top1"].mean()
     grouped = per_seed.groupby(["method", "seeds", "mflops"])
@@ -493,7 +471,7 @@ def headline_figure(summaries: Mapping[str, Mapping[str, Any]], title: str) -> F
         ax.errorbar(
             part["mflops"], part["mean"], yerr=part["half"], marker="o", capsize=3,
             label=f"{method} ({seeds} seed{'s' if seeds > 1 else ''})",
-            linestyle="--" if method == verdict.MATCHED_NAME else "-",
+            linestyle="--" if method == results.MATCHED_NAME else "-",
         )  # fmt: skip
     ax.set(xlabel=MFLOPS_LABEL, ylabel=TOP1_LABEL, title=title)
     fig.legend(

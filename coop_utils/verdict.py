@@ -1,17 +1,18 @@
-"""The replication verdict: each claim of the paper, our numbers, and a verdict read from files.
+"""The replication verdict: each claim of the paper, our numbers, and a verdict read from the
+recorded results (:mod:`coop_utils.results`).
 
-Everything here is computed from result summaries (``results/<profile>/<dataset>/*.json``) and
-the depth-cost benchmark record (``results/benchmarks/depth_cost.json``), never typed in. A
-summary named ``<name>-seed<N>`` is seed ``N`` of ``<name>``.
+Everything here is computed from the results frame and the depth-cost benchmark record
+(``results/benchmarks/depth_cost.json``), never typed in. A run is the seeds of one name
+(``cooperative``, ``cooperative-seed1``, ...); each claim compares the runs of two names.
 
 The statistics, stated once. A claim compares two arms of runs and reports the difference of
 their means with its 95 % t-interval, whose degrees of freedom come from the seeds:
 
 - *paired by seed* where the two runs of a seed share their initialisation and data order (the
-  Teammates of the cooperative variants, built first and in the same order) and their code
-  digests are equal: the mean of the per-seed differences, ``n - 1`` degrees of freedom;
-- *unpaired* elsewhere (across methods, or runs of different code): Welch's interval, its
-  degrees of freedom rounded down to a tenth.
+  Teammates of the cooperative variants, built first and in the same order): the mean of the
+  per-seed differences, ``n - 1`` degrees of freedom;
+- *unpaired* elsewhere (across methods): Welch's interval, its degrees of freedom rounded down
+  to a tenth.
 
 No run is taken to vary less than the binomial standard error of its test set, which is all one
 run can tell. A claim with fewer than 3 runs in an arm (3 pairs) is "inconclusive (n < 3)",
@@ -21,22 +22,29 @@ whatever its mean: with 2 seeds the 95 % multiplier is 12.7 standard errors, not
 from __future__ import annotations
 
 import functools
-import json
 import math
-import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
-from coop_utils.config import PROFILES, RunConfig, campaign, load_config
 from coop_utils.models import ARCHITECTURES, SCALING_FACTORS, depth_plan
-from coop_utils.runs import behaviour_digests, digest_key, results_path
+from coop_utils.results import (
+    MATCHED_NAME,
+    MATCHED_ROOT,
+    RESULT_PROFILES,
+    Results,
+    Run,
+    best_runs,
+    group_seeds,
+    planned_seeds,
+    teammates,
+)
+from coop_utils.results import deployed_teammate as deployed_teammate  # export.py reads it here
 
 HOLDS, FAILS, OPEN = "holds", "does not hold", "inconclusive"
 #: fewest runs in an arm (or pairs) for a claim to be decided
@@ -46,18 +54,7 @@ MOST_RUNS = 30
 FEW = f"{OPEN} (n < {MIN_RUNS})"
 #: the verdict of a claim one of whose arms the campaign runs with fewer than 3 seeds by design
 EXPLORATORY = f"{OPEN} (exploratory: fewer than {MIN_RUNS} seeds by design)"
-#: profiles whose summaries are results, best first; smoke numbers never are
-RESULT_PROFILES = ("full", "preview")
 
-PENDING_NOTE = (
-    "**Verdict pending.** No cooperative run of the preview or full profile is recorded in "
-    "`results/` yet. `make results` trains the preview campaign (CPU); once its summaries are "
-    "committed, this table fills itself from those files."
-)
-
-Summary = Mapping[str, Any]
-
-_SEED = re.compile(r"^(?P<name>.+)-seed(?P<seed>\d+)$")
 
 #: the claims about the parts of the method: (the arm expected to be better, the other arm,
 #: the claim, the scaling factors its Teammates' accuracy is averaged over: see ``_factors``)
@@ -86,167 +83,24 @@ EXIT_BASELINES = {"byot": "BYOT", "branchynet": "BranchyNet"}
 IMPLEMENTATION_CHECK = "an implementation check"
 #: the command that records the depth-cost benchmark the first claim reads
 DEPTH_COST_COMMAND = "python benchmarks/depth_cost.py --record results/benchmarks/depth_cost.json"
-#: the control this replication adds: independent networks trained for as much compute as a
-#: cooperative run (``MATCHED_EPOCHS`` times its epochs), recorded under ``<results>/MATCHED_ROOT``
-MATCHED_ROOT = "compute-matched"
-MATCHED_NAME = "independent-compute-matched"
-#: a cooperative step costs about 3x the steps of the independent networks of every depth
-#: together (the side-by-side step benchmark and the recorded wall times agree)
+#: the control this replication adds (``results.MATCHED_NAME``): independent networks trained
+#: for as much compute as a cooperative run, ``MATCHED_EPOCHS`` times its epochs; a cooperative
+#: step costs about 3x the steps of the independent networks of every depth together (the
+#: side-by-side step benchmark and the recorded wall times agree)
 MATCHED_EPOCHS = 3
 
 
-# --- reading summaries ------------------------------------------------------------------------
+# --- what the claims read of a run (a results.Run) -------------------------------------------
 
 
-def summaries_of(results_root: str | os.PathLike, profile: str) -> dict[str, dict[str, Summary]]:
-    """``{dataset: {name: summary}}`` of ``<results_root>/<profile>/<dataset>/<name>.json``."""
-    found: dict[str, dict[str, Summary]] = {}
-    for path in sorted(Path(results_root, profile).glob("*/*.json")):
-        found.setdefault(path.parent.name, {})[path.stem] = json.loads(path.read_text())
-    return found
+def _digest(run: Run) -> str:
+    return str(run.summary["code_digest"] or "unknown")
 
 
-def best_summaries(results_root: str | os.PathLike) -> dict[str, dict[str, Summary]]:
-    """``{dataset: {name: summary}}`` from the best recorded profile of each dataset that has a
-    cooperative run (full before preview; smoke never), with the compute-matched control of
-    that profile (``<results_root>/compute-matched``) named ``independent-compute-matched``."""
-    chosen: dict[str, dict[str, Summary]] = {}
-    for profile in RESULT_PROFILES:
-        control = summaries_of(Path(results_root, MATCHED_ROOT), profile)
-        for dataset, summaries in summaries_of(results_root, profile).items():
-            if dataset not in chosen and "cooperative" in summaries:
-                chosen[dataset] = summaries | {
-                    name.replace("independent", MATCHED_NAME, 1): run
-                    for name, run in control.get(dataset, {}).items()
-                    if _SEED.sub(r"\g<name>", name) == "independent"
-                }
-    return chosen
-
-
-def campaign_state(
-    profile: str, results_root: str | os.PathLike | None = None, behaviour: bool = False
-) -> list[tuple[RunConfig, str]]:
-    """Each run of the profile's campaign, in order: its config (at ``results_root``, else the
-    profile's) and the state of its summary there: "to run", "recorded with another config" or
-    "recorded". With ``behaviour``, a recorded run whose behaviour digest is not today's code's
-    (:func:`coop_utils.runs.behaviour_digests`, a few seconds per configuration unless cached)
-    is "recorded by code that trains it otherwise (<its digest> -> <today's>)"."""
-    root = {} if results_root is None else {"results_root": str(results_root)}
-    planned = [load_config(profile, **root, **overrides) for overrides in campaign(profile)]
-    found = [
-        json.loads(results_path(config).read_text()) if results_path(config).exists() else None
-        for config in planned
-    ]
-    to_check = [
-        c for c, s in zip(planned, found, strict=True) if s and s.get("config_hash") == c.hash()
-    ]
-    today = behaviour_digests(to_check) if behaviour and to_check else {}
-    states = []
-    for config, summary in zip(planned, found, strict=True):
-        recorded = summary and summary.get("behaviour_digest")
-        if summary is None:
-            state = "to run"
-        elif summary.get("config_hash") != config.hash():
-            state = "recorded with another config"
-        elif behaviour and recorded != today[digest_key(config)]:
-            state = (
-                "recorded by code that trains it otherwise "
-                f"({recorded or 'no digest'} -> {today[digest_key(config)]})"
-            )
-        else:
-            state = "recorded"
-        states.append((config, state))
-    return states
-
-
-def group_seeds(summaries: Mapping[str, Summary]) -> dict[str, list[Summary]]:
-    """``{name: [summary of each seed, by seed]}``: ``cooperative`` and ``cooperative-seed1``
-    are seeds 0 and 1 of ``cooperative``."""
-    grouped: dict[str, dict[int, tuple[str, Summary]]] = {}  # {name: {seed: (file, summary)}}
-    for name, summary in summaries.items():
-        match = _SEED.match(name)
-        base, seed = (match["name"], int(match["seed"])) if match else (name, 0)
-        seed = int(summary.get("config", {}).get("seed", seed))
-        runs = grouped.setdefault(base, {})
-        if seed in runs:
-            raise ValueError(
-                f"result files {runs[seed][0]!r} and {name!r} are both seed {seed} of "
-                f"{base!r}: remove one (a seed counts once)"
-            )
-        runs[seed] = name, summary
-    return {name: [runs[seed][1] for seed in sorted(runs)] for name, runs in grouped.items()}
-
-
-def deployed_teammate(metrics: Mapping[str, Any]) -> str:
-    """The Teammate to deploy: best mean validation top-1 over depths (never the test split)."""
-    candidates = teammates(metrics)
-    if not candidates:
-        raise ValueError(f"no Teammate in these metrics: {', '.join(metrics)}")
-
-    def validation(name: str) -> float:
-        rows = metrics[name].values()
-        return float(np.mean([row.get("val_top1", -math.inf) for row in rows]))
-
-    return max(candidates, key=validation)  # max keeps the first of equal Teammates
-
-
-def teammates(metrics: Mapping[str, Any]) -> list[str]:
-    """The Teammates (``teammate0``, ``teammate1``, ...) among a run's networks, in order."""
-    names = [name for name in metrics if name.removeprefix("teammate").isdigit()]
-    return sorted(names, key=lambda name: int(name.removeprefix("teammate")))
-
-
-def _seed_of(summary: Summary) -> int:
-    return int(summary.get("config", {}).get("seed", 0))
-
-
-def _digest(summary: Summary) -> str:
-    return str(summary.get("code_digest") or "unknown")
-
-
-def _row(by_depth: Mapping[str, Mapping[str, float]], s: float) -> Mapping[str, float] | None:
-    return next((row for key, row in by_depth.items() if abs(float(key) - s) < 1e-6), None)
-
-
-def _plans(by_depth: Mapping[str, Mapping[str, float]], factors: Sequence[float]) -> dict:
-    """``{blocks kept: [its factors]}``: the depth plans of ``factors`` in one network's rows."""
-    plans: dict[int, list[float]] = {}
-    for s in factors:
-        plans.setdefault(int(_row(by_depth, s)["active_blocks"]), []).append(s)
-    return plans
-
-
-def _top1(by_depth: Mapping[str, Mapping[str, float]], s: float) -> float:
-    row = _row(by_depth, s)
-    if row is None:
-        raise ValueError(f"no accuracy recorded at s={s:g}; recorded: {', '.join(by_depth)}")
-    return row["top1"]
-
-
-def _mean_top1(runs: Sequence[Summary], networks: Sequence[str], factors: Sequence[float]) -> float:
+def _mean_top1(runs: Sequence[Run], networks: Sequence[str], factors: Sequence[float]) -> float:
     """The top-1 of ``networks`` at ``factors``, mean over them and ``runs``."""
-    values = [_top1(run["metrics"][n], s) for run in runs for n in networks for s in factors]
+    values = [run.top1(n, s) for run in runs for n in networks for s in factors]
     return float(np.mean(values))
-
-
-def _full_depth(by_depth: Mapping[str, Mapping[str, float]]) -> Mapping[str, float]:
-    """One network's row at its costliest (full) depth."""
-    return max(by_depth.values(), key=lambda row: row["flops"])
-
-
-def _deployed(summary: Summary) -> Mapping[str, Mapping[str, float]]:
-    return summary["metrics"][deployed_teammate(summary["metrics"])]
-
-
-def _test_images(config: Mapping[str, Any]) -> int:
-    """How many test images a summary's accuracies were measured on."""
-    from coop_utils.data import DATASETS
-
-    info = DATASETS[config["dataset"]]
-    classes = config.get("num_classes") or info.num_classes
-    if config.get("data") == "generated":
-        return classes * config["generated_test_per_class"]
-    return classes * info.test_per_class
 
 
 def _stderr(accuracies: Sequence[float], images: int) -> float:
@@ -376,12 +230,12 @@ def compare(
     return Difference(value, half, runs, bool(paired), spread, stderr, df, floored)
 
 
-def _paired(a_runs: list[Summary], b_runs: list[Summary]) -> tuple[list, str]:
+def _paired(a_runs: list[Run], b_runs: list[Run]) -> tuple[list, str]:
     """The runs of ``a`` and ``b`` of one seed, and how the two arms are compared. Whether each
     run stands for today's code is its behaviour digest's business (the test suite checks every
     recorded one), not the pairing's."""
-    by_seed = {_seed_of(run): run for run in b_runs}
-    pairs = [(run, by_seed[_seed_of(run)]) for run in a_runs if _seed_of(run) in by_seed]
+    by_seed = {run.seed: run for run in b_runs}
+    pairs = [(run, by_seed[run.seed]) for run in a_runs if run.seed in by_seed]
     if not pairs:
         return [], "unpaired: no common seed"
     return pairs, "paired by seed"
@@ -397,15 +251,15 @@ SAME_REGIME = "runs of one regime and data"
 REGIME_KEYS = ("dataset", "data", "arch", "epochs", "batch_size", "lr", "num_classes", "image_size")
 
 
-def _mismatch(*arms: list[Summary], ignore: Sequence[str] = ()) -> str:
+def _mismatch(*arms: list[Run], ignore: Sequence[str] = ()) -> str:
     """Why the runs of ``arms`` cannot be compared (their regimes, data or precision differ,
     ``ignore``: regime keys that differ by design), or ``""``."""
     runs = [run for arm in arms for run in arm]
     keys = [key for key in REGIME_KEYS if key not in ignore]
     for what, read in (
-        ("regimes", lambda run: tuple(run.get("config", {}).get(k) for k in keys)),
-        ("data fingerprints", lambda run: run.get("data_fingerprint")),
-        ("precisions", lambda run: run.get("precision")),
+        ("regimes", lambda run: tuple(run.config.get(k) for k in keys)),
+        ("data fingerprints", lambda run: run.summary["data_fingerprint"]),
+        ("precisions", lambda run: run.summary["precision"]),
     ):
         if len({str(read(run)) for run in runs}) > 1:
             return f"not comparable: the runs' {what} differ"
@@ -423,7 +277,7 @@ def _claim(claim: str, measured: str, rule: str, verdict: str, decide: str = "")
 def _unready(
     claim: str,
     rule: str,
-    arms: Mapping[str, list[Summary] | None],
+    arms: Mapping[str, list[Run] | None],
     why: str = "",
     ignore: Sequence[str] = (),
     to_run: str = "",
@@ -488,7 +342,7 @@ def matched_command(config: Mapping[str, Any]) -> str:
 
 
 def _comparable_claim(
-    groups: Mapping[str, list[Summary]], images: int, margin: float, matched: bool, level: float
+    groups: Mapping[str, list[Run]], images: int, margin: float, matched: bool, level: float
 ) -> dict[str, str]:
     """The cooperative run against the independent networks, or (``matched``) against the
     compute-matched control."""
@@ -501,7 +355,7 @@ def _comparable_claim(
             f"alone (a control this replication adds: {MATCHED_EPOCHS}x the epochs)"
         )
         name, ignore = MATCHED_NAME, ("epochs",)
-        to_run = f"runs, 3 seeds of `{matched_command(cooperative[0]['config'])}`"
+        to_run = f"runs, 3 seeds of `{matched_command(cooperative[0].config)}`"
     independent = groups.get(name)
     rule = (
         "gap = deployed Teammate (chosen on validation) minus the independent network of the "
@@ -512,16 +366,18 @@ def _comparable_claim(
     )
     if matched and independent:
         rule += f"; the independent networks train {MATCHED_EPOCHS}x the cooperative epochs"
-        epochs = {run["config"].get("epochs") for run in independent}
-        expected = MATCHED_EPOCHS * int(cooperative[0]["config"].get("epochs", 0))
+        epochs = {run.config.get("epochs") for run in independent}
+        expected = MATCHED_EPOCHS * int(cooperative[0].config.get("epochs", 0))
         if epochs != {expected}:
             why = f"not comparable: the control trained {sorted(epochs)} epochs, not {expected}"
     arms = {"cooperative": cooperative, name: independent}
     if unready := _unready(claim, rule, arms, why, ignore, to_run):
         return unready
-    deployed = _deployed(cooperative[0])
-    reference = independent[0]["metrics"]["independent"]
-    plans = _plans(reference, [float(k) for k in reference if _row(deployed, float(k)) is not None])
+    first, reference = cooperative[0], independent[0]
+    shared = [
+        s for s in reference.metrics["independent"] if first.row(first.deployed, s) is not None
+    ]
+    plans = reference.plans("independent", shared)
     label = {  # a plan by what runs: "3 blocks (s=0.2-0.4)"
         min(factors): f"{blocks} blocks (s={min(factors):g}"
         + (f"–{max(factors):g})" if len(factors) > 1 else ")")
@@ -529,8 +385,8 @@ def _comparable_claim(
     }
     gaps = []
     for s in sorted(label):
-        ours = [_top1(_deployed(run), s) for run in cooperative]
-        theirs = [_top1(run["metrics"]["independent"], s) for run in independent]
+        ours = [run.top1(run.deployed, s) for run in cooperative]
+        theirs = [run.top1("independent", s) for run in independent]
         gaps.append((s, compare(ours, theirs, _stderr(theirs, images))))
     if not gaps:
         return _claim(claim, "no depth in common", rule, OPEN)
@@ -550,39 +406,32 @@ def _comparable_claim(
     return _claim(claim, f"{measured} pts ({gaps[0][1].sample})", rule, verdict, decide)
 
 
-def _curve(by_depth: Mapping[str, Mapping[str, float]]) -> tuple[np.ndarray, np.ndarray]:
-    """Measured FLOPs and top-1 of one network's depths, cheapest first; the depths of one
-    plan (several factors, equal FLOPs) averaged."""
-    top1 = pd.DataFrame(list(by_depth.values())).groupby("flops")["top1"].mean()
-    return top1.index.to_numpy(dtype=float), top1.to_numpy(dtype=float)
-
-
-def _matched_exits(cooperative: list[Summary], exits: list[Summary], method: str) -> list[str]:
+def _matched_exits(cooperative: list[Run], exits: list[Run], method: str) -> list[float]:
     """The exits below their own full depth that cost at least our shallowest depth (measured
     FLOPs, every seed): only those have a depth of ours that runs within their cost."""
-    cheapest = max(_curve(_deployed(run))[0][0] for run in cooperative)
-    rows = exits[0]["metrics"][method]
-    full = _full_depth(rows)["flops"]
+    cheapest = max(run.curve(run.deployed)[0][0] for run in cooperative)
+    rows = exits[0].metrics[method]
+    full = exits[0].full_depth(method)["flops"]
     return [key for key, row in rows.items() if cheapest <= row["flops"] < full]
 
 
-def _at_flops(summary: Summary, points: Sequence[float]) -> tuple[float, float]:
+def _at_flops(run: Run, points: Sequence[float]) -> tuple[float, float]:
     """A cooperative run's deployed Teammate: full-depth top-1, and the top-1 of its deepest
     depth whose measured FLOPs do not exceed each of ``points`` (what it runs within that
     cost; never interpolated between depths), averaged."""
-    flops, top1 = _curve(_deployed(summary))
+    flops, top1 = run.curve(run.deployed)
     within = [top1[np.searchsorted(flops, point, side="right") - 1] for point in points]
     return float(top1[-1]), float(np.mean(within))
 
 
-def _exit_accuracy(summary: Summary, method: str, keys: Sequence[str]) -> tuple[float, float]:
+def _exit_accuracy(run: Run, method: str, keys: Sequence[float]) -> tuple[float, float]:
     """An exit network's full-depth top-1, and its top-1 at the exits ``keys``, averaged."""
-    rows = summary["metrics"][method]
-    return _full_depth(rows)["top1"], float(np.mean([rows[key]["top1"] for key in keys]))
+    rows = run.metrics[method]
+    return run.full_depth(method)["top1"], float(np.mean([rows[key]["top1"] for key in keys]))
 
 
 def _matched_cost_claims(
-    groups: Mapping[str, list[Summary]], images: int, level: float
+    groups: Mapping[str, list[Run]], images: int, level: float
 ) -> list[dict[str, str]]:
     cooperative = groups["cooperative"]
     where = (
@@ -610,7 +459,7 @@ def _matched_cost_claims(
                 row or _claim(c, why, r, OPEN) for row, (c, r) in zip(unready, claims, strict=True)
             ]
             continue
-        points = [runs[0]["metrics"][method][key]["flops"] for key in keys]
+        points = [runs[0].metrics[method][key]["flops"] for key in keys]
         our_full, ours = np.array([_at_flops(run, points) for run in cooperative]).T
         their_full, theirs = np.array([_exit_accuracy(run, method, keys) for run in runs]).T
         our_drop, their_drop = our_full - ours, their_full - theirs
@@ -630,7 +479,7 @@ def _matched_cost_claims(
     return rows
 
 
-def _depth_plans(
+def depth_plans(
     config: Mapping[str, Any],
 ) -> tuple[tuple[int, ...], list[tuple[float, tuple[int, ...]]]]:
     """The stage sizes of the config's backbone, and each scaling factor of its grid with the
@@ -649,14 +498,14 @@ def _factors(kind: str, config: Mapping[str, Any]) -> tuple[float, ...]:
         return grid
     if kind == "shallow":
         return tuple(s for s in grid if s <= 0.4 + 1e-9)
-    sizes, plans = _depth_plans(config)
+    sizes, plans = depth_plans(config)
     if kind == "below full":  # resnet20 at s = 0.9 keeps every block: not a sub-network
         return tuple(s for s, plan in plans if plan != tuple(sizes))
     return tuple(s for s, plan in plans if any(1 < k < n for k, n in zip(plan, sizes, strict=True)))
 
 
 def _component_claim(
-    groups: Mapping[str, list[Summary]],
+    groups: Mapping[str, list[Run]],
     better: str,
     worse: str,
     claim: str,
@@ -664,7 +513,7 @@ def _component_claim(
     images: int,
     level: float,
 ) -> dict[str, str]:
-    config = groups["cooperative"][0]["config"]
+    config = groups["cooperative"][0].config
     factors = _factors(kind, config)
     rule = (
         "top-1 of the Teammates in both runs, mean over s in "
@@ -676,7 +525,7 @@ def _component_claim(
     why = "" if factors else "no scaling factor at which the two can differ"
     if unready := _unready(claim, rule, {better: a_runs, worse: b_runs}, why):
         return unready
-    networks = [name for name in teammates(a_runs[0]["metrics"]) if name in b_runs[0]["metrics"]]
+    networks = [name for name in teammates(a_runs[0].metrics) if name in b_runs[0].metrics]
     pairs, how = _paired(a_runs, b_runs)
     a_arm, b_arm = zip(*pairs, strict=True) if pairs else (a_runs, b_runs)
     xs, ys = ([_mean_top1([run], networks, factors) for run in arm] for arm in (a_arm, b_arm))
@@ -702,80 +551,64 @@ OPPOSITE = "; opposite by plan:"
 
 
 def _opposite_by_plan(
-    a_arm: Sequence[Summary], b_arm: Sequence[Summary], networks: list[str], factors: tuple
+    a_arm: Sequence[Run], b_arm: Sequence[Run], networks: list[str], factors: tuple
 ) -> str:
     """The mean difference at each depth plan of ``factors`` (blocks kept), when those means
     change sign: an average over depths would hide a gain at one and a loss at another."""
     gaps = {
         blocks: _mean_top1(a_arm, networks, kept) - _mean_top1(b_arm, networks, kept)
-        for blocks, kept in _plans(a_arm[0]["metrics"][networks[0]], factors).items()
+        for blocks, kept in a_arm[0].plans(networks[0], factors).items()
     }
     if len(gaps) < 2 or not (min(gaps.values()) < 0 < max(gaps.values())):
         return ""
     return OPPOSITE + ",".join(f" {k} blocks {gap:+.1f}" for k, gap in sorted(gaps.items()))
 
 
-def planned_seeds(profile: str) -> dict[str, int]:
-    """``{run name: seeds}`` that the ``campaign`` of ``params/<profile>.yaml`` trains (the name
-    of a results file without its seed); empty for a profile without a campaign."""
-    planned: dict[str, int] = {}
-    for run in campaign(profile) if profile in PROFILES else []:
-        name = run["method"] + (f"-{run['variant']}" if run.get("variant") else "")
-        planned[name] = planned.get(name, 0) + 1
-    return planned
-
-
-def _claims(
-    groups: Mapping[str, list[Summary]], margin: float, level: float
-) -> list[dict[str, str]]:
-    """Rows of measured numbers and verdicts for one dataset's summaries of one profile, each
-    claim judged at ``level``."""
-    images = _test_images(groups["cooperative"][0]["config"])
+def _claims(groups: Mapping[str, list[Run]], margin: float, level: float) -> list[dict[str, str]]:
+    """Rows of measured numbers and verdicts for one dataset's runs of one profile, each claim
+    judged at ``level``."""
+    images = int(groups["cooperative"][0].summary["test_images"])
     rows = [_comparable_claim(groups, images, margin, matched, level) for matched in (False, True)]
     rows += _matched_cost_claims(groups, images, level)
     rows += [_component_claim(groups, *component, images, level) for component in COMPONENTS]
     return rows
 
 
-def _evidence(cooperative: list[Summary]) -> str:
-    first = cooperative[0]
+def _evidence(cooperative: list[Run]) -> str:
+    first = cooperative[0].summary
     seeds = len(cooperative)
     digests = {_digest(run) for run in cooperative}
     digest = digests.pop() if len(digests) == 1 else "mixed"
     return (
         f"{first['config']['profile']}, {first['config']['arch']}, "
         f"{seeds} seed{'s' if seeds > 1 else ''} of the method, "
-        f"{_test_images(first['config']):,} test images, code digest {digest}, "
-        f"{first.get('device', '?')}, {str(first.get('date', ''))[:10]}"
+        f"{int(first['test_images']):,} test images, code digest {digest}, "
+        f"{first['device'] or '?'}, {str(first['date'] or '')[:10]}"
     )
 
 
 def claim_table(
-    summaries_by_dataset: Mapping[str, Mapping[str, Summary]],
+    frame: pd.DataFrame,
     margin: float = 2.0,
     depth_cost: Mapping[str, Any] | None = None,
     level: float = 0.95,
 ) -> pd.DataFrame:
-    """The claims of the paper, our measured numbers and a verdict, per dataset, each claim's
-    interval at ``level`` (:func:`familywise_note` reads them stricter).
-
-    ``summaries_by_dataset[dataset][name]`` is a results summary (``name`` is the results file
-    name: ``cooperative``, ``cooperative-seed1``, ``independent``, ``byot``, ``branchynet``,
-    ``cooperative-no-leader``, ...); ``depth_cost`` is the record of
-    ``benchmarks/depth_cost.py``. Summaries of the smoke profile get no verdict.
-    """
+    """The claims of the paper, our measured numbers and a verdict, per dataset of a results
+    frame (the runs of one profile each: :func:`best_runs`), each claim's interval at
+    ``level`` (:func:`familywise` reads them stricter); ``depth_cost`` is the record of
+    ``benchmarks/depth_cost.py``. Runs of the smoke profile get no verdict."""
     evidence = "no record"
     if depth_cost is not None:
         evidence = f"{depth_cost['device']}, commit {depth_cost['git_commit']}, "
         evidence += str(depth_cost["date"])[:10]
-    grouped = {dataset: group_seeds(s) for dataset, s in summaries_by_dataset.items()}
+    grouped = {d: group_seeds(rows) for d, rows in frame.groupby("dataset", sort=False)}
     grouped = {dataset: groups for dataset, groups in grouped.items() if "cooperative" in groups}
-    archs = [groups["cooperative"][0]["config"].get("arch", "?") for groups in grouped.values()]
+    archs = [groups["cooperative"][0].config.get("arch", "?") for groups in grouped.values()]
     check = _depth_cost_check(depth_cost, archs)
     rows = [{"dataset": "benchmark", **check, "evidence": evidence}]
     comparable = {}
     for dataset, groups in grouped.items():
-        profile = groups["cooperative"][0]["config"]["profile"]
+        profile = groups["cooperative"][0].config["profile"]
         evidence = _evidence(groups["cooperative"])
         for row in _claims(groups, margin, level):
             if profile not in RESULT_PROFILES:
@@ -806,64 +639,45 @@ def claim_table(
 
 
 def replication_verdicts(
-    results_root: str | os.PathLike, margin: float = 2.0, level: float = 0.95
+    recorded: Results, margin: float = 2.0, level: float = 0.95
 ) -> pd.DataFrame | None:
-    """The verdict table from the best recorded profile of each dataset and the depth-cost
-    benchmark record, each claim's interval at ``level``; ``None`` if no dataset has a recorded
-    cooperative run."""
-    chosen = best_summaries(results_root)
-    record = Path(results_root, "benchmarks", "depth_cost.json")
-    depth_cost = json.loads(record.read_text()) if record.exists() else None
-    return claim_table(chosen, margin, depth_cost, level) if chosen else None
+    """The verdict table from the best recorded profile of each dataset (:func:`best_runs`)
+    and the depth-cost benchmark record, each claim's interval at ``level``; ``None`` if no
+    dataset has a recorded cooperative run."""
+    chosen = best_runs(recorded.frame)
+    depth_cost = recorded.benchmarks.get("depth_cost")
+    return None if chosen.empty else claim_table(chosen, margin, depth_cost, level)
 
 
-def familywise_note(
-    results_root: str | os.PathLike, margin: float = 2.0, table: pd.DataFrame | None = None
-) -> str:
-    """Markdown: which claims that hold (or do not hold), each at 95 %, keep their verdict when
-    the ``k`` claims that runs decide (all but the benchmark check, their runs recorded or not)
-    are read as one family (Bonferroni: every interval at ``1 - 0.05/k``), or "" with none
-    decided. ``table``: the 95 % table of :func:`replication_verdicts` for these arguments, if
-    the caller has it already."""
-    table = replication_verdicts(results_root, margin) if table is None else table
+@dataclass(frozen=True)
+class Family:
+    """The ``claims`` that runs decide (all but the benchmark check, their runs recorded or
+    not) read as one family: Bonferroni, every interval at ``level`` (``1 - 0.05 / claims``),
+    up to ``widening`` times as wide with 3 seeds. ``decided``: the claims that hold or do not
+    hold at 95 %, each with its ``verdict`` and its verdict at ``level`` (``strict``)."""
+
+    claims: int
+    level: float
+    widening: float
+    decided: pd.DataFrame
+
+
+def familywise(
+    recorded: Results, margin: float = 2.0, table: pd.DataFrame | None = None
+) -> Family | None:
+    """The verdicts of :func:`replication_verdicts` read as one :class:`Family`, or ``None``
+    with none decided. ``table``: the 95 % table for these arguments, if the caller has it."""
+    table = replication_verdicts(recorded, margin) if table is None else table
     if table is None:
-        return ""
+        return None
     runs = table[(table["dataset"] != "benchmark") & ~table["verdict"].str.startswith("withheld")]
     decided = runs[runs["verdict"].isin([HOLDS, FAILS])]
     if decided.empty:
-        return ""
+        return None
     level = 1 - 0.05 / len(runs)
-    strict = replication_verdicts(results_root, margin, level).loc[decided.index, "verdict"]
-    kept, lost = {HOLDS: [], FAILS: []}, []
-    for claim, before, after in zip(decided["claim"], decided["verdict"], strict, strict=True):
-        (kept[before] if after == before else lost).append(_short(claim))
-    stricter = f"{t_critical(MIN_RUNS - 1, level) / t_critical(MIN_RUNS - 1):.1f}"
-    parts = []
-    for verdict, that, one, many in (
-        (HOLDS, "hold", "holds", "hold"),
-        (FAILS, "do not hold", "does not", "do not"),
-    ):
-        count, claims = int((decided["verdict"] == verdict).sum()), kept[verdict]
-        if count:
-            still = one if len(claims) == 1 else many
-            parts.append(
-                f"{len(claims)} of the {count} that {that} still {still}"
-                + (":" + "".join(f"\n- {c}" for c in claims) if claims else ".")
-            )
-    text = (
-        f"**Read together.** Each verdict above judges its claim at 95 % on its own. Read as "
-        f"one family (the {len(runs)} claims that runs decide, each interval at "
-        f"{100 * level:.2f} %: Bonferroni, up to {stricter}× as wide with {MIN_RUNS} seeds): "
-        + "\n\n".join(parts)
-    )
-    if lost:
-        text += "\n\nInconclusive at that level:" + "".join(f"\n- {claim}" for claim in lost)
-    return text
-
-
-def _short(claim: str) -> str:
-    """A claim without its closing parenthesis."""
-    return re.sub(r"\s*\([^()]*\)$", "", claim)
+    strict = replication_verdicts(recorded, margin, level).loc[decided.index, "verdict"]
+    widening = t_critical(MIN_RUNS - 1, level) / t_critical(MIN_RUNS - 1)
+    return Family(len(runs), level, widening, decided[["claim", "verdict"]].assign(strict=strict))
 
 
 def tally(table: pd.DataFrame) -> str:
@@ -888,180 +702,51 @@ def component_rows(table: pd.DataFrame) -> pd.DataFrame:
     return table[table["claim"].isin(parts) | baselines]
 
 
-def _evaluation_only(summary: Summary, summaries: Mapping[str, Summary]) -> bool:
-    """Whether ``summary`` re-evaluates another recorded run (the ``shared-bn`` ablation: the
-    same config but its batch-norm statistics, the same seed and the same training time)."""
-
-    def rest(run: Summary) -> dict[str, Any]:
-        return {k: v for k, v in run.get("config", {}).items() if k not in ("bn_stats", "variant")}
-
-    return summary.get("config", {}).get("bn_stats") == "shared" and any(
-        other is not summary
-        and other.get("wall_time_s") == summary.get("wall_time_s")
-        and rest(other) == rest(summary)
-        for other in summaries.values()
-    )
-
-
-#: the decimals :func:`campaign_table` rounds each column to (and the book shows)
-CAMPAIGN_DECIMALS = {
-    "training (h)": 2,
-    "per seed (h)": 2,
-    "top-1 at full depth (%)": 1,
-    "seed range (pts)": 1,
-}
-
-
-def campaign_table(
-    summaries: Mapping[str, Summary], decimals: Mapping[str, int] = CAMPAIGN_DECIMALS
-) -> pd.DataFrame:
-    """What each recorded run of one dataset cost and how far its seeds land apart: seeds,
-    hours of training in all and per trained seed (a re-evaluation of another run's networks
-    costs none), and the test top-1 at full depth of its Teammates (the only network of the
-    others), mean over seeds and range (max - min); rounded to ``decimals`` (``{}``: not)."""
-    rows = []
-    for name, runs in group_seeds(summaries).items():
-        full = []
-        for run in runs:
-            networks = teammates(run["metrics"]) or list(run["metrics"])
-            deepest = [_full_depth(run["metrics"][n])["top1"] for n in networks]
-            full.append(float(np.mean(deepest)))
-        trained = [run for run in runs if not _evaluation_only(run, summaries)]
-        hours = sum(float(run.get("wall_time_s", 0.0)) for run in trained)
-        rows.append(
-            {
-                "run": name,
-                "seeds": len(runs),
-                "training (h)": hours / 3600,
-                "per seed (h)": hours / 3600 / len(trained) if trained else 0.0,
-                "top-1 at full depth (%)": float(np.mean(full)),
-                "seed range (pts)": max(full) - min(full) if len(full) > 1 else math.nan,
-            }
-        )
-    return pd.DataFrame(rows).set_index("run").round(dict(decimals)) if rows else pd.DataFrame()
-
-
-#: the baselines whose training time is set beside the cooperative run's
-BASELINES = {
-    "independent": "the independent networks of every depth",
-    "byot": "BYOT",
-    "branchynet": "BranchyNet",
-}
-#: config keys that fix which passes a cooperative step runs (its cost per step)
-STEP_KEYS = ("arch", "batch_size", "teammates", "use_leader", "factors_per_teammate",
-             "gate_gradient", "image_size", "num_classes")  # fmt: skip
-
-
-def training_compute_note(
-    summaries: Mapping[str, Summary], step_record: Mapping[str, Any] | None = None
-) -> str:
-    """Markdown: how much more a cooperative run trains than each recorded baseline, or ""
-    without both: the claims compare methods at equal epochs, not at equal training compute.
-    ``step_record`` (the ``train_step`` benchmark's record), when given, says what a step costs,
-    timed side by side; the runs' wall times (mean per seed) follow, with how far runs of the
-    same step cost land apart on the shared recording machine."""
-    table = campaign_table(summaries, decimals={})
-    if "cooperative" not in table.index or not set(BASELINES) & set(table.index):
-        return ""
-    ours = table.loc["cooperative", "per seed (h)"]
-    ratios = [
-        f"{table.loc[name, 'per seed (h)']:.2f} h for {text} "
-        f"({ours / table.loc[name, 'per seed (h)']:.1f}× less)"
-        for name, text in BASELINES.items()
-        if name in table.index and table.loc[name, "per seed (h)"] > 0
-    ]
-    groups = group_seeds(summaries)
-    campaign_runs = [run for name, runs in groups.items() if name != MATCHED_NAME for run in runs]
-    epochs = sorted({run.get("config", {}).get("epochs") for run in campaign_runs} - {None})
-
-    def step(run: Summary) -> tuple:
-        return tuple(run.get("config", {}).get(key) for key in STEP_KEYS)
-
-    alike = [  # every trained seed whose step runs the cooperative run's passes
-        float(run.get("wall_time_s", 0.0)) / 3600
-        for name, runs in groups.items()
-        if name.startswith("cooperative")
-        for run in runs
-        if step(run) == step(groups["cooperative"][0]) and not _evaluation_only(run, summaries)
-    ]
-    control = ""
-    if MATCHED_NAME in table.index:
-        full = table.loc[[MATCHED_NAME, "cooperative"], "top-1 at full depth (%)"]
-        control = (
-            f" ({table.loc[MATCHED_NAME, 'per seed (h)']:.2f} h per seed): at full depth they "
-            f"reach {full.iloc[0]:.1f} %, against {full.iloc[1]:.1f} % for the cooperative "
-            "Teammates (means over seeds, the table below)"
-        )
-    spread = ""
-    if len(alike) > 1:
-        spread = (
-            f". Wall times on a shared machine measure its load as much as the compute: seeds "
-            f"whose steps run the same passes as the cooperative one took {min(alike):.2f} to "
-            f"{max(alike):.2f} h"
-        )
-    return (
-        f"**Training compute is not matched.** Every method trains for the same "
-        f"{', '.join(map(str, epochs))} epochs, and the claims compare them at equal inference "
-        f"cost.{_step_cost(step_record)} Per seed, the cooperative run trained {ours:.2f} h "
-        f"(wall time on the recording machine, for two Teammates with their sub-networks and a "
-        f"Leader), against {', '.join(ratios)}{spread}. On a schedule this short every network "
-        "is still learning, so part of the cooperative method's lead over the baselines may be "
-        "that extra compute rather than the method. The verdict's compute-matched control "
-        f'("At equal training compute") trains the independent networks for {MATCHED_EPOCHS}x '
-        f"the epochs{control}; the exit baselines have no such control."
-    )
-
-
-def _step_cost(record: Mapping[str, Any] | None) -> str:
-    """What the ``train_step`` benchmark measured: a cooperative step against one full-depth
-    network's, and against one step of each independent network (one per distinct depth plan
-    of the grid, each estimated by the step's Teammate passes at that plan) when the record's
-    passes cover every plan."""
-    if not record:
-        return ""
-    results = record["results"]
-    ours, single = results["cooperative_step_ms"], results["single_network_step_ms"]
-    sizes = ARCHITECTURES[results["arch"]].stage_sizes
-    passes: dict[int, list[float]] = {}  # blocks run -> the Teammate passes at that plan
-    for part, ms in results.get("parts_ms", {}).items():
-        if part.startswith("Teammate"):
-            s = 1.0 if part.endswith("full depth") else float(part.rsplit("s=", 1)[1])
-            passes.setdefault(sum(depth_plan(sizes, s)), []).append(ms)
-    plans = {sum(depth_plan(sizes, s)) for s in SCALING_FACTORS}
-    independent = ""
-    if plans <= set(passes):
-        theirs = sum(float(np.mean(passes[blocks])) for blocks in plans)
-        independent = (
-            f" and {ours / theirs:.1f}× a step of each of the {len(plans)} independent networks "
-            f"({theirs:.0f} ms, estimated by the Teammates' passes at each plan)"
-        )
-    return (
-        f" Timed side by side (the `train_step` benchmark, {results['arch']}, "
-        f"batch {results['batch_size']}, {record['device']}), a cooperative step takes "
-        f"{ours:.0f} ms: {ours / single:.1f}× one full-depth network's step ({single:.0f} ms)"
-        f"{independent}."
-    )
+def likely_reason(claim: str, verdict: str, decide: str, measured: str) -> str:
+    """Which likely reason a claim not shown to hold has, the first that applies: "Missing"
+    (its runs are not recorded), "Regime" (not comparable), "Opposite" (the effect changes
+    sign with depth), "Null" (too close to zero for any number of seeds), "Seeds" (n < 3),
+    "Exploratory", "Exits" (against an exit baseline), "Depth", "Comparable", "At equal
+    training compute" (the claims of those names), else "Component"."""
+    if re.fullmatch(rf"{NO_RUN} \S+ run", measured):
+        return "Missing"
+    if decide == SAME_REGIME:
+        return "Regime"
+    if OPPOSITE in measured:
+        return "Opposite"
+    if decide.startswith(f"more than {MOST_RUNS} seeds"):
+        return "Null"
+    if verdict == FEW:
+        return "Seeds"
+    if verdict == EXPLORATORY:
+        return "Exploratory"
+    if claim.startswith(("Smoother", "More accurate")):
+        return "Exits"
+    for key in ("Depth", "Comparable", "At equal training compute"):
+        if claim.startswith(key):
+            return key
+    return "Component"
 
 
 #: the matched-cost table's column of our accuracy
 OURS_WITHIN = "ours within its FLOPs (%)"
 
 
-def matched_cost_table(summaries: Mapping[str, Summary]) -> pd.DataFrame:
+def matched_cost_table(frame: pd.DataFrame) -> pd.DataFrame:
     """Every exit of the exit baselines beside the deployed Teammate within the exit's measured
     FLOPs (its deepest depth that costs no more), means over seeds; the exits not compared are
     listed with the reason."""
-    groups, rows = group_seeds(summaries), []
+    groups, rows = group_seeds(frame), []
     cooperative = groups.get("cooperative")
     for method, name in EXIT_BASELINES.items():
         runs = groups.get(method)
         if not cooperative or not runs:
             continue
         inside = _matched_exits(cooperative, runs, method)
-        exits = runs[0]["metrics"][method]
-        full = _full_depth(exits)["flops"]
+        exits = runs[0].metrics[method]
+        full = runs[0].full_depth(method)["flops"]
         for key, row in sorted(exits.items(), key=lambda i: i[1]["flops"]):
-            theirs = np.mean([run["metrics"][method][key]["top1"] for run in runs])
+            theirs = np.mean([run.metrics[method][key]["top1"] for run in runs])
             ours, compared = math.nan, "no: cheaper than our shallowest"
             if key in inside:
                 ours = np.mean([_at_flops(run, [row["flops"]])[1] for run in cooperative])
@@ -1070,139 +755,6 @@ def matched_cost_table(summaries: Mapping[str, Summary]) -> pd.DataFrame:
                 compared = "no: full depth"
             rows.append((name, float(key), row["flops"] / 1e6, theirs, ours, compared))
     columns = ["method", "exit (share of blocks)", "MFLOPs", "exit top-1 (%)"]
-    frame = pd.DataFrame(rows, columns=[*columns, OURS_WITHIN, "compared"])
-    frame["gap (pts)"] = frame[OURS_WITHIN] - frame["exit top-1 (%)"]
-    return frame.round(2)
-
-
-#: the most likely reasons a claim does not hold, or stays open, in a small-scale replication
-LIKELY_REASONS: dict[str, str] = {
-    "Seeds": f"fewer than {MIN_RUNS} runs in an arm: one seed gives no interval at all, and "
-    "two give a 95 % t-interval 12.7 standard errors wide, so no difference can be shown; "
-    f"every arm needs at least {MIN_RUNS} seeds.",
-    "Missing": "their runs are not recorded yet: nothing is measured, so nothing is concluded.",
-    "Regime": "their runs differ in regime, data or precision, so a difference would measure "
-    "that, not the method.",
-    "Null": "the measured difference is close to zero: the part may make no difference at this "
-    'scale. The rule says "does not hold" only when the other arm is significantly better, so '
-    "a part without effect stays inconclusive rather than refuted.",
-    "Opposite": "the measured effect changes sign with depth (the claim's per-plan means): a "
-    "gain at one depth and a loss at another average out, so the mean over depths describes no "
-    "single depth; telling them apart needs each depth judged on its own, with more seeds.",
-    "Exploratory": "the campaign runs these variants once, as exploration: one seed shows a "
-    "direction, not a difference the seeds can support.",
-    "Depth": "time shrinks less than FLOPs when fixed costs dominate: at batch 1 on a CPU a "
-    "small network spends much of its time in the stem, the head and per-layer dispatch, which "
-    "every depth pays (the depth-cost benchmark, in the performance section of chapter 7, "
-    "shows deeper backbones following FLOPs more closely).",
-    "Comparable": "a short schedule leaves every network far from convergence, and seeds of "
-    "the same method land as far apart as the gaps being measured; more seeds or a longer "
-    "schedule are needed to separate them.",
-    "At equal training compute": "a cooperative step spends its compute on seven forward "
-    "passes (the Leader, two Teammates, four sub-networks) that train three networks, of which "
-    "one is deployed; the "
-    f"control spends the same compute on {MATCHED_EPOCHS}x the epochs of one network per depth. "
-    "On a schedule this short every network is still far from converged, so more epochs buy "
-    "accuracy fast. The comparison does not price what the cooperative method keeps: one "
-    "network, stored and shipped once, that runs at every depth.",
-    "Exits": "exits with heads of their own are a strong baseline at shallow depth when "
-    "training is short; under an exit's cost the cooperative network runs its deepest depth "
-    "that fits, and a backbone with few distinct depths (ResNet-20 has three) must often fall "
-    "back to a much shallower one where the exits sit at every block; an exit cheaper than "
-    "its shallowest depth is left out, not extrapolated.",
-    "Component": "with a short schedule the Teammates and the Leader are weak teachers with "
-    "little to pass on; a backbone with few blocks per stage gives the gate little to choose "
-    "and the grid few distinct plans; and the spread between seeds is as large as the effect "
-    "sought.",
-}
-
-
-def _reason(claim: str, verdict: str, decide: str, measured: str) -> str:
-    """The likely reason for a claim not shown to hold: the first of these that applies."""
-    if re.fullmatch(rf"{NO_RUN} \S+ run", measured):
-        return LIKELY_REASONS["Missing"]
-    if decide == SAME_REGIME:
-        return LIKELY_REASONS["Regime"]
-    if OPPOSITE in measured:
-        return LIKELY_REASONS["Opposite"]
-    if decide.startswith(f"more than {MOST_RUNS} seeds"):
-        return LIKELY_REASONS["Null"]
-    if verdict == FEW:
-        return LIKELY_REASONS["Seeds"]
-    if verdict == EXPLORATORY:
-        return LIKELY_REASONS["Exploratory"]
-    if claim.startswith(("Smoother", "More accurate")):
-        return LIKELY_REASONS["Exits"]
-    for key in ("Depth", "Comparable", "At equal training compute"):
-        if claim.startswith(key):
-            return LIKELY_REASONS[key]
-    return LIKELY_REASONS["Component"]
-
-
-def _plan_note(config: Mapping[str, Any]) -> str:
-    """Which scaling factors of the config's grid share a depth plan, or "" if none do."""
-    arch = config.get("arch", "")
-    if arch not in ARCHITECTURES:
-        return ""
-    sizes, by_factor = _depth_plans(config)
-    plans: dict[tuple[int, ...], list[float]] = {}
-    for s, plan in by_factor:
-        plans.setdefault(plan, []).append(s)
-    if len(plans) >= len(by_factor):
-        return ""
-    groups = "; ".join(
-        f"s = {', '.join(f'{s:g}' for s in factors)} keep {sum(plan)} blocks"
-        for plan, factors in plans.items()
-    )
-    return (
-        f"On {arch} (stages of {', '.join(map(str, sizes))} blocks) the grid has only "
-        f"{len(plans)} distinct plans ({groups}), so accuracies repeat across scaling factors."
-    )
-
-
-def discussion(
-    table: pd.DataFrame,
-    summaries_by_dataset: Mapping[str, Mapping[str, Summary]] | None = None,
-    step_record: Mapping[str, Any] | None = None,
-) -> str:
-    """Markdown that states plainly which claims our runs contradict or leave unconfirmed,
-    then the most likely reasons, each once with the claims it bears on;
-    ``summaries_by_dataset`` adds what the backbone's depth grid allows and the training
-    compute (with the ``train_step`` benchmark's ``step_record``, its step costs)."""
-    judged = table[~table["verdict"].astype(str).str.startswith("withheld")]
-    if judged.empty:
-        return "No verdict: every row is withheld."
-    short = {claim: _short(claim) for claim in judged["claim"]}
-    paragraphs = []
-    contradicted = judged[judged["verdict"] == FAILS]
-    if not contradicted.empty:
-        claims = "; ".join(f"{short[r.claim]} ({r.dataset})" for r in contradicted.itertuples())
-        paragraphs.append(f"**Contradicted by our runs:** {claims}.")
-    undecided = judged[judged["verdict"].str.startswith(OPEN)]
-    if not undecided.empty:
-        paragraphs.append(
-            "**Not confirmed**, and what would decide each:\n"
-            + "\n".join(
-                f"- {short[r.claim]} ({r.dataset})" + (f": {r.decide}." if r.decide else ".")
-                for r in undecided.itertuples()
-            )
-        )
-    reasons: dict[str, list[str]] = {}
-    for row in judged[judged["verdict"] != HOLDS].itertuples():
-        reason = _reason(row.claim, row.verdict, row.decide, row.measured)
-        reasons.setdefault(reason, []).append(short[row.claim])
-    paragraphs.append(
-        "**Most likely reasons:**\n"
-        + "\n".join(
-            f"- *{', '.join(dict.fromkeys(claims))}*: {reason}"
-            for reason, claims in reasons.items()
-        )
-        if reasons
-        else "Every claim judged holds on the recorded runs."
-    )
-    for summaries in (summaries_by_dataset or {}).values():
-        cooperative = group_seeds(summaries).get("cooperative")
-        if cooperative:
-            paragraphs += [_plan_note(cooperative[0]["config"])]
-        paragraphs += [training_compute_note(summaries, step_record)]
-    return "\n\n".join(p for p in paragraphs if p)
+    table = pd.DataFrame(rows, columns=[*columns, OURS_WITHIN, "compared"])
+    table["gap (pts)"] = table[OURS_WITHIN] - table["exit top-1 (%)"]
+    return table.round(2)

@@ -20,9 +20,11 @@
 # each part and show the runs behind these numbers.
 
 # %% tags=["remove-input"]
+import re
+
 from IPython.display import Markdown, display
 
-from coop_utils import chapters, plots, verdict
+from coop_utils import chapters, plots, results, verdict
 from coop_utils.data import DATASETS
 from coop_utils.models import build_model
 
@@ -38,9 +40,16 @@ comparable_margin_pts = 2.0
 
 # %% tags=["remove-input"]
 chapter = chapters.start_chapter(profile, device, seed, data_root, run_root, results_root, train)
-display(Markdown(chapters.progress_note(chapter.results_root)))
-verdicts = verdict.replication_verdicts(chapter.results_root, margin=comparable_margin_pts)
-recorded = verdict.best_summaries(chapter.results_root)
+display(Markdown(chapters.progress_note(chapter.results)))
+verdicts = verdict.replication_verdicts(chapter.results, margin=comparable_margin_pts)
+recorded = results.best_runs(chapter.results.frame)
+datasets = dict(list(recorded.groupby("dataset", sort=False)))
+
+
+def short(claim):
+    """A claim without its closing parenthesis."""
+    return re.sub(r"\s*\([^()]*\)$", "", claim)
+
 
 # %% [markdown]
 # ## The verdicts at a glance
@@ -53,12 +62,46 @@ recorded = verdict.best_summaries(chapter.results_root)
 
 # %% tags=["remove-input"]
 if verdicts is None:
-    display(Markdown(verdict.PENDING_NOTE))
+    display(
+        Markdown(
+            "**Verdict pending.** No cooperative run of the preview or full profile is recorded "
+            "in `results/` yet. `make results` trains the preview campaign (CPU); once its "
+            "summaries are committed, this table fills itself from those files."
+        )
+    )
 else:
     display(Markdown(f"**{verdict.tally(verdicts)}**"))
     display(chapters.verdict_html(verdicts))
+    family = verdict.familywise(chapter.results, comparable_margin_pts, verdicts)
+
+# %% tags=["remove-input"]
+if verdicts is not None and family is not None:
+    decided = family.decided.assign(claim=family.decided["claim"].map(short))
+    kept = decided[decided["verdict"] == decided["strict"]]
+    parts = []
+    for verdict_, that, one, many in (
+        (verdict.HOLDS, "hold", "holds", "hold"),
+        (verdict.FAILS, "do not hold", "does not", "do not"),
+    ):
+        count = int((decided["verdict"] == verdict_).sum())
+        claims = list(kept.loc[kept["verdict"] == verdict_, "claim"])
+        if count:
+            parts.append(
+                f"{len(claims)} of the {count} that {that} still "
+                f"{one if len(claims) == 1 else many}"
+                + (":" + "".join(f"\n- {claim}" for claim in claims) if claims else ".")
+            )
+    lost = decided.loc[decided["verdict"] != decided["strict"], "claim"]
     display(
-        Markdown(verdict.familywise_note(chapter.results_root, comparable_margin_pts, verdicts))
+        Markdown(
+            "**Read together.** Each verdict above judges its claim at 95 % on its own. Read as "
+            f"one family (the {family.claims} claims that runs decide, each interval at "
+            f"{100 * family.level:.2f} %: Bonferroni, up to {family.widening:.1f}× as wide with "
+            f"{verdict.MIN_RUNS} seeds): "
+            + "\n\n".join(parts)
+            + ("\n\nInconclusive at that level:" if len(lost) else "")
+            + "".join(f"\n- {claim}" for claim in lost)
+        )
     )
 
 # %% [markdown]
@@ -93,13 +136,13 @@ else:
 # cooperative run (the control of the claim "At equal training compute").
 
 # %% tags=["remove-input"]
-for dataset, summaries in recorded.items():
-    display(Markdown(chapters.recorded_label(summaries, dataset)))
+for dataset, runs in datasets.items():
+    display(Markdown(chapters.recorded_label(runs, dataset)))
     headline = plots.headline_figure(
-        summaries, f"Test accuracy against forward cost ({dataset}; bars: 95 % over seeds)"
+        runs, f"Test accuracy against forward cost ({dataset}; bars: 95 % over seeds)"
     )
-if not recorded:
-    display(Markdown(chapters.recorded_label({}, "any dataset")))
+if not datasets:
+    display(Markdown(chapters.recorded_label(results.empty(), "any dataset")))
 
 # %% [markdown]
 # A point above and to the left of another is better on both counts. Each bar is one method's
@@ -120,9 +163,9 @@ if not recorded:
 # We do so at a CPU-sized scale, far from the paper's ResNet-152 and 200 epochs:
 
 # %% tags=["remove-input"]
-for dataset, summaries in recorded.items():
-    runs = verdict.group_seeds(summaries)["cooperative"]
-    config = chapters.recorded_config(runs[0])
+for dataset, runs in datasets.items():
+    cooperative = runs[runs["run"] == "cooperative"]
+    config = results.config_of(cooperative)
     info = DATASETS[dataset]
     classes = config.num_classes or info.num_classes
     size = config.image_size or info.image_size
@@ -132,7 +175,8 @@ for dataset, summaries in recorded.items():
     display(
         Markdown(
             f"- **{dataset}**: {config.arch}, {classes} of its {info.num_classes} classes at "
-            f"{size} px, {config.epochs} epochs, {len(runs)} seeds of the cooperative run. "
+            f"{size} px, {config.epochs} epochs, {cooperative['seed'].nunique()} seeds of the "
+            "cooperative run. "
             f"On its {net.num_blocks} residual blocks the shallowest scaling factor, "
             f"s = {shallowest:g}, keeps {kept} blocks ({kept / net.num_blocks:.0%})"
             + (
@@ -143,7 +187,7 @@ for dataset, summaries in recorded.items():
             )
         )
     )
-for dataset in sorted(set(DATASETS) - set(recorded)):
+for dataset in sorted(set(DATASETS) - set(datasets)):
     display(
         Markdown(
             f"- **{dataset}: not tested.** No {dataset} run is recorded (the recording machine "
@@ -153,12 +197,104 @@ for dataset in sorted(set(DATASETS) - set(recorded)):
     )
 
 # %% tags=["remove-input"]
-if verdicts is not None:
-    display(Markdown(f"**What we found.** {verdict.tally(verdicts)}"))
-    step_record = chapters.benchmark_records(chapter.results_root).get("train_step")
-    display(Markdown(verdict.discussion(verdicts, recorded, step_record)))
-else:
+judged = verdicts[~verdicts["verdict"].str.startswith("withheld")] if verdicts is not None else None
+discussed = judged is not None and not judged.empty  # claims to discuss
+if verdicts is None:
     display(Markdown("**What we found.** Nothing yet: no cooperative run is recorded."))
+else:
+    display(Markdown(f"**What we found.** {verdict.tally(verdicts)}"))
+    contradicted = judged[judged["verdict"] == verdict.FAILS]
+    undecided = judged[judged["verdict"].str.startswith(verdict.OPEN)]
+    if judged.empty:
+        display(Markdown("No verdict: every row is withheld."))
+    if not contradicted.empty:
+        claims = "; ".join(f"{short(r.claim)} ({r.dataset})" for r in contradicted.itertuples())
+        display(Markdown(f"**Contradicted by our runs:** {claims}."))
+    if not undecided.empty:
+        display(
+            Markdown(
+                "**Not confirmed**, and what would decide each:\n"
+                + "\n".join(
+                    f"- {short(r.claim)} ({r.dataset})" + (f": {r.decide}." if r.decide else ".")
+                    for r in undecided.itertuples()
+                )
+            )
+        )
+
+# %% tags=["remove-input"]
+# the most likely reason for a claim not shown to hold: the first of verdict.likely_reason's
+REASONS = {
+    "Missing": "their runs are not recorded yet: nothing is measured, so nothing is concluded.",
+    "Regime": "their runs differ in regime, data or precision, so a difference would measure "
+    "that, not the method.",
+    "Opposite": "the measured effect changes sign with depth (the claim's per-plan means): a "
+    "gain at one depth and a loss at another average out, so the mean over depths describes "
+    "no single depth; telling them apart needs each depth judged on its own, with more seeds.",
+    "Null": "the measured difference is close to zero: the part may make no difference at this "
+    'scale. The rule says "does not hold" only when the other arm is significantly better, so '
+    "a part without effect stays inconclusive rather than refuted.",
+    "Seeds": f"fewer than {verdict.MIN_RUNS} runs in an arm: one seed gives no interval at all, "
+    "and two give a 95 % t-interval 12.7 standard errors wide, so no difference can be shown; "
+    f"every arm needs at least {verdict.MIN_RUNS} seeds.",
+    "Exploratory": "the campaign runs these variants once, as exploration: one seed shows a "
+    "direction, not a difference the seeds can support.",
+    "Exits": "exits with heads of their own are a strong baseline at shallow depth when "
+    "training is short; under an exit's cost the cooperative network runs its deepest depth "
+    "that fits, and a backbone with few distinct depths (ResNet-20 has three) must often fall "
+    "back to a much shallower one where the exits sit at every block; an exit cheaper than "
+    "its shallowest depth is left out, not extrapolated.",
+    "Depth": "time shrinks less than FLOPs when fixed costs dominate: at batch 1 on a CPU a "
+    "small network spends much of its time in the stem, the head and per-layer dispatch, which "
+    "every depth pays (the depth-cost benchmark, in the performance section of chapter 7, "
+    "shows deeper backbones following FLOPs more closely).",
+    "Comparable": "a short schedule leaves every network far from convergence, and seeds of "
+    "the same method land as far apart as the gaps being measured; more seeds or a longer "
+    "schedule are needed to separate them.",
+    "At equal training compute": "a cooperative step spends its compute on seven forward "
+    "passes (the Leader, two Teammates, four sub-networks) that train three networks, of which "
+    f"one is deployed; the control spends the same compute on {verdict.MATCHED_EPOCHS}x the "
+    "epochs of one network per depth. On a schedule this short every network is still far "
+    "from converged, so more epochs buy accuracy fast. The comparison does not price what the "
+    "cooperative method keeps: one network, stored and shipped once, that runs at every depth.",
+    "Component": "with a short schedule the Teammates and the Leader are weak teachers with "
+    "little to pass on; a backbone with few blocks per stage gives the gate little to choose "
+    "and the grid few distinct plans; and the spread between seeds is as large as the effect "
+    "sought.",
+}
+if discussed:
+    reasons = {}
+    for row in judged[judged["verdict"] != verdict.HOLDS].itertuples():
+        reason = verdict.likely_reason(row.claim, row.verdict, row.decide, row.measured)
+        reasons.setdefault(reason, []).append(short(row.claim))
+    lines = [
+        f"- *{', '.join(dict.fromkeys(claims))}*: {REASONS[reason]}"
+        for reason, claims in reasons.items()
+    ]
+    text = "**Most likely reasons:**\n" + "\n".join(lines)
+    display(Markdown(text if reasons else "Every claim judged holds on the recorded runs."))
+
+# %% tags=["remove-input"]
+step_record = chapters.benchmark_records(chapter.results).get("train_step")
+for runs in datasets.values() if discussed else []:
+    config = results.config_of(runs[runs["run"] == "cooperative"])
+    sizes, by_factor = verdict.depth_plans(config.to_dict())
+    plans = {}  # {plan: the scaling factors that run it}
+    for s, plan in by_factor:
+        plans.setdefault(plan, []).append(s)
+    if len(plans) < len(by_factor):
+        groups = "; ".join(
+            f"s = {', '.join(f'{s:g}' for s in factors)} keep {sum(plan)} blocks"
+            for plan, factors in plans.items()
+        )
+        display(
+            Markdown(
+                f"On {config.arch} (stages of {', '.join(map(str, sizes))} blocks) the grid has "
+                f"only {len(plans)} distinct plans ({groups}), so accuracies repeat across "
+                "scaling factors."
+            )
+        )
+    if note := chapters.training_compute_note(runs, step_record):
+        display(Markdown(note))
 
 # %% [markdown]
 # **What was easy.** Once the method is written down, its parts are short: a depth plan per
@@ -190,21 +326,22 @@ else:
 # methods smaller than their seed range is one the verdicts above cannot separate.
 
 # %% tags=["remove-input"]
-for dataset, summaries in recorded.items():
-    costs = verdict.campaign_table(summaries, decimals={})  # rounded only where shown
+for dataset, runs in datasets.items():
+    costs = results.campaign_table(runs, decimals={})  # rounded only where shown
     hours = costs["training (h)"].sum()
-    devices = sorted({str(run.get("device", "unknown hardware")) for run in summaries.values()})
+    files = results.summaries(runs)
+    devices = sorted({str(device or "unknown hardware") for device in files["device"]})
     display(
         Markdown(
-            f"*{dataset}: {len(summaries)} result files, {hours:.1f} hours of training "
+            f"*{dataset}: {len(files)} result files, {hours:.1f} hours of training "
             f"on {', '.join(devices)}.*"
         )
     )
-    display(chapters.dashes(costs, verdict.CAMPAIGN_DECIMALS))  # one seed: no range
+    display(chapters.dashes(costs, results.CAMPAIGN_DECIMALS))  # one seed: no range
     if {"cooperative", "cooperative-shared-bn"} <= set(costs.index):
         # full depth: one plan in both arms, so only where the statistics come from differs
         top1 = {
-            name: chapters.seeds_frame(summaries, name)
+            name: chapters.seeds_frame(runs, name)
             .query("network == 'teammate_mean' and s == 1")
             .set_index("seed")["top1"]
             for name in ("cooperative", "cooperative-shared-bn")

@@ -77,7 +77,7 @@ weight_plot = plots.sfsl_weight_figure()
 
 # %%
 arms = {"with SFSL": "cooperative", "without SFSL": "cooperative-no-sfsl"}
-recorded_profile, recorded = chapters.recorded(chapter.results_root, dataset, list(arms.values()))
+recorded_profile, recorded = chapter.results.campaign(dataset, list(arms.values()))
 display(Markdown(chapters.recorded_label(recorded, dataset)))
 by_depth = pd.concat(
     chapters.seeds_frame(recorded, name).query("network == 'teammate_mean'").assign(run=label)
@@ -133,7 +133,7 @@ if by_depth["run"].nunique() == len(arms):
 # %%
 gated = {
     f"{label}, {network}": chapters.recorded_network(
-        chapter.results_root, recorded_profile, dataset, name, network
+        chapter.results, recorded_profile, dataset, name, network
     )
     for label, name in arms.items()
     for network in ("teammate0", "teammate1")

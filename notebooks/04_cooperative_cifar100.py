@@ -56,7 +56,7 @@ networks = ["teammate0", "teammate1", "teammate_mean", "leader"]
 # 0.2$ counts them five times. Validation accuracy is the curve to read.
 
 # %%
-chapters.show_recorded_depths(chapter.results_root, dataset, networks)
+chapters.show_recorded_depths(chapter.results, dataset, networks)
 
 # %% [markdown]
 # Where runs are recorded, each Teammate's curve is one network evaluated at nine depths, and

@@ -57,9 +57,9 @@ networks = ["teammate0", "teammate1", "teammate_mean", "leader"]
 
 # %% tags=["remove-input"]
 official = DATASETS[dataset]
-recorded_profile, recorded_runs = chapters.recorded(chapter.results_root, dataset, ["cooperative"])
-if recorded_runs:
-    shown = next(iter(recorded_runs.values()))["config"]
+recorded_profile, recorded_runs = chapter.results.campaign(dataset, ["cooperative"])
+if not recorded_runs.empty:
+    shown = recorded_runs["config"].iloc[0]
     classes = shown.get("num_classes") or official.num_classes
     side = shown.get("image_size") or official.image_size
     which = "all" if classes == official.num_classes else "the first"
@@ -75,7 +75,7 @@ if recorded_runs:
     )
     # The summaries do not record how many training images a class has; the number of steps
     # of an epoch, in the committed training log, gives it to within a batch.
-    logs = chapters.recorded_logs(chapter.results_root, recorded_runs)
+    logs = chapter.results.logs_of(recorded_runs)
     steps = [int(log[0]["global_step"]) for log in logs.values() if log]
     if steps:
         batch, held_out = shown["batch_size"], shown["val_fraction"]
@@ -89,7 +89,7 @@ if recorded_runs:
     display(Markdown(" ".join(lines)))
 
 # %%
-chapters.show_recorded_depths(chapter.results_root, dataset, networks)
+chapters.show_recorded_depths(chapter.results, dataset, networks)
 
 # %% [markdown]
 # Each Teammate is one network evaluated at nine depths; the Leader exists at full depth

@@ -56,12 +56,13 @@ chapter = chapters.start_chapter(profile, device, seed, data_root, run_root, res
 # seeds, bars their 95 % t-intervals (a seed's factors that share a plan count once).
 
 # %%
-recorded_profile, recorded = chapters.recorded(chapter.results_root, dataset)
+recorded_profile, recorded = chapter.results.campaign(dataset)
 display(Markdown(chapters.recorded_label(recorded, dataset)))
-if "cooperative" in recorded:
+cooperative = "cooperative" in set(recorded["run"])
+if cooperative:
     chapters.show_comparison(recorded, f"recorded {recorded_profile} runs, {dataset}")
-    step_record = chapters.benchmark_records(chapter.results_root).get("train_step")
-    display(Markdown(verdict.training_compute_note(recorded, step_record)))
+    step_record = chapters.benchmark_records(chapter.results).get("train_step")
+    display(Markdown(chapters.training_compute_note(recorded, step_record)))
 
 # %% [markdown]
 # Read across the three panels: a method ahead at equal depth may fall behind at equal FLOPs or
@@ -92,14 +93,14 @@ if "cooperative" in recorded:
 # claims are marked exploratory, one seed shows a direction, not a difference.
 
 # %%
-if "cooperative" in recorded:
+if cooperative:
     ablation_plot = plots.ablation_figure(
         plots.ablation_frame(recorded), f"Ablations, recorded {recorded_profile} runs ({dataset})"
     )
 
 # %%
-if "cooperative" in recorded:
-    display(chapters.verdict_html(verdict.component_rows(verdict.claim_table({dataset: recorded}))))
+if cooperative:
+    display(chapters.verdict_html(verdict.component_rows(verdict.claim_table(recorded))))
 
 # %% [markdown]
 # The Leader learns from the labels alone, by cross-entropy at full depth, the loss of the
@@ -196,4 +197,4 @@ configs = {
 configs |= {f"cooperative, {name}": chapter.ablation(dataset, name) for name in ablations}
 finished = chapter.train(configs)
 if "cooperative" in finished:
-    chapters.show_comparison(chapters.as_summaries(finished), f"this build, {dataset}, {profile}")
+    chapters.show_comparison(chapters.as_frame(finished), f"this build, {dataset}, {profile}")

@@ -30,7 +30,7 @@ import pandas as pd
 import torch
 from IPython.display import Markdown, display
 
-from coop_utils import chapters, export, plots
+from coop_utils import chapters, export, plots, results
 from coop_utils.evaluate import choose_scaling_factor, count_flops, measure_latency
 
 # %% tags=["parameters"]
@@ -70,7 +70,7 @@ chapters.show_source(choose_scaling_factor)
 # %%
 deployed = chapters.deployed_network(chapter, dataset, sample_images)
 if deployed is None:
-    display(Markdown(chapters.recorded_label({}, dataset)))
+    display(Markdown(chapters.recorded_label(results.empty(), dataset)))
 else:
     display(Markdown(deployed.label))
     weights = "" if deployed.trained else " (weights not committed yet: FLOPs and latency only)"
@@ -79,7 +79,7 @@ else:
 
 # %%
 if deployed is not None:
-    top1 = plots.metrics_frame({deployed.name: deployed.metrics}).set_index("s")["top1"]
+    top1 = deployed.frame.set_index("s")["top1"]
     full_flops = count_flops(net)
     rows = []
     for percent in budget_percents:
@@ -134,8 +134,8 @@ if deployed is not None:
 
 # %%
 methods = ("cooperative", "independent", "byot", "branchynet")
-recorded_profile, recorded = chapters.recorded(chapter.results_root, dataset, methods)
-shown = [method for method in methods if method in recorded]
+recorded_profile, recorded = chapter.results.campaign(dataset, methods)
+shown = [method for method in methods if method in set(recorded["run"])]
 if shown:
     seeds = plots.method_seeds_frame(recorded, shown)
     frame = seeds.groupby(["method", "s"], as_index=False)[["latency_ms", "top1"]].mean()
@@ -145,7 +145,7 @@ if shown:
     front = plots.pareto_frontier(frame, "latency_ms", "top1")
     display(front.set_index(["method", "s"])[["top1", "latency_ms"]].round(2))
 else:
-    display(Markdown(chapters.recorded_label({}, dataset)))
+    display(Markdown(chapters.recorded_label(recorded, dataset)))
 
 # %% [markdown]
 # Where the cooperative points sit on the frontier, one trained network covers budgets that
@@ -159,9 +159,8 @@ else:
 
 # %% tags=["remove-cell"]
 if explorer and deployed is not None and deployed.trained and deployed.samples is not None:
-    frame_deployed = plots.metrics_frame({deployed.name: deployed.metrics})
     samples = deployed.samples
-    display(plots.depth_explorer(net, samples.images, samples.raw, samples.labels, frame_deployed))
+    display(plots.depth_explorer(net, samples.images, samples.raw, samples.labels, deployed.frame))
 
 # %%
 if deployed is not None and deployed.trained and deployed.samples is not None:
@@ -192,7 +191,7 @@ else:
 # live in `results/benchmarks/`; `make benchmarks` measures them again on your machine.
 
 # %%
-records = chapters.benchmark_records(chapter.results_root)
+records = chapters.benchmark_records(chapter.results)
 missing = [name for name in chapters.BENCHMARKS if name not in records]
 if missing:
     display(

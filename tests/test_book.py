@@ -10,7 +10,7 @@ import nbformat
 import pytest
 from test_notebooks import CHAPTERS
 
-from coop_utils import book, chapters
+from coop_utils import book, chapters, results
 from coop_utils.__main__ import main
 from coop_utils.config import load_config
 
@@ -183,12 +183,12 @@ def test_tables_show_a_dash_for_a_missing_value_and_the_decimals_asked_for():
 def test_benchmark_records_are_read_with_their_provenance(tmp_path):
     from coop_utils.runs import write_benchmark
 
-    assert chapters.benchmark_records(tmp_path) == {}
+    assert chapters.benchmark_records(results.load(tmp_path)) == {}
     path = write_benchmark(
         tmp_path / "benchmarks" / "train_step.json", "train_step", {"ratio": 1.05}
     )
     (tmp_path / "benchmarks" / "unrelated.json").write_text("{}")
-    records = chapters.benchmark_records(tmp_path)
+    records = chapters.benchmark_records(results.load(tmp_path))
     assert list(records) == ["train_step"] and records["train_step"]["results"] == {"ratio": 1.05}
     label = chapters.benchmark_label(records["train_step"])
     assert "(CPU," in label and records["train_step"]["date"][:10] in label
@@ -203,9 +203,9 @@ def test_recorded_depths_show_accuracy_then_the_committed_training_curves(tmp_pa
     import pandas as pd
     from test_notebooks import fabricate_results
 
-    results = tmp_path / "results"
-    fabricate_results(results, {"cooperative", "cooperative-seed1", "byot"})
-    logs = results / "preview" / "tiny-imagenet" / "logs"
+    root = tmp_path / "results"
+    fabricate_results(root, {"cooperative", "cooperative-seed1", "byot"})
+    logs = root / "preview" / "tiny-imagenet" / "logs"
     logs.mkdir(parents=True)
     (logs / "cooperative.csv").write_text(
         "epoch,global_step,lr,train_loss,images_per_s,val_top1_deepest,val_top1_shallowest\n"
@@ -213,7 +213,8 @@ def test_recorded_depths_show_accuracy_then_the_committed_training_curves(tmp_pa
     )
     shown = []
     monkeypatch.setattr(IPython.display, "display", lambda item: shown.append(item))
-    chapters.show_recorded_depths(results, "tiny-imagenet", ["teammate0", "teammate1"])
+    found = results.load(root)
+    chapters.show_recorded_depths(found, "tiny-imagenet", ["teammate0", "teammate1"])
     kinds = [type(item).__name__ for item in shown]
     assert kinds == ["Markdown", "Figure", "DataFrame", "Figure"], kinds
     assert "`cooperative` (2 seeds)" in shown[0].data
@@ -221,21 +222,21 @@ def test_recorded_depths_show_accuracy_then_the_committed_training_curves(tmp_pa
     curves = shown[3]
     assert curves.axes[1].get_ylabel() == "validation top-1 (%)"
     assert not plt.fignum_exists(curves.number), "a figure shown twice"
-    assert list(chapters.recorded_logs(results, {"byot": {"config": {"profile": "preview"}}})) == []
-    rows = chapters.recorded_logs(
-        results, {"cooperative": {"config": {"profile": "preview", "dataset": "tiny-imagenet"}}}
-    )
+    assert found.logs_of(found.frame[found.frame["run"] == "byot"]) == {}
+    rows = found.logs_of(found.frame[found.frame["run"] == "cooperative"])
+    assert list(rows) == ["cooperative"]  # cooperative-seed1 has no log
     assert pd.DataFrame(rows["cooperative"])["val_top1_deepest"].tolist() == ["10.5", "14.6"]
 
 
 def test_the_committed_samples_are_those_the_recorded_network_was_tested_on():
     """The predictions figure's images: every label is a class the deployed network learned,
     prepared at its image size (samples of another profile's classes are refused, below)."""
-    profile, summaries = chapters.recorded(chapters.REPO_ROOT / "results", "tiny-imagenet")
-    if "cooperative" not in summaries:
+    found = results.load(chapters.REPO_ROOT / "results")
+    profile, rows = found.campaign("tiny-imagenet")
+    if "cooperative" not in set(rows["file"]):
         pytest.skip("no recorded cooperative run on tiny-imagenet")
-    config = chapters.recorded_config(summaries["cooperative"])
-    samples = chapters.recorded_samples("results", config)
+    config = results.config_of(rows[rows["file"] == "cooperative"])
+    samples = chapters.recorded_samples(found, config)
     assert samples is not None, "no committed samples: run benchmarks/make_samples.py"
     assert int(samples.labels.max()) < config.num_classes
     assert samples.images.shape[-1] == config.image_size
@@ -260,7 +261,7 @@ def test_samples_prepared_for_other_classes_are_refused(tmp_path):
             **stats,
         )
         with pytest.raises(ValueError, match="make_samples.py"):
-            chapters.recorded_samples(tmp_path, config)
+            chapters.recorded_samples(results.load(tmp_path), config)
     np.savez(
         folder / "tiny-imagenet.npz",
         images=images,
@@ -269,10 +270,51 @@ def test_samples_prepared_for_other_classes_are_refused(tmp_path):
         image_size=config.image_size,
         **stats,
     )
-    assert chapters.recorded_samples(tmp_path, config).labels.tolist() == [0, 1]
+    assert chapters.recorded_samples(results.load(tmp_path), config).labels.tolist() == [0, 1]
 
 
 def test_a_dataset_the_campaign_does_not_train_is_said_to_be_untested_not_pending():
-    outside = chapters.recorded_label({}, "cifar100")
+    outside = chapters.recorded_label(results.empty(), "cifar100")
     assert "trains on tiny-imagenet only" in outside and "yet" not in outside
-    assert "is recorded yet" in chapters.recorded_label({}, "tiny-imagenet")
+    assert "is recorded yet" in chapters.recorded_label(results.empty(), "tiny-imagenet")
+
+
+def test_the_training_compute_note_sets_step_costs_beside_wall_times():
+    """The claims compare methods at equal epochs, not equal training compute: the note says
+    how much longer a cooperative seed trains, and what the step benchmark measured."""
+    from test_verdict import summaries
+
+    runs = summaries(seeds=3)
+    for name, found in runs.items():
+        found["wall_time_s"] = 1800.0 if name.startswith("cooperative") else 360.0
+        if name.startswith("cooperative-shared-bn"):  # re-evaluates the cooperative run
+            found["config"] = found["config"] | {"bn_stats": "shared", "variant": "shared-bn"}
+    for name in [n for n in runs if n.startswith("cooperative") and "shared-bn" not in n]:
+        runs[name]["config"] = runs[name]["config"] | {"bn_stats": "per_depth", "variant": ""}
+    frame = results.frame_of(runs)
+    note = chapters.training_compute_note(frame)
+    assert note.startswith("**Training compute is not matched.**")
+    assert "Every method trains for the same 6 epochs" in note
+    assert "0.10 h for BYOT (5.0× less)" in note
+    assert "0.10 h for the independent networks" in note
+    # how far runs of the same step cost land apart (the shared-bn re-evaluation trains none)
+    assert "same passes as the cooperative one took 0.50 to 0.50 h" in note
+    cooperative_only = frame[frame["run"].str.startswith("cooperative")]
+    assert chapters.training_compute_note(cooperative_only) == ""
+    # the side-by-side step benchmark, when recorded, says what a step costs
+    step = {"device": "quiet CPU", "results": {"arch": "resnet20", "batch_size": 64}}
+    step["results"] |= {"cooperative_step_ms": 574.3, "single_network_step_ms": 100.9}
+    timed = chapters.training_compute_note(frame, step)
+    assert "takes 574 ms: 5.7× one full-depth network's step (101 ms)." in timed
+    assert timed.replace(chapters._step_cost(step), "") == note
+    # with the step's Teammate passes at each of resnet20's plans (3, 6, 9 blocks), the
+    # independent networks' step is estimated: 30 + mean(60, 70) + 100 = 195 ms
+    parts = {"Teammate 0, full depth": 100.0, "Teammate 0, sub-network s=0.7": 60.0}
+    parts |= {"Teammate 1, sub-network s=0.5": 70.0, "Teammate 1, sub-network s=0.3": 30.0}
+    step["results"]["parts_ms"] = parts | {"Leader, full depth": 100.0, "SGD step": 1.0}
+    assert "and 2.9× a step of each of the 3 independent networks (195 ms" in (
+        chapters.training_compute_note(frame, step)
+    )
+    del parts["Teammate 1, sub-network s=0.3"]  # no pass at 3 blocks: no estimate
+    step["results"]["parts_ms"] = parts
+    assert "independent networks (" not in chapters.training_compute_note(frame, step)

@@ -15,7 +15,7 @@ import nbformat
 import pytest
 import torch
 
-from coop_utils import book, verdict
+from coop_utils import book, results, verdict
 from coop_utils.runs import write_benchmark
 
 CHAPTERS = [path.stem for path in book.chapter_paths()]
@@ -184,13 +184,13 @@ def test_the_readers_book_shows_recorded_results_and_trains_nothing(tmp_path, re
     """The reader's book (no --train) with no result recorded, then with part of the campaign
     (made-up summaries and weights): every chapter executes, trains nothing, says how much of
     the campaign is recorded, shows the recorded runs and computes the verdict from them."""
-    results = tmp_path / "results"
+    root = tmp_path / "results"
     some = {"cooperative", "cooperative-seed1", "cooperative-no-sfsl", "independent", "byot"}
-    chosen = fabricate_results(results, some) if recorded == "some" else {}
+    chosen = fabricate_results(root, some) if recorded == "some" else {}
     report = book.build_book(
         "preview",
         chapters=READER_CHAPTERS,
-        overrides={"run_root": str(tmp_path / "runs"), "results_root": str(results)},
+        overrides={"run_root": str(tmp_path / "runs"), "results_root": str(root)},
         book_root=tmp_path / "root",
         build=False,
         echo=lambda line: None,
@@ -212,7 +212,19 @@ def test_the_readers_book_shows_recorded_results_and_trains_nothing(tmp_path, re
     if recorded == "none":
         assert "Verdict pending" in texts["00"] and "No run on tiny-imagenet" in texts["05"]
         return
-    assert verdict.tally(verdict.replication_verdicts(results)) in texts["00"]
+    table = verdict.replication_verdicts(results.load(root))
+    assert verdict.tally(table) in texts["00"]
+    # the discussion: what is open, what would decide it, and why it is likely open
+    assert "**Not confirmed**, and what would decide each:" in texts["00"]
+    assert (
+        "- The Leader improves the Teammates (tiny-imagenet): the cooperative-no-leader"
+        in (texts["00"])
+    )
+    assert "**Most likely reasons:**" in texts["00"]
+    missing = next(line for line in texts["00"].splitlines() if "not recorded yet" in line)
+    assert missing.startswith("- *") and "The Leader improves the Teammates" in missing
+    assert "the grid has only 3 distinct plans (s = 0.2, 0.3, 0.4 keep 3 blocks;" in texts["00"]
+    assert "**Training compute is not matched.**" in texts["00"]
     assert "Still to come: `cooperative-shared-bn`" in texts["00"]
     for number in ("00", "03", "05", "06", "07"):
         assert "Recorded preview runs on tiny-imagenet" in texts[number] or number == "00"

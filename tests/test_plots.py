@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
-from coop_utils import plots, verdict
+from coop_utils import plots, results, verdict
 from coop_utils.evaluate import depth_costs
 from coop_utils.gating import add_gate
 from coop_utils.models import build_model
@@ -197,7 +197,7 @@ def test_headline_figure_draws_each_method_with_its_seed_interval():
         "cooperative-no-sfsl": summary(0, fake_metrics(base=10)),  # an ablation: not drawn
         verdict.MATCHED_NAME: summary(0, fake_metrics(("independent",), base=45)),
     }
-    figure = plots.headline_figure(summaries, "headline")
+    figure = plots.headline_figure(results.frame_of(summaries), "headline")
     assert_titled_and_labelled(figure)
     labels = figure.axes[0].get_legend_handles_labels()[1]
     assert labels == ["byot (1 seed)", "cooperative (2 seeds)", f"{verdict.MATCHED_NAME} (1 seed)"]
@@ -250,7 +250,7 @@ def test_ablation_frame_pools_seeds_and_the_figure_pairs_each_ablation():
         "byot": summary(0, fake_metrics(("byot",))),
         "cooperative-kd-mutual": summary(0, fake_metrics(("teammate_mean",))),  # chapter 2's
     }
-    frame = plots.ablation_frame(recorded)
+    frame = plots.ablation_frame(results.frame_of(recorded))
     assert set(frame["variant"]) == {"cooperative", "one-teammate"}  # no baselines, no kd-*
     full = frame[frame["variant"] == "cooperative"]
     assert sorted(full["seed"].unique()) == [0, 1]

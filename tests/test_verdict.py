@@ -8,9 +8,10 @@ import subprocess
 import sys
 
 import numpy as np
+import pandas as pd
 import pytest
 
-from coop_utils import book, chapters, verdict
+from coop_utils import book, chapters, results, verdict
 from coop_utils.models import SCALING_FACTORS, depth_plan
 
 VARIANTS = tuple(
@@ -79,6 +80,11 @@ def jitter(name, seed):
     return 0.3 * ((seed + len(name)) % 3 - 1)
 
 
+def claims(found, **options):
+    """The claim table of ``{file name: summary}``."""
+    return verdict.claim_table(results.frame_of(found), **options)
+
+
 def verdicts(table):
     return dict(
         zip(table["claim"].str.split().str[:3].str.join(" "), table["verdict"], strict=True)
@@ -142,7 +148,7 @@ def test_claims_that_hold_and_fail_are_judged_so_from_the_numbers():
         points["cooperative-sfsl-normalised"] = 2.5
         return points.get(name, 0.0) + jitter(name, seed)
 
-    table = verdict.claim_table({"cifar100": summaries(shift=shift)}, depth_cost=record(0.27))
+    table = claims(summaries(shift=shift), depth_cost=record(0.27))
     got = verdicts(table)
     assert got["Depth chosen at"] == "holds"  # the benchmark: 27 % of the time at s = 0.2
     assert got["Comparable accuracy to"] == "holds"  # 5 points above the independent networks
@@ -168,7 +174,7 @@ def test_claims_that_hold_and_fail_are_judged_so_from_the_numbers():
     assert "code digest unknown" in evidence
 
     worse = summaries(shift=lambda name, seed: -5.0 * (name == "cooperative") + jitter(name, seed))
-    got = verdicts(verdict.claim_table({"cifar100": worse}))
+    got = verdicts(claims(worse))
     assert got["Comparable accuracy to"] == "does not hold"  # 5 points below: beyond 2
     assert got["More accurate than"] == "does not hold"
     assert got["The Leader improves"] == "does not hold"
@@ -176,7 +182,7 @@ def test_claims_that_hold_and_fail_are_judged_so_from_the_numbers():
 
 def test_smoother_degradation_is_the_drop_within_the_exits_measured_flops():
     steeper = {"byot": -2.0, "branchynet": -2.0}  # exits lose 2 points per block left out
-    table = verdict.claim_table({"cifar100": summaries(shift=jitter, tilt=steeper)})
+    table = claims(summaries(shift=jitter, tilt=steeper))
     rows = table.set_index("claim")
     smoother = rows.loc["Smoother accuracy degradation than BYOT as depth shrinks"]
     assert smoother["verdict"] == "holds"
@@ -190,12 +196,13 @@ def test_smoother_degradation_is_the_drop_within_the_exits_measured_flops():
 
 def test_exits_meet_our_deepest_depth_within_their_flops_never_an_interpolation():
     found = summaries(shift=jitter)
-    reference = verdict.claim_table({"cifar100": found}).set_index("claim")["measured"]
+    reference = claims(found).set_index("claim")["measured"]
     for run in (r for name, r in found.items() if name.startswith("branchynet")):
         run["metrics"]["branchynet"]["0.2222"]["top1"] = 0.0  # 2 blocks: cheaper than ours
-    table = verdict.claim_table({"cifar100": found}).set_index("claim")["measured"]
+    table = claims(found).set_index("claim")["measured"]
     assert table.equals(reference)  # the exit cheaper than our shallowest depth changed nothing
-    matched = verdict.matched_cost_table(found).set_index(["method", "exit (share of blocks)"])
+    matched = verdict.matched_cost_table(results.frame_of(found))
+    matched = matched.set_index(["method", "exit (share of blocks)"])
     assert matched.loc[("BranchyNet", 0.22), "compared"] == "no: cheaper than our shallowest"
     assert matched.loc[("BranchyNet", 1.0), "compared"] == "no: full depth"
     # BYOT's 3-block exit costs 33 MFLOPs with its head: ours is our deepest depth within that,
@@ -214,7 +221,7 @@ def test_runs_of_different_regimes_or_data_are_not_compared():
             run["config"] = run["config"] | {"epochs": 12}
         if name.startswith("cooperative-no-leader"):
             run["data_fingerprint"] = "other"
-    rows = verdict.claim_table({"cifar100": found}).set_index("claim")
+    rows = claims(found).set_index("claim")
     comparable = rows.loc[
         "Comparable accuracy to a network trained for that depth alone, at every depth"
     ]
@@ -227,16 +234,9 @@ def test_runs_of_different_regimes_or_data_are_not_compared():
     )  # the other claims still judged
 
 
-def test_a_seed_counts_once():
-    found = summaries(seeds=2)
-    found["cooperative-seed7"] = found["cooperative-seed1"]  # config seed 1 under another name
-    with pytest.raises(ValueError, match="both seed 1 of 'cooperative'"):
-        verdict.group_seeds(found)
-
-
 def test_comparable_is_judged_per_plan_and_fails_only_beyond_bonferroni():
     # resnet20: nine factors, three plans; the gap is judged once per plan
-    table = verdict.claim_table({"cifar100": summaries(shift=jitter)}).set_index("claim")
+    table = claims(summaries(shift=jitter)).set_index("claim")
     measured = table.loc[table.index.str.startswith("Comparable"), "measured"].iloc[0]
     assert measured.count(" blocks (s=") == 3 and measured.startswith("3 blocks (s=0.2–0.4): ")
     # a gap whose 95 % interval lies below -2 but whose 1 - 0.05/3 interval does not
@@ -248,7 +248,7 @@ def test_comparable_is_judged_per_plan_and_fails_only_beyond_bonferroni():
 
 def test_per_depth_batch_norm_is_judged_on_sub_networks_only():
     row = (
-        verdict.claim_table({"cifar100": summaries(shift=jitter)})
+        claims(summaries(shift=jitter))
         .set_index("claim")
         .loc[lambda frame: frame.index.str.startswith("Batch-norm statistics re-estimated")]
         .iloc[0]
@@ -260,7 +260,7 @@ def test_fewer_than_three_seeds_are_inconclusive_whatever_the_mean():
     def shift(name, seed):
         return 30.0 * (name == "cooperative") + jitter(name, seed)
 
-    table = verdict.claim_table({"cifar100": summaries(seeds=2, shift=shift)})
+    table = claims(summaries(seeds=2, shift=shift))
     judged = table[table["dataset"] == "cifar100"]
     # the preview campaign runs first-gating and sfsl-normalised once: exploratory by design
     exploratory = judged["claim"].str.contains("gating|normalised")
@@ -271,24 +271,24 @@ def test_fewer_than_three_seeds_are_inconclusive_whatever_the_mean():
 
 
 def test_a_claim_on_an_arm_the_campaign_runs_once_is_labelled_exploratory():
-    planned = verdict.planned_seeds("preview")
+    planned = results.planned_seeds("preview")
     assert planned["cooperative"] == 3 and planned["cooperative-no-sfsl"] == 3
     assert planned["cooperative-first-gating"] == 1
-    assert verdict.planned_seeds("smoke") == {} == verdict.planned_seeds("no-such-profile")
+    assert results.planned_seeds("smoke") == {} == results.planned_seeds("no-such-profile")
     runs = {
         name: run
         for name, run in summaries(seeds=3).items()
         if not (name.startswith("cooperative-first-gating-seed"))
     }
-    row = verdicts_rows(verdict.claim_table({"cifar100": runs}))["Learned (Gumbel) gating"]
+    row = verdicts_rows(claims(runs))["Learned (Gumbel) gating"]
     assert row["verdict"] == verdict.EXPLORATORY
     assert "runs 1 seed(s) of cooperative-first-gating" in row["decide"]
-    assert "exploratory by design: 1." in verdict.tally(verdict.claim_table({"cifar100": runs}))
+    assert "exploratory by design: 1." in verdict.tally(claims(runs))
     # at a profile without a campaign, a missing seed is only "n < 3"
     full = {
         name: run | {"config": run["config"] | {"profile": "full"}} for name, run in runs.items()
     }
-    row = verdicts_rows(verdict.claim_table({"cifar100": full}))["Learned (Gumbel) gating"]
+    row = verdicts_rows(claims(full))["Learned (Gumbel) gating"]
     assert row["verdict"] == verdict.FEW
 
 
@@ -313,74 +313,24 @@ def test_an_open_claim_says_how_many_seeds_would_decide_it():
     # unpaired: the two arms' spreads add
     assert verdict.compare([1, 2, 3], [5, 5, 5], floor=0.5).spread == pytest.approx(1.25**0.5)
 
-    table = verdict.claim_table({"cifar100": summaries(seeds=2, shift=jitter)})
+    table = claims(summaries(seeds=2, shift=jitter))
     judged = table[table["dataset"] == "cifar100"].set_index("claim")
     assert judged["decide"].str.contains("seeds per arm").all()
     missing = {k: v for k, v in summaries().items() if not k.startswith("byot")}
-    table = verdict.claim_table({"cifar100": missing}).set_index("claim")
+    table = claims(missing).set_index("claim")
     assert table.loc["Smoother accuracy degradation than BYOT as depth shrinks", "decide"] == (
         "the byot runs of the campaign (`make results`)"
     )
     decided = table[table["verdict"].isin(["holds", "does not hold"])]
     assert not decided.empty and (decided["decide"] == "").all()
-    assert "what would decide each" in verdict.discussion(verdict.claim_table({"c": missing}))
-
-
-def test_the_campaign_table_gives_seed_ranges_and_counts_training_once():
-    runs = summaries(seeds=3, shift=lambda name, seed: seed * (name == "cooperative"))
-    for name, found in runs.items():
-        found["wall_time_s"] = 1800.0 if name.startswith("cooperative") else 360.0
-        if name.startswith("cooperative-shared-bn"):  # re-evaluates the cooperative run
-            found["config"] = found["config"] | {"bn_stats": "shared", "variant": "shared-bn"}
-    for name in [n for n in runs if n.startswith("cooperative") and "shared-bn" not in n]:
-        runs[name]["config"] = runs[name]["config"] | {"bn_stats": "per_depth", "variant": ""}
-    table = verdict.campaign_table(runs)
-    full = base(flops(9))
-    assert table.loc["cooperative", "seeds"] == 3
-    assert table.loc["cooperative", "top-1 at full depth (%)"] == pytest.approx(full + 1, abs=0.05)
-    assert table.loc["cooperative", "seed range (pts)"] == 2.0
-    assert table.loc["independent", "seed range (pts)"] == 0.0
-    assert table.loc["cooperative", "training (h)"] == 1.5
-    assert table.loc["cooperative-shared-bn", "training (h)"] == 0.0  # counted once, above
-    assert table.loc["byot", "training (h)"] == 0.3
-    assert table.loc["cooperative", "per seed (h)"] == 0.5
-    assert table.loc["cooperative-shared-bn", "per seed (h)"] == 0.0
-    # the claims compare methods at equal epochs, not equal training compute: the text says so
-    note = verdict.training_compute_note(runs)
-    assert note.startswith("**Training compute is not matched.**")
-    assert "0.10 h for BYOT (5.0× less)" in note
-    assert "0.10 h for the independent networks" in note
-    # how far runs of the same step cost land apart (the shared-bn re-evaluation trains none)
-    assert "same passes as the cooperative one took 0.50 to 0.50 h" in note
-    discussion = verdict.discussion(verdict.claim_table({"cifar100": runs}), {"cifar100": runs})
-    assert note in discussion
-    no_baseline = {n: r for n, r in runs.items() if n.startswith("cooperative")}
-    assert verdict.training_compute_note(no_baseline) == ""
-    # the side-by-side step benchmark, when recorded, says what a step costs
-    step = {"device": "quiet CPU", "results": {"arch": "resnet20", "batch_size": 64}}
-    step["results"] |= {"cooperative_step_ms": 574.3, "single_network_step_ms": 100.9}
-    timed = verdict.training_compute_note(runs, step)
-    assert "takes 574 ms: 5.7× one full-depth network's step (101 ms)." in timed
-    assert timed.replace(verdict._step_cost(step), "") == note
-    # with the step's Teammate passes at each of resnet20's plans (3, 6, 9 blocks), the
-    # independent networks' step is estimated: 30 + mean(60, 70) + 100 = 195 ms
-    parts = {"Teammate 0, full depth": 100.0, "Teammate 0, sub-network s=0.7": 60.0}
-    parts |= {"Teammate 1, sub-network s=0.5": 70.0, "Teammate 1, sub-network s=0.3": 30.0}
-    step["results"]["parts_ms"] = parts | {"Leader, full depth": 100.0, "SGD step": 1.0}
-    assert "and 2.9× a step of each of the 3 independent networks (195 ms" in (
-        verdict.training_compute_note(runs, step)
-    )
-    del parts["Teammate 1, sub-network s=0.3"]  # no pass at 3 blocks: no estimate
-    step["results"]["parts_ms"] = parts
-    assert "independent networks (" not in verdict.training_compute_note(runs, step)
 
 
 def test_the_committed_results_decide_a_claim_only_with_three_runs_per_arm():
     import re
 
-    results = book.REPO_ROOT / "results"
-    table = verdict.replication_verdicts(results)
-    if not list(results.glob("*/*/cooperative*.json")):  # the campaign has not recorded a run
+    committed = book.REPO_ROOT / "results"
+    table = verdict.replication_verdicts(results.load(committed))
+    if not list(committed.glob("*/*/cooperative*.json")):  # the campaign has not recorded a run
         assert table is None
         return
     assert table.iloc[0]["dataset"] == "benchmark"  # read from results/benchmarks/depth_cost.json
@@ -405,13 +355,13 @@ def test_pairing_needs_a_shared_seed_only():
     for name, run in found.items():
         if name.startswith("cooperative-no-leader"):
             run["code_digest"] = "def"  # other bytes, and still a pair
-    leader = verdict.claim_table({"cifar100": found}).set_index("claim")
+    leader = claims(found).set_index("claim")
     leader = leader.loc["The Leader improves the Teammates"]
     assert leader["verdict"] == "holds" and "3 pairs, paired by seed;" in leader["measured"]
     for name, run in found.items():
         if name.startswith("cooperative-no-leader"):
             run["config"]["seed"] += 10  # no seed in common: the arms cannot pair
-    leader = verdict.claim_table({"cifar100": found}).set_index("claim")
+    leader = claims(found).set_index("claim")
     leader = leader.loc["The Leader improves the Teammates"]
     assert leader["verdict"] == "inconclusive"  # the 10-point spread between seeds swamps it
     assert "3 vs 3 runs, unpaired: no common seed" in leader["measured"]
@@ -427,7 +377,7 @@ def test_the_second_teammate_claim_compares_teammate0_with_teammate0():
             for row in run["metrics"]["teammate0"].values():
                 row["top1"] -= 3
     row = (
-        verdict.claim_table({"cifar100": found})
+        claims(found)
         .set_index("claim")
         .loc["A second Teammate improves the first (teammate0 against teammate0)"]
     )
@@ -442,7 +392,7 @@ def test_learned_gating_is_judged_only_where_the_plans_can_choose():
                 for key in ("0.2", "0.3", "0.4", "0.9", "1"):  # 1 or 3 blocks a stage: no choice
                     network[key]["top1"] -= 20
     row = (
-        verdict.claim_table({"cifar100": found})
+        claims(found)
         .set_index("claim")
         .loc["Learned (Gumbel) gating beats keeping the first blocks"]
     )
@@ -453,15 +403,15 @@ def test_learned_gating_is_judged_only_where_the_plans_can_choose():
 def test_depth_cost_is_an_implementation_check_on_the_benchmark_record():
     found = summaries()  # every run measured the same latency at every depth: ignored
     for latency, expected in ((0.27, "holds"), (0.95, "does not hold"), (0.75, "inconclusive")):
-        table = verdict.claim_table({"cifar100": found}, depth_cost=record(latency))
+        table = claims(found, depth_cost=record(latency))
         check = table.iloc[0]
         assert check["verdict"] == expected and "not a replicated claim" in check["claim"]
         assert check["evidence"] == "quiet CPU, commit abc1234, 2026-01-01"
-    assert verdict.claim_table({"cifar100": found}).iloc[0]["verdict"] == "inconclusive"
+    assert claims(found).iloc[0]["verdict"] == "inconclusive"
     # a record without the runs' backbone decides nothing, however fast its rows
     other = record(0.27)
     other["results"]["depths"][0]["arch"] = "resnet56"
-    check = verdict.claim_table({"cifar100": found}, depth_cost=other).iloc[0]
+    check = claims(found, depth_cost=other).iloc[0]
     assert check["verdict"] == "inconclusive" and "no resnet20 row" in check["measured"]
     assert "benchmarks/depth_cost.py --record" in check["decide"]
 
@@ -484,7 +434,7 @@ def synthetic_rates(effect, draws, sigma=2.0, seed=0):
                 noise[name, seed] = rng.normal(0.0, scale) + (shared[seed] if own else 0.0)
             return noise[name, seed] + effect * sigma * (name == "cooperative")
 
-        table = verdict.claim_table({"cifar100": summaries(shift=shift)})
+        table = claims(summaries(shift=shift))
         for claim, result in zip(table["claim"], table["verdict"], strict=True):
             holds[claim] = holds.get(claim, 0) + (result == "holds") / draws
     return holds
@@ -517,7 +467,7 @@ def test_the_rule_holds_rarely_on_a_null_and_mostly_on_a_three_sd_effect():
 
 
 def test_smoke_summaries_get_no_verdict():
-    table = verdict.claim_table({"cifar100": summaries(profile="smoke")})
+    table = claims(summaries(profile="smoke"))
     rows = table[table["dataset"] == "cifar100"]
     assert rows["verdict"].str.startswith("withheld (smoke").all()
     # the depth-cost row checks the code, replicates nothing: counted apart from the claims
@@ -532,15 +482,16 @@ def test_two_datasets_add_the_stability_claim():
     tiny = summaries(shift=shift)
     for item in tiny.values():
         item["config"]["dataset"] = "tiny-imagenet"
-    table = verdict.claim_table({"cifar100": summaries(shift=shift), "tiny-imagenet": tiny})
+    tiny = results.frame_of(tiny)
+    table = verdict.claim_table(pd.concat([results.frame_of(summaries(shift=shift)), tiny]))
     assert table.iloc[-1]["claim"].startswith("Stable across datasets")
     assert table.iloc[-1]["verdict"] == "holds"
-    few = verdict.claim_table({"cifar100": summaries(seeds=2), "tiny-imagenet": tiny})
+    few = verdict.claim_table(pd.concat([results.frame_of(summaries(seeds=2)), tiny]))
     assert few.iloc[-1]["verdict"] == "inconclusive (n < 3)"
 
 
 def test_verdicts_read_the_best_recorded_profile_and_never_smoke(tmp_path):
-    assert verdict.replication_verdicts(tmp_path) is None
+    assert verdict.replication_verdicts(results.load(tmp_path)) is None
     for profile in ("smoke", "preview"):
         for name, item in summaries(seeds=1, profile=profile).items():
             path = tmp_path / profile / "cifar100" / f"{name}.json"
@@ -548,14 +499,17 @@ def test_verdicts_read_the_best_recorded_profile_and_never_smoke(tmp_path):
             path.write_text(json.dumps(item))
     (tmp_path / "benchmarks").mkdir()
     (tmp_path / "benchmarks" / "depth_cost.json").write_text(json.dumps(record(0.3)))
-    table = verdict.replication_verdicts(tmp_path)
+    recorded = results.load(tmp_path)
+    table = verdict.replication_verdicts(recorded)
     assert table["evidence"].iloc[1:].str.startswith("preview").all()
     assert table.iloc[0]["verdict"] == "holds"  # the benchmark record was read
-    assert chapters.recorded(tmp_path, "tiny-imagenet") == (None, {})
-    profile, found = chapters.recorded(tmp_path, "cifar100")
-    assert profile == "preview" and "byot" in found
-    profile, found = chapters.recorded(tmp_path, "cifar100", ["cooperative"])
-    assert profile == "preview" and list(found) == ["cooperative"]
+    profile, found = recorded.campaign("tiny-imagenet")
+    assert profile is None and found.empty
+    profile, found = recorded.campaign("cifar100")
+    assert profile == "preview" and "byot" in set(found["run"])
+    assert set(found["profile"]) == {"preview"}  # never the smoke runs
+    profile, found = recorded.campaign("cifar100", ["cooperative"])
+    assert profile == "preview" and set(found["file"]) == {"cooperative"}
 
 
 def test_the_deployed_teammate_is_chosen_on_validation_accuracy():
@@ -565,51 +519,44 @@ def test_the_deployed_teammate_is_chosen_on_validation_accuracy():
         "teammate_mean": {"1": {"top1": 50.0, "val_top1": 55.0}},
     }
     assert verdict.deployed_teammate(metrics) == "teammate1"
+    rows = results.frame_of({"cooperative": {"config": {}, "metrics": metrics}})
+    assert results.deployed(rows) == "teammate1"
+    assert results.shown_rows(rows)["network"].unique().tolist() == ["teammate1"]
 
 
-def test_seed_files_are_pooled_under_their_name():
-    grouped = verdict.group_seeds(summaries(seeds=2))
-    assert len(grouped["cooperative"]) == 2 and "cooperative-seed1" not in grouped
-    assert [run["config"]["seed"] for run in grouped["cooperative"]] == [0, 1]
+def reasons(table):
+    """``{claim: its likely reason}`` of the claims of a table not shown to hold."""
+    rows = table[table["verdict"] != "holds"]
+    return {
+        row.claim: verdict.likely_reason(row.claim, row.verdict, row.decide, row.measured)
+        for row in rows.itertuples()
+    }
 
 
-def test_the_discussion_names_contradicted_and_open_claims_with_reasons():
+def test_each_claim_not_shown_to_hold_is_given_its_likely_reason():
     worse = summaries(shift=lambda name, seed: -5.0 * (name == "cooperative") + jitter(name, seed))
-    table = verdict.claim_table({"cifar100": worse})
-    text = verdict.discussion(table, {"cifar100": worse})
-    contradicted = text.split("\n\n")[0]
-    assert contradicted.startswith("**Contradicted by our runs:**")
-    assert "Comparable accuracy to a network trained for that depth alone" in contradicted
-    assert "**Not confirmed**, and what would decide each:" in text
-    assert "Smoother accuracy degradation than BYOT" in text
-    assert "**Most likely reasons:**" in text and "far from convergence" in text
-    assert "only 3 distinct plans" in text  # resnet20: the nine factors give three plans
+    got = reasons(claims(worse))
+    comparable = "Comparable accuracy to a network trained for that depth alone, at every depth"
+    assert got[comparable] == "Comparable"
+    assert got["Smoother accuracy degradation than BYOT as depth shrinks"] == "Exits"
     # the compute-matched control gets its own reason, not the components' weak teachers
-    compute = next(line for line in text.splitlines() if "seven forward passes" in line)
-    assert compute.startswith("- *At equal training compute, still comparable")
-    few = verdict.claim_table({"cifar100": summaries(seeds=2)})
-    assert "every arm needs at least 3 seeds" in verdict.discussion(few)
+    matched = next(claim for claim in got if claim.startswith("At equal training compute"))
+    assert got[matched] == "At equal training compute"
+    few = reasons(claims(summaries(seeds=2)))
+    assert few[comparable] == "Seeds" and "Exploratory" in few.values()
     # a claim without its runs is given that as its reason, not a guess about the method
     partial = {n: r for n, r in worse.items() if not n.startswith("cooperative-no-leader")}
-    text = verdict.discussion(verdict.claim_table({"cifar100": partial}))
-    missing = next(line for line in text.splitlines() if "not recorded yet" in line)
-    assert missing.startswith("- *The Leader improves the Teammates*:")
+    assert reasons(claims(partial))["The Leader improves the Teammates"] == "Missing"
     # a component with no effect: its reason says so, not that teachers are weak
-    null = summaries(shift=jitter)
-    table = verdict.claim_table({"cifar100": null})
+    table = claims(summaries(shift=jitter))
     leader = table[table["claim"] == "The Leader improves the Teammates"].iloc[0]
     assert leader["decide"].startswith("more than 30 seeds")
-    line = next(line for line in verdict.discussion(table).splitlines() if "close to zero" in line)
-    assert "The Leader improves the Teammates" in line
-
-
-def test_the_discussion_of_withheld_or_agreeing_verdicts():
-    smoke = verdict.claim_table({"cifar100": summaries(profile="smoke")})
-    smoke = smoke[smoke["dataset"] == "cifar100"]
-    assert verdict.discussion(smoke) == "No verdict: every row is withheld."
-    table = verdict.claim_table({"cifar100": summaries()})
-    held = table[table["verdict"] == "holds"]
-    assert verdict.discussion(held) == "Every claim judged holds on the recorded runs."
+    assert reasons(table)["The Leader improves the Teammates"] == "Null"
+    # arms of different regimes
+    for name, run in worse.items():
+        if name.startswith("independent"):
+            run["config"] = run["config"] | {"epochs": 12}
+    assert reasons(claims(worse))[comparable] == "Regime"
 
 
 def test_the_verdict_imports_neither_the_book_nor_its_figures():
@@ -630,52 +577,6 @@ def test_the_book_runner_knows_nothing_of_what_the_chapters_show():
     assert not shown & set(eval(loaded.stdout))
 
 
-def test_campaign_state_reads_each_planned_runs_summary(tmp_path, monkeypatch):
-    """Each campaign run's summary: recorded by this config and behaviour, by code that trains
-    it otherwise, with another config, or not at all; the book counts a summary of the config
-    by any code."""
-    from coop_utils.config import campaign, load_config
-    from coop_utils.runs import digest_key, results_path
-
-    planned = verdict.campaign_state("preview", tmp_path)
-    configs = [config for config, _ in planned]
-    root = str(tmp_path)
-    assert configs == [load_config("preview", results_root=root, **o) for o in campaign("preview")]
-    assert {state for _, state in planned} == {"to run"}
-    today = {digest_key(config): f"today-{digest_key(config)}" for config in configs}
-    monkeypatch.setattr(verdict, "behaviour_digests", lambda planned: today)
-    digest = today[digest_key(configs[0])]
-    written = (
-        {"config_hash": configs[0].hash(), "behaviour_digest": digest},
-        {"config_hash": configs[1].hash(), "behaviour_digest": "other"},
-        {"config_hash": configs[1].hash(), "behaviour_digest": digest},  # another run's config
-        {"config_hash": configs[3].hash()},  # no behaviour digest recorded
-    )
-    for config, content in zip(configs, written, strict=False):
-        results_path(config).parent.mkdir(parents=True, exist_ok=True)
-        results_path(config).write_text(json.dumps(content))
-    states = [state for _, state in verdict.campaign_state("preview", tmp_path, behaviour=True)]
-    otherwise = "recorded by code that trains it otherwise"
-    assert states[:5] == [
-        "recorded",
-        f"{otherwise} (other -> {today[digest_key(configs[1])]})",
-        "recorded with another config",
-        f"{otherwise} (no digest -> {today[digest_key(configs[3])]})",
-        "to run",
-    ]
-    assert set(states[4:]) == {"to run"}
-    without = [state for _, state in verdict.campaign_state("preview", tmp_path)]
-    assert without[:4] == ["recorded", "recorded", "recorded with another config", "recorded"]
-    line, missing = chapters.campaign_progress(tmp_path)
-    assert line == f"3 of {len(configs)} preview campaign runs recorded so far"
-    assert missing == [results_path(config).stem for config in configs[2:3] + configs[4:]]
-    for config in configs:  # the whole campaign, by whatever code: no "so far" any more
-        results_path(config).write_text(json.dumps({"config_hash": config.hash()}))
-    line, missing = chapters.campaign_progress(tmp_path)
-    assert (line, missing) == (f"all {len(configs)} preview campaign runs recorded", [])
-    assert verdict.campaign_state("smoke") == []  # no campaign list
-
-
 def test_the_compute_matched_control_is_read_from_its_own_folder_and_judged(tmp_path):
     """Independent networks trained 3x the epochs, recorded under results/compute-matched/,
     are judged like the independent arm; other epochs, or no such runs, leave the claim open."""
@@ -690,33 +591,38 @@ def test_the_compute_matched_control_is_read_from_its_own_folder_and_judged(tmp_
             path.write_text(json.dumps(run))
 
     write(tmp_path, runs)
-    row = verdicts_rows(verdict.replication_verdicts(tmp_path))[control]
+    row = verdicts_rows(verdict.replication_verdicts(results.load(tmp_path)))[control]
     assert row["verdict"] == "inconclusive" and row["measured"].startswith("no independent-")
     assert "--method independent --seed N --set epochs=18" in row["decide"]
     assert "results_root=results/compute-matched" in row["decide"]
     independent = {n: r for n, r in runs.items() if n.split("-seed")[0] == "independent"}
     longer = {n: r | {"config": r["config"] | {"epochs": 18}} for n, r in independent.items()}
     write(tmp_path / "compute-matched", longer)
-    table = verdict.replication_verdicts(tmp_path)
+    table = verdict.replication_verdicts(results.load(tmp_path))
     row = verdicts_rows(table)[control]
     assert row["verdict"] == "holds", row["measured"]  # +4 points at every plan
     # the campaign's own comparable claim still reads only the campaign's independent runs
     assert verdicts_rows(table)["Comparable accuracy to"]["verdict"] == "holds"
     assert "(3 vs 3 runs)" in row["measured"]
     # the pages read the control with the campaign: its own row of costs, the campaign's epochs
-    recorded = verdict.best_summaries(tmp_path)["cifar100"]
-    assert {f"{verdict.MATCHED_NAME}", f"{verdict.MATCHED_NAME}-seed2"} <= set(recorded)
-    for name, run in recorded.items():
-        run["wall_time_s"] = 3 * 360.0 if name.startswith(verdict.MATCHED_NAME) else 360.0
-    assert verdict.campaign_table(recorded).loc[verdict.MATCHED_NAME, "per seed (h)"] == 0.3
-    note = verdict.training_compute_note(recorded)
+    recorded = results.best_runs(results.load(tmp_path).frame)
+    control_rows = recorded[recorded["run"] == verdict.MATCHED_NAME]
+    assert set(control_rows["root"]) == {"compute-matched"} and set(control_rows["seed"]) == {
+        0,
+        1,
+        2,
+    }
+    matched = recorded["run"] == verdict.MATCHED_NAME
+    recorded["wall_time_s"] = np.where(matched, 3 * 360.0, 360.0)
+    assert results.campaign_table(recorded).loc[verdict.MATCHED_NAME, "per seed (h)"] == 0.3
+    note = chapters.training_compute_note(recorded)
     assert f"for the same {runs['cooperative']['config']['epochs']} epochs," in note
     assert "for 3x the epochs (0.30 h per seed): at full depth they reach" in note
-    full = verdict.campaign_table(recorded)["top-1 at full depth (%)"]
+    full = results.campaign_table(recorded)["top-1 at full depth (%)"]
     assert f"{full[verdict.MATCHED_NAME]:.1f} %, against {full['cooperative']:.1f} %" in note
     shorter = {n: r | {"config": r["config"] | {"epochs": 12}} for n, r in independent.items()}
     write(tmp_path / "compute-matched", shorter)
-    row = verdicts_rows(verdict.replication_verdicts(tmp_path))[control]
+    row = verdicts_rows(verdict.replication_verdicts(results.load(tmp_path)))[control]
     assert row["measured"] == "not comparable: the control trained [12] epochs, not 18"
 
 
@@ -735,33 +641,41 @@ def test_the_familywise_reading_keeps_only_claims_that_clear_the_stricter_interv
         path = tmp_path / "preview" / "cifar100" / f"{name}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(run))
-    table = verdict.replication_verdicts(tmp_path)
+    recorded = results.load(tmp_path)
+    table = verdict.replication_verdicts(recorded)
     lenient = verdicts(table)
-    strict = verdicts(verdict.replication_verdicts(tmp_path, level=1 - 0.05 / 14))
+    strict = verdicts(verdict.replication_verdicts(recorded, level=1 - 0.05 / 14))
     assert lenient["The Leader improves"] == lenient["Mutual distillation between"] == "holds"
     assert strict["The Leader improves"] == "inconclusive"
     assert strict["Mutual distillation between"] == "holds"
-    note = verdict.familywise_note(tmp_path)
-    assert verdict.familywise_note(tmp_path, table=table) == note
-    assert "the 14 claims that runs decide, each interval at 99.64 %" in note
-    kept, _, lost = note.partition("Inconclusive at that level:")
-    held, _, failed = kept.partition("that do not hold still do not:")
-    assert "Mutual distillation between the Teammates improves them" in held
-    assert "The Leader improves the Teammates" in lost and "Leader" not in kept
+    family = verdict.familywise(recorded)
+    assert family.claims == 14 and family.level == pytest.approx(1 - 0.05 / 14)
+    assert family.widening == pytest.approx(
+        verdict.t_critical(2, 1 - 0.05 / 14) / verdict.t_critical(2)
+    )
+    again = verdict.familywise(recorded, table=table)
+    assert again.decided.equals(family.decided)
+    read = family.decided.set_index(family.decided["claim"].str.split().str[:3].str.join(" "))
+    assert read.loc["Mutual distillation between", ["verdict", "strict"]].tolist() == ["holds"] * 2
+    assert read.loc["The Leader improves", ["verdict", "strict"]].tolist() == [
+        "holds",
+        "inconclusive",
+    ]
     assert lenient["SFSL improves the"] == strict["SFSL improves the"] == "does not hold"
-    assert "SFSL improves the shallow sub-networks" in failed and "SFSL" not in held + lost
-    assert verdict.familywise_note(tmp_path / "nothing") == ""
+    assert read.loc["SFSL improves the", "strict"] == "does not hold"
+    assert set(read["verdict"]) == {"holds", "does not hold"}  # only the decided claims
+    assert verdict.familywise(results.load(tmp_path / "nothing")) is None
 
 
 def test_a_part_that_helps_at_one_depth_and_hurts_at_another_is_shown_by_plan():
     """Averaged over depths, a gain at 3 blocks and a loss at 6 look like no effect: the claim
-    shows the per-plan means, and the discussion names that reason, not "no difference"."""
+    shows the per-plan means, and its likely reason is that, not "no difference"."""
 
     def shift(name, seed):  # shared-bn: +1.5 everywhere, -0.4 per block left out
         return (1.5 if name == "cooperative-shared-bn" else 0.0) + jitter(name, seed)
 
     runs = summaries(shift=shift, tilt={"cooperative-shared-bn": -0.4})
-    table = verdict.claim_table({"cifar100": runs})
+    table = claims(runs)
     rows = dict(zip(table["claim"], table["measured"], strict=True))
     shared = next(
         m for claim, m in rows.items() if claim.startswith("Batch-norm statistics re-estimated")
@@ -771,4 +685,5 @@ def test_a_part_that_helps_at_one_depth_and_hurts_at_another_is_shown_by_plan():
         m for claim, m in rows.items() if not claim.startswith("Batch-norm statistics re-estimated")
     ]
     assert not any(verdict.OPPOSITE in m for m in others)
-    assert verdict.LIKELY_REASONS["Opposite"] in verdict.discussion(table)
+    shared_claim = next(c for c in table["claim"] if c.startswith("Batch-norm statistics"))
+    assert reasons(table)[shared_claim] == "Opposite"
