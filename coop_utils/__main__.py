@@ -58,9 +58,9 @@ def _results(args: argparse.Namespace) -> int:
     from coop_utils.results import campaign_state  # pandas: loaded only for this command
 
     print("checking the recorded runs' behaviour digests against today's code", file=sys.stderr)
-    planned = campaign_state(args.profile, behaviour=True)
+    planned = campaign_state(args.profile, behaviour=True, name=args.campaign)
     if not planned:
-        raise ValueError(f"profile {args.profile!r} has no campaign list")
+        raise ValueError(f"profile {args.profile!r} has no runs in its campaign {args.campaign!r}")
     for number, (config, state) in enumerate(planned, 1):
         name = results_path(config).stem
         if args.list:
@@ -157,6 +157,12 @@ def main(argv: list[str] | None = None) -> int:
         "results", help="train (or reuse, or resume) every run of the profile's campaign"
     )
     results.add_argument("--profile", default="preview", choices=PROFILES)
+    results.add_argument(
+        "--campaign",
+        default="campaign",
+        help="which of the profile's campaigns: its main list (default) or a name under "
+        "'campaigns' in params/PROFILE.yaml, such as budget-pilot",
+    )
     results.add_argument("--list", action="store_true", help="list the runs and stop")
     results.add_argument("--quiet", action="store_true", help="no progress bars")
     results.add_argument("--reuse-stale", action="store_true", help="as for train")

@@ -335,18 +335,21 @@ def planned_seeds(profile: str) -> dict[str, int]:
 
 
 def campaign_state(
-    profile: str, results_root: str | os.PathLike | Results | None = None, behaviour: bool = False
+    profile: str,
+    results_root: str | os.PathLike | Results | None = None,
+    behaviour: bool = False,
+    name: str = "campaign",
 ) -> list[tuple[RunConfig, str]]:
-    """Each run of the profile's campaign, in order: its config (at ``results_root``, or what
-    was read there, else the profile's) and the state of its summary there: "to run",
-    "recorded with another config" or "recorded". With ``behaviour``, a recorded run whose
-    behaviour digest is not today's code's (:func:`coop_utils.runs.behaviour_digests`, a few
-    seconds per configuration unless cached) is "recorded by code that trains it otherwise
-    (<its digest> -> <today's>)"."""
+    """Each run of the profile's campaign ``name`` (:func:`coop_utils.config.campaign`), in
+    order: its config (at ``results_root``, or what was read there, else the profile's) and
+    the state of its summary there: "to run", "recorded with another config" or "recorded".
+    With ``behaviour``, a recorded run whose behaviour digest is not today's code's
+    (:func:`coop_utils.runs.behaviour_digests`, a few seconds per configuration unless cached)
+    is "recorded by code that trains it otherwise (<its digest> -> <today's>)"."""
     read = results_root if isinstance(results_root, Results) else None
     results_root = read.root if read else results_root
     root = {} if results_root is None else {"results_root": str(results_root)}
-    planned = [load_config(profile, **root, **overrides) for overrides in campaign(profile)]
+    planned = [load_config(profile, **(root | run)) for run in campaign(profile, name=name)]
     if not planned:
         return []
     base = Path(planned[0].results_root)
