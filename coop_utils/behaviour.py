@@ -40,7 +40,14 @@ import torch
 
 from coop_utils import training
 from coop_utils.config import RunConfig
-from coop_utils.runs import behaviour_digests, config_from_dict, digest_config, digest_key
+from coop_utils.runs import (
+    behaviour_digests,
+    configs_from_json,
+    digest_config,
+    digest_key,
+    read_run_file,
+    summary_config,
+)
 
 #: keys of the metrics and of the per-epoch log that measure time, not computation
 TIMINGS = ("latency_ms", "images_per_s")
@@ -91,7 +98,7 @@ def behaviour_digest(
         if short.method == "cooperative" and short.bn_stats == "shared":
             training.train(short.replace(bn_stats="per_depth"), progress=False)
         run = training.train(short, progress=False)
-        outcome = json.loads((run.directory / "metrics.json").read_text())
+        outcome = read_run_file(run.directory, "metrics.json")
         weights = Path(outcome.get("weights_from", run.directory))
         state = torch.load(weights / "checkpoint.pt", map_location="cpu", weights_only=True)
         with (run.directory / "log.csv").open(newline="") as handle:
@@ -115,7 +122,7 @@ def _main(argv: list[str]) -> int:
     parser.add_argument("--configs-from-stdin", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.configs_from_stdin:  # the pinned process of :func:`digests`
-        configs = [config_from_dict(values) for values in json.loads(sys.stdin.read())]
+        configs = configs_from_json(sys.stdin.read())
         with tempfile.TemporaryDirectory(prefix="behaviour-") as work:
             result = {
                 digest_key(config): behaviour_digest(
@@ -125,9 +132,7 @@ def _main(argv: list[str]) -> int:
             }
         print(json.dumps(result))
         return 0
-    configs = {
-        path: config_from_dict(json.loads(path.read_text())["config"]) for path in args.summaries
-    }
+    configs = {path: summary_config(path) for path in args.summaries}
     found = behaviour_digests(configs.values(), cache=False)
     for path, config in configs.items():
         print(f"{found[digest_key(config)]}  {path}")

@@ -37,6 +37,8 @@ from coop_utils.config import RunConfig, load_config
 from coop_utils.data import DATASETS, DatasetError, channel_stats, prepare_data
 from coop_utils.gating import add_gate
 from coop_utils.models import PlanBatchNorm2d, SkippableResNet, build_model, check_scaling_factor
+from coop_utils.results import deployed_teammate
+from coop_utils.training import load_system
 
 FORMATS = ("pt2", "onnx")
 _ONNX_PACKAGES = ("onnx", "onnxscript", "onnxruntime")
@@ -113,9 +115,8 @@ def training_normalisation(config: RunConfig, source: str | Path | None = None) 
         found = runs.run_data_fingerprint(config)
     except DatasetError as error:
         raise ValueError(f"{error} Or pass --data-root, or state --mean and --std") from None
-    recorded = Path(source) / "provenance.json" if source is not None else None
-    if recorded is not None and recorded.is_file():
-        expected = json.loads(recorded.read_text()).get("data_fingerprint")
+    if source is not None:
+        expected = runs.read_run_file(source, "provenance.json").get("data_fingerprint")
         if expected and expected != found:
             raise ValueError(
                 f"the data found (fingerprint {found}) is not the data {source} was trained on "
@@ -363,7 +364,7 @@ def load_network(source: str | Path, network: str | None = None):
         beside = path.parent / "config.json"
         if not beside.is_file():
             raise ValueError(f"{path} embeds no config and has no config.json beside it")
-        values = json.loads(beside.read_text())
+        values = runs.read_run_file(path.parent, "config.json")
     config = _config(values)
     name = path.stem if re.fullmatch(r"teammate\d+|leader", path.stem) else None
     name = payload.get("network", name) if wrapped else name
@@ -381,20 +382,16 @@ def load_network(source: str | Path, network: str | None = None):
 
 
 def _from_run(path: Path, network: str | None):
-    from coop_utils.runs import Run
-    from coop_utils.training import load_system
-    from coop_utils.verdict import deployed_teammate
-
     if not (path / "checkpoint.pt").is_file() or not (path / "config.json").is_file():
         raise ValueError(f"{path} is not a run folder: it needs config.json and checkpoint.pt")
-    config = _config(json.loads((path / "config.json").read_text()))
+    config = _config(runs.read_run_file(path, "config.json"))
     if config.method != "cooperative":
         raise ValueError(f"{path} is a {config.method} run; export takes cooperative runs")
-    system = load_system(Run(config, path, {}, [], 0.0))
+    system = load_system(runs.Run(config, path, {}, [], 0.0))
     nets = {f"teammate{i}": net for i, net in enumerate(system.teammates)}
     nets |= {"leader": system.leader} if system.leader is not None else {}
     if network is None and (path / "metrics.json").is_file():
-        network = deployed_teammate(json.loads((path / "metrics.json").read_text())["metrics"])
+        network = deployed_teammate(runs.read_run_file(path, "metrics.json")["metrics"])
     network = network or "teammate0"
     if network not in nets:
         raise ValueError(f"no network {network!r} in {path}; it has {', '.join(nets)}")
@@ -428,7 +425,6 @@ def record_run_files(run) -> list[Path]:
     """Beside a finished campaign run's summary: its per-epoch log
     (``<profile>/<dataset>/logs/<name>.csv``) and, for seed 0 of a shown method without an
     ablation, each network's fp16 weights (``weights/<profile>/<dataset>/<name>/<net>.pt``)."""
-    from coop_utils.training import load_system
 
     config, summary = run.config, Path(run.summary_path)
     written = []

@@ -282,7 +282,7 @@ def behaviour_digests(configs: Iterable[RunConfig], cache: bool = True) -> dict[
         )
         done = subprocess.run(
             [sys.executable, "-m", "coop_utils.behaviour", "--configs-from-stdin"],
-            input=json.dumps([config.to_dict() for config in missing]),
+            input=configs_to_json(missing),
             capture_output=True,
             text=True,
             env={**os.environ, **DIGEST_ENV, "PYTHONPATH": pythonpath},
@@ -314,6 +314,16 @@ def retrain_command(config: RunConfig) -> str:
             shown = value if isinstance(value, str) else json.dumps(value)
             words += ["--set", f"{key}={shown}"]
     return shlex.join(words)
+
+
+def configs_to_json(configs: Iterable[RunConfig]) -> str:
+    """The configurations the behaviour-digest process reads on its standard input."""
+    return json.dumps([config.to_dict() for config in configs])
+
+
+def configs_from_json(text: str) -> list[RunConfig]:
+    """The configurations of :func:`configs_to_json`."""
+    return [config_from_dict(values) for values in json.loads(text)]
 
 
 def config_from_dict(values: Mapping[str, Any]) -> RunConfig:
@@ -415,6 +425,19 @@ def run_data_fingerprint(config: RunConfig) -> str:
     root = generated_root(config) if config.data == "generated" else config.data_root
     fingerprints = [data_fingerprint(config.dataset, split, root) for split in SPLITS]
     return hashlib.sha256("+".join(fingerprints).encode()).hexdigest()[:16]
+
+
+def read_run_file(directory: str | os.PathLike, name: str) -> dict[str, Any]:
+    """One JSON file of a run folder (``config.json``, ``provenance.json``, ``metrics.json``),
+    or of a folder of exported weights (``config.json``); ``{}`` where it is absent."""
+    path = Path(directory) / name
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def summary_config(path: str | os.PathLike) -> RunConfig:
+    """The configuration a results summary records (its other contents are
+    :mod:`coop_utils.results`'s to read)."""
+    return config_from_dict(json.loads(Path(path).read_text())["config"])
 
 
 def provenance(config: RunConfig) -> dict[str, Any]:

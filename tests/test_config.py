@@ -139,7 +139,7 @@ def test_results_keeps_recorded_summaries_and_trains_only_the_rest(tmp_path, mon
 
     import coop_utils.export
     import coop_utils.training
-    from coop_utils import verdict
+    from coop_utils import results
     from coop_utils.__main__ import main
     from coop_utils.config import campaign
     from coop_utils.runs import digest_key, results_path
@@ -147,12 +147,14 @@ def test_results_keeps_recorded_summaries_and_trains_only_the_rest(tmp_path, mon
     monkeypatch.chdir(tmp_path)
     planned = [load_config("preview", **overrides) for overrides in campaign("preview")]
     today = {digest_key(config): "today" for config in planned}
-    monkeypatch.setattr(verdict, "behaviour_digests", lambda configs: today)
+    monkeypatch.setattr(results, "behaviour_digests", lambda configs: today)
     recorded, stale = planned[0], planned[1]
     for config, digest in ((recorded, "today"), (stale, "0" * 16)):
         path = results_path(config)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"config_hash": config.hash(), "behaviour_digest": digest}))
+        summary = {"config": config.to_dict(), "metrics": {"teammate0": {"1": {"top1": 1.0}}}}
+        summary |= {"config_hash": config.hash(), "behaviour_digest": digest}
+        path.write_text(json.dumps(summary))
     trained = []
 
     class Stop(Exception):

@@ -45,7 +45,8 @@ def test_the_committed_results_are_one_row_per_summary_network_and_depth(committ
     assert row["run"] == row["method"] == "cooperative" and row["variant"] == ""
     assert row["seed"] == 0 and row["epochs"] == 6 and row["device"] == recorded["device"]
     assert row["test_images"] == 50 * 50  # 50 classes, 50 test images each
-    assert frame["training_flops"].isna().all()  # not recorded yet
+    assert row["training_flops"] == recorded["training_flops"]
+    assert frame["training_flops"].notna().all()  # every committed summary counts its compute
 
 
 def test_seed_files_are_seeds_of_one_run(committed):
