@@ -1,8 +1,8 @@
 """Command line of the project.
 
 ``python -m coop_utils train --profile P --dataset D --method M [--set key=value ...]`` trains
-one run (the same command under ``torchrun --nproc_per_node=N`` trains with
-DistributedDataParallel); ``python -m coop_utils book`` builds the reader's book from the
+one run (the same command under ``torchrun --nproc_per_node=N`` trains on N processes, their
+gradients averaged); ``python -m coop_utils book`` builds the reader's book from the
 recorded results, training nothing (``--profile P --train``: also each chapter's runs);
 ``python -m coop_utils results --profile P`` trains (or reuses, or resumes) every run of the
 profile's campaign in turn, keeping each summary already recorded by this config and code;

@@ -979,21 +979,26 @@ def prepare_data(
     train_images = _resize(train.images, image_size)
     test_images = _resize(test.images[test_idx], image_size)
     mean, std = channel_stats(train_images, train_idx)
-    common = {"batch_size": config.batch_size // world_size, "device": device, "mean": mean}
-    common |= {"std": std, "rank": rank, "world_size": world_size}
-    single = common | {"rank": 0, "world_size": 1}  # evaluation: every sample, on every rank
+    # One copy of the training images on the device, shared by the three loaders that read it.
+    train_images, train_labels = train_images.to(device), train.labels.to(device)
+    # Training splits each batch over the processes; evaluation and the re-estimation of the
+    # batch-norm statistics (rank 0's) take whole batches of every sample, so that they do not
+    # depend on the number of processes.
+    single = {"batch_size": config.batch_size, "device": device, "mean": mean, "std": std}
+    per_rank = single | {"batch_size": config.batch_size // world_size}
+    per_rank |= {"rank": rank, "world_size": world_size}
     train_loader = BatchLoader(
-        train_images, train.labels, train=True, seed=config.seed, indices=train_idx, **common
+        train_images, train_labels, train=True, seed=config.seed, indices=train_idx, **per_rank
     )
     val_loader = None
     if len(val_idx):
-        val_loader = BatchLoader(train_images, train.labels, train=False, indices=val_idx, **single)
+        val_loader = BatchLoader(train_images, train_labels, train=False, indices=val_idx, **single)
     test_loader = BatchLoader(test_images, test.labels[test_idx], train=False, **single)
     # Per-depth batch norm is re-estimated on a seeded random subset of the training images,
     # without augmentation (the test images have none); never on validation or test images.
     subset = train_idx[torch.randperm(len(train_idx), generator=seeded_generator(config.seed, 99))]
-    subset = subset[: config.bn_batches * single["batch_size"]]
-    calibration = BatchLoader(train_images, train.labels, train=False, indices=subset, **single)
+    subset = subset[: config.bn_batches * config.batch_size]
+    calibration = BatchLoader(train_images, train_labels, train=False, indices=subset, **single)
     description = (
         f"{train.describe()}; using {num_classes} classes at {image_size}x{image_size}: "
         f"{len(train_idx):,} train, {len(val_idx):,} validation, {len(test_idx):,} test images"

@@ -115,11 +115,13 @@ def measure_latency(
     device: str | torch.device | None = None,
     warmup: int = 3,
     repeats: int = 10,
+    precision: str = "fp32",
 ) -> float:
     """Median wall-clock seconds of one forward pass of a batch at scaling factor ``s``.
 
     ``device=None`` times the network where it is; another device times a copy. The input
     takes the network's memory format (``channels_last`` after ``net.to(memory_format=...)``).
+    ``precision="bf16"`` times it under bf16 autocast, as :func:`accuracy` evaluates it.
     """
     check_scaling_factor(s)
     if batch_size < 1 or repeats < 1 or warmup < 0:
@@ -133,7 +135,7 @@ def measure_latency(
     images = torch.randn(batch_size, 3, net.image_size, net.image_size, device=target)
     images = images.contiguous(memory_format=_memory_format(net))
     timings = []
-    with train_mode(net, False), torch.inference_mode():
+    with train_mode(net, False), torch.inference_mode(), autocast(target, precision):
         for _ in range(warmup):
             net(images, s=s)
         for _ in range(repeats):
@@ -247,7 +249,9 @@ def evaluate_system(system: System, data: Data, config: RunConfig, device: torch
             row = {"top1": top1, "top5": top5, "flops": count_flops(net, s)}
             if data.val is not None:
                 row["val_top1"] = accuracy(net, data.val, s, system.precision)[0]
-            latency = measure_latency(net, s, batch_size=1, repeats=LATENCY_REPEATS)
+            latency = measure_latency(
+                net, s, batch_size=1, repeats=LATENCY_REPEATS, precision=system.precision
+            )
             row |= {"latency_ms": 1e3 * latency, "active_blocks": len(blocks)}
             rows[(id(net), blocks)] = row
         metrics.setdefault(name, {})[f"{s:.4g}"] = dict(row)

@@ -104,7 +104,7 @@ class BlockGate(nn.Module):
             scores = noisy[positions]
             hard = _topk_mask(scores, keep)
             # keep = 0 still ties the stage's logits to the graph (with zero gradient), so that
-            # every parameter takes part in every step, as DistributedDataParallel expects.
+            # every parameter takes part in every step.
             soft = relaxed_topk(scores, keep, tau) if keep > 0 else scores * 0.0
             parts.append(hard - soft.detach() + soft)
         return torch.cat(parts)

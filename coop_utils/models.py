@@ -20,6 +20,7 @@ import numbers
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -129,7 +130,26 @@ def _resize_buffers(module: nn.Module, state_dict, prefix: str, names: Sequence[
             setattr(module, name, torch.empty_like(current).resize_(incoming.shape))
 
 
-class BasicBlock(nn.Module):
+class ResidualBlock(nn.Module):
+    """``relu(shortcut(x) + F(x))``, or with a gate value ``m``, ``relu(shortcut(x) + m * F(x))``.
+
+    ``m`` (a 0-d tensor, a mask entry) is cast to ``F(x)``'s type, so that under autocast the
+    block stays in bf16 (CUDA's autocast would otherwise run ``addcmul`` in fp32).
+    """
+
+    residual: nn.Sequential
+    shortcut: nn.Module
+
+    def forward(self, x: Tensor, scale: Tensor | None = None) -> Tensor:
+        residual = self.residual(x)
+        if scale is None:
+            residual += self.shortcut(x)
+        else:  # shortcut + m * F(x) in one kernel
+            residual = torch.addcmul(self.shortcut(x), residual, scale.to(residual.dtype))
+        return torch.relu_(residual)
+
+
+class BasicBlock(ResidualBlock):
     """Two 3x3 convolutions (ResNet-18/34 and the CIFAR ResNets)."""
 
     expansion = 1
@@ -146,7 +166,7 @@ class BasicBlock(nn.Module):
         self.shortcut = _shortcut(in_channels, width, stride)
 
 
-class Bottleneck(nn.Module):
+class Bottleneck(ResidualBlock):
     """1x1 reduce, 3x3, 1x1 expand by 4 (ResNet-50/101/152)."""
 
     expansion = 4
@@ -198,6 +218,9 @@ class SkippableResNet(nn.Module):
         self.image_size = image_size
         self.stage_sizes = spec.stage_sizes
         self.gate: nn.Module | None = None
+        #: ``torch.compile`` options of the blocks in training passes (None: eager), see
+        #: :meth:`compile_blocks`
+        self.compile_options: dict[str, Any] | None = None
 
         stem_width = spec.widths[0]
         self.stem = nn.Sequential(
@@ -386,6 +409,9 @@ class SkippableResNet(nn.Module):
         """
         self._check_input(x)
         scales, frozen = self._block_scales(s, mask, run_dropped)
+        run = _run_block
+        if self.compile_options is not None and self.training and torch.is_grad_enabled():
+            run = compiled_block(**self.compile_options)
         self._select_plan_stats(scales)
         taps = self.stage_last_blocks if taps is None else sorted(set(taps))
         if not taps or taps[0] < 0 or taps[-1] >= self.num_blocks:
@@ -397,15 +423,22 @@ class SkippableResNet(nn.Module):
             block, scale = self.blocks[index], scales[index]
             if scale is not None:
                 with _frozen_stats(block, index in frozen and self.training):
-                    residual = block.residual(out)
-                    if isinstance(scale, float):
-                        residual += block.shortcut(out)
-                    else:  # shortcut + m * F(x) in one kernel
-                        residual = torch.addcmul(block.shortcut(out), residual, scale)
-                out = torch.relu_(residual)
+                    out = run(block, out, None if isinstance(scale, float) else scale)
             if index in wanted:
                 features.append(out)
         return features
+
+    def compile_blocks(self, **options: Any) -> None:
+        """Run each residual block of a training pass through ``torch.compile`` (``options``
+        go to it, e.g. ``backend="eager"``); evaluation and calibration stay eager.
+
+        The loop over the blocks stays in Python: which blocks a Gumbel mask keeps changes
+        every pass, and a graph of the whole network would be compiled again for each mask.
+        A block's graph depends only on its shapes and on how it runs (plainly, scaled by its
+        gate value, or scaled with frozen statistics), so a network compiles at most
+        :func:`block_graph_bound` graphs, however many masks it meets.
+        """
+        self.compile_options = dict(options)
 
     def classify(self, features: Tensor) -> Tensor:
         """Logits from the last stage's feature map, in fp32 even under autocast: bf16 logits
@@ -420,6 +453,38 @@ class SkippableResNet(nn.Module):
         run_dropped: bool = False,
     ) -> Tensor:
         return self.classify(self.forward_features(x, s=s, mask=mask, run_dropped=run_dropped)[-1])
+
+
+def _run_block(block: ResidualBlock, x: Tensor, scale: Tensor | None) -> Tensor:
+    return block(x, scale)
+
+
+#: the compiled block function of each set of ``torch.compile`` options
+_COMPILED_BLOCKS: dict[tuple[tuple[str, Any], ...], Callable[..., Tensor]] = {}
+#: the most graphs one compiled block function may hold (dynamo's ``recompile_limit``)
+BLOCK_GRAPH_LIMIT = 64
+
+
+def block_graph_bound(net: SkippableResNet) -> int:
+    """The most block graphs a network's training passes compile at one input size: per stage,
+    its first block (always plain) and its gateable blocks (plain, scaled, or scaled with
+    frozen statistics)."""
+    return 4 * len(net.stage_sizes)
+
+
+def compiled_block(**options: Any) -> Callable[..., Tensor]:
+    """``_run_block`` compiled with ``options`` and static shapes, once per set of options.
+
+    Every block of every network shares it: dynamo keeps one graph per distinct block shape and
+    way of running (:func:`block_graph_bound`), up to :data:`BLOCK_GRAPH_LIMIT`.
+    """
+    key = tuple(sorted(options.items()))
+    if key not in _COMPILED_BLOCKS:
+        config = torch._dynamo.config
+        name = "recompile_limit" if hasattr(config, "recompile_limit") else "cache_size_limit"
+        setattr(config, name, max(getattr(config, name), BLOCK_GRAPH_LIMIT))
+        _COMPILED_BLOCKS[key] = torch.compile(_run_block, dynamic=False, **options)
+    return _COMPILED_BLOCKS[key]
 
 
 @contextlib.contextmanager
@@ -476,8 +541,9 @@ class ExitHead(nn.Module):
                 nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
 
     def forward(self, features: Tensor) -> tuple[Tensor, Tensor]:
+        """The logits (in fp32 even under autocast, as the backbone's) and the pooled features."""
         pooled = self.project(features)
-        return self.fc(pooled), pooled
+        return _fp32_linear(self.fc, pooled), pooled
 
 
 class EarlyExitNetwork(nn.Module):

@@ -3,7 +3,7 @@
 A system is an ``nn.Module`` that holds a method's networks, returns the training loss of a
 batch from ``forward`` (and accumulates its gradients in ``backward_step``), re-estimates its
 batch-norm statistics after training (``calibrate``) and lists what to evaluate
-(``evaluations``). How steps are run (data, optimiser, schedule, checkpoints, resume, DDP)
+(``evaluations``). How steps are run (data, optimiser, schedule, checkpoints, resume, torchrun)
 is :mod:`coop_utils.training`'s.
 """
 
@@ -15,7 +15,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -66,8 +65,6 @@ class StepRandomness:
 class System(nn.Module):
     """A method's networks; ``forward`` returns ``(loss, {term: detached value})``."""
 
-    needs_all_parameters = True  # False: DDP must look for parameters a step leaves unused
-
     def __init__(self, config: RunConfig) -> None:
         super().__init__()
         self.config = config
@@ -75,7 +72,15 @@ class System(nn.Module):
 
     def calibrate(self, batches: list[Tensor]) -> None:
         """After training, every method alike: re-estimate batch-norm statistics from clean
-        training images (the cooperative Teammates per depth plan, every other network once)."""
+        training images (the cooperative Teammates per depth plan, every other network once),
+        under the autocast of training and evaluation, so that the statistics are those of the
+        activations that evaluation normalises."""
+        if batches:
+            with autocast(batches[0].device, self.precision):
+                self._calibrate(batches)
+
+    def _calibrate(self, batches: list[Tensor]) -> None:
+        raise NotImplementedError
 
     def start_epoch(self, randomness: StepRandomness) -> None:
         """Per-epoch choices (the cooperative method draws its scaling factors here)."""
@@ -128,17 +133,12 @@ class CooperativeSystem(System):
         """Logits of a sub-network at ``s`` under a freshly drawn training mask.
 
         ``gate_gradient: kept`` computes only the blocks the mask keeps; ``all`` computes every
-        block, so that a dropped block's gate gets its exact straight-through gradient. Under
-        DistributedDataParallel, which expects every parameter to take part, the mask's sum
-        times zero keeps the gate logits in the graph when a plan keeps no gated block.
+        block, so that a dropped block's gate gets its exact straight-through gradient.
         """
         mask = net.gate.sample(s, self.config.tau, generator=randomness.gumbel)
-        logits = net(images, mask=mask, run_dropped=self.config.gate_gradient == "all")
-        if mask.requires_grad and dist.is_initialized():
-            return logits + 0.0 * mask.sum()
-        return logits
+        return net(images, mask=mask, run_dropped=self.config.gate_gradient == "all")
 
-    def calibrate(self, batches: list[Tensor]) -> None:
+    def _calibrate(self, batches: list[Tensor]) -> None:
         if self.config.bn_stats == "per_depth":
             for net in self.teammates:
                 calibrate_batchnorm(net, batches, self.config.scaling_factors)
@@ -229,8 +229,6 @@ class IndependentSystem(System):
     """One plain network per distinct depth plan of the scaling-factor grid, each trained with
     cross-entropy at its own depth and evaluated at every factor whose plan is its plan."""
 
-    needs_all_parameters = False
-
     def __init__(self, config: RunConfig, num_classes: int, image_size: int) -> None:
         super().__init__(config)
         sizes = ARCHITECTURES[config.arch].stage_sizes
@@ -249,7 +247,21 @@ class IndependentSystem(System):
         }
         return sum(terms.values()), {name: value.detach() for name, value in terms.items()}
 
-    def calibrate(self, batches: list[Tensor]) -> None:
+    def backward_step(
+        self, images: Tensor, labels: Tensor, randomness: StepRandomness
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """The gradients of ``forward``'s loss, one network at a time: the networks share
+        nothing, so each backward right after its forward frees its activations before the
+        next network runs (one network's graph at a time instead of all of them)."""
+        terms = {}
+        for factors, net in zip(self.factors, self.nets, strict=True):
+            with autocast(images.device, self.precision):
+                term = F.cross_entropy(net(images, s=factors[0]), labels)
+            term.backward()
+            terms[f"independent@{factors[0]:g}"] = term.detach()
+        return sum(terms.values()), terms
+
+    def _calibrate(self, batches: list[Tensor]) -> None:
         for factors, net in zip(self.factors, self.nets, strict=True):
             precise_batchnorm(net, batches, lambda images, n=net, s=factors[0]: n(images, s=s))
 
@@ -288,7 +300,7 @@ class ExitSystem(System):
         }
         return sum(terms.values()), {name: value.detach() for name, value in terms.items()}
 
-    def calibrate(self, batches: list[Tensor]) -> None:
+    def _calibrate(self, batches: list[Tensor]) -> None:
         precise_batchnorm(self.net, batches, self.net.forward_exits)
 
     def evaluations(self) -> Iterator[tuple[str, nn.Module, float]]:

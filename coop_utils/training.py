@@ -1,9 +1,15 @@
 """One training loop for every method: cooperative, independent, BYOT and BranchyNet.
 
 What a step computes is each method's *system* (:mod:`coop_utils.systems`). The loop around
-it is shared: data, optimiser and schedule, checkpoints, resume, DDP, signals, progress and
-the final evaluation (:mod:`coop_utils.evaluate`). Where runs live and whether a finished or
-interrupted one can be reused is the run store's (:mod:`coop_utils.runs`).
+it is shared: data, optimiser and schedule, checkpoints, resume, several processes (torchrun),
+signals, progress and the final evaluation (:mod:`coop_utils.evaluate`). Where runs live and
+whether a finished or interrupted one can be reused is the run store's (:mod:`coop_utils.runs`).
+
+Under torchrun every process runs the step one process runs (:func:`training_step`) on its
+share of the batch, then the gradients are averaged. Batch norm normalises each process's
+share with its own statistics (no SyncBatchNorm), so that ``N`` processes train with
+batch-norm batches of ``batch_size / N`` images; evaluation and the re-estimation of the
+statistics after training run on rank 0 with whole batches, whatever ``N``.
 
 All randomness of an epoch comes from generators seeded by ``(seed, epoch, purpose)``,
 so a run resumed from a checkpoint repeats exactly what the interrupted run would
@@ -12,6 +18,7 @@ have done (on the CPU, bit for bit).
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import hashlib
 import itertools
@@ -21,6 +28,7 @@ import shutil
 import signal
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +48,7 @@ from coop_utils.evaluate import (
 )
 from coop_utils.gating import BlockGate
 from coop_utils.models import SkippableResNet
-from coop_utils.systems import StepRandomness, System, autocast, build_system
+from coop_utils.systems import StepRandomness, System, build_system
 
 
 def resolve_device(name: str) -> torch.device:
@@ -77,18 +85,122 @@ def _optimizer(system: System, config: RunConfig) -> torch.optim.SGD:
     return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov)
 
 
-def _distributed() -> tuple[int, int]:
-    """``(rank, world size)`` under torchrun (which always starts a process group, even for one
-    process, so that DDP's set-up and hooks run), ``(0, 1)`` otherwise."""
+def _process_device(config: RunConfig) -> torch.device:
+    """The device this process trains on: under torchrun on CUDA, the GPU of its local rank."""
+    device = config.resolved_device()
+    if device.type == "cuda" and dist.is_torchelastic_launched():
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    return device
+
+
+def _distributed(device: torch.device) -> tuple[int, int]:
+    """``(rank, world size)`` under torchrun, ``(0, 1)`` otherwise.
+
+    Under torchrun the process group is started here, even for one process, so that one process
+    runs what several do: NCCL bound to the process's GPU for a CUDA device, gloo for the CPU
+    (``--set device=cpu`` on a GPU machine too). It is destroyed when the process exits.
+    """
     if dist.is_torchelastic_launched() and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+        if device.type == "cuda":
+            dist.init_process_group(backend="nccl", device_id=device)
+        else:
+            dist.init_process_group(backend="gloo")
+        atexit.register(_end_distributed)
     return (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+
+
+def _end_distributed() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def _from_rank_zero(rank: int, compute: Callable[[], Any]) -> Any:
+    """``compute()`` on rank 0 only, its result (or its exception, raised) on every rank."""
+    outcome: Any = None
+    if rank == 0:
+        try:
+            outcome = compute()
+        except Exception as error:  # every rank raises it, so that none waits for the others
+            outcome = error
+    if dist.is_initialized():
+        box = [outcome]
+        dist.broadcast_object_list(box, src=0)
+        outcome = box[0]
+    if isinstance(outcome, Exception):
+        raise outcome
+    return outcome
+
+
+def broadcast_parameters(module: nn.Module) -> None:
+    """Give every process rank 0's parameters (ranks build the same networks from one seed, or
+    load one checkpoint; this makes sure)."""
+    for parameter in module.parameters():
+        dist.broadcast(parameter.data, src=0)
+
+
+#: bytes of gradients averaged by one collective call
+GRADIENT_BUCKET_BYTES = 64 * 2**20
+
+
+@torch.no_grad()
+def average_gradients(module: nn.Module, loss: Tensor) -> Tensor:
+    """Average the gradients of ``module``'s parameters over the processes; return the mean of
+    ``loss`` over them, the whole batch's loss.
+
+    A parameter that a step left without a gradient on one process but not on another gets a
+    zero gradient there; one left without it everywhere keeps none, so that the optimizer skips
+    it as it would in one process (DistributedDataParallel with ``find_unused_parameters``).
+    """
+    world_size = dist.get_world_size()
+    params = [p for p in module.parameters() if p.requires_grad]
+    device = loss.device
+    used = [float(p.grad is not None) for p in params]
+    counts = torch.tensor([*used, float(loss)], dtype=torch.float64, device=device)
+    dist.all_reduce(counts)
+    for param, count in zip(params, counts[:-1].tolist(), strict=True):
+        if count and param.grad is None:
+            param.grad = torch.zeros_like(param)
+    grads = [p.grad for p in params if p.grad is not None]
+    bucket: list[Tensor] = []
+    for index, grad in enumerate(grads):
+        bucket.append(grad)
+        size = sum(g.numel() * g.element_size() for g in bucket)
+        last = index == len(grads) - 1
+        if size >= GRADIENT_BUCKET_BYTES or last or grads[index + 1].dtype != grad.dtype:
+            flat = torch._utils._flatten_dense_tensors(bucket)
+            dist.all_reduce(flat)
+            flat.div_(world_size)
+            for grad_, mean in zip(
+                bucket, torch._utils._unflatten_dense_tensors(flat, bucket), strict=True
+            ):
+                grad_.copy_(mean)
+            bucket = []
+    return (counts[-1] / world_size).to(loss.dtype)
+
+
+def training_step(
+    system: System, images: Tensor, labels: Tensor, randomness: StepRandomness
+) -> Tensor:
+    """The gradients of one batch, pass by pass (:meth:`System.backward_step`), averaged over
+    the processes under torchrun; returns the batch's loss.
+
+    One process and several run the same passes: each pass is back-propagated as soon as it is
+    computed, so a step holds one pass's graph at a time (about a third of the memory of one
+    backward over all passes, see :mod:`coop_utils.memory`), and the gradients are averaged
+    once they are all accumulated.
+    """
+    loss, _ = system.backward_step(images, labels, randomness)
+    if dist.is_initialized():
+        loss = average_gradients(system, loss)
+    return loss
 
 
 def parameter_digest(module: nn.Module) -> str:
     """SHA-256 of every parameter, to check that ranks hold the same network.
 
-    Buffers are left out: BN running statistics are each rank's own between broadcasts.
+    Buffers are left out: BN running statistics are each rank's own (each normalises its own
+    share of the batch); rank 0's are the run's.
     """
     return _digest(dict(module.named_parameters()))
 
@@ -107,11 +219,14 @@ def _digest(tensors: dict[str, Tensor]) -> str:
 
 
 def _shared_bn_evaluation(
-    config: RunConfig, directory: Path, trained: runs.Run, current: dict[str, Any]
+    config: RunConfig,
+    directory: Path,
+    trained: runs.Run,
+    current: dict[str, Any],
+    device: torch.device,
 ) -> runs.Run:
     """Evaluate the finished run ``trained`` with its shared batch-norm statistics, as
     ``config``'s run: the ablation changes evaluation only, so nothing is trained again."""
-    device = config.resolved_device()
     data = datasets.prepare_data(config, device)
     system = load_system(trained).to(device, memory_format=torch.channels_last)
     for net in system.modules():
@@ -153,26 +268,35 @@ def train(config: RunConfig, progress: bool = True, reuse_stale: bool = False) -
     fingerprint differ) is moved aside and trained again, unless ``reuse_stale``. The
     ``shared-bn`` ablation only changes evaluation: when the same run with per-depth statistics
     has finished, its trained networks are evaluated with their shared statistics instead of
-    training them again.
+    training them again. Under torchrun, rank 0 alone decides all this and touches the run's
+    folder; the other ranks follow its answer.
     """
-    current = runs.provenance(config)
+    device = _process_device(config)
+    rank, world_size = _distributed(device)
     directory = runs.run_dir(config)
+    done, current = _from_rank_zero(rank, lambda: _reuse(config, directory, reuse_stale, device))
+    if done is not None:
+        return done if rank == 0 else runs.Run(config, directory, {}, [], 0.0, reused=done.reused)
+    with runs.hold_run(directory) if rank == 0 else contextlib.nullcontext():
+        return _Trainer(config, directory, device, rank, world_size, progress, current).run()
+
+
+def _reuse(
+    config: RunConfig, directory: Path, reuse_stale: bool, device: torch.device
+) -> tuple[runs.Run | None, dict[str, Any]]:
+    """Rank 0's part of :func:`train` before training: the run if it is finished (or, for the
+    ``shared-bn`` ablation, evaluated from its finished base run), and today's provenance."""
+    current = runs.provenance(config)
     finished = runs.finished_run(config, current, reuse_stale)
     if finished is not None:
-        return finished
+        return finished, current
     if config.bn_stats == "shared" and config.method == "cooperative":
         base = config.replace(bn_stats="per_depth", variant="")
         trained = runs.finished_run(base, current, reuse_stale)
         if trained is not None:
             with runs.hold_run(directory):
-                return _shared_bn_evaluation(config, directory, trained, current)
-    rank, world_size = _distributed()
-    device = config.resolved_device()
-    if device.type == "cuda" and world_size > 1:
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-        torch.cuda.set_device(device)
-    with runs.hold_run(directory) if rank == 0 else contextlib.nullcontext():
-        return _Trainer(config, directory, device, rank, world_size, progress, current).run()
+                return _shared_bn_evaluation(config, directory, trained, current, device), current
+    return None, current
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -269,14 +393,12 @@ class _Trainer:
             runs.atomic_write_json(self.directory / "provenance.json", self.provenance)
             runs.truncate_log(self.log_path, start_epoch)
 
-        model: nn.Module = system
         if dist.is_initialized():
-            model = nn.parallel.DistributedDataParallel(
-                system, find_unused_parameters=not system.needs_all_parameters
-            )
+            broadcast_parameters(system)
         if config.compile:
-            model = torch.compile(model)
-        joint_backward = model is not system  # DDP syncs once; compile traces one graph
+            for net in system.modules():
+                if isinstance(net, SkippableResNet):
+                    net.compile_blocks()
 
         steps_per_epoch = len(data.train)
         total_steps = min(steps_per_epoch * config.epochs, config.max_steps or math.inf)
@@ -310,13 +432,7 @@ class _Trainer:
                         group["lr"] = lr
                     images = images.contiguous(memory_format=torch.channels_last)
                     self.optimizer.zero_grad(set_to_none=True)
-                    if joint_backward:
-                        with autocast(device, system.precision):
-                            loss, _ = model(images, labels, randomness)
-                        loss.backward()
-                    else:
-                        loss, _ = system.backward_step(images, labels, randomness)
-                    loss_value = float(loss.detach())
+                    loss_value = float(training_step(system, images, labels, randomness))
                     if not math.isfinite(loss_value):
                         raise NonFiniteLossError(
                             f"non-finite loss ({loss_value}) at epoch {epoch + 1}, step "
@@ -369,8 +485,8 @@ class _Trainer:
         return run
 
     def _stop_if_asked(self, stop, epoch, step_in_epoch, global_step, randomness, wall) -> None:
-        """On a signal (under DDP, any rank's, so that all stop at one step), save where the loop
-        stands (between two steps) and stop."""
+        """On a signal (under torchrun, any rank's, so that all stop at one step), save where the
+        loop stands (between two steps) and stop."""
         signum = stop.signum or 0
         if dist.is_initialized():
             flag = torch.tensor([signum], device=self.device)

@@ -214,3 +214,19 @@ def test_training_flops_of_the_baselines_are_their_networks_forward_costs():
     total, per_image = training_flops(byot, 10, 32, 5)
     assert per_image > count_flops(nets[0])  # the backbone and its exits' heads
     assert total == 3 * per_image * 5 * 16
+
+
+def test_calibration_and_latency_run_in_the_precision_that_accuracy_is_measured_in():
+    from coop_utils.config import load_config
+    from coop_utils.systems import build_system
+
+    system = build_system(load_config("smoke", precision="bf16"), num_classes=10, image_size=32)
+    types = set()
+    for module in system.modules():
+        if isinstance(module, torch.nn.Conv2d):
+            module.register_forward_hook(lambda m, args, out: types.add(out.dtype))
+    system.calibrate([torch.randn(4, 3, 32, 32)])
+    assert types == {torch.bfloat16}
+    types.clear()
+    measure_latency(system.teammates[0], 0.5, warmup=0, repeats=1, precision="bf16")
+    assert types == {torch.bfloat16}

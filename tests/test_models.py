@@ -2,7 +2,10 @@
 
 import pytest
 import torch
+from torch.overrides import TorchFunctionMode
 
+from coop_utils.config import load_config
+from coop_utils.gating import add_gate
 from coop_utils.models import (
     ARCHITECTURES,
     SCALING_FACTORS,
@@ -10,6 +13,7 @@ from coop_utils.models import (
     build_model,
     depth_plan,
 )
+from coop_utils.systems import build_system
 
 FAMILIES = ["resnet20", "resnet18", "resnet50"]  # basic 3-stage, basic 4-stage, bottleneck
 
@@ -252,3 +256,36 @@ def test_byot_exits_are_bottlenecks_that_reach_the_final_stage_shape(arch, exits
 
 def test_branchynet_exits_follow_the_scaling_factors():
     assert EarlyExitNetwork.blocks_at(9, (0.2, 0.3, 0.5, 0.6, 1.0)) == [1, 2, 4, 8]
+
+
+@pytest.mark.parametrize("method", ["byot", "branchynet"])
+def test_exit_logits_are_fp32_under_bf16_autocast_as_the_teammates_are(method):
+    system = build_system(load_config("smoke", method=method), num_classes=10, image_size=32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits, pooled = system.net.forward_exits(torch.randn(2, 3, 32, 32))
+    assert [z.dtype for z in logits] == [torch.float32] * len(system.net.exit_blocks)
+    assert pooled[0].dtype == torch.bfloat16  # the features stay in the autocast type
+
+
+class _AddcmulTypes(TorchFunctionMode):
+    """Records the types of ``addcmul``'s two factors."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[tuple[torch.dtype, torch.dtype]] = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if func is torch.addcmul:
+            self.seen.append((args[1].dtype, args[2].dtype))
+        return func(*args, **(kwargs or {}))
+
+
+def test_a_masked_block_stays_in_bf16_under_autocast():
+    """CUDA's autocast runs addcmul in the widest type of its inputs: a gate value in fp32
+    would carry every masked block's residual in fp32. The value takes the residual's type."""
+    net = build_model("resnet20", num_classes=10, image_size=32)
+    add_gate(net)
+    mask = net.gate.sample(0.5, generator=torch.Generator().manual_seed(0))
+    with _AddcmulTypes() as types, torch.autocast("cpu", dtype=torch.bfloat16):
+        net(torch.randn(2, 3, 32, 32), mask=mask)
+    assert types.seen and set(types.seen) == {(torch.bfloat16, torch.bfloat16)}

@@ -1,6 +1,7 @@
 """The training engine: every method learns, the objective is METHOD.md's, runs resume and reuse."""
 
 import copy
+import functools
 import json
 import math
 import os
@@ -12,12 +13,16 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
+from torch._dynamo.utils import counters
 
-from coop_utils import systems, training
+from coop_utils import models, systems, training
 from coop_utils.config import load_config
 from coop_utils.data import prepare_data
 from coop_utils.evaluate import calibration_batches
+from coop_utils.memory import SavedActivations
+from coop_utils.models import calibrate_batchnorm
 from coop_utils.runs import RunBusyError, digest_key, hold_run, load_checkpoint, run_dir
 from coop_utils.systems import StepRandomness, build_system
 from coop_utils.training import train
@@ -118,14 +123,14 @@ def test_second_concurrent_writer_is_refused(tmp_path):
 
 def test_non_finite_loss_stops_naming_epoch_and_step(tmp_path, monkeypatch):
     config = smoke(tmp_path, method="independent")
-    forward, calls = systems.IndependentSystem.forward, []
+    step, calls = systems.IndependentSystem.backward_step, []
 
     def poisoned(self, images, labels, randomness):
-        loss, terms = forward(self, images, labels, randomness)
+        loss, terms = step(self, images, labels, randomness)
         calls.append(1)
         return (loss * math.nan if len(calls) == 16 else loss), terms  # epoch 2 has 13 + 3
 
-    monkeypatch.setattr(systems.IndependentSystem, "forward", poisoned)
+    monkeypatch.setattr(systems.IndependentSystem, "backward_step", poisoned)
     with pytest.raises(training.NonFiniteLossError, match="epoch 2, step 3 \\(global step 16\\)"):
         train(config, progress=False)
     directory = run_dir(config)
@@ -428,3 +433,163 @@ def test_branchynet_sums_its_exits_cross_entropies_with_their_weights():
     torch.testing.assert_close(loss, expected)
     with pytest.raises(ValueError, match="one weight per BranchyNet exit: 8"):
         load_config("smoke", method="branchynet", branchynet_weights=[1.0, 2.0])
+
+
+# --- the GPU path, checked on the CPU -------------------------------------------------------
+
+
+def _peak_saved_bytes(config, monkeypatch):
+    """Peak bytes that autograd holds for backward over a short run's training steps (the
+    final evaluation is left out: it saves nothing, and it is slow)."""
+    monkeypatch.setattr(training, "evaluate_system", lambda *args: {})
+    monkeypatch.setattr(training, "calibration_batches", lambda data: [])
+    with SavedActivations() as saved:
+        train(config, progress=False)
+    return saved.peak
+
+
+@pytest.fixture
+def process_group(tmp_path):
+    """A one-process gloo group in this process, as torchrun starts it for one process."""
+    dist.init_process_group(
+        "gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1
+    )
+    yield
+    dist.destroy_process_group()
+
+
+def test_a_step_under_a_process_group_holds_one_pass_at_a_time(
+    tmp_path, monkeypatch, process_group
+):
+    config = smoke(tmp_path, max_steps=3)
+    alone = _peak_saved_bytes(config.replace(run_root=str(tmp_path / "alone")), monkeypatch)
+    in_group = _peak_saved_bytes(config.replace(run_root=str(tmp_path / "group")), monkeypatch)
+    assert in_group <= 1.3 * alone, (in_group, alone)
+
+
+def test_compiled_training_holds_one_pass_at_a_time_and_compiles_each_block_kind_once(
+    tmp_path, monkeypatch
+):
+    """Fresh scaling factors and Gumbel masks every step: the compiled blocks keep one graph per
+    block shape and way of running, never hitting dynamo's recompile limit, and a compiled step
+    holds no more than an eager one."""
+    monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend="eager"))
+    monkeypatch.setattr(models, "_COMPILED_BLOCKS", {}, raising=False)
+    monkeypatch.setattr(torch._dynamo.config, "fail_on_recompile_limit_hit", True)
+    config = smoke(tmp_path, sampling="per_batch", gate_gradient="all", max_steps=5)
+    eager = _peak_saved_bytes(config.replace(run_root=str(tmp_path / "eager")), monkeypatch)
+    torch._dynamo.reset()
+    counters.clear()
+    try:
+        compiled = config.replace(compile=True, run_root=str(tmp_path / "compiled"))
+        peak = _peak_saved_bytes(compiled, monkeypatch)
+        graphs = counters["stats"]["unique_graphs"]
+    finally:
+        torch._dynamo.reset()
+    assert peak <= 1.3 * eager, (peak, eager)
+    stages = 3  # resnet20: per stage a first block, and gateable blocks run three ways
+    assert 0 < graphs <= 4 * stages, graphs
+
+
+def _torchrun_train(tmp_path, *arguments):
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2"]
+    command += ["--standalone", "-m", "coop_utils", "train", "--profile", "smoke"]
+    command += ["--method", "cooperative", "--set", "max_steps=2", *arguments]
+    command += ["--set", f"run_root={tmp_path / 'runs'}"]
+    command += ["--set", f"results_root={tmp_path / 'results'}"]
+    env = os.environ | {"OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+    return result.stdout
+
+
+def test_under_torchrun_rank_zero_alone_reuses_or_sets_aside_a_run(tmp_path):
+    """Two processes: the shared-bn ablation of a finished run is evaluated by rank 0 while the
+    other waits; a stale run is set aside once and trained again by both."""
+    base = smoke(tmp_path, max_steps=2)
+    train(base, progress=False)
+    output = _torchrun_train(tmp_path, "--variant", "shared-bn")
+    shared = run_dir(base.replace(bn_stats="shared", variant="shared-bn"))
+    assert json.loads((shared / "metrics.json").read_text())["weights_from"] == str(run_dir(base))
+    assert output.count("finished:") == 1, output
+
+    provenance = run_dir(base) / "provenance.json"
+    recorded = json.loads(provenance.read_text())
+    provenance.write_text(json.dumps(recorded | {"code_digest": "0123456789abcdef"}))
+    output = _torchrun_train(tmp_path)
+    assert output.count("retraining") == 1 and output.count("finished:") == 1, output
+    assert len(list(run_dir(base).parent.glob(f"{run_dir(base).name}.stale-*"))) == 1
+    assert (run_dir(base) / "metrics.json").exists()
+
+
+def test_the_process_group_follows_the_device_and_ends_with_the_process(monkeypatch):
+    calls = []
+    monkeypatch.setattr(dist, "is_torchelastic_launched", lambda: True)
+    monkeypatch.setattr(dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(dist, "init_process_group", lambda **kwargs: calls.append(kwargs))
+    monkeypatch.setattr(training.atexit, "register", lambda handler: calls.append(handler))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert training._distributed(torch.device("cpu")) == (0, 1)  # on a GPU machine too
+    assert calls[0] == {"backend": "gloo"}
+    training._distributed(torch.device("cuda", 1))
+    assert calls[2] == {"backend": "nccl", "device_id": torch.device("cuda", 1)}
+    destroyed = []
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(dist, "destroy_process_group", lambda: destroyed.append(1))
+    calls[1]()  # the handler registered for the process's exit
+    assert destroyed == [1]
+
+
+def test_evaluation_and_calibration_batches_do_not_depend_on_the_number_of_processes(tmp_path):
+    config = smoke(tmp_path, bn_batches=2)
+    alone = prepare_data(config, torch.device("cpu"))
+    torch.manual_seed(0)
+    net = build_system(config, alone.num_classes, alone.image_size).teammates[0]
+    for module in net.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            torch.nn.init.uniform_(module.weight, 0.5, 1.5)
+    stats = []
+    for world_size in (1, 2):
+        data = prepare_data(config, torch.device("cpu"), rank=0, world_size=world_size)
+        assert data.train.batch_size == config.batch_size // world_size
+        for name in ("val", "test", "calibration"):
+            batches = [(x, y) for x, y in getattr(data, name)]
+            expected = [(x, y) for x, y in getattr(alone, name)]
+            assert len(batches) == len(expected) and all(
+                torch.equal(x, x0) and torch.equal(y, y0)
+                for (x, y), (x0, y0) in zip(batches, expected, strict=True)
+            ), name
+        calibrated = copy.deepcopy(net)
+        calibrate_batchnorm(calibrated, calibration_batches(data), config.scaling_factors)
+        stats.append({k: v for k, v in calibrated.state_dict().items() if "plan_" in k})
+    assert stats[0].keys() == stats[1].keys() and stats[0]
+    assert all(torch.equal(stats[0][k], stats[1][k]) for k in stats[0])
+
+
+def test_the_loaders_share_one_copy_of_the_training_images_on_the_device(tmp_path):
+    data = prepare_data(smoke(tmp_path), torch.device("meta"))
+    assert data.train.images.device.type == "meta"
+    assert data.train.images is data.val.images is data.calibration.images
+
+
+def test_the_independent_step_holds_one_network_at_a_time_with_the_same_gradients():
+    config = load_config("smoke", method="independent")
+    torch.manual_seed(0)
+    system = build_system(config, num_classes=10, image_size=32)
+    images, labels = torch.randn(8, 3, 32, 32), torch.arange(8) % 10
+    joint = copy.deepcopy(system)
+    with SavedActivations() as step:
+        loss, _ = system.backward_step(images, labels, None)
+    singles = []
+    for factors, net in zip(system.factors, copy.deepcopy(system).nets, strict=True):
+        with SavedActivations() as single:
+            F.cross_entropy(net(images, s=factors[0]), labels).backward()
+        singles.append(single.peak)
+    assert step.peak <= 1.3 * max(singles), (step.peak, singles)
+    joint_loss, _ = joint(images, labels, None)
+    joint_loss.backward()
+    assert torch.equal(loss, joint_loss.detach())
+    for (name, p), q in zip(system.named_parameters(), joint.parameters(), strict=True):
+        assert (p.grad is None) == (q.grad is None) and (
+            p.grad is None or torch.equal(p.grad, q.grad)
+        ), name
