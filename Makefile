@@ -60,11 +60,13 @@ benchmarks: $(STAMP)
 	$(PY) benchmarks/data_throughput.py --record results/benchmarks/data_throughput.json
 	$(PY) benchmarks/export_latency.py --record results/benchmarks/export_latency.json
 
-# make gpu-check [GPU_CHECK_ARGS="--full-steps 20 --record results/benchmarks/gpu_check.json"]:
-# on a machine with a CUDA GPU, with the interpreter found there (no venv: it needs PyTorch,
-# pandas, seaborn, tqdm and PyYAML): every method on cuda, the full profile's configuration
-# on a Tiny ImageNet subset (COOP_DATA_ROOT, else gpu-data/), torchrun, and step throughput.
-# The venv's interpreter where one exists, else the one on the PATH.
+# make gpu-check [GPU_CHECK_ARGS="--record results/benchmarks/gpu_check.json"]: the first thing
+# to run on a machine with a CUDA GPU, with the interpreter found there (no venv: it needs
+# PyTorch, pandas, seaborn, tqdm and PyYAML), within 9 minutes: the full profile's
+# configuration at 64 px through torchrun (peak memory against the card's), the cooperative
+# step eager and compiled side by side (images/s, MFU, compiled graphs), then every method and
+# ablation on cuda. Data: a Tiny ImageNet subset (COOP_DATA_ROOT, else gpu-data/), else
+# generated images. The venv's interpreter where one exists, else the one on the PATH.
 GPU_CHECK_ARGS ?=
 gpu-check:
 	PYTHONPATH=. $(if $(wildcard $(PY)),$(PY),$(PYTHON)) benchmarks/gpu_check.py $(GPU_CHECK_ARGS)

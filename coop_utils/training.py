@@ -163,20 +163,25 @@ def average_gradients(module: nn.Module, loss: Tensor) -> Tensor:
             param.grad = torch.zeros_like(param)
     grads = [p.grad for p in params if p.grad is not None]
     bucket: list[Tensor] = []
+    size = 0
     for index, grad in enumerate(grads):
         bucket.append(grad)
-        size = sum(g.numel() * g.element_size() for g in bucket)
-        last = index == len(grads) - 1
-        if size >= GRADIENT_BUCKET_BYTES or last or grads[index + 1].dtype != grad.dtype:
-            flat = torch._utils._flatten_dense_tensors(bucket)
-            dist.all_reduce(flat)
-            flat.div_(world_size)
-            for grad_, mean in zip(
-                bucket, torch._utils._unflatten_dense_tensors(flat, bucket), strict=True
-            ):
-                grad_.copy_(mean)
-            bucket = []
+        size += grad.numel() * grad.element_size()
+        following = grads[index + 1] if index + 1 < len(grads) else None
+        if following is None or following.dtype != grad.dtype or size >= GRADIENT_BUCKET_BYTES:
+            _all_reduce_mean(bucket, world_size)
+            bucket, size = [], 0
     return (counts[-1] / world_size).to(loss.dtype)
+
+
+def _all_reduce_mean(tensors: list[Tensor], world_size: int) -> None:
+    """Replace ``tensors`` (one dtype) by their means over the processes, in one collective."""
+    flat = torch._utils._flatten_dense_tensors(tensors)
+    dist.all_reduce(flat)
+    flat.div_(world_size)
+    means = torch._utils._unflatten_dense_tensors(flat, tensors)
+    for tensor, mean in zip(tensors, means, strict=True):
+        tensor.copy_(mean)
 
 
 def training_step(
@@ -186,9 +191,8 @@ def training_step(
     the processes under torchrun; returns the batch's loss.
 
     One process and several run the same passes: each pass is back-propagated as soon as it is
-    computed, so a step holds one pass's graph at a time (about a third of the memory of one
-    backward over all passes, see :mod:`coop_utils.memory`), and the gradients are averaged
-    once they are all accumulated.
+    computed, so a step holds one pass's graph at a time, not all of them until one backward
+    (see :mod:`coop_utils.memory`), and the gradients are averaged once they are accumulated.
     """
     loss, _ = system.backward_step(images, labels, randomness)
     if dist.is_initialized():

@@ -3,7 +3,6 @@
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -57,19 +56,30 @@ def data_root(tmp_path: Path) -> Path:
     return tmp_path / "gpu-data"
 
 
-def test_the_data_root_comes_from_the_environment_else_gpu_data(monkeypatch, tmp_path) -> None:
+def test_the_data_root_comes_from_the_environment_else_gpu_data_else_generated(
+    monkeypatch, tmp_path, data_root
+) -> None:
     monkeypatch.delenv("COOP_DATA_ROOT", raising=False)
-    assert gpu_check.parse_args([]).data_root == Path("gpu-data")
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    assert gpu_check.resolve_data_root(gpu_check.parse_args([])) is None  # generated images
+    (work / "gpu-data").symlink_to(data_root)
+    assert gpu_check.resolve_data_root(gpu_check.parse_args([])) == Path("gpu-data")
     monkeypatch.setenv("COOP_DATA_ROOT", str(tmp_path))
     args = gpu_check.parse_args([])
-    assert args.data_root == tmp_path and args.full_steps == gpu_check.DEFAULT_FULL_STEPS
-    assert gpu_check.parse_args(["--data-root", "x"]).data_root == Path("x")
+    assert gpu_check.resolve_data_root(args) == tmp_path
+    assert args.full_steps == gpu_check.DEFAULT_FULL_STEPS
+    assert gpu_check.resolve_data_root(gpu_check.parse_args(["--data-root", "x"])) == Path("x")
 
 
-def test_valid_arguments_pass(data_root: Path) -> None:
+def test_valid_arguments_pass(data_root: Path, monkeypatch, tmp_path) -> None:
     gpu_check.check_arguments(gpu_check.parse_args(["--data-root", str(data_root)]))
-    skipping = ["--skip-train", "--data-root", "/nonexistent", "--record", "out.json"]
+    skipping = ["--skip-full", "--data-root", "/nonexistent", "--record", "out.json"]
     gpu_check.check_arguments(gpu_check.parse_args(skipping))  # no data needed
+    monkeypatch.delenv("COOP_DATA_ROOT", raising=False)
+    monkeypatch.chdir(tmp_path)
+    gpu_check.check_arguments(gpu_check.parse_args([]))  # no subset: generated images
 
 
 @pytest.mark.parametrize(
@@ -77,7 +87,7 @@ def test_valid_arguments_pass(data_root: Path) -> None:
     [
         (["--data-root", "{tmp}/nothing"], "holds no tiny-imagenet-200/ folder"),
         (["--data-root", "{data}", "--full-steps", "0"], "--full-steps must be at least 1"),
-        (["--data-root", "{data}", "--skip-throughput", "--record", "a.json"], "--record"),
+        (["--skip-full", "--skip-throughput", "--record", "a.json"], "--record"),
         (["--data-root", "{data}", "--run-root", "{data}/tiny-imagenet-200/wnids.txt"], "folder"),
         (["--data-root", "{broken}"], "missing"),
     ],
@@ -117,6 +127,9 @@ def test_peak_by_device_name() -> None:
     assert gpu_check.peak_bf16_flops("NVIDIA H100 PCIe") == 756.5e12
     assert gpu_check.peak_bf16_flops("NVIDIA A100-SXM4-80GB") == 312e12
     assert gpu_check.peak_bf16_flops("NVIDIA GeForce RTX 4090") is None
+    # a MIG slice is a share of the chip: the chip's peak would understate its MFU
+    assert gpu_check.peak_bf16_flops("NVIDIA H100 80GB HBM3 MIG 3g.40gb") is None
+    assert gpu_check.peak_bf16_flops("NVIDIA A100-SXM4-40GB MIG 1g.5gb") is None
 
 
 def test_mfu_arithmetic() -> None:
@@ -143,30 +156,55 @@ def test_step_flops_counts_every_pass_of_the_cooperative_step() -> None:
     assert gpu_check.step_flops(step, "kept") == 3 * 4 * (3 * full + sum(kept))
 
 
-def test_halving_on_oom_finds_a_batch_that_fits() -> None:
-    tried = []
-
-    def run(batch: int) -> str:
-        tried.append(batch)
-        if batch > 32:
-            raise torch.cuda.OutOfMemoryError("CUDA out of memory")
-        return f"ran {batch}"
-
-    assert gpu_check.halving_on_oom(run, 128) == ("ran 32", 32) and tried == [128, 64, 32]
-    with pytest.raises(torch.cuda.OutOfMemoryError):
-        gpu_check.halving_on_oom(run, 128, minimum=64)
+def test_the_full_configuration_is_the_full_profiles_at_64_px_and_no_recorded_run(tmp_path):
+    config = gpu_check.full_config(None, 20, tmp_path)
+    full = load_config("full")
+    assert (config.arch, config.batch_size, config.image_size) == (full.arch, 128, 64)
+    assert config.dataset == "tiny-imagenet" and config.data == "generated"
+    assert config.profile == "smoke"  # a check: no behaviour digest, no recorded summary
+    images = 200 * gpu_check.GENERATED_TRAIN_PER_CLASS * (1 - config.val_fraction)
+    assert images >= gpu_check.DEFAULT_FULL_STEPS * config.batch_size
+    subset = gpu_check.full_config(Path("gpu-data"), 5, tmp_path)
+    assert subset.data == "real" and subset.data_root == "gpu-data" and subset.max_steps == 5
 
 
-def test_time_step_is_steps_per_second_and_the_peak_memory_of_the_timed_steps(monkeypatch) -> None:
-    steps, resets = [], []
+def test_the_steps_fit_one_command_with_room_to_spare() -> None:
+    assert sum(gpu_check.ESTIMATED_S.values()) <= 0.75 * gpu_check.BUDGET_S
+    assert gpu_check.BUDGET_S <= 570 and max(gpu_check.LIMIT_S.values()) < gpu_check.BUDGET_S
 
-    def step_of_10_ms() -> None:
-        steps.append(None)
-        time.sleep(0.01)
 
-    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda: resets.append(len(steps)))
-    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda: 123)
-    steps_per_s, peak = gpu_check.time_step(step_of_10_ms)
-    assert 20 < steps_per_s <= 100 and peak == 123
-    assert resets[0] >= gpu_check.WARMUP_STEPS
-    assert len(steps) - resets[-1] == gpu_check.TIMED_STEPS  # the peak spans the timed steps
+def test_a_step_the_budget_no_longer_covers_is_skipped(capsys) -> None:
+    report = gpu_check.Report(budget_s=10)
+    report.step("first", lambda: "ran", estimate_s=5)
+    report.step("second", lambda: "ran", estimate_s=60)
+    report.step("third", lambda: 1 / 0)
+    output = capsys.readouterr().out
+    assert "PASS  first" in output and "SKIP  second" in output and "FAIL  third" in output
+    assert report.skipped == ["second"] and report.failed == ["third"]
+
+
+def test_a_child_result_is_its_last_marked_line() -> None:
+    output = f'noise\n{gpu_check.RESULT_MARK}{{"a": 1}}\n{gpu_check.RESULT_MARK}{{"a": 2}}\n'
+    assert gpu_check.parse_result(output) == {"a": 2}
+    with pytest.raises(RuntimeError, match="no result"):
+        gpu_check.parse_result("Traceback ...")
+
+
+def test_the_compiled_step_keeps_its_graphs_after_warm_up(monkeypatch) -> None:
+    """Step b's compiled side on the CPU (dynamo's eager backend): fresh masks every step add
+    no graph after warm-up, and the graphs stay within the bound."""
+    monkeypatch.setattr(gpu_check, "cooperative_step", cooperative_step)
+    config = load_config("smoke", batch_size=2)
+    try:
+        row = gpu_check.measure_step(
+            config, 10, True, None, device="cpu", backend="eager", warmup=2, timed=2
+        )
+    finally:
+        torch._dynamo.reset()
+    gpu_check.check_graphs(row)
+    assert 0 < row["graphs_after_warmup"] <= row["graph_bound"] == 12
+    assert row["mfu"] is None and row["images_per_s"] > 0
+    with pytest.raises(RuntimeError, match="recompiled after warm-up"):
+        gpu_check.check_graphs(row | {"graphs_after_timed_steps": row["graph_bound"] + 1})
+    eager = row | {"compile": False, "images_per_s": row["images_per_s"] / 2}
+    assert "2.00x" in gpu_check.side_by_side({"b eager": eager, "b compiled": row})
