@@ -61,11 +61,11 @@ def _peak(step: Callable[[], object]) -> int:
     return saved.peak
 
 
-def measure(method: str, image_size: int, batch: int) -> dict[str, int]:
+def measure(method: str, image_size: int, batch: int, arch: str = "resnet152") -> dict[str, int]:
     """Peak saved bytes of one step at ``batch``: pass by pass and with one backward."""
     dataset, num_classes = DATASET_OF_SIZE[image_size]
     config = load_config(
-        "full", dataset=dataset, method=method, image_size=image_size, device="cpu"
+        "full", dataset=dataset, method=method, image_size=image_size, arch=arch, device="cpu"
     )
     torch.manual_seed(0)
     system = build_system(config, num_classes, image_size)
@@ -92,10 +92,10 @@ def measure(method: str, image_size: int, batch: int) -> dict[str, int]:
     return peaks
 
 
-def estimate(method: str, image_size: int, batch: int) -> dict[str, float]:
+def estimate(method: str, image_size: int, batch: int, arch: str = "resnet152") -> dict[str, float]:
     """Saved activations at ``batch`` (from batches of 1 and 2), the step's memory, and the
     largest batch (a multiple of 8) whose estimate fits the usable share of the card."""
-    one, two = measure(method, image_size, 1), measure(method, image_size, 2)
+    one, two = measure(method, image_size, 1, arch), measure(method, image_size, 2, arch)
     row: dict[str, float] = {"method": method, "image_size": image_size, "batch": batch}
     static = 12 * one["parameters"]
     for key in ("pass_by_pass", "one_backward"):
