@@ -14,6 +14,7 @@ from coop_utils.evaluate import count_flops
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
+import activation_memory  # noqa: E402
 import gpu_check  # noqa: E402
 from train_step import cooperative_step  # noqa: E402
 
@@ -208,3 +209,20 @@ def test_the_compiled_step_keeps_its_graphs_after_warm_up(monkeypatch) -> None:
         gpu_check.check_graphs(row | {"graphs_after_timed_steps": row["graph_bound"] + 1})
     eager = row | {"compile": False, "images_per_s": row["images_per_s"] / 2}
     assert "2.00x" in gpu_check.side_by_side({"b eager": eager, "b compiled": row})
+
+
+# --- the memory estimate of the README ----------------------------------------------------------
+
+
+def test_cuda_autocast_promotion_of_addcmul_is_emulated() -> None:
+    x, scale = torch.ones(2, dtype=torch.bfloat16), torch.tensor(0.5)
+    with activation_memory.CudaAutocastPromotion(), torch.autocast("cpu", dtype=torch.bfloat16):
+        assert torch.addcmul(x, x, scale).dtype == torch.float32
+        assert torch.addcmul(x, x, scale.to(x.dtype)).dtype == torch.bfloat16
+
+
+def test_the_memory_estimate_counts_one_pass_at_a_time_and_scales_with_the_batch() -> None:
+    row = activation_memory.estimate("cooperative", 32, 128, arch="resnet20")
+    assert 0 < row["pass_by_pass_gib"] < row["one_backward_gib"]
+    assert row["pass_by_pass_fits"] > row["one_backward_fits"] > 128
+    assert row["step_gib"] == pytest.approx(row["static_gib"] + row["pass_by_pass_gib"])
