@@ -282,15 +282,10 @@ def test_a_dataset_the_campaign_does_not_train_is_said_to_be_untested_not_pendin
 def test_the_training_compute_note_sets_step_costs_beside_wall_times():
     """The claims compare methods at equal epochs, not equal training compute: the note says
     how much longer a cooperative seed trains, and what the step benchmark measured."""
-    from test_verdict import summaries
+    from test_verdict import summaries, timed_campaign
 
     runs = summaries(seeds=3)
-    for name, found in runs.items():
-        found["wall_time_s"] = 1800.0 if name.startswith("cooperative") else 360.0
-        if name.startswith("cooperative-shared-bn"):  # re-evaluates the cooperative run
-            found["config"] = found["config"] | {"bn_stats": "shared", "variant": "shared-bn"}
-    for name in [n for n in runs if n.startswith("cooperative") and "shared-bn" not in n]:
-        runs[name]["config"] = runs[name]["config"] | {"bn_stats": "per_depth", "variant": ""}
+    timed_campaign(runs)
     frame = results.frame_of(runs)
     note = chapters.training_compute_note(frame)
     assert note.startswith("**Training compute is not matched.**")

@@ -4,7 +4,7 @@ summaries refused by name, and the queries the verdict and the book share."""
 import json
 
 import pytest
-from test_verdict import base, flops, summaries
+from test_verdict import base, flops, summaries, timed_campaign
 
 from coop_utils import book, chapters, results
 from coop_utils.config import campaign, load_config
@@ -127,12 +127,7 @@ def test_summaries_in_memory_are_framed_like_files(tmp_path):
 
 def test_the_campaign_table_gives_seed_ranges_and_counts_training_once():
     runs = summaries(seeds=3, shift=lambda name, seed: seed * (name == "cooperative"))
-    for name, found in runs.items():
-        found["wall_time_s"] = 1800.0 if name.startswith("cooperative") else 360.0
-        if name.startswith("cooperative-shared-bn"):  # re-evaluates the cooperative run
-            found["config"] = found["config"] | {"bn_stats": "shared", "variant": "shared-bn"}
-    for name in [n for n in runs if n.startswith("cooperative") and "shared-bn" not in n]:
-        runs[name]["config"] = runs[name]["config"] | {"bn_stats": "per_depth", "variant": ""}
+    timed_campaign(runs)
     table = results.campaign_table(results.frame_of(runs))
     full = base(flops(9))
     assert table.loc["cooperative", "seeds"] == 3

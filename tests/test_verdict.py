@@ -50,6 +50,17 @@ def summary(metrics, seed=0, profile="preview", digest=None):
     return found | {"date": "2026-01-02T00:00"} | ({"code_digest": digest} if digest else {})
 
 
+def timed_campaign(runs):
+    """Give ``runs`` campaign wall times (a cooperative seed 30 min, others 6) and mark the
+    shared-bn runs as re-evaluations of their cooperative run, in place."""
+    for name, found in runs.items():
+        found["wall_time_s"] = 1800.0 if name.startswith("cooperative") else 360.0
+        if name.startswith("cooperative-shared-bn"):  # re-evaluates the cooperative run
+            found["config"] = found["config"] | {"bn_stats": "shared", "variant": "shared-bn"}
+    for name in [n for n in runs if n.startswith("cooperative") and "shared-bn" not in n]:
+        runs[name]["config"] = runs[name]["config"] | {"bn_stats": "per_depth", "variant": ""}
+
+
 def summaries(seeds=3, shift=lambda name, seed: 0.0, tilt=None, profile="preview", digest=None):
     """Every arm of one dataset with ``seeds`` seeds; run ``(name, seed)`` is the base curve
     plus ``shift(name, seed)`` (and ``tilt[name]`` points per block left out)."""
