@@ -37,9 +37,11 @@ lab: $(STAMP)
 
 # make results [PROFILE=preview]: every run of the profile's campaign (params/PROFILE.yaml,
 # `campaign`), one after another; a finished run is reused and an interrupted one resumes, so
-# this can be stopped (Ctrl-C saves a checkpoint) and started again at will.
+# this can be stopped (Ctrl-C saves a checkpoint) and started again at will. CAMPAIGN names
+# another campaign of the profile (`campaigns:`), such as converged or budget-pilot.
+CAMPAIGN ?= campaign
 results: $(STAMP)
-	$(PY) -m coop_utils results --profile $(PROFILE)
+	$(PY) -m coop_utils results --profile $(PROFILE) --campaign $(CAMPAIGN)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -61,6 +61,7 @@ def _results(args: argparse.Namespace) -> int:
     planned = campaign_state(args.profile, behaviour=True, name=args.campaign)
     if not planned:
         raise ValueError(f"profile {args.profile!r} has no runs in its campaign {args.campaign!r}")
+    busy = []
     for number, (config, state) in enumerate(planned, 1):
         name = results_path(config).stem
         if args.list:
@@ -70,10 +71,21 @@ def _results(args: argparse.Namespace) -> int:
             print(f"run {number}/{len(planned)}: {name}: recorded, kept", flush=True)
             continue
         print(f"run {number}/{len(planned)}: {name}", flush=True)
-        run = training.train(config, progress=not args.quiet, reuse_stale=args.reuse_stale)
+        try:
+            run = training.train(config, progress=not args.quiet, reuse_stale=args.reuse_stale)
+        except RunBusyError:  # another process of this command trains it: take the next run
+            print("  training in another process: skipped", flush=True)
+            busy.append(name)
+            continue
         print(f"  {'reused' if run.reused else 'finished'}: {run.summary_path}", flush=True)
         for path in export.record_run_files(run):
             print(f"  recorded {path}", flush=True)
+    if busy:
+        print(
+            f"{len(busy)} run(s) were training in other processes ({', '.join(busy)}); "
+            "run this command again once they finish to record them",
+            flush=True,
+        )
     return 0
 
 

@@ -291,9 +291,13 @@ def campaign(
     """The runs of one of the profile's campaigns, in order: one override dict per run.
 
     ``campaign`` is the profile's main list; other campaigns sit under ``campaigns: {name:
-    {results_root: ..., runs: [...]}}``, each written to its own results folder. An entry
+    {results_root: ..., set: {...}, runs: [...]}}``, each written to its own results folder,
+    with ``set`` (optional) overriding config keys for every run of the section. An entry
     gives ``method``, ``seeds`` and optionally ``variant`` (an ablation's name flips its
-    switches; any other name needs ``set``) and ``set`` (config keys to override).
+    switches; any other name needs ``set`` or ``match_training_flops``), ``set`` (config keys
+    to override) and ``match_training_flops`` (the name of another run of the campaign, such
+    as ``cooperative``: the run keeps that key, and its epochs are chosen so that its training
+    FLOPs match that run's of the same seed, :func:`coop_utils.results.planned_configs`).
     """
     path = Path(params_dir or PARAMS_DIR) / f"{profile}.yaml"
     content = yaml.safe_load(path.read_text()) or {}
@@ -310,11 +314,23 @@ def campaign(
         entries = section.get("runs") or []
     runs = []
     for entry in entries:
+        unknown = sorted(set(entry) - _ENTRY_KEYS)
+        if unknown:
+            raise ValueError(
+                f"{path}: campaign entry {entry} has unknown key(s) {', '.join(unknown)}; "
+                f"known: {', '.join(sorted(_ENTRY_KEYS))}"
+            )
         variant, overrides = entry.get("variant", ""), dict(entry.get("set") or {})
-        if variant and variant not in ABLATIONS and not overrides:
+        matched = entry.get("match_training_flops")
+        if variant and variant not in ABLATIONS and not overrides and not matched:
             raise ValueError(
                 f"{path}: campaign variant {variant!r} is not an ablation (a run of another "
-                "name says what it changes with 'set')"
+                "name says what it changes with 'set' or 'match_training_flops')"
+            )
+        if matched and not variant:
+            raise ValueError(
+                f"{path}: a campaign entry with match_training_flops needs a variant (its "
+                f"results file must not be {entry['method']!r}'s)"
             )
         for seed in entry.get("seeds", [0]):
             run = {"method": entry["method"], "seed": seed}
@@ -322,5 +338,12 @@ def campaign(
                 run |= {"variant": variant, **ABLATIONS.get(variant, {})}
             if section.get("results_root"):
                 run["results_root"] = section["results_root"]
-            runs.append(run | overrides)
+            run |= dict(section.get("set") or {}) | overrides
+            if matched:
+                run["match_training_flops"] = matched
+            runs.append(run)
     return runs
+
+
+#: the keys a campaign entry may hold
+_ENTRY_KEYS = {"method", "variant", "seeds", "set", "match_training_flops"}

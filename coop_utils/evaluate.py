@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from coop_utils.config import RunConfig
-from coop_utils.data import BatchLoader, Data, seeded_generator
+from coop_utils.data import DATASETS, BatchLoader, Data, seeded_generator
 from coop_utils.models import SCALING_FACTORS, SkippableResNet, check_scaling_factor, train_mode
 from coop_utils.systems import (
     CooperativeSystem,
@@ -93,6 +93,45 @@ def training_flops(config: RunConfig, num_classes: int, image_size: int, steps_p
     else:
         forward = _forward_flops(system.net, system.net.forward_exits, image_size) * steps
     return 3 * forward * config.batch_size, forward / max(steps, 1)
+
+
+def matched_epochs(control: RunConfig, reference: RunConfig, tolerance: float = 0.05) -> int:
+    """The epochs at which ``control``'s training FLOPs (:func:`training_flops`) come closest
+    to ``reference``'s, checked to agree within ``tolerance``.
+
+    ``control`` is a method whose every step costs the same (independent networks, BYOT,
+    BranchyNet); ``reference`` samples its scaling factors once per epoch, so that every step
+    of an epoch runs the same passes and one step stands for each epoch: the ratio does not
+    depend on the number of steps per epoch, which only the data decide. Both train on the
+    same data with the same batch, so the images seen per epoch cancel as well.
+    """
+    if control.method == "cooperative":
+        raise ValueError("matching training FLOPs sets the epochs of a non-cooperative control")
+    if reference.method == "cooperative" and reference.sampling != "per_epoch":
+        raise ValueError(
+            "matching training FLOPs needs a reference that samples per epoch, got sampling "
+            f"{reference.sampling!r}"
+        )
+    if control.max_steps or reference.max_steps:
+        raise ValueError("matching training FLOPs counts whole epochs: unset max_steps")
+    if (control.dataset, control.num_classes, control.image_size, control.batch_size) != (
+        reference.dataset,
+        reference.num_classes,
+        reference.image_size,
+        reference.batch_size,
+    ):
+        raise ValueError("a compute-matched control trains on the reference's data and batch")
+    info = DATASETS[control.dataset]
+    shape = (control.num_classes or info.num_classes, control.image_size or info.image_size)
+    target, _ = training_flops(reference, *shape, steps_per_epoch=1)
+    per_epoch, _ = training_flops(control.replace(epochs=1), *shape, steps_per_epoch=1)
+    epochs = max(1, round(target / per_epoch))
+    if abs(epochs * per_epoch / target - 1) > tolerance:
+        raise ValueError(
+            f"no whole number of epochs of {control.method} matches {reference.method}'s "
+            f"{target:.3g} training FLOPs within {tolerance:.0%} ({per_epoch:.3g} an epoch)"
+        )
+    return epochs
 
 
 def _memory_format(net: SkippableResNet) -> torch.memory_format:

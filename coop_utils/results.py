@@ -31,6 +31,7 @@ import pandas as pd
 
 from coop_utils.config import PROFILES, RunConfig, campaign, load_config
 from coop_utils.data import DATASETS
+from coop_utils.evaluate import matched_epochs
 from coop_utils.models import ARCHITECTURES, SCALING_FACTORS, depth_plan
 from coop_utils.runs import behaviour_digests, digest_key, read_log, results_path
 
@@ -334,6 +335,33 @@ def planned_seeds(profile: str) -> dict[str, int]:
     return planned
 
 
+def planned_configs(profile: str, name: str = "campaign", **overrides: Any) -> list[RunConfig]:
+    """The configs of the profile's campaign ``name`` (:func:`coop_utils.config.campaign`), in
+    order, with ``overrides``. A run with ``match_training_flops`` takes the epochs at which its
+    training FLOPs match those of the named run of the same seed
+    (:func:`coop_utils.evaluate.matched_epochs`)."""
+    runs = campaign(profile, name=name)
+    configs: dict[tuple[str, int], RunConfig] = {}
+    planned = []
+    for run in runs:
+        run = run | overrides
+        matched = run.pop("match_training_flops", None)
+        config = load_config(profile, **run)
+        key = config.method + (f"-{config.variant}" if config.variant else "")
+        if matched:
+            reference = configs.get((matched, config.seed))
+            if reference is None:
+                raise ValueError(
+                    f"campaign {name!r} of profile {profile!r}: {key} seed "
+                    f"{config.seed} matches the training FLOPs of {matched!r} seed "
+                    f"{config.seed}, which no earlier run of the campaign trains"
+                )
+            config = config.replace(epochs=matched_epochs(config, reference))
+        configs[(key, config.seed)] = config
+        planned.append(config)
+    return planned
+
+
 def campaign_state(
     profile: str,
     results_root: str | os.PathLike | Results | None = None,
@@ -349,7 +377,7 @@ def campaign_state(
     read = results_root if isinstance(results_root, Results) else None
     results_root = read.root if read else results_root
     root = {} if results_root is None else {"results_root": str(results_root)}
-    planned = [load_config(profile, **(root | run)) for run in campaign(profile, name=name)]
+    planned = planned_configs(profile, name, **root)
     if not planned:
         return []
     base = Path(planned[0].results_root)

@@ -192,3 +192,78 @@ def test_other_campaigns_of_a_profile_carry_their_folder_and_overrides(tmp_path)
         campaign("preview", tmp_path, name="odd")
     with pytest.raises(ValueError, match="no campaign 'missing'; known: campaign, odd"):
         campaign("preview", tmp_path, name="missing")
+
+
+def test_a_campaign_section_sets_keys_for_every_run_and_matches_controls_by_training_flops(
+    tmp_path, monkeypatch
+):
+    from coop_utils.config import PARAMS_DIR, campaign
+    from coop_utils.evaluate import matched_epochs
+    from coop_utils.results import planned_configs
+
+    (tmp_path / "smoke.yaml").write_text(
+        (PARAMS_DIR / "smoke.yaml").read_text()
+        + "campaigns:\n  long:\n    results_root: results/long\n    set: {epochs: 3}\n"
+        "    runs:\n      - {method: cooperative, seeds: [0, 1]}\n"
+        "      - {method: byot, variant: flops-matched, seeds: [1, 0], "
+        "match_training_flops: cooperative}\n"
+        "      - {method: byot, seeds: [0], set: {epochs: 5}}\n"
+    )
+    runs = campaign("smoke", tmp_path, name="long")
+    assert [run.get("epochs") for run in runs] == [3, 3, 3, 3, 5]  # an entry's set wins
+    assert runs[2]["match_training_flops"] == "cooperative"
+    monkeypatch.setattr("coop_utils.config.PARAMS_DIR", tmp_path)
+    planned = planned_configs("smoke", "long")
+    cooperative = {c.seed: c for c in planned[:2]}
+    for control in planned[2:4]:
+        assert control.variant == "flops-matched" and control.results_root == "results/long"
+        assert control.epochs == matched_epochs(control, cooperative[control.seed])
+    assert planned[4].epochs == 5
+
+    (tmp_path / "smoke.yaml").write_text(
+        "campaigns:\n  bad:\n    runs:\n      - {method: byot, variant: m, seeds: [0], "
+        "match_training_flops: cooperative}\n"
+        "  odd:\n    runs:\n      - {method: byot, seed: [0]}\n"
+        "  plain:\n    runs:\n      - {method: byot, match_training_flops: cooperative}\n"
+    )
+    with pytest.raises(ValueError, match="unknown key\\(s\\) seed; known"):
+        campaign("smoke", tmp_path, name="odd")
+    with pytest.raises(ValueError, match="needs a variant"):
+        campaign("smoke", tmp_path, name="plain")
+    with pytest.raises(ValueError, match="which no earlier run of the campaign trains"):
+        planned_configs("smoke", "bad")
+
+
+def test_results_skips_a_run_another_process_trains_and_takes_the_next(
+    tmp_path, monkeypatch, capsys
+):
+    """Several processes of the command can share a campaign: a run whose lock another holds
+    is skipped, named at the end, and the next run trains."""
+    import coop_utils.export
+    import coop_utils.training
+    from coop_utils import results
+    from coop_utils.__main__ import main
+    from coop_utils.config import campaign
+    from coop_utils.runs import digest_key, hold_run, results_path, run_dir
+
+    monkeypatch.chdir(tmp_path)
+    planned = [load_config("preview", **overrides) for overrides in campaign("preview")][:3]
+    monkeypatch.setattr(results, "campaign", lambda profile, name="campaign": campaign(profile)[:3])
+    monkeypatch.setattr(
+        results, "behaviour_digests", lambda configs: {digest_key(c): "today" for c in configs}
+    )
+    trained = []
+
+    def fake_train(config, **kwargs):
+        with hold_run(run_dir(config)):  # the lock a real run takes
+            trained.append(config)
+        return type("Run", (), {"reused": False, "summary_path": results_path(config)})()
+
+    monkeypatch.setattr(coop_utils.training, "train", fake_train)
+    monkeypatch.setattr(coop_utils.export, "record_run_files", lambda run: [])
+    with hold_run(run_dir(planned[0])):  # "another process" holds the first run
+        assert main(["results", "--profile", "preview", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert trained == planned[1:3]
+    assert "training in another process: skipped" in out
+    assert f"1 run(s) were training in other processes ({results_path(planned[0]).stem})" in out

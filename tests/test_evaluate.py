@@ -216,6 +216,44 @@ def test_training_flops_of_the_baselines_are_their_networks_forward_costs():
     assert total == 3 * per_image * 5 * 16
 
 
+@pytest.mark.parametrize("method", ["independent", "byot", "branchynet"])
+def test_matched_epochs_give_a_control_the_cooperative_runs_training_flops(method):
+    """The epochs chosen for a compute-matched control make its counted training FLOPs agree
+    with the cooperative run's within 5 %, at any number of steps per epoch (the data's)."""
+    from coop_utils.config import load_config
+    from coop_utils.evaluate import matched_epochs, training_flops
+
+    reference = load_config("smoke", epochs=5, seed=3)
+    control = load_config("smoke", method=method, seed=3)
+    epochs = matched_epochs(control, reference)
+    assert epochs > reference.epochs  # each of its steps costs less than a cooperative one
+    for steps_per_epoch in (1, 7):
+        target, _ = training_flops(reference, 10, 32, steps_per_epoch)
+        got, _ = training_flops(control.replace(epochs=epochs), 10, 32, steps_per_epoch)
+        assert abs(got / target - 1) <= 0.05
+        fewer, _ = training_flops(control.replace(epochs=epochs - 1), 10, 32, steps_per_epoch)
+        assert abs(fewer / target - 1) > abs(got / target - 1)  # the closest whole number
+
+
+def test_matched_epochs_refuse_what_they_cannot_match():
+    from coop_utils.config import load_config
+    from coop_utils.evaluate import matched_epochs
+
+    reference = load_config("smoke", epochs=4)
+    with pytest.raises(ValueError, match="non-cooperative control"):
+        matched_epochs(reference, reference)
+    with pytest.raises(ValueError, match="samples per epoch"):
+        matched_epochs(load_config("smoke", method="byot"), reference.replace(sampling="per_batch"))
+    with pytest.raises(ValueError, match="unset max_steps"):
+        matched_epochs(load_config("smoke", method="byot", max_steps=3), reference)
+    with pytest.raises(ValueError, match="reference's data and batch"):
+        matched_epochs(load_config("smoke", method="byot", batch_size=8), reference)
+    # one epoch of the control costs more than the whole reference: no whole number is close
+    cheap = load_config("smoke", epochs=1, sampled_factors=[0.2], factors_per_teammate=1)
+    with pytest.raises(ValueError, match="no whole number of epochs"):
+        matched_epochs(load_config("smoke", method="independent", arch="resnet56"), cheap)
+
+
 def test_calibration_and_latency_run_in_the_precision_that_accuracy_is_measured_in():
     from coop_utils.config import load_config
     from coop_utils.systems import build_system
