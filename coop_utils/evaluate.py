@@ -114,12 +114,8 @@ def matched_epochs(control: RunConfig, reference: RunConfig, tolerance: float = 
         )
     if control.max_steps or reference.max_steps:
         raise ValueError("matching training FLOPs counts whole epochs: unset max_steps")
-    if (control.dataset, control.num_classes, control.image_size, control.batch_size) != (
-        reference.dataset,
-        reference.num_classes,
-        reference.image_size,
-        reference.batch_size,
-    ):
+    same_data = ("dataset", "num_classes", "image_size", "batch_size")
+    if any(getattr(control, key) != getattr(reference, key) for key in same_data):
         raise ValueError("a compute-matched control trains on the reference's data and batch")
     info = DATASETS[control.dataset]
     shape = (control.num_classes or info.num_classes, control.image_size or info.image_size)
