@@ -65,8 +65,7 @@ def make_subset(
     kept = {label: files[:train_per_class] for label, files in kept.items()}
     val_files = [Path(f) for f, label in zip(val.files, val.labels, strict=True) if label < classes]
 
-    building = data._create_folder_atomically(out.parent, out.name)
-    try:
+    with data.build_folder(out.parent, out.name) as building:
         (building / "val" / "images").mkdir(parents=True)
         for file in [*(f for files in kept.values() for f in files), *val_files]:
             _link_or_copy(file, building / file.relative_to(source))
@@ -81,10 +80,6 @@ def make_subset(
                 _cut_lines(source / boxes, building / boxes, lambda f, n=names: f[0] in n)
         if (source / data.GENERATED_MARKER).is_file():
             shutil.copy2(source / data.GENERATED_MARKER, building / data.GENERATED_MARKER)
-    except BaseException:
-        shutil.rmtree(building, ignore_errors=True)
-        raise
-    data._move_into_place(building, out)
     return sum(len(files) for files in kept.values()), len(val_files)
 
 
