@@ -23,7 +23,7 @@ import torch
 
 from coop_utils import book, export, training
 from coop_utils.config import ABLATIONS, PROFILES, load_config, parse_override
-from coop_utils.data import DatasetError
+from coop_utils.datasets import DatasetError
 from coop_utils.evaluate import choose_scaling_factor, count_flops
 from coop_utils.models import check_scaling_factor
 from coop_utils.runs import CheckpointError, RunBusyError, results_path

@@ -31,8 +31,9 @@ import torch
 
 from coop_utils import plots, results, training, verdict
 from coop_utils.config import ABLATIONS, PROFILES, REPO_ROOT, RunConfig, campaign, load_config
-from coop_utils.data import DATASETS, DatasetError, prepare_data
+from coop_utils.datasets import DATASETS, DatasetError
 from coop_utils.export import load_network
+from coop_utils.loaders import prepare_data
 from coop_utils.models import build_model
 from coop_utils.results import Results
 from coop_utils.runs import device_name, results_path

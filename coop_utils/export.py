@@ -34,8 +34,9 @@ from torch import Tensor, nn
 
 from coop_utils import runs
 from coop_utils.config import RunConfig, load_config
-from coop_utils.data import DATASETS, DatasetError, channel_stats, prepare_data
+from coop_utils.datasets import DATASETS, DatasetError
 from coop_utils.gating import add_gate
+from coop_utils.loaders import channel_stats, prepare_data
 from coop_utils.models import PlanBatchNorm2d, SkippableResNet, build_model, check_scaling_factor
 from coop_utils.results import deployed_teammate
 from coop_utils.training import load_system

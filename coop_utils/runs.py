@@ -41,13 +41,16 @@ import filelock
 import torch
 
 from coop_utils.config import ABLATIONS, RunConfig, load_config
-from coop_utils.data import SPLITS, cache_dir, data_fingerprint, generated_root
+from coop_utils.datasets import SPLITS, cache_dir, data_fingerprint
+from coop_utils.generated import generated_root
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 #: the package's modules that a training run executes: the sources :func:`code_digest` covers
 TRAINING_MODULES = (
     "config.py",
-    "data.py",
+    "datasets.py",
+    "generated.py",
+    "loaders.py",
     "models.py",
     "gating.py",
     "losses.py",
@@ -421,7 +424,7 @@ class Run:
 
 def run_data_fingerprint(config: RunConfig) -> str:
     """SHA-256 (16 hex digits) of the files of every split ``config`` reads (paths and sizes);
-    a missing dataset raises :class:`coop_utils.data.DatasetError`, downloading nothing."""
+    a missing dataset raises :class:`coop_utils.datasets.DatasetError`, downloading nothing."""
     root = generated_root(config) if config.data == "generated" else config.data_root
     fingerprints = [data_fingerprint(config.dataset, split, root) for split in SPLITS]
     return hashlib.sha256("+".join(fingerprints).encode()).hexdigest()[:16]

@@ -16,9 +16,9 @@ from torch import nn
 from coop_utils import export, training, verdict
 from coop_utils.__main__ import main
 from coop_utils.config import load_config
-from coop_utils.data import prepare_data
 from coop_utils.evaluate import choose_scaling_factor, count_flops
 from coop_utils.gating import add_gate
+from coop_utils.loaders import prepare_data
 from coop_utils.models import PlanBatchNorm2d, build_model, calibrate_batchnorm, distinct_plans
 
 ONNX_MISSING = [p for p in ("onnx", "onnxscript", "onnxruntime") if not importlib.util.find_spec(p)]
