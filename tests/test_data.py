@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torchvision.datasets import CIFAR100
 
-from coop_utils import datasets
+from coop_utils import datasets, generated
 from coop_utils.datasets import (
     DATASETS,
     SPLITS,
@@ -609,6 +609,22 @@ def test_a_dataset_folder_missing_part_of_its_layout_names_the_missing_path(
     shutil.rmtree(folder / "train" / "n90000003")
     with pytest.raises(datasets.DatasetError, match="n90000003"):
         load_dataset("tiny-imagenet", "train", root=tiny_root, download=False)
+
+
+def test_a_generated_folder_appears_whole_or_not_at_all(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    made = make_fake_tiny_imagenet(tmp_path, images_per_class=1, val_per_class=1, num_classes=2)
+    with pytest.raises(FileExistsError, match=f"{made} exists"):
+        make_fake_tiny_imagenet(tmp_path, images_per_class=1, val_per_class=1, num_classes=2)
+
+    def disk_full(*args: object, **kwargs: object) -> None:
+        raise OSError("no space left on device")
+
+    monkeypatch.setattr(generated, "_save_jpeg", disk_full)
+    with pytest.raises(OSError, match="no space left"):
+        make_fake_tiny_imagenet(tmp_path / "other", images_per_class=1, num_classes=2)
+    assert list((tmp_path / "other").iterdir()) == []  # the half-made folder is removed
 
 
 def test_the_loader_rejects_a_batch_larger_than_its_shard() -> None:
