@@ -138,6 +138,13 @@ def test_normalisation_prepares_raw_images_and_reads_back_from_json_and_samples(
         export.Normalisation((0.5,) * 3, (0.2, 0.0, 0.2), 32)
 
 
+@pytest.mark.parametrize("text", ["{not json", '{"mean": [0.5], "std": [0.2]}', "[0.5, 0.2]"])
+def test_a_recorded_normalisation_that_is_not_one_is_named_in_one_line(text):
+    with pytest.raises(ValueError, match="^the normalisation of net.pt2 is not ") as caught:
+        export.Normalisation.from_json(text, "the normalisation of net.pt2")
+    assert "\n" not in str(caught.value)
+
+
 def test_pt2_file_loads_back_equal_at_any_batch_size_with_its_normalisation(tmp_path):
     net = gated_network()
     shipped = export.export_plan(net, 0.4)
