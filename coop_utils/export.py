@@ -292,7 +292,7 @@ class _OnnxPlan:
     """An ONNX Runtime session called like a module: images (a tensor) in, logits out."""
 
     def __init__(self, path: Path) -> None:
-        import onnxruntime
+        import onnxruntime  # here: an optional dependency, the [export] extra
 
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads, options.inter_op_num_threads = torch.get_num_threads(), 1
