@@ -2,9 +2,10 @@
 
 The registry of the datasets (:data:`DATASETS`: where each comes from, its official shape),
 where a dataset lies, its download with checksums, the fingerprint of the files a split is
-read from, their decoding, and a decode-once tensor cache. :func:`load_dataset` holds a whole
-split in memory; :mod:`coop_utils.loaders` makes a run's batches of it, and
-:mod:`coop_utils.generated` writes small datasets in the same formats.
+read from, their decoding, a decode-once tensor cache, and the writing of a dataset folder
+whole or not at all (:func:`build_folder`). :func:`load_dataset` holds a whole split in
+memory; :mod:`coop_utils.loaders` makes a run's batches of it, and :mod:`coop_utils.generated`
+writes small datasets in the same formats.
 `COOP_DATA_ROOT` (default `data/`) holds the datasets and is never written to except by a
 download; `COOP_CACHE_DIR` (default `~/.cache/coop_utils`) holds the decoded tensors.
 """

@@ -2,9 +2,10 @@
 that shuffle, crop, flip and normalise on the training device.
 
 :func:`prepare_data` loads a run's splits (:func:`coop_utils.datasets.load_dataset`; for
-generated data, made once by :func:`coop_utils.generated.generated_root`), keeps its classes,
-resizes and splits them, and wraps them in :class:`BatchLoader` s. The augmentation of a
-sample depends only on (seed, epoch), so a resumed run sees the same batches.
+generated data, made once by :func:`coop_utils.generated.generated_root`), keeps the classes
+it asks for, resizes and splits them, and wraps them in batch loaders (:class:`BatchLoader`).
+The augmentation of a sample depends only on (seed, epoch), so a resumed run sees the same
+batches.
 """
 
 from __future__ import annotations
