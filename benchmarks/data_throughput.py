@@ -23,7 +23,8 @@ import torch
 from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 
-from coop_utils.data import BatchLoader, channel_stats, load_dataset
+from coop_utils.datasets import load_dataset
+from coop_utils.loaders import BatchLoader, channel_stats
 from coop_utils.runs import write_benchmark
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

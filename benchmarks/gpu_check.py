@@ -57,7 +57,7 @@ from typing import Any
 import torch
 from train_step import CooperativeStep, cooperative_step
 
-from coop_utils import data, training
+from coop_utils import datasets, training
 from coop_utils.config import ABLATIONS, RunConfig, load_config
 from coop_utils.evaluate import count_flops
 from coop_utils.models import SkippableResNet, block_graph_bound
@@ -225,7 +225,7 @@ def resolve_data_root(args: argparse.Namespace) -> Path | None:
     if os.environ.get("COOP_DATA_ROOT"):
         return Path(os.environ["COOP_DATA_ROOT"])
     default = Path("gpu-data")
-    return default if (default / data.DATASETS["tiny-imagenet"].folder).is_dir() else None
+    return default if (default / datasets.DATASETS["tiny-imagenet"].folder).is_dir() else None
 
 
 def check_arguments(args: argparse.Namespace) -> None:
@@ -239,7 +239,7 @@ def check_arguments(args: argparse.Namespace) -> None:
     root = resolve_data_root(args)
     if args.skip_full or root is None:
         return
-    folder = root / data.DATASETS["tiny-imagenet"].folder
+    folder = root / datasets.DATASETS["tiny-imagenet"].folder
     if not folder.is_dir():
         raise ValueError(
             f"--data-root {root} holds no {folder.name}/ folder; build a subset with "
@@ -247,9 +247,9 @@ def check_arguments(args: argparse.Namespace) -> None:
             "or pass another --data-root, or none (generated images)"
         )
     try:
-        for split in data.SPLITS:
-            data.data_fingerprint("tiny-imagenet", split, root=root)
-    except data.DatasetError as error:
+        for split in datasets.SPLITS:
+            datasets.data_fingerprint("tiny-imagenet", split, root=root)
+    except datasets.DatasetError as error:
         raise ValueError(f"--data-root {root}: {error}") from None
 
 
@@ -436,7 +436,7 @@ def check_graphs(row: dict[str, Any]) -> None:
 def child_step(options: dict[str, Any]) -> dict[str, Any]:
     """Step b, one side, in its own process."""
     config = full_config(None, 1, Path(tempfile.gettempdir()), device="cuda")
-    num_classes = data.DATASETS["tiny-imagenet"].num_classes
+    num_classes = datasets.DATASETS["tiny-imagenet"].num_classes
     peak = peak_bf16_flops(device_name(torch.device("cuda")))
     return measure_step(config, num_classes, options["compile"], peak)
 

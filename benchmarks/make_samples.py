@@ -20,7 +20,8 @@ import numpy as np
 import torch
 
 from coop_utils.config import load_config
-from coop_utils.data import load_dataset, prepare_data
+from coop_utils.datasets import load_dataset
+from coop_utils.loaders import prepare_data
 
 
 def make_samples(profile: str, dataset: str, data_root: str, count: int, output: Path) -> Path:

@@ -21,7 +21,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from coop_utils import data
+from coop_utils import datasets
 
 
 def _link_or_copy(source: Path, target: Path) -> None:
@@ -52,8 +52,8 @@ def make_subset(
     source, out = Path(source), Path(out)
     if train_per_class is not None and train_per_class < 1:
         raise ValueError(f"--train-per-class must be at least 1, got {train_per_class}")
-    train = data._tiny_imagenet_index(source, "train")  # the loader's reading of the layout
-    val = data._tiny_imagenet_index(source, "test")
+    train = datasets._tiny_imagenet_index(source, "train")  # the loader's reading of the layout
+    val = datasets._tiny_imagenet_index(source, "test")
     wnids = (source / "wnids.txt").read_text().split()
     if not 1 <= classes <= len(wnids):
         raise ValueError(f"--classes must be from 1 to {len(wnids)} (the source's), got {classes}")
@@ -65,8 +65,7 @@ def make_subset(
     kept = {label: files[:train_per_class] for label, files in kept.items()}
     val_files = [Path(f) for f, label in zip(val.files, val.labels, strict=True) if label < classes]
 
-    building = data._create_folder_atomically(out.parent, out.name)
-    try:
+    with datasets.build_folder(out.parent, out.name) as building:
         (building / "val" / "images").mkdir(parents=True)
         for file in [*(f for files in kept.values() for f in files), *val_files]:
             _link_or_copy(file, building / file.relative_to(source))
@@ -79,12 +78,8 @@ def make_subset(
             names = {file.name for file in files}
             if (source / boxes).is_file():
                 _cut_lines(source / boxes, building / boxes, lambda f, n=names: f[0] in n)
-        if (source / data.GENERATED_MARKER).is_file():
-            shutil.copy2(source / data.GENERATED_MARKER, building / data.GENERATED_MARKER)
-    except BaseException:
-        shutil.rmtree(building, ignore_errors=True)
-        raise
-    data._move_into_place(building, out)
+        if (source / datasets.GENERATED_MARKER).is_file():
+            shutil.copy2(source / datasets.GENERATED_MARKER, building / datasets.GENERATED_MARKER)
     return sum(len(files) for files in kept.values()), len(val_files)
 
 
@@ -97,7 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         num_train, num_val = make_subset(args.source, args.out, args.classes, args.train_per_class)
-    except (ValueError, FileExistsError, data.DatasetError) as error:
+    except (ValueError, FileExistsError, datasets.DatasetError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(

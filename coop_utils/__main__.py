@@ -23,9 +23,10 @@ import torch
 
 from coop_utils import book, export, training
 from coop_utils.config import ABLATIONS, PROFILES, load_config, parse_override
-from coop_utils.data import DatasetError
+from coop_utils.datasets import DatasetError
 from coop_utils.evaluate import choose_scaling_factor, count_flops
 from coop_utils.models import check_scaling_factor
+from coop_utils.results import campaign_state
 from coop_utils.runs import CheckpointError, RunBusyError, results_path
 from coop_utils.training import NonFiniteLossError, TrainingInterrupted
 
@@ -55,8 +56,6 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _results(args: argparse.Namespace) -> int:
-    from coop_utils.results import campaign_state  # pandas: loaded only for this command
-
     print("checking the recorded runs' behaviour digests against today's code", file=sys.stderr)
     planned = campaign_state(args.profile, behaviour=True, name=args.campaign)
     if not planned:
@@ -257,20 +256,11 @@ def _add_export_arguments(commands) -> None:
     parser.add_argument(
         "--data-root", type=Path, help="where the run's dataset lies (for its mean and std)"
     )
-    parser.add_argument(
-        "--mean",
-        type=float,
-        nargs=3,
-        metavar=("R", "G", "B"),
-        help="the input's per-channel mean, in [0, 1] units: stated, not recomputed",
-    )
-    parser.add_argument(
-        "--std",
-        type=float,
-        nargs=3,
-        metavar=("R", "G", "B"),
-        help="the input's per-channel standard deviation, with --mean",
-    )
+    for flag, text in (
+        ("--mean", "the input's per-channel mean, in [0, 1] units: stated, not recomputed"),
+        ("--std", "the input's per-channel standard deviation, with --mean"),
+    ):
+        parser.add_argument(flag, type=float, nargs=3, metavar=("R", "G", "B"), help=text)
     parser.add_argument("--force", action="store_true", help="overwrite an existing output file")
 
 

@@ -129,6 +129,7 @@ class BookReport:
 
 
 def _failure(name: str, error: BaseException) -> str:
+    # here, not at the top: the notebook packages add ~2.5 s to every command's start-up
     from papermill.exceptions import PapermillExecutionError
 
     if isinstance(error, PapermillExecutionError):
@@ -150,6 +151,7 @@ REMOVED_TAGS = ("parameters", "injected-parameters")
 def _prepare_for_the_book(path: Path) -> None:
     """Tag the parameter cells ``remove-cell`` and drop any widget state, so the HTML page
     shows neither and loads no widget manager."""
+    # here, not at the top: the notebook packages add ~2.5 s to every command's start-up
     import nbformat
 
     notebook = nbformat.read(path, as_version=4)
@@ -161,9 +163,19 @@ def _prepare_for_the_book(path: Path) -> None:
     nbformat.write(notebook, path)
 
 
+def _converted(source: Path, folder: Path) -> Path:
+    """The chapter ``source`` (py:percent) as a notebook in ``folder``, converted by jupytext."""
+    # here, not at the top: the notebook packages add ~2.5 s to every command's start-up
+    import jupytext
+
+    converted = folder / f"{source.stem}.ipynb"
+    jupytext.write(jupytext.read(source), converted)
+    return converted
+
+
 def execute_chapter(source: Path, output: Path, parameters: Mapping[str, Any]) -> ChapterRun:
     """Convert ``source`` with jupytext and execute it with papermill into ``output``."""
-    import jupytext
+    # here, not at the top: the notebook packages add ~2.5 s to every command's start-up
     import papermill
 
     started = time.perf_counter()
@@ -171,9 +183,8 @@ def execute_chapter(source: Path, output: Path, parameters: Mapping[str, Any]) -
     error = None
     trains_long = parameters.get("profile", "smoke") != "smoke" and parameters.get("train", True)
     with tempfile.TemporaryDirectory() as scratch:
-        converted = Path(scratch) / f"{source.stem}.ipynb"
         try:
-            jupytext.write(jupytext.read(source), converted)
+            converted = _converted(source, Path(scratch))
             os.environ["TQDM_DISABLE"] = "1"  # read by tqdm in the kernel: no progress bars
             papermill.execute_notebook(
                 str(converted),
@@ -192,6 +203,7 @@ def execute_chapter(source: Path, output: Path, parameters: Mapping[str, Any]) -
 
 def _placeholder(source: Path, output: Path) -> None:
     """A page for a chapter listed in the table of contents but not executed yet."""
+    # here, not at the top: the notebook packages add ~2.5 s to every command's start-up
     import jupytext
     import nbformat
 
@@ -248,7 +260,7 @@ def build_book(
     folder gets a copy of the book's prose first, so a test build leaves the repository alone.
     The build is skipped when a chapter fails.
     """
-    import jupytext
+    # here, not at the top: the notebook packages add ~2.5 s to every command's start-up
     import papermill
 
     started = time.perf_counter()
@@ -263,8 +275,7 @@ def build_book(
     with tempfile.TemporaryDirectory() as scratch:
         plans = []
         for source in select_chapters(chapters):
-            converted = Path(scratch) / f"{source.stem}.ipynb"
-            jupytext.write(jupytext.read(source), converted)
+            converted = _converted(source, Path(scratch))
             declared = set(papermill.inspect_notebook(str(converted)))
             own = dict(settings.get(source.stem) or {})
             undeclared = sorted(set(own) - declared)

@@ -28,11 +28,13 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import torch
+from IPython.display import HTML, Markdown, display
 
 from coop_utils import plots, results, training, verdict
 from coop_utils.config import ABLATIONS, PROFILES, REPO_ROOT, RunConfig, campaign, load_config
-from coop_utils.data import DATASETS, DatasetError, prepare_data
+from coop_utils.datasets import DATASETS, DatasetError
 from coop_utils.export import load_network
+from coop_utils.loaders import prepare_data
 from coop_utils.models import build_model
 from coop_utils.results import Results
 from coop_utils.runs import device_name, results_path
@@ -51,8 +53,6 @@ def resolve_path(path: str | os.PathLike) -> Path:
 def _show(*items: Any) -> None:
     """Display figures, tables and markdown strings in this order (a figure once: the inline
     backend skips closed figures, which would otherwise follow every table at the cell's end)."""
-    from IPython.display import Markdown, display
-
     for item in items:
         display(Markdown(item) if isinstance(item, str) else item)
         if isinstance(item, plt.Figure):
@@ -178,8 +178,6 @@ def start_chapter(
     """Open a chapter: say what it shows (recorded results; with ``train``, also its own runs
     at ``profile``, which at smoke are not results), set the figure style and the seed, and
     resolve the paths of its runs."""
-    from IPython.display import HTML, display
-
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}; known: {', '.join(PROFILES)}")
     plots.use_book_style()
@@ -219,8 +217,6 @@ def start_chapter(
 
 def show_source(function: Any):
     """The library's own source of ``function``, as a highlighted code block."""
-    from IPython.display import Markdown
-
     source = textwrap.dedent(inspect.getsource(function)).rstrip()  # a method is indented
     return Markdown(f"```python\n{source}\n```")
 
@@ -494,8 +490,6 @@ def _show_depths(label: str, frame: pd.DataFrame, logs: Mapping[str, Sequence], 
 def verdict_html(table: pd.DataFrame) -> Any:
     """A claim table as a narrow HTML table: claim, dataset, our number, verdict; each claim's
     rule, evidence and (when it is open) what would decide it fold out under it."""
-    from IPython.display import HTML
-
     rows = []
     for row in table.itertuples():
         said = str(row.verdict)

@@ -18,7 +18,8 @@ from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from coop_utils.config import RunConfig
-from coop_utils.data import DATASETS, BatchLoader, Data, seeded_generator
+from coop_utils.datasets import DATASETS
+from coop_utils.loaders import BatchLoader, Data, seeded_generator
 from coop_utils.models import SCALING_FACTORS, SkippableResNet, check_scaling_factor, train_mode
 from coop_utils.systems import (
     CooperativeSystem,

@@ -34,8 +34,9 @@ from torch import Tensor, nn
 
 from coop_utils import runs
 from coop_utils.config import RunConfig, load_config
-from coop_utils.data import DATASETS, DatasetError, channel_stats, prepare_data
+from coop_utils.datasets import DATASETS, DatasetError
 from coop_utils.gating import add_gate
+from coop_utils.loaders import channel_stats, prepare_data
 from coop_utils.models import PlanBatchNorm2d, SkippableResNet, build_model, check_scaling_factor
 from coop_utils.results import deployed_teammate
 from coop_utils.training import load_system
@@ -90,8 +91,12 @@ class Normalisation:
         return json.dumps(dataclasses.asdict(self))
 
     @classmethod
-    def from_json(cls, text: str | bytes) -> Normalisation:
-        values = json.loads(text)
+    def from_json(cls, text: str | bytes, source: str = "a normalisation") -> Normalisation:
+        """The normalisation :meth:`to_json` wrote; other text raises a one-line ValueError
+        naming ``source``."""
+        values = runs.parse_json(text, source)
+        if not isinstance(values, dict) or not {"mean", "std", "image_size"} <= values.keys():
+            raise ValueError(f"{source} is not a normalisation: JSON of mean, std and image_size")
         return cls(values["mean"], values["std"], values["image_size"])
 
     @classmethod
@@ -287,7 +292,7 @@ class _OnnxPlan:
     """An ONNX Runtime session called like a module: images (a tensor) in, logits out."""
 
     def __init__(self, path: Path) -> None:
-        import onnxruntime
+        import onnxruntime  # here: an optional dependency, the [export] extra
 
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads, options.inter_op_num_threads = torch.get_num_threads(), 1
@@ -315,13 +320,14 @@ def load_plan(path: str | Path, fmt: str | None = None) -> LoadedPlan:
     path, fmt = Path(path), format_of(path, fmt)
     check_format(fmt)
     if fmt == "onnx":
-        session = _OnnxPlan(path)
-        recorded = session.metadata.get(NORMALISATION_KEY)
-        return LoadedPlan(session, Normalisation.from_json(recorded) if recorded else None)
-    extra = {NORMALISATION_FILE: ""}
-    module = torch.export.load(path, extra_files=extra).module()
-    recorded = extra[NORMALISATION_FILE]
-    return LoadedPlan(module, Normalisation.from_json(recorded) if recorded else None)
+        net = _OnnxPlan(path)
+        recorded = net.metadata.get(NORMALISATION_KEY)
+    else:
+        extra = {NORMALISATION_FILE: ""}
+        net = torch.export.load(path, extra_files=extra).module()
+        recorded = extra[NORMALISATION_FILE]
+    source = f"the normalisation recorded in {path}"
+    return LoadedPlan(net, Normalisation.from_json(recorded, source) if recorded else None)
 
 
 def time_call(call: Callable[[Tensor], object], images: Tensor, min_run_time: float = 0.2) -> float:

@@ -11,11 +11,13 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 
+import ipywidgets as widgets
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
 import torch
+from IPython.display import display
 from matplotlib.figure import Figure
 from torch import Tensor, nn
 
@@ -554,9 +556,6 @@ def depth_explorer(
     """A slider over ``s`` (a live kernel only): the network's accuracy, FLOPs and latency from
     ``frame`` (its rows of :func:`metrics_frame`), and its predictions computed live on
     ``images`` (normalised), shown on ``raw_images``."""
-    import ipywidgets as widgets
-    from IPython.display import display
-
     by_s = frame.set_index("s")
 
     def show(s: float) -> None:

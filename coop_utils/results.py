@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from coop_utils.config import PROFILES, RunConfig, campaign, load_config
-from coop_utils.data import DATASETS
+from coop_utils.datasets import DATASETS
 from coop_utils.evaluate import matched_epochs
 from coop_utils.models import ARCHITECTURES, SCALING_FACTORS, depth_plan
 from coop_utils.runs import behaviour_digests, digest_key, read_log, results_path

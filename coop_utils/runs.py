@@ -41,13 +41,16 @@ import filelock
 import torch
 
 from coop_utils.config import ABLATIONS, RunConfig, load_config
-from coop_utils.data import SPLITS, cache_dir, data_fingerprint, generated_root
+from coop_utils.datasets import SPLITS, cache_dir, data_fingerprint
+from coop_utils.generated import generated_root
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 #: the package's modules that a training run executes: the sources :func:`code_digest` covers
 TRAINING_MODULES = (
     "config.py",
-    "data.py",
+    "datasets.py",
+    "generated.py",
+    "loaders.py",
     "models.py",
     "gating.py",
     "losses.py",
@@ -94,6 +97,21 @@ def _atomic_write(path: Path, write: Any) -> None:
 
 def atomic_write_json(path: Path, content: Any) -> None:
     _atomic_write(path, lambda f: f.write((json.dumps(content, indent=2) + "\n").encode()))
+
+
+def parse_json(text: str | bytes, source: object) -> Any:
+    """The value of the JSON ``text``; text that is not JSON raises a one-line ValueError naming
+    ``source`` (its file, or what holds it). All the JSON the package reads outside
+    :mod:`coop_utils.results` is parsed here."""
+    try:
+        return json.loads(text)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{source} is not JSON: {error}") from None
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    """The JSON file ``path``, parsed by :func:`parse_json`."""
+    return parse_json(Path(path).read_bytes(), path)
 
 
 def save_checkpoint(path: Path, state: Mapping[str, Any]) -> None:
@@ -274,7 +292,7 @@ def behaviour_digests(configs: Iterable[RunConfig], cache: bool = True) -> dict[
     """
     wanted = {digest_key(config): config for config in configs}
     path = cache_dir() / "behaviour" / f"{package_digest()}.json"
-    known = json.loads(path.read_text()) if cache and path.exists() else {}
+    known = read_json(path) if cache and path.exists() else {}
     missing = [config for key, config in wanted.items() if key not in known]
     if missing:
         pythonpath = os.pathsep.join(
@@ -290,7 +308,7 @@ def behaviour_digests(configs: Iterable[RunConfig], cache: bool = True) -> dict[
         )
         if done.returncode:
             raise RuntimeError(f"the behaviour digest process failed:\n{done.stderr[-3000:]}")
-        known |= json.loads(done.stdout.strip().splitlines()[-1])
+        known |= parse_json(done.stdout.strip().splitlines()[-1], "the digest process's output")
         if cache:
             atomic_write_json(path, known)
     return {key: known[key] for key in wanted}
@@ -323,7 +341,7 @@ def configs_to_json(configs: Iterable[RunConfig]) -> str:
 
 def configs_from_json(text: str) -> list[RunConfig]:
     """The configurations of :func:`configs_to_json`."""
-    return [config_from_dict(values) for values in json.loads(text)]
+    return [config_from_dict(values) for values in parse_json(text, "the configurations")]
 
 
 def config_from_dict(values: Mapping[str, Any]) -> RunConfig:
@@ -361,7 +379,7 @@ def write_summary(
     """
     path = results_path(config)
     if path.exists():
-        existing = json.loads(path.read_text())
+        existing = read_json(path)
         if existing.get("config", {}).get("profile") != config.profile:
             raise RuntimeError(f"{path} holds a run of another profile; not overwriting it")
     summary = {
@@ -421,7 +439,7 @@ class Run:
 
 def run_data_fingerprint(config: RunConfig) -> str:
     """SHA-256 (16 hex digits) of the files of every split ``config`` reads (paths and sizes);
-    a missing dataset raises :class:`coop_utils.data.DatasetError`, downloading nothing."""
+    a missing dataset raises :class:`coop_utils.datasets.DatasetError`, downloading nothing."""
     root = generated_root(config) if config.data == "generated" else config.data_root
     fingerprints = [data_fingerprint(config.dataset, split, root) for split in SPLITS]
     return hashlib.sha256("+".join(fingerprints).encode()).hexdigest()[:16]
@@ -431,13 +449,13 @@ def read_run_file(directory: str | os.PathLike, name: str) -> dict[str, Any]:
     """One JSON file of a run folder (``config.json``, ``provenance.json``, ``metrics.json``),
     or of a folder of exported weights (``config.json``); ``{}`` where it is absent."""
     path = Path(directory) / name
-    return json.loads(path.read_text()) if path.is_file() else {}
+    return read_json(path) if path.is_file() else {}
 
 
 def summary_config(path: str | os.PathLike) -> RunConfig:
     """The configuration a results summary records (its other contents are
     :mod:`coop_utils.results`'s to read)."""
-    return config_from_dict(json.loads(Path(path).read_text())["config"])
+    return config_from_dict(read_json(path)["config"])
 
 
 def provenance(config: RunConfig) -> dict[str, Any]:
@@ -477,8 +495,7 @@ def _set_aside_if_stale(directory: Path, current: dict[str, Any], reuse_stale: b
     it anyway; then a fresh run starts in its place."""
     if not any((directory / name).exists() for name in ("checkpoint.pt", "metrics.json")):
         return
-    recorded = directory / "provenance.json"
-    why = _staleness(json.loads(recorded.read_text()) if recorded.exists() else {}, current)
+    why = _staleness(read_run_file(directory, "provenance.json"), current)
     if not why:
         return
     if reuse_stale:
@@ -501,7 +518,7 @@ def finished_run(config: RunConfig, current: dict[str, Any], reuse_stale: bool) 
     _set_aside_if_stale(directory, current, reuse_stale)
     if not (directory / "metrics.json").exists():
         return None
-    summary = json.loads((directory / "metrics.json").read_text())
+    summary = read_run_file(directory, "metrics.json")
     summary_path = results_path(config)
     return Run(
         config,

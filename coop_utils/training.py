@@ -37,8 +37,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from coop_utils import data as datasets
-from coop_utils import runs
+from coop_utils import datasets, loaders, runs
 from coop_utils.config import RunConfig
 from coop_utils.evaluate import (
     calibration_batches,
@@ -231,7 +230,7 @@ def _shared_bn_evaluation(
 ) -> runs.Run:
     """Evaluate the finished run ``trained`` with its shared batch-norm statistics, as
     ``config``'s run: the ablation changes evaluation only, so nothing is trained again."""
-    data = datasets.prepare_data(config, device)
+    data = loaders.prepare_data(config, device)
     system = load_system(trained).to(device, memory_format=torch.channels_last)
     for net in system.modules():
         if isinstance(net, SkippableResNet):
@@ -247,7 +246,7 @@ def _shared_bn_evaluation(
     )
 
 
-def _compute(config: RunConfig, data: datasets.Data, steps_per_epoch: int) -> dict[str, float]:
+def _compute(config: RunConfig, data: loaders.Data, steps_per_epoch: int) -> dict[str, float]:
     """The summary's training compute (:func:`coop_utils.evaluate.training_flops`)."""
     total, per_step = training_flops(config, data.num_classes, data.image_size, steps_per_epoch)
     return {"training_flops": total, "step_forward_flops_per_image": round(per_step)}
@@ -371,7 +370,7 @@ class _Trainer:
     def run(self) -> runs.Run:
         config, device = self.config, self.device
         torch.manual_seed(config.seed)
-        data = datasets.prepare_data(config, device, self.rank, self.world_size)
+        data = loaders.prepare_data(config, device, self.rank, self.world_size)
         if self.progress:
             print(data.description)
         # channels-last is faster on CUDA and, through oneDNN, on the CPU too (about 1.25x for
@@ -418,8 +417,8 @@ class _Trainer:
         with _StopRequest() as stop, bar:
             while epoch < config.epochs and global_step < total_steps:
                 randomness = StepRandomness(
-                    datasets.seeded_generator(config.seed, epoch, 1),
-                    datasets.seeded_generator(config.seed, epoch, 2),
+                    loaders.seeded_generator(config.seed, epoch, 1),
+                    loaders.seeded_generator(config.seed, epoch, 2),
                 )
                 system.start_epoch(randomness)
                 if saved_randomness is not None:

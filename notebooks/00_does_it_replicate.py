@@ -25,7 +25,7 @@ import re
 from IPython.display import Markdown, display
 
 from coop_utils import chapters, plots, results, verdict
-from coop_utils.data import DATASETS
+from coop_utils.datasets import DATASETS
 from coop_utils.models import build_model
 
 # %% tags=["parameters"]

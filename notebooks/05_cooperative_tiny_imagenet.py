@@ -29,7 +29,7 @@
 from IPython.display import Markdown, display
 
 from coop_utils import chapters
-from coop_utils.data import DATASETS
+from coop_utils.datasets import DATASETS
 
 # %% tags=["parameters"]
 profile = "smoke"

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from coop_utils import data, losses, systems
+from coop_utils import datasets, loaders, losses, systems
 from coop_utils.behaviour import behaviour_digest
 from coop_utils.runs import (
     behaviour_digests,
@@ -143,24 +143,24 @@ def test_the_sampling_of_scaling_factors_moves_the_digest(
 def test_the_augmentation_moves_the_digest(
     cooperative, shared_cache, baseline, tmp_path, monkeypatch
 ):
-    original, calls = data.crop_and_flip, []
+    original, calls = loaders.crop_and_flip, []
 
     def counted(*args, **kwargs):
         calls.append(1)
         return original(*args, **kwargs).roll(1, dims=-1)  # shifted one pixel further
 
-    monkeypatch.setattr(data, "crop_and_flip", counted)
+    monkeypatch.setattr(loaders, "crop_and_flip", counted)
     assert _moved(cooperative, tmp_path, shared_cache, baseline)
     assert calls, "the training batches go through crop_and_flip"
 
 
 def test_the_image_decoding_moves_the_digest(cooperative, baseline, tmp_path, monkeypatch):
-    original = data.decode_jpeg
+    original = datasets.decode_jpeg
 
     def mirrored(encoded, mode):  # every image decoded left-right mirrored
         return [image.flip(-1) for image in original(encoded, mode=mode)]
 
-    monkeypatch.setattr(data, "decode_jpeg", mirrored)
+    monkeypatch.setattr(datasets, "decode_jpeg", mirrored)
     # A fresh cache: the images are decoded again, by the changed decoder.
     assert _moved(cooperative, tmp_path / "run", tmp_path / "cache", baseline)
 

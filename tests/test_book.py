@@ -198,7 +198,6 @@ def test_benchmark_records_are_read_with_their_provenance(tmp_path):
 def test_recorded_depths_show_accuracy_then_the_committed_training_curves(tmp_path, monkeypatch):
     """A chapter's recorded section: the label, the accuracy-by-depth figure and table, then
     the training curves read from the committed per-epoch log (validation top-1 per depth)."""
-    import IPython.display
     import matplotlib.pyplot as plt
     import pandas as pd
     from test_notebooks import fabricate_results
@@ -212,7 +211,7 @@ def test_recorded_depths_show_accuracy_then_the_committed_training_curves(tmp_pa
         "1,300,0.05,19.5,40.1,10.5,8.0\n2,600,0.0,18.3,40.3,14.6,11.5\n"
     )
     shown = []
-    monkeypatch.setattr(IPython.display, "display", lambda item: shown.append(item))
+    monkeypatch.setattr(chapters, "display", lambda item: shown.append(item))
     found = results.load(root)
     chapters.show_recorded_depths(found, "tiny-imagenet", ["teammate0", "teammate1"])
     kinds = [type(item).__name__ for item in shown]

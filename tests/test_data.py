@@ -1,5 +1,5 @@
-"""Tests of coop_utils.data: real formats round-trip, the cache, the batch loader, the
-validation split and every bad input the loaders name."""
+"""Tests of coop_utils.datasets, .loaders and .generated: real formats round-trip, the cache,
+the batch loader, the validation split and every bad input the loaders name."""
 
 import dataclasses
 import functools
@@ -23,21 +23,17 @@ import torch.nn.functional as F
 from PIL import Image
 from torchvision.datasets import CIFAR100
 
-from coop_utils import data
-from coop_utils.data import (
+from coop_utils import datasets, generated
+from coop_utils.datasets import (
     DATASETS,
     SPLITS,
-    BatchLoader,
     ChecksumError,
     DatasetNotFoundError,
     ImageDecodeError,
-    channel_stats,
-    crop_and_flip,
     load_dataset,
-    make_fake_cifar100,
-    make_fake_tiny_imagenet,
-    train_val_split,
 )
+from coop_utils.generated import make_fake_cifar100, make_fake_tiny_imagenet
+from coop_utils.loaders import BatchLoader, channel_stats, crop_and_flip, train_val_split
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 REAL_DATA_ROOTS = [
@@ -72,7 +68,7 @@ def cifar_root(tmp_path: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def real_tiny_imagenet(tmp_path_factory: pytest.TempPathFactory) -> dict[str, data.Dataset]:
+def real_tiny_imagenet(tmp_path_factory: pytest.TempPathFactory) -> dict[str, datasets.Dataset]:
     """Both splits of the real Tiny ImageNet subset, decoded once per test session."""
     roots = [root for root in REAL_DATA_ROOTS if (root / "tiny-imagenet-200").is_dir()]
     if not roots:
@@ -197,7 +193,7 @@ def test_generated_images_are_learnable(cifar_root: Path) -> None:
     assert np.mean(losses[-6:]) < 0.6 * np.mean(losses[:3])
 
 
-def test_real_tiny_imagenet_subset(real_tiny_imagenet: dict[str, data.Dataset]) -> None:
+def test_real_tiny_imagenet_subset(real_tiny_imagenet: dict[str, datasets.Dataset]) -> None:
     """The loader against the folder read independently: whatever subset it holds (the shared
     copy has 400 training images per class and the whole validation split)."""
     train, test = real_tiny_imagenet["train"], real_tiny_imagenet["test"]
@@ -240,7 +236,7 @@ def test_cache_is_reused(tiny_root: Path, cache: Path, monkeypatch: pytest.Monke
     def no_decode(*args: object, **kwargs: object) -> None:
         raise AssertionError("decoded again although the cache is valid")
 
-    monkeypatch.setattr(data, "decode_images", no_decode)
+    monkeypatch.setattr(datasets, "decode_images", no_decode)
     again = load_dataset("tiny-imagenet", "train", root=tiny_root, download=False)
     assert torch.equal(first.images, again.images) and torch.equal(first.labels, again.labels)
     assert first.classes == again.classes
@@ -309,29 +305,29 @@ def test_an_interrupted_cache_write_leaves_no_file(
 def test_the_data_fingerprint_names_the_files_and_not_where_or_when_they_were_copied(
     tiny_root: Path, tmp_path: Path
 ) -> None:
-    fingerprint = data.data_fingerprint("tiny-imagenet", "train", root=tiny_root)
+    fingerprint = datasets.data_fingerprint("tiny-imagenet", "train", root=tiny_root)
     assert len(fingerprint) == 16 and int(fingerprint, 16) >= 0
-    assert data.data_fingerprint("tiny-imagenet", "train", root=tiny_root) == fingerprint
-    assert data.data_fingerprint("tiny-imagenet", "test", root=tiny_root) != fingerprint
+    assert datasets.data_fingerprint("tiny-imagenet", "train", root=tiny_root) == fingerprint
+    assert datasets.data_fingerprint("tiny-imagenet", "test", root=tiny_root) != fingerprint
     loaded = load_dataset("tiny-imagenet", "train", root=tiny_root, download=False)
     assert loaded.fingerprint == fingerprint
     copy = tmp_path / "copy"
     shutil.copytree(tiny_root, copy, copy_function=shutil.copy)  # new mtimes
-    assert data.data_fingerprint("tiny-imagenet", "train", root=copy) == fingerprint
+    assert datasets.data_fingerprint("tiny-imagenet", "train", root=copy) == fingerprint
     first = tiny_imagenet_files(tiny_root / "tiny-imagenet-200", "train")[0][0]
     os.utime(first, ns=(10**18, 10**18))
-    assert data.data_fingerprint("tiny-imagenet", "train", root=tiny_root) == fingerprint
+    assert datasets.data_fingerprint("tiny-imagenet", "train", root=tiny_root) == fingerprint
 
 
 def test_the_data_fingerprint_changes_with_a_file_size_or_an_added_image(tiny_root: Path) -> None:
     folder = tiny_root / "tiny-imagenet-200"
-    fingerprints = {data.data_fingerprint("tiny-imagenet", "train", root=tiny_root)}
+    fingerprints = {datasets.data_fingerprint("tiny-imagenet", "train", root=tiny_root)}
     files, _ = tiny_imagenet_files(folder, "train")
     with files[3].open("ab") as image:
         image.write(b"\0")
-    fingerprints.add(data.data_fingerprint("tiny-imagenet", "train", root=tiny_root))
+    fingerprints.add(datasets.data_fingerprint("tiny-imagenet", "train", root=tiny_root))
     shutil.copy(files[0], files[0].with_name("extra_0.JPEG"))
-    fingerprints.add(data.data_fingerprint("tiny-imagenet", "train", root=tiny_root))
+    fingerprints.add(datasets.data_fingerprint("tiny-imagenet", "train", root=tiny_root))
     assert len(fingerprints) == 3
 
 
@@ -339,11 +335,11 @@ def test_the_data_fingerprint_of_cifar100_and_of_a_missing_dataset(
     cifar_root: Path, tmp_path: Path
 ) -> None:
     loaded = load_dataset("cifar100", "test", root=cifar_root, verify=False)
-    assert loaded.fingerprint == data.data_fingerprint("cifar100", "test", root=cifar_root)
+    assert loaded.fingerprint == datasets.data_fingerprint("cifar100", "test", root=cifar_root)
     with pytest.raises(DatasetNotFoundError) as from_loader:
         load_dataset("cifar100", "train", root=tmp_path / "empty", download=False)
     with pytest.raises(DatasetNotFoundError) as from_fingerprint:
-        data.data_fingerprint("cifar100", "train", root=tmp_path / "empty")
+        datasets.data_fingerprint("cifar100", "train", root=tmp_path / "empty")
     assert str(from_fingerprint.value) == str(from_loader.value)
     assert not (tmp_path / "empty").exists()
 
@@ -510,7 +506,7 @@ def test_a_failed_download_is_reported_like_a_missing_dataset(
         (root / filename).write_bytes(b"partial")
         raise urllib.error.URLError("no network here")
 
-    monkeypatch.setattr(data, "download_url", no_network)
+    monkeypatch.setattr(datasets, "download_url", no_network)
     with pytest.raises(DatasetNotFoundError) as raised:
         load_dataset("tiny-imagenet", "train", root=tmp_path / "root")
     message = str(raised.value)
@@ -533,7 +529,7 @@ def test_a_download_times_out_and_the_timeout_is_lifted_afterwards(
     previous = socket.getdefaulttimeout()
     with pytest.raises(DatasetNotFoundError, match="the download failed: .*timed out"):
         load_dataset("cifar100", "train", root=tmp_path / "root")
-    assert timeouts and set(timeouts) == {data.DOWNLOAD_TIMEOUT_S}
+    assert timeouts and set(timeouts) == {datasets.DOWNLOAD_TIMEOUT_S}
     assert socket.getdefaulttimeout() == previous
     assert list((tmp_path / "root").iterdir()) == []
 
@@ -543,7 +539,7 @@ def test_a_download_with_the_wrong_md5_is_removed_and_both_digests_reported(
 ) -> None:
     content = b"this is not the CIFAR-100 archive"
     monkeypatch.setattr(
-        data, "download_url", lambda url, root, filename: (root / filename).write_bytes(content)
+        datasets, "download_url", lambda url, root, filename: (root / filename).write_bytes(content)
     )
     with pytest.raises(ChecksumError) as raised:
         load_dataset("cifar100", "train", root=tmp_path / "root")
@@ -608,11 +604,27 @@ def test_a_dataset_folder_missing_part_of_its_layout_names_the_missing_path(
 ) -> None:
     folder = tiny_root / "tiny-imagenet-200"
     (folder / "val/val_annotations.txt").unlink()
-    with pytest.raises(data.DatasetError, match="val_annotations.txt"):
+    with pytest.raises(datasets.DatasetError, match="val_annotations.txt"):
         load_dataset("tiny-imagenet", "test", root=tiny_root, download=False)
     shutil.rmtree(folder / "train" / "n90000003")
-    with pytest.raises(data.DatasetError, match="n90000003"):
+    with pytest.raises(datasets.DatasetError, match="n90000003"):
         load_dataset("tiny-imagenet", "train", root=tiny_root, download=False)
+
+
+def test_a_generated_folder_appears_whole_or_not_at_all(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    made = make_fake_tiny_imagenet(tmp_path, images_per_class=1, val_per_class=1, num_classes=2)
+    with pytest.raises(FileExistsError, match=f"{made} exists"):
+        make_fake_tiny_imagenet(tmp_path, images_per_class=1, val_per_class=1, num_classes=2)
+
+    def disk_full(*args: object, **kwargs: object) -> None:
+        raise OSError("no space left on device")
+
+    monkeypatch.setattr(generated, "_save_jpeg", disk_full)
+    with pytest.raises(OSError, match="no space left"):
+        make_fake_tiny_imagenet(tmp_path / "other", images_per_class=1, num_classes=2)
+    assert list((tmp_path / "other").iterdir()) == []  # the half-made folder is removed
 
 
 def test_the_loader_rejects_a_batch_larger_than_its_shard() -> None:

@@ -16,9 +16,9 @@ from torch import nn
 from coop_utils import export, training, verdict
 from coop_utils.__main__ import main
 from coop_utils.config import load_config
-from coop_utils.data import prepare_data
 from coop_utils.evaluate import choose_scaling_factor, count_flops
 from coop_utils.gating import add_gate
+from coop_utils.loaders import prepare_data
 from coop_utils.models import PlanBatchNorm2d, build_model, calibrate_batchnorm, distinct_plans
 
 ONNX_MISSING = [p for p in ("onnx", "onnxscript", "onnxruntime") if not importlib.util.find_spec(p)]
@@ -136,6 +136,13 @@ def test_normalisation_prepares_raw_images_and_reads_back_from_json_and_samples(
         norm(torch.rand(2, 3, 64, 64))
     with pytest.raises(ValueError, match="std must be positive"):
         export.Normalisation((0.5,) * 3, (0.2, 0.0, 0.2), 32)
+
+
+@pytest.mark.parametrize("text", ["{not json", '{"mean": [0.5], "std": [0.2]}', "[0.5, 0.2]"])
+def test_a_recorded_normalisation_that_is_not_one_is_named_in_one_line(text):
+    with pytest.raises(ValueError, match="^the normalisation of net.pt2 is not ") as caught:
+        export.Normalisation.from_json(text, "the normalisation of net.pt2")
+    assert "\n" not in str(caught.value)
 
 
 def test_pt2_file_loads_back_equal_at_any_batch_size_with_its_normalisation(tmp_path):

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from coop_utils.config import ABLATIONS, load_config
-from coop_utils.data import make_fake_tiny_imagenet
 from coop_utils.evaluate import count_flops
+from coop_utils.generated import make_fake_tiny_imagenet
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT / "benchmarks"))

@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from coop_utils.data import GENERATED_MARKER, load_dataset, make_fake_tiny_imagenet
+from coop_utils.datasets import GENERATED_MARKER, load_dataset
+from coop_utils.generated import make_fake_tiny_imagenet
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from make_subset import main, make_subset  # noqa: E402

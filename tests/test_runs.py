@@ -27,6 +27,7 @@ from coop_utils.runs import (
     load_checkpoint,
     provenance,
     read_log,
+    read_run_file,
     results_path,
     run_dir,
     save_checkpoint,
@@ -101,6 +102,15 @@ def test_train_reports_an_unreadable_checkpoint_in_one_line(tmp_path, capsys):
     error = capsys.readouterr().err.strip()
     assert error.startswith("error: checkpoint") and "\n" not in error and str(path) in error
     assert path.read_bytes() == truncated
+
+
+def test_a_run_file_that_is_not_json_is_named_in_one_line(tmp_path):
+    path = tmp_path / "provenance.json"
+    path.write_text('{"code_digest": ')
+    with pytest.raises(ValueError, match=f"^{re.escape(str(path))} is not JSON: ") as caught:
+        read_run_file(tmp_path, "provenance.json")
+    assert "\n" not in str(caught.value)
+    assert read_run_file(tmp_path, "metrics.json") == {}  # absent
 
 
 def test_failed_write_keeps_the_previous_file(tmp_path):

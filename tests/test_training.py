@@ -19,8 +19,8 @@ from torch._dynamo.utils import counters
 
 from coop_utils import models, systems, training
 from coop_utils.config import load_config
-from coop_utils.data import prepare_data
 from coop_utils.evaluate import calibration_batches
+from coop_utils.loaders import prepare_data
 from coop_utils.memory import SavedActivations
 from coop_utils.models import calibrate_batchnorm
 from coop_utils.runs import RunBusyError, digest_key, hold_run, load_checkpoint, run_dir
