@@ -560,9 +560,7 @@ def config_table(config: RunConfig, keys: Sequence[str] = RUN_KEYS) -> pd.DataFr
     """One column, named by the profile: the value of each of ``keys`` in ``config`` (one row
     each, so that the table stays narrow)."""
     values = {key: [str(getattr(config, key))] for key in keys}
-    table = pd.DataFrame(values, index=[f"{config.profile} profile"]).T
-    table.index.name = "key"
-    return table
+    return pd.DataFrame(values, index=[f"{config.profile} profile"]).T
 
 
 def accuracy_table(frame: pd.DataFrame, index: str = "network") -> pd.DataFrame:
@@ -1178,10 +1176,13 @@ def show_leader_and_its_twin(recorded: pd.DataFrame) -> None:
 def deployed_line(deployed: Deployed) -> str:
     """Markdown: which Teammate is deployed, and whether its weights are committed."""
     name = NETWORK_NAMES.get(deployed.name, deployed.name)
-    line = f"The deployed network is {name}"
+    line = f"The deployed network is {name} of the seed-{deployed.config.seed} run"
     if not deployed.trained:
         line += " (its weights are not committed yet: FLOPs and latency only)"
-    return line + "."
+    return line + (
+        ": the accuracies below are that one network's, where chapters 5 and 6 give the mean "
+        "of the deployed Teammates over the seeds."
+    )
 
 
 def class_names_line(samples: Samples) -> str:

@@ -129,6 +129,6 @@ config = chapter.config(dataset)
 display(chapters.config_table(config))
 run = chapter.train({"cooperative": config}).get("cooperative")
 
-# %% tags=["hide-input"]
+# %% tags=["remove-input"]
 if run is not None:
     chapters.show_run(run, dataset, profile, networks)
