@@ -54,7 +54,7 @@ format: $(STAMP)
 clean:
 	rm -rf _build book/executed
 
-# The four benchmarks, recorded in results/benchmarks/ for the book (chapter 7, performance).
+# The four benchmarks, recorded in results/benchmarks/ for the book (appendix: Engineering checks).
 # Run them on a quiet machine: nothing else training, no test suite.
 benchmarks: $(STAMP)
 	$(PY) benchmarks/depth_cost.py --record results/benchmarks/depth_cost.json

@@ -10,15 +10,21 @@ trains, runs them. :mod:`coop_utils.book` executes the chapters; nothing here kn
 
 from __future__ import annotations
 
+import ast
 import datetime
 import functools
 import html
 import inspect
+import io
 import json
 import logging
 import os
+import re
+import shutil
+import subprocess
 import sys
 import textwrap
+import tokenize
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +48,15 @@ from coop_utils.verdict import DEPTH_COST_COMMAND
 
 #: the profile whose campaign (``params/<profile>.yaml``, ``campaign``) the reader's book reports
 CAMPAIGN_PROFILE = "preview"
+#: the widest line of code the book shows: wider lines do not fit its text column at 1280 px
+CODE_WIDTH = 78
+#: how the book names each network of a cooperative run
+NETWORK_NAMES = {
+    "teammate0": "Teammate 0",
+    "teammate1": "Teammate 1",
+    "teammate_mean": "Teammates' mean",
+    "leader": "Leader",
+}
 
 
 def resolve_path(path: str | os.PathLike) -> Path:
@@ -57,6 +72,11 @@ def _show(*items: Any) -> None:
         display(Markdown(item) if isinstance(item, str) else item)
         if isinstance(item, plt.Figure):
             plt.close(item)
+
+
+def show(*items: Any) -> None:
+    """Display figures, tables and Markdown strings in this order, each figure once."""
+    _show(*items)
 
 
 @dataclass(frozen=True)
@@ -109,7 +129,8 @@ class Chapter:
         """Run it yourself: the command of each run, then, when this build trains, the runs
         themselves (a finished one reused): ``{label: run}`` of those that ran. A dataset that
         is neither on disk nor downloadable gives a note when ``optional``, else the error."""
-        _show("```bash\n" + "\n".join(map(run_command, configs.values())) + "\n```")
+        commands = (wrap_command(run_command(config)) for config in configs.values())
+        _show("```bash\n" + "\n".join(commands) + "\n```")
         if not self.trains:
             _show(
                 "*This build trains nothing. The commands above train these runs; `make book "
@@ -142,6 +163,26 @@ def run_command(config: RunConfig) -> str:
         if key not in named and key not in implied and value != base[key]:
             command += f" --set {key}={json.dumps(value)}"
     return command
+
+
+def wrap_command(command: str, width: int = CODE_WIDTH) -> str:
+    """A shell command in lines of at most ``width`` characters, broken before its options
+    with ``\\`` (an option is never split from its value)."""
+    words = command.split(" ")
+    parts: list[str] = []  # an option with its value, or a word
+    for word in words:
+        option = parts and parts[-1].startswith("-") and " " not in parts[-1]
+        if option and not word.startswith("-"):  # the option's value
+            parts[-1] += f" {word}"
+        else:
+            parts.append(word)
+    lines = [parts[0]]
+    for part in parts[1:]:
+        if len(lines[-1]) + 1 + len(part) + 2 <= width:
+            lines[-1] += f" {part}"
+        else:
+            lines.append(f"    {part}")
+    return " \\\n".join(lines)
 
 
 def _show_library_log() -> None:
@@ -188,6 +229,17 @@ def start_chapter(
         profile, device, seed, data_root, resolve_path(run_root), resolve_path(results_root), train
     )
     when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    hardware = device_name(chapter.torch_device)
+    executed = f"Executed on {hardware}, {when}, torch {torch.__version__}."
+    if profile != "smoke" and not train:  # the reader's book: one line, the same on every page
+        display(
+            HTML(
+                '<p class="chapter-provenance">Recorded results: this page trains nothing and '
+                f"shows the runs of <code>results/</code> ({campaign_progress(chapter.results)[0]})"
+                f". {executed}</p>"
+            )
+        )
+        return chapter
     if profile == "smoke":
         title, kind = "Smoke run: these numbers are not results", "warning"
         text = (
@@ -195,30 +247,147 @@ def start_chapter(
             "sections train a tiny network for a few dozen steps on small <b>generated</b> data, "
             "on the CPU, to prove that every cell runs. Those numbers are <b>not results</b>."
         )
-    elif train:
+    else:
         title, kind = f"Executed at the {profile} profile", "note"
         text = f"The <i>Run it yourself</i> sections train (or reuse) {profile} runs."
-    else:
-        title, kind = "Recorded results", "note"
-        text = (
-            "This page trains nothing: it shows the runs recorded in <code>results/</code>, "
-            f"{campaign_progress(chapter.results)[0]}. The <i>Run it yourself</i> sections "
-            "give the commands that train them."
-        )
-    hardware = device_name(chapter.torch_device)
     display(
         HTML(
             f'<div class="admonition {kind}"><p class="admonition-title">{title}</p>'
-            f"<p>{text}</p><p>Executed on {hardware}, {when}, torch {torch.__version__}.</p></div>"
+            f"<p>{text}</p><p>{executed}</p></div>"
         )
     )
     return chapter
 
 
 def show_source(function: Any):
-    """The library's own source of ``function``, as a highlighted code block."""
+    """The library's own source of ``function``, as a highlighted code block laid out to fit
+    the book's column (:func:`fit_source`): the code the library runs, in shorter lines."""
     source = textwrap.dedent(inspect.getsource(function)).rstrip()  # a method is indented
-    return Markdown(f"```python\n{source}\n```")
+    return Markdown(f"```python\n{fit_source(source)}\n```")
+
+
+def _ruff() -> str | None:
+    beside = Path(sys.executable).with_name("ruff")
+    return str(beside) if beside.exists() else shutil.which("ruff")
+
+
+def _split_string(line: str, width: int) -> list[str]:
+    """A line holding one string literal inside brackets, as adjacent literals (which Python
+    joins) of at most ``width`` characters, split at spaces outside any ``{...}``; unchanged
+    where it cannot be split."""
+    indent = line[: len(line) - len(line.lstrip())]
+    body = line.strip()
+    tail = body[len(body.rstrip(",)")) :]
+    literal = body[: len(body) - len(tail)]
+    prefix = literal[: len(literal) - len(literal.lstrip("rRbBfFuU"))]
+    quote = literal[len(prefix)]
+    text = literal[len(prefix) + 1 : -1]
+    if quote in text or literal[-1] != quote or literal[len(prefix) :].startswith(quote * 3):
+        return [line]
+    lines, depth, cut = [], 0, None
+    room = width - len(indent) - len(prefix) - 2
+    start = 0
+    for position, char in enumerate(text):
+        depth += (char == "{") - (char == "}")
+        if char == " " and depth == 0 and position - start < room:
+            cut = position + 1  # the space ends the first part
+        if position - start >= room and cut is not None:
+            lines.append(text[start:cut])
+            start, cut = cut, None
+    lines.append(text[start:])
+    parts = [f"{indent}{prefix}{quote}{part}{quote}" for part in lines]
+    parts[-1] += tail
+    return parts
+
+
+def fit_source(source: str, width: int = CODE_WIDTH) -> str:
+    """Python ``source`` laid out in lines of at most ``width`` characters, to show: the code
+    reformatted by ``ruff format`` at that width (where ruff is installed), then comments and
+    docstrings wider than that wrapped, and a trailing comment that makes its line too wide
+    moved above it. The code itself is unchanged; a line the formatter cannot shorten (a long
+    string) stays as it is."""
+    ruff = _ruff()
+    if ruff is not None:
+        done = subprocess.run(
+            [ruff, "format", "--isolated", f"--line-length={width}", "-"],
+            input=source,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if done.returncode == 0:
+            source = done.stdout.rstrip()
+    lines = source.splitlines()
+    docstring: set[int] = set()  # lines of a string that is a statement of its own
+    strings: set[int] = set()  # lines that hold one string literal inside brackets, alone
+    comments: dict[int, int] = {}  # line -> column of its comment
+    assigned: dict[int, int] = {}  # line -> column of the string a name is set to
+    statement_start = (tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT, None)
+    previous = None
+    try:
+        for token in tokenize.generate_tokens(io.StringIO(source + "\n").readline):
+            (first, column), (last, end) = token.start, token.end
+            if token.type == tokenize.COMMENT:
+                comments[first - 1] = column
+            elif token.type == tokenize.STRING and previous in statement_start:
+                docstring.update(range(first - 1, last))
+            elif token.type == tokenize.STRING and first == last:
+                line = lines[first - 1]
+                before, after = line[:column].strip(), line[end:].strip()
+                if not before and after in ("", ",", ")", "),"):
+                    strings.add(first - 1)
+                elif re.fullmatch(r"[\w.]+ =", before) and not after:  # name = "..."
+                    assigned[first - 1] = column
+            if token.type not in (tokenize.NL, tokenize.COMMENT):
+                previous = token.type
+    except (tokenize.TokenError, SyntaxError):  # not Python after all: shown as it is
+        return source
+
+    def refill(paragraph: list[str], prefix: str) -> list[str]:
+        """Lines of one docstring or comment paragraph, refilled if one is too wide."""
+        if max(len(line) for line in paragraph) <= width:
+            return paragraph
+        text = " ".join(line.strip().removeprefix("#").strip() for line in paragraph)
+        return textwrap.wrap(
+            text, width, initial_indent=prefix, subsequent_indent=prefix,
+            break_long_words=False, break_on_hyphens=False,
+        )  # fmt: skip
+
+    fitted: list[str] = []
+    paragraph: list[str] = []
+    prefix = ""
+    quotes = ('"""', "'''")
+    for index, line in enumerate([*lines, ""]):
+        indent = line[: len(line) - len(line.lstrip())]
+        stripped = line.strip()
+        alone = index in comments and not line[: comments[index]].strip()
+        # the next line of a paragraph: the same kind, the same indent, no new list item
+        kind = "#" if alone else ("doc" if index in docstring else None)
+        if kind == "doc" and (not stripped or stripped in quotes):
+            kind = None
+        new = kind is None or stripped.startswith(("- ", "* ", ">>>"))
+        own = indent + ("# " if alone else "")
+        if paragraph and (new or own != prefix):
+            fitted += refill(paragraph, prefix)
+            paragraph = []
+        if kind is not None:
+            prefix = own
+            paragraph.append(line)
+        elif index < len(lines):
+            if index in comments and len(line) > width:  # a trailing comment goes above
+                code, comment = line[: comments[index]].rstrip(), line[comments[index] :]
+                fitted += refill([indent + comment], indent + "# ") + [code]
+            elif index in strings and len(line) > width:
+                fitted += _split_string(line, width)
+            elif index in assigned and len(line) > width:  # name = (the string, split)
+                inner = _split_string(indent + "    " + line[assigned[index] :], width)
+                if len(inner) > 1:
+                    fitted += [line[: assigned[index]] + "(", *inner, indent + ")"]
+                else:
+                    fitted.append(line)
+            else:
+                fitted.append(line)
+    return "\n".join(fitted)
 
 
 # --- recorded results -------------------------------------------------------------------------
@@ -385,8 +554,10 @@ RUN_KEYS = (
 
 
 def config_table(config: RunConfig, keys: Sequence[str] = RUN_KEYS) -> pd.DataFrame:
-    """One row: the values of ``keys`` in ``config``, indexed by its profile."""
-    return pd.DataFrame({key: [str(getattr(config, key))] for key in keys}, index=[config.profile])
+    """One column, named by the profile: the value of each of ``keys`` in ``config`` (one row
+    each, so that the table stays narrow)."""
+    values = {key: [str(getattr(config, key))] for key in keys}
+    return pd.DataFrame(values, index=[f"{config.profile} profile"]).T
 
 
 def accuracy_table(frame: pd.DataFrame, index: str = "network") -> pd.DataFrame:
@@ -474,9 +645,11 @@ def show_run(run: Any, dataset: str, profile: str, networks: Sequence[str]) -> N
 
 
 def _show_depths(label: str, frame: pd.DataFrame, logs: Mapping[str, Sequence], title: str) -> None:
-    """``label``, then the test top-1 of a metrics frame at every depth (figure and table) and
-    the training curves of ``logs``, each where there is something to show."""
+    """``label``, then the test top-1 of a metrics frame at every depth (figure and table, each
+    network by its name in :data:`NETWORK_NAMES`) and the training curves of ``logs``, each
+    where there is something to show."""
     items: list[Any] = [label]
+    frame = frame.assign(network=frame["network"].map(lambda name: NETWORK_NAMES.get(name, name)))
     if not frame.empty:
         items += [
             plots.accuracy_by_depth_figure(frame, f"Test accuracy by depth, {title}"),
@@ -485,6 +658,45 @@ def _show_depths(label: str, frame: pd.DataFrame, logs: Mapping[str, Sequence], 
     if logs:
         items.append(plots.training_curves_figure(logs, f"Training, {title}"))
     _show(*items)
+
+
+def deployed_note(recorded: Results, dataset: str, name: str = "cooperative") -> str:
+    """Markdown: which Teammate each recorded seed of ``name`` deploys, and the full-depth test
+    top-1 of each network the book quotes (means over the seeds), so that every page's number
+    can be told apart: the deployed Teammate (the methods' comparisons), Teammate 0, the
+    Teammates' mean (the cost table, the ablations) and the Leader."""
+    _, rows = recorded.campaign(dataset, [name])
+    rows = rows[rows["run"] == name]
+    if rows.empty or not results.teammates(rows["network"]):
+        return ""
+    shown = results.shown_rows(rows)
+    chosen = shown.groupby("seed")["network"].first()
+    seeds = len(chosen)
+
+    def full_depth(part: pd.DataFrame) -> float:
+        return float(part.sort_values("s").groupby("seed")["top1"].last().mean())
+
+    which = "; ".join(
+        f"seed {seed}: {NETWORK_NAMES.get(network, network)}" for seed, network in chosen.items()
+    )
+    numbers = [
+        f"the deployed Teammate {full_depth(shown):.1f} % (what chapters 6 and 7 compare "
+        "with the other methods)"
+    ]
+    for network, use in (
+        ("teammate0", ""),
+        ("teammate_mean", " (the summary page's cost table and the ablations of chapter 6)"),
+        ("leader", ""),
+    ):
+        part = rows[rows["network"] == network]
+        if not part.empty:
+            numbers.append(f"{NETWORK_NAMES[network]} {full_depth(part):.1f} %{use}")
+    return (
+        "**Which network a number is.** The book quotes one of these networks at a time, and "
+        "says which. Each seed deploys the Teammate with the better mean validation accuracy "
+        f"({which}). Test top-1 at full depth, mean over the {seeds} "
+        f"seed{'s' if seeds > 1 else ''}: " + "; ".join(numbers) + "."
+    )
 
 
 def verdict_html(table: pd.DataFrame) -> Any:
@@ -587,7 +799,7 @@ def training_compute_note(frame: pd.DataFrame, step_record: Mapping[str, Any] | 
         control = (
             f" ({table.loc[results.MATCHED_NAME, 'per seed (h)']:.2f} h per seed): at full "
             f"depth they reach {full.iloc[0]:.1f} %, against {full.iloc[1]:.1f} % for the "
-            "cooperative Teammates (means over seeds, the table below)"
+            "mean of the cooperative run's two Teammates (means over seeds, the table below)"
         )
     spread = ""
     if len(alike) > 1:
@@ -628,3 +840,379 @@ def _step_cost(record: Mapping[str, Any] | None) -> str:
         f"takes {ours:.0f} ms: {ours / single:.1f}× one full-depth network's step "
         f"({single:.0f} ms){independent}."
     )
+
+
+# --- the engineering checks (the appendix page): each benchmark's targets, and what a miss
+# would mean to a user -------------------------------------------------------------------------
+
+
+def _met(ok: bool) -> str:
+    return "met" if ok else "**not met**"
+
+
+def _targets(rows: Sequence[tuple[str, bool, str]]) -> str:
+    """Markdown: one bullet per target, met or not, and what a miss means to a user."""
+    return "\n".join(f"- *{target}*: {_met(ok)}. {matters}" for target, ok, matters in rows)
+
+
+def depth_cost_table(record: Mapping[str, Any]) -> pd.DataFrame:
+    """Each backbone's plans of the ``depth_cost`` record as shares of its full depth: blocks,
+    FLOPs, latency at each batch, and whether the throughput batch meets the target."""
+    results_ = record["results"]
+    depths = pd.DataFrame(results_["depths"])
+    batches = sorted(int(c.removeprefix("latency_ratio_b")) for c in depths if "ratio_b" in c)
+    last = f"latency_ratio_b{batches[-1]}"
+    gap = (depths[last] - depths["flops_ratio"]).abs() / depths["flops_ratio"]
+    table = pd.DataFrame(
+        {"arch": depths["arch"], "s": depths["s"], "blocks": depths["active_blocks"]}
+        | {"FLOPs": depths["flops_ratio"].round(2)}
+        | {f"time b{b}": depths[f"latency_ratio_b{b}"].round(2) for b in batches}
+        | {f"gap b{batches[-1]}": (100 * gap).round(0).astype(int).astype(str) + " %"}
+        | {"target": np.where(gap <= results_["latency_tolerance"], "met", "not met")}
+    )
+    return table.set_index(["arch", "s"])
+
+
+def depth_cost_targets(record: Mapping[str, Any]) -> str:
+    """Markdown: the ``depth_cost`` record's two targets, per backbone, and what a miss means."""
+    results_ = record["results"]
+    depths = pd.DataFrame(results_["depths"])
+    batches = sorted(int(c.removeprefix("latency_ratio_b")) for c in depths if "ratio_b" in c)
+    last = f"latency_ratio_b{batches[-1]}"
+    gap = (depths[last] - depths["flops_ratio"]).abs() / depths["flops_ratio"]
+    worst = depths.assign(gap=gap).groupby("arch", sort=False)["gap"].max()
+    tolerance = results_["latency_tolerance"]
+    missed = [arch for arch, value in worst.items() if value > tolerance]
+    latency = (
+        f"Every plan's time at batch {batches[-1]} within {tolerance:.0%} of its FLOPs share "
+        "(worst gap: " + ", ".join(f"{arch} {value:.0%}" for arch, value in worst.items()) + ")"
+    )
+    latency_matters = (
+        "A miss means that a plan saves less time than its FLOPs promise on that backbone "
+        f"({', '.join(missed) or 'none here'}): someone who budgets by FLOPs gets less speed "
+        "than planned. A budget in measured time (`choose_scaling_factor(budget_latency=...)`, "
+        "chapter 7) is met whatever the gap, so this matters only to FLOPs budgets, and most on "
+        "small backbones, where the stem, the head and per-layer dispatch are a large share of "
+        "the time."
+    )
+    target = results_["gate_overhead_target"]
+    overheads = results_["gate_overhead"]
+    gate = (
+        f"A gated training step (every block computed) at most {target:.0%} slower than a "
+        "plain one (" + ", ".join(f"{row['arch']} {row['overhead']:+.1%}" for row in overheads)
+    ) + ")"
+    gate_matters = (
+        "Training time only: this prices the gate's sampling and its straight-through "
+        "gradient when every block runs (the `all` estimator). The default `kept` estimator "
+        "skips dropped blocks, and a deployed network runs no gate at all, so a miss never "
+        "slows inference and changes no accuracy."
+    )
+    ok_latency = not missed
+    ok_gate = all(row["overhead"] <= target for row in overheads)
+    return _targets([(latency, ok_latency, latency_matters), (gate, ok_gate, gate_matters)])
+
+
+def show_depth_cost(record: Mapping[str, Any]) -> None:
+    """The ``depth_cost`` record: where it was measured, the figure, the table, the targets."""
+    results_ = record["results"]
+    _show(
+        benchmark_label(record),
+        plots.latency_flops_figure(
+            results_["depths"], "Latency against FLOPs per scaling factor (depth_cost)"
+        ),
+        depth_cost_table(record),
+        depth_cost_targets(record),
+    )
+
+
+def show_train_step(record: Mapping[str, Any], loader_images_per_s: float | None = None) -> None:
+    """The ``train_step`` record: a cooperative step against its passes timed alone, its
+    throughput, what the ``kept`` estimator saves, and the targets."""
+    step = record["results"]
+    title = (
+        f"One cooperative step ({step['arch']}, batch {step['batch_size']}) against its passes "
+        f"timed alone: ratio {step['ratio']:.2f}"
+    )
+    rates = step["images_per_s"]
+    by_estimator = step.get("step_ms_by_gate_gradient", {})
+    saving = ""
+    if {"kept", "all"} <= set(by_estimator):
+        saving = (
+            f" With the default `kept` estimator the step takes {by_estimator['kept']:.0f} ms, "
+            f"against {by_estimator['all']:.0f} ms with `all` "
+            f"({by_estimator['all'] / by_estimator['kept']:.2f}x)."
+        )
+    summary = (
+        f"Throughput: {rates['cooperative']:.0f} images/s for the cooperative step, "
+        f"{rates['single network']:.0f} for one plain network.{saving}"
+    )
+    matters = (
+        "A miss means time spent between the passes (bookkeeping, copies, the optimizer) that "
+        "a leaner step would not spend: training would take longer; the gradients, and so the "
+        "results, are the same (the test suite checks them against the one-backward objective)."
+    )
+    target = f"The step at most {step['target']:.2f}x the sum of its passes ({step['ratio']:.2f}x)"
+    _show(
+        benchmark_label(record),
+        plots.step_parts_figure(step["parts_ms"], step["cooperative_step_ms"], title),
+        summary,
+        _targets([(target, step["ratio"] <= step["target"], matters)]),
+    )
+
+
+def show_data_throughput(
+    record: Mapping[str, Any], step_record: Mapping[str, Any] | None = None
+) -> None:
+    """The ``data_throughput`` record: images/s of each way of loading, the ratios and their
+    targets, and what a miss means set beside what training consumes (``step_record``)."""
+    data = record["results"]
+    measurements = pd.DataFrame(data["measurements"]).set_index("measurement")
+    measurements["images/s"] = measurements.pop("images_per_s").round(0).astype(int)
+    ratios = pd.DataFrame(data["ratios"]).set_index("ratio")
+    ratios["value"] = ratios["value"].round(1)
+    ratios["met"] = np.where(ratios["met"], "met", "not met")
+    consumed = ""
+    loaders = [row["images_per_s"] for row in data["measurements"] if "Batch" in row["measurement"]]
+    if step_record is not None and loaders:
+        rate = step_record["results"]["images_per_s"]["cooperative"]
+        consumed = (
+            f" A cooperative step consumes {rate:.0f} images/s (the `train_step` record), "
+            f"{min(loaders) / rate:.0f} times fewer than the slowest of the book's loaders "
+            "delivers, so loading is a small share of a training step here."
+        )
+    rows = []
+    for row in data["ratios"]:
+        name = row["ratio"]
+        target = f"{name} at least {row['target']}x ({row['value']:.1f}x)"
+        if name.startswith("cached load"):
+            matters = (
+                "The cache is written on the first read of a dataset and read on every later "
+                "one: a miss makes later starts slower, by seconds; training and its results "
+                "are unchanged."
+            )
+        else:
+            matters = (
+                "A miss means the book's loader is less far ahead of torchvision's with that "
+                "many threads; it matters only if loading, not the network, limits training "
+                f"speed.{consumed}"
+            )
+        rows.append((target, bool(row["met"]), matters))
+    _show(benchmark_label(record), measurements, ratios, _targets(rows))
+
+
+def show_export_latency(record: Mapping[str, Any]) -> None:
+    """The ``export_latency`` record: each exported form's time against the gated network's at
+    each plan and batch, and the target."""
+    data = record["results"]
+    rows = pd.DataFrame(data["rows"])
+    ratios = rows.pivot_table(
+        index=["s", "batch_size"], columns="variant", values="ratio_to_gated", sort=False
+    )
+    ratios = ratios.drop(columns="gated net(x, s)").round(2)
+    ratios.index.names = ["s", "batch"]
+    exported = rows[rows["variant"] != "gated net(x, s)"]
+    slowest = exported.loc[exported["ratio_to_gated"].idxmax()]
+    fastest_form = exported.groupby("variant")["ratio_to_gated"].max().idxmin()
+    best = exported[exported["variant"] == fastest_form]["ratio_to_gated"].max()
+    target = (
+        f"Every exported form within {data['target_ratio']:.2f}x the gated network's time "
+        f"on {data['arch']}, at every plan and batch (slowest: {slowest['variant']} at "
+        f"s = {slowest['s']:g}, batch {slowest['batch_size']}, "
+        f"{slowest['ratio_to_gated']:.2f}x)"
+    )
+    matters = (
+        "A miss means that shipping a plan as a plain network does not always make it faster "
+        "than running the gated network at that depth; it is never a wrong answer (chapter 7 "
+        "checks the shipped network's outputs). "
+    )
+    if best <= data["target_ratio"]:
+        matters += (
+            f"{fastest_form} stays within {best:.2f}x the gated network's time in every case "
+            "measured, so a device that serves with it loses nothing by shipping one depth."
+        )
+    else:
+        matters += f"Even the fastest form, {fastest_form}, reaches {best:.2f}x in one case."
+    _show(
+        benchmark_label(record),
+        ratios,
+        f"Target {'met' if data['passed'] else 'not met'} on {data['arch']}: the slowest case "
+        f"is {slowest['variant']} at s = {slowest['s']:g}, batch {slowest['batch_size']}, "
+        f"{slowest['ratio_to_gated']:.2f}x the gated network's time.",
+        _targets([(target, bool(data["passed"]), matters)]),
+    )
+
+
+# --- what a depth costs (chapter 1) -----------------------------------------------------------
+
+
+def depth_costs_shown(
+    chapter: Chapter,
+    net: Any,
+    arch: str,
+    batch_sizes: Sequence[int],
+    repeats: int,
+) -> tuple[pd.DataFrame, str]:
+    """Blocks, FLOPs and latency (seconds per batch) of each plan of ``net``
+    (:func:`evaluate.depth_costs`), and where the latency comes from: the ``depth_cost``
+    benchmark's record, timed on a quiet machine, where it holds ``arch``, else measured now at
+    ``batch_sizes`` on the chapter's device."""
+    from coop_utils.evaluate import depth_costs
+
+    record = chapter.results.benchmarks.get("depth_cost")
+    depths = [row for row in (record or {}).get("results", {}).get("depths", [])]
+    timed = pd.DataFrame([row for row in depths if row["arch"] == arch])
+    if timed.empty:
+        device = chapter.torch_device
+        costs = pd.DataFrame(
+            depth_costs(net, latency_batch_sizes=batch_sizes, device=device, repeats=repeats)
+        )
+        return costs, f"measured while building this page, on {device_name(device)}"
+    costs = pd.DataFrame(depth_costs(net))
+    timed = timed.set_index("s")
+    for column in timed.columns:
+        if column.startswith("latency_ms_b"):
+            batch = column.removeprefix("latency_ms_b")
+            costs[f"latency_b{batch}"] = costs["s"].map(timed[column] / 1e3)
+    return costs, (
+        f"recorded on a quiet machine by the depth-cost benchmark ({record['device']}, "
+        f"{record['date'][:10]}, `results/benchmarks/depth_cost.json`)"
+    )
+
+
+def depth_cost_summary(costs: pd.DataFrame, timed: str) -> str:
+    """Markdown: what the shallowest plan of :func:`depth_costs_shown` saves in blocks, FLOPs
+    and time (``timed``: where its latency comes from), against full depth."""
+    full, shallow = costs.loc[costs["s"].idxmax()], costs.loc[costs["s"].idxmin()]
+    flops_ratio = shallow["flops"] / full["flops"]
+    columns = [column for column in costs.columns if column.startswith("latency_b")]
+    latency = {int(c.removeprefix("latency_b")): shallow[c] / full[c] for c in columns}
+    lines = [
+        f"At *s* = {shallow['s']:g} the plan runs "
+        f"{100 * shallow['active_blocks'] / full['active_blocks']:.1f} % of the blocks and "
+        f"{100 * flops_ratio:.1f} % of the FLOPs: FLOPs track the share of blocks, but not "
+        "exactly, because blocks differ in cost and the stem and the classifier always run."
+    ]
+    for index, (batch, ratio) in enumerate(latency.items()):
+        if abs(ratio - flops_ratio) <= 0.1:
+            how = "latency follows FLOPs, to within 0.1 of full depth's"
+        else:
+            saves = "less" if ratio > flops_ratio else "more"
+            how = f"latency does not follow FLOPs: the plan saves {saves} in time than in FLOPs"
+        where = f"In the times {timed}, at" if index == 0 else "At"
+        lines.append(
+            f"{where} batch {batch} it takes {100 * ratio:.0f} % of full depth's time against "
+            f"{100 * flops_ratio:.0f} % of its FLOPs: {how}."
+        )
+    slower = [
+        f"*s* = {row['s']:g} at batch {column.removeprefix('latency_b')}: "
+        f"{row[column] / full[column]:.2f}"
+        for column in columns
+        for _, row in costs.iterrows()
+        if row["s"] < full["s"] and row[column] > full[column]
+    ]
+    if slower:
+        lines.append(
+            f"Some shallower plans timed slower than full depth ({'; '.join(slower)} of its "
+            "time): timings taken once on a shared machine are noisy at this size, which is why "
+            "the depth-cost benchmark times the plans side by side on a quiet machine."
+        )
+    if latency and max(latency.values()) < 0.6:
+        lines.append(
+            "At every batch size the shallowest plan takes well under full depth's time, "
+            "which it could not if skipped blocks were computed and multiplied by zero."
+        )
+    return " ".join(lines)
+
+
+def show_test(name: str, path: str = "tests/test_training.py"):
+    """The source of the test function ``name`` in ``path`` (relative to the repository), with
+    its decorators, laid out like :func:`show_source`."""
+    source = (REPO_ROOT / path).read_text()
+    for node in ast.parse(source).body:
+        if isinstance(node, ast.FunctionDef) and node.name == name:
+            first = min([node.lineno, *(d.lineno for d in node.decorator_list)])
+            lines = source.splitlines()[first - 1 : node.end_lineno]
+            text = fit_source("\n".join(lines))
+            return Markdown(f"`{path}`:\n\n```python\n{text}\n```")
+    raise ValueError(f"{path} has no test {name!r}")
+
+
+def show_leader_and_its_twin(recorded: pd.DataFrame) -> None:
+    """The test top-1 and top-5 at full depth, seed by seed, of the cooperative run's Leader
+    and of the independent full-depth network, and whether they are the same network."""
+    full_depth = {}
+    for name, network in (("cooperative", "leader"), ("independent", "independent")):
+        rows = seeds_frame(recorded, name)
+        rows = rows[rows["network"] == network].sort_values("s")
+        if not rows.empty:
+            full_depth[f"{name}: {network}"] = rows.groupby("seed")[["top1", "top5"]].last()
+    if len(full_depth) < 2:
+        return
+    leader, twin = full_depth.values()
+    items: list[Any] = [pd.concat(full_depth, axis=1)]
+    if leader.equals(twin):
+        items.append(
+            "In every seed the Leader and the independent full-depth network reach the same "
+            "test top-1 and top-5: they start from the same initialisation, see the same "
+            "batches and follow the same loss, so they are the same network. The Leader claim "
+            "therefore asks whether distilling from a plain full-depth network improves the "
+            "Teammates."
+        )
+    _show(*items)
+
+
+# --- cost-adaptive inference (chapter 7) ------------------------------------------------------
+
+
+def deployed_line(deployed: Deployed) -> str:
+    """Markdown: which Teammate is deployed, and whether its weights are committed."""
+    name = NETWORK_NAMES.get(deployed.name, deployed.name)
+    line = f"The deployed network is {name} of the seed-{deployed.config.seed} run"
+    if not deployed.trained:
+        line += " (its weights are not committed yet: FLOPs and latency only)"
+    return line + (
+        ": the accuracies below are that one network's, where chapters 5 and 6 give the mean "
+        "of the deployed Teammates over the seeds."
+    )
+
+
+def class_names_line(samples: Samples) -> str:
+    """Markdown: the name of each class number the sample images carry."""
+    names = {int(label): name for label, name in zip(samples.labels, samples.names, strict=True)}
+    if all(name == str(label) for label, name in names.items()):
+        return ""
+    return "The classes shown: " + "; ".join(f"{k}: {v}" for k, v in names.items()) + "."
+
+
+def shipped_line(
+    net: Any, shipped: Any, s: float, path: Path, logits: torch.Tensor, reference: torch.Tensor
+) -> str:
+    """Markdown: what the shipped plan runs, its size, and how it agrees with the network that
+    chooses its depth at run time, on the same images."""
+    from coop_utils.evaluate import count_flops
+
+    gap = (logits - reference).abs().max().item()
+    agree = (logits.argmax(1) == reference.argmax(1)).float().mean().item()
+    return (
+        f"Shipped at s = {s:g}: blocks {shipped.plan_blocks} of {net.num_blocks}, "
+        f"{count_flops(net, s):,} FLOPs per image, a {path.stat().st_size / 1e6:.2f} MB file. "
+        f"Loaded back, its logits differ from the network's at the same depth by at most "
+        f"{gap:.1e}, and {agree:.0%} of its predictions are the same."
+    )
+
+
+def normalisation_line(norm: Any) -> str:
+    """Markdown: the input normalisation a shipped file records."""
+    return (
+        "The input normalisation it records: mean "
+        + ", ".join(f"{v:.4f}" for v in norm.mean)
+        + "; std "
+        + ", ".join(f"{v:.4f}" for v in norm.std)
+        + f"; {norm.image_size}x{norm.image_size} px."
+    )
+
+
+def missing_benchmarks(names: Sequence[str]) -> str:
+    """Markdown: the benchmarks not recorded yet, and the command that records each."""
+    commands = "\n".join(wrap_command(BENCHMARKS[name]) for name in names)
+    return f"Not recorded yet: {', '.join(f'`{n}`' for n in names)}.\n\n```bash\n{commands}\n```"

@@ -8,7 +8,9 @@ one figure function serves a smoke run, a recorded preview run and a full run.
 
 from __future__ import annotations
 
+import io
 import math
+import textwrap
 from collections.abc import Mapping, Sequence
 
 import ipywidgets as widgets
@@ -32,12 +34,26 @@ DEPTH_LABEL = "blocks run (share of all blocks)"
 TOP1_LABEL = "test top-1 accuracy (%)"
 MFLOPS_LABEL = "forward cost (MFLOPs per image)"
 LATENCY_LABEL = "latency, batch 1 (ms)"
+#: the label of a cooperative run's accuracy where a figure or table compares methods: the
+#: network a cooperative run is judged by (:func:`results.shown_rows`)
+COOPERATIVE_LABEL = "cooperative, deployed Teammate"
+
+#: the width of the book's text column at a 1280-pixel window (pixels): a figure drawn wider is
+#: scaled down to it, and its lettering with it
+COLUMN_PX = 676
+#: the width every figure is drawn at (inches, at 100 dpi): the column, less the margin the
+#: inline backend's tight crop adds (0.1 in on each side)
+FIGURE_WIDTH = 6.4
+#: characters of a wrapped figure title: 60 at 12 pt fit the figure's width
+TITLE_CHARS = 60
 
 
 def use_book_style() -> None:
     """The look of every figure in the book."""
     sns.set_theme(context="notebook", style="whitegrid", palette="colorblind")
     plt.rcParams.update({"figure.dpi": 100, "savefig.dpi": 100, "figure.max_open_warning": 0})
+    plt.rcParams.update({"figure.figsize": (FIGURE_WIDTH, 4.0), "figure.titlesize": "medium"})
+    plt.rcParams.update({"figure.labelsize": "medium"})
     pd.set_option("display.max_colwidth", None)  # tables of claims and rules are prose
 
 
@@ -52,10 +68,57 @@ def t_interval(values: Sequence[float]) -> tuple[float, float]:
     return mean - half, mean + half
 
 
-def _figure(ncols: int = 1, width: float = 6.0, height: float = 3.6, nrows: int = 1, **kwargs):
-    kwargs.setdefault("figsize", (width * ncols, height))
+def _figure(ncols: int = 1, height: float = 3.6, nrows: int = 1, **kwargs):
+    """A figure as wide as the book's column (:data:`FIGURE_WIDTH`) and its axes, row by row."""
+    kwargs.setdefault("figsize", (FIGURE_WIDTH, height))
     fig, axes = plt.subplots(nrows, ncols, layout="constrained", squeeze=False, **kwargs)
     return fig, list(axes.flat)  # row by row
+
+
+def _wrap(text: str, width: int = TITLE_CHARS) -> str:
+    """``text`` in lines of at most ``width`` characters (its own line breaks kept)."""
+    return "\n".join(textwrap.fill(line, width) for line in text.split("\n"))
+
+
+def _suptitle(fig: Figure, title: str) -> None:
+    fig.suptitle(_wrap(title), fontsize="medium")
+
+
+def _legend_below(fig: Figure, handles: list, labels: list, most: int = 4, **kwargs):
+    """The figure's legend below its axes, in as many columns (up to ``most``) as fit its
+    width."""
+    renderer = fig.canvas.get_renderer()
+    for ncols in range(max(1, min(most, len(labels))), 0, -1):
+        legend = fig.legend(handles, labels, loc="outside lower center", ncols=ncols, **kwargs)
+        if ncols == 1 or legend.get_window_extent(renderer).width <= 0.97 * fig.bbox.width:
+            return legend
+        legend.remove()
+    return None
+
+
+def _legend_in_slot(fig: Figure, axes: list, used: int, **kwargs) -> None:
+    """The legend of the first panel in the grid's first unused panel (its axis off; any
+    further unused panel removed), or below the grid where every panel is used."""
+    handles, labels = axes[0].get_legend_handles_labels()
+    if axes[0].get_legend() is not None:
+        axes[0].get_legend().remove()
+    if used < len(axes):
+        for ax in axes[used + 1 :]:
+            ax.remove()
+        axes[used].axis("off")
+        axes[used].legend(handles, labels, loc="center", **kwargs)
+    else:
+        _legend_below(fig, handles, labels, **kwargs)
+
+
+def rendered_width_px(fig: Figure) -> int:
+    """How wide the book shows ``fig``: the PNG the inline backend writes (tight crop, 100 dpi)."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", bbox_inches="tight")
+    buffer.seek(0)
+    return Image.open(buffer).size[0]
 
 
 # --- metrics as frames ---------------------------------------------------------------------
@@ -74,12 +137,13 @@ def metrics_frame(
 def method_seeds_frame(frame: pd.DataFrame, methods: Sequence[str]) -> pd.DataFrame:
     """The rows of every seed of each run of ``methods`` in a results frame through the network
     it is judged by (:func:`results.shown_rows`: the deployed Teammate of a cooperative run),
-    ``method`` naming the run."""
+    ``method`` naming the run and, for the cooperative run, that network
+    (:data:`COOPERATIVE_LABEL`)."""
     shown = results.shown_rows(frame[frame["run"].isin(methods)])
     return pd.concat(
         shown[shown["run"] == method].sort_values(["seed", "s"], kind="stable")
         for method in methods
-    ).assign(method=lambda rows: rows["run"])
+    ).assign(method=lambda rows: rows["run"].replace({"cooperative": COOPERATIVE_LABEL}))
 
 
 def pareto_frontier(frame: pd.DataFrame, cost: str, value: str) -> pd.DataFrame:
@@ -146,14 +210,18 @@ def nested_plans(
 
 
 def block_plan_figure(frame: pd.DataFrame, title: str) -> Figure:
-    """A grid per network: rows are scaling factors, columns residual blocks, dark = runs."""
+    """A grid per network: rows are scaling factors, columns residual blocks, dark = runs.
+
+    One network to a row, each as wide as the column; networks of a dozen blocks or fewer go
+    two to a row."""
     labels = list(dict.fromkeys(frame["network"]))
     widths = [frame.loc[frame["network"] == label, "block"].nunique() for label in labels]
-    size = (min(max(3 + 0.22 * sum(widths), 3.4 * len(labels)), 16), 3.8)
-    fig, axes = _figure(
-        len(labels), figsize=size, sharey=True, gridspec_kw={"width_ratios": widths}
-    )
-    for ax, label in zip(axes, labels, strict=True):
+    columns = 2 if len(labels) > 1 and max(widths) <= 12 else 1
+    rows = math.ceil(len(labels) / columns)
+    fig, axes = _figure(columns, height=2.3 * rows + 0.9, nrows=rows, sharey=True)
+    for ax in axes[len(labels) :]:
+        ax.remove()
+    for ax, label in zip(axes, labels, strict=False):
         part = frame[frame["network"] == label]
         grid = part.pivot(index="s", columns="block", values="runs").sort_index(ascending=False)
         sns.heatmap(
@@ -174,8 +242,11 @@ def block_plan_figure(frame: pd.DataFrame, title: str) -> Figure:
         ax.set_xticks(np.arange(0, len(grid.columns), step) + 0.5)
         ax.set_xticklabels(range(0, len(grid.columns), step), rotation=0)
         ax.set_title(f"{label}: {len(grid.columns)} blocks", fontsize="medium")
-        ax.set(xlabel="residual block (index)", ylabel=S_LABEL if ax is axes[0] else "")
-    fig.suptitle(f"{title} (lines mark stages)")
+        ax.set(xlabel="", ylabel="")
+        ax.tick_params(axis="y", rotation=0)
+    fig.supxlabel("residual block (index)")
+    fig.supylabel(S_LABEL)
+    _suptitle(fig, f"{title} (lines mark stages)")
     return fig
 
 
@@ -203,7 +274,7 @@ def gumbel_temperature_figure(
         means.append(
             pd.DataFrame({"block": range(len(scores)), "mean": soft.mean(0).numpy(), "tau": label})
         )
-    fig, (left, right) = _figure(2, width=5.4)
+    fig, (left, right) = _figure(2, height=3.6)
     sns.histplot(
         pd.concat(values),
         x="relaxed mask value",
@@ -213,18 +284,23 @@ def gumbel_temperature_figure(
         common_norm=False,
         element="step",
         fill=False,
+        legend=False,
         ax=left,
     )
-    left.set_xlabel("relaxed mask value (0 = skip, 1 = run)")
+    left.set_xlabel("relaxed mask value (0-1)")
     left.set_ylabel("share of values (%)")
     left.set_title("relaxed values")
     sns.lineplot(pd.concat(means), x="block", y="mean", hue="tau", marker="o", ax=right)
     right.plot(range(len(scores)), hard.mean(0).numpy(), "k*", markersize=11, label="hard top-k")
-    right.set_xlabel("gateable block (index; logits fall left to right)")
+    right.set_xlabel("gateable block (index)")
     right.set_ylabel("mean mask value (0-1)")
-    right.set(title=f"keep {keep} of {len(scores)} blocks", xticks=range(len(scores)))
-    right.legend()
-    fig.suptitle(f"Gumbel top-{keep} masks at several temperatures ({samples} draws)")
+    right.set(title=f"keep {keep} of {len(scores)}", xticks=range(len(scores)))
+    right.legend(fontsize="small")
+    _suptitle(
+        fig,
+        f"Gumbel top-{keep} masks at several temperatures ({samples} draws; logits fall "
+        "from block 0; 0 = skip, 1 = run)",
+    )
     return fig
 
 
@@ -243,15 +319,15 @@ def cost_figure(costs: pd.DataFrame, title: str) -> Figure:
         for column, name in measures.items()
     ]
     ratios = pd.DataFrame(rows)
-    fig, (ax,) = _figure(1, width=6.4, height=4.0)
+    fig, (ax,) = _figure(1, height=4.0)
     sns.lineplot(ratios, x="s", y="ratio", hue="measure", style="measure", ax=ax)
     sns.scatterplot(ratios, x="s", y="ratio", hue="measure", legend=False, ax=ax)
     ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1, label="ratio = s")
     # a plan timed slower than full depth stays in view
     top = max(1.1, ratios["ratio"].max() + 0.05)
     ax.set(xlim=(0, 1.02), ylim=(0, top), xlabel=S_LABEL, ylabel="cost relative to s = 1 (ratio)")
-    ax.legend(loc="upper left")
-    ax.set_title(title)
+    ax.legend(loc="upper left", fontsize="small")
+    ax.set_title(_wrap(title))
     return fig
 
 
@@ -266,7 +342,7 @@ def softmax_temperature_figure(logits: Sequence[float], temperatures: Sequence[f
         for t in temperatures
         for index, p in enumerate(torch.softmax(scores / t, dim=0))
     ]
-    fig, (ax,) = _figure(1, width=7.0)
+    fig, (ax,) = _figure(1)
     sns.barplot(pd.DataFrame(rows), x="class", y="probability", hue="T", ax=ax)
     ax.set(xlabel="class (index)", ylabel="probability (%)")
     ax.set_title("Soft targets: softmax(z / T) of the same logits")
@@ -283,7 +359,7 @@ def training_curves_figure(logs: Mapping[str, Sequence[Mapping[str, str]]], titl
     )
     for column in frame.columns.drop("run"):
         frame[column] = pd.to_numeric(frame[column], errors="coerce")
-    fig, (loss_ax, right_ax) = _figure(2, width=5.2)
+    fig, (loss_ax, right_ax) = _figure(2, height=3.8)
     sns.lineplot(frame, x="epoch", y="train_loss", hue="run", marker="o", ax=loss_ax, legend=False)
     loss_ax.set(ylabel="training loss, all terms (nats)", title="loss")
     validated = [c for c in ("val_top1_deepest", "val_top1_shallowest") if c in frame]
@@ -298,18 +374,21 @@ def training_curves_figure(logs: Mapping[str, Sequence[Mapping[str, str]]], titl
     for ax in (loss_ax, right_ax):
         ax.set_xlabel("epoch (count)")
         ax.xaxis.get_major_locator().set_params(integer=True)
-    sns.move_legend(right_ax, "upper left", bbox_to_anchor=(1.01, 1))  # one legend, beside
-    fig.suptitle(title)
+    handles, labels = right_ax.get_legend_handles_labels()
+    right_ax.get_legend().remove()  # one legend, below both panels
+    _legend_below(fig, handles, labels, fontsize="small")
+    _suptitle(fig, title)
     return fig
 
 
 def full_depth_accuracy_figure(frame: pd.DataFrame, title: str) -> Figure:
     """Full-depth test top-1 of each network (bars) in each run (colours)."""
-    fig, (ax,) = _figure(1, width=6.0)
+    fig, (ax,) = _figure(1)
     sns.barplot(frame, x="network", y="top1", hue="run", ax=ax)
     for container in ax.containers:
         ax.bar_label(container, fmt="%.1f", fontsize="small")
-    ax.set(xlabel="network (trained together in one run)", ylabel=TOP1_LABEL, title=title)
+    ax.set(xlabel="network (trained together in one run)", ylabel=TOP1_LABEL)
+    ax.set_title(_wrap(title))
     return fig
 
 
@@ -323,7 +402,7 @@ def sfsl_weight_figure(scaling_factors: Sequence[float] = SCALING_FACTORS[:-1]) 
         for s in scaling_factors
         for sfsl in (True, False)
     ]
-    fig, (ax,) = _figure(1, width=6.0)
+    fig, (ax,) = _figure(1)
     sns.lineplot(pd.DataFrame(rows), x="s", y="weight", hue="loss", style="loss", marker="o", ax=ax)
     ax.set(xlabel=S_LABEL, ylabel="loss weight w(s) (multiplier)", ylim=(0, None))
     ax.set_title("Scaling Factor Sensitive Loss: shallow sub-networks weigh more")
@@ -333,13 +412,16 @@ def sfsl_weight_figure(scaling_factors: Sequence[float] = SCALING_FACTORS[:-1]) 
 def accuracy_by_depth_figure(frame: pd.DataFrame, title: str, hue: str = "network") -> Figure:
     """Test top-1 against the scaling factor, one line per ``hue`` (a network or a run): the
     mean over the frame's seeds, with their 95 % t-interval as a band."""
-    fig, (ax,) = _figure(1, width=6.6, height=4.0)
+    fig, (ax,) = _figure(1, height=4.4)
     sns.lineplot(
         frame, x="s", y="top1", hue=hue, style=hue, markers=True, dashes=False,
         errorbar=t_interval, ax=ax,
     )  # fmt: skip
-    ax.set(xlabel=S_LABEL, ylabel=TOP1_LABEL, xlim=(0.15, 1.05), title=title)
-    sns.move_legend(ax, "upper left", bbox_to_anchor=(1.01, 1))  # beside: it hides no point
+    ax.set(xlabel=S_LABEL, ylabel=TOP1_LABEL, xlim=(0.15, 1.05))
+    ax.set_title(_wrap(title))
+    handles, labels = ax.get_legend_handles_labels()
+    ax.get_legend().remove()  # below the axes: it hides no point
+    _legend_below(fig, handles, labels, fontsize="small")
     return fig
 
 
@@ -371,7 +453,7 @@ def ablation_frame(frame: pd.DataFrame) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True)[columns] if parts else pd.DataFrame(columns=columns)
 
 
-def ablation_figure(frame: pd.DataFrame, title: str, per_row: int = 4) -> Figure:
+def ablation_figure(frame: pd.DataFrame, title: str, per_row: int = 2) -> Figure:
     """One panel per ablation (``per_row`` to a row): the accuracy of the network its claim
     compares against ``s`` beside the same network of the full method's run of the same seed,
     with the range of the full method over all its seeds as a band (how far two runs that
@@ -379,46 +461,75 @@ def ablation_figure(frame: pd.DataFrame, title: str, per_row: int = 4) -> Figure
     variants = [v for v in frame["variant"].unique() if v != "cooperative"]
     columns = max(1, min(per_row, len(variants)))
     rows = max(1, math.ceil(len(variants) / columns))
-    fig, axes = _figure(columns, width=3.3, height=3.0 * rows + 0.8, nrows=rows, sharey=True)
+    fig, axes = _figure(columns, height=2.7 * rows + 1.4, nrows=rows, sharey=True)
     full_colour, variant_colour = sns.color_palette("colorblind", 2)
+    seeds = frame.loc[frame["variant"] == "cooperative", "seed"].nunique()
     for ax, variant in zip(axes, variants, strict=False):
         changed = frame[frame["variant"] == variant]
         network = changed["network"].iloc[0]
         full = frame[(frame["variant"] == "cooperative") & (frame["network"] == network)]
         band = full.groupby("s")["top1"].agg(["min", "max"])
         paired = full[full["seed"].isin(changed["seed"].unique())].groupby("s")["top1"].mean()
-        ax.fill_between(band.index, band["min"], band["max"], color=full_colour, alpha=0.2)
-        ax.plot(paired.index, paired.values, marker="o", color=full_colour)
+        ax.fill_between(
+            band.index, band["min"], band["max"], color=full_colour, alpha=0.2,
+            label=f"full method, range over {seeds} seed{'s' if seeds > 1 else ''}",
+        )  # fmt: skip
+        ax.plot(
+            paired.index, paired.values, marker="o", color=full_colour,
+            label="full method, the ablation's seeds",
+        )  # fmt: skip
         mean = changed.groupby("s")["top1"].mean()
-        ax.plot(mean.index, mean.values, marker="o", color=variant_colour)
+        ax.plot(mean.index, mean.values, marker="o", color=variant_colour, label="the ablation")
         count = changed["seed"].nunique()
         which = "" if network == "Teammates' mean" else f"; {network}"
-        ax.set_title(f"vs {variant} ({count} seed{'s' if count > 1 else ''}{which})")
-        ax.set(xlabel="s (nominal share of blocks)", xlim=(0.15, 1.05))
+        ax.set_title(f"vs {variant}\n({count} seed{'s' if count > 1 else ''}{which})")
+        ax.set(xlabel="s (share of blocks)", xlim=(0.15, 1.05))
     for ax in axes[::columns]:  # the first column
         ax.set_ylabel("test top-1 (%)")
     for ax in axes[len(variants) :]:
         ax.set_visible(False)
-    seeds = frame.loc[frame["variant"] == "cooperative", "seed"].nunique()
-    fig.suptitle(
-        f"{title}: the Teammates' mean unless a title names a network\nblue: full method, same "
-        f"seed and network as the ablation (band: its range over {seeds} "
-        f"seed{'s' if seeds > 1 else ''}); orange: the ablation"
+    handles, labels = axes[0].get_legend_handles_labels()
+    order = [1, 0, 2] if len(handles) == 3 else range(len(handles))
+    _legend_below(
+        fig, [handles[i] for i in order], [labels[i] for i in order], most=2, fontsize="small"
     )
+    _suptitle(fig, f"{title}\n(the Teammates' mean unless a panel names a network)")
     return fig
 
 
+def ablation_figures(
+    frame: pd.DataFrame, title: str, per_figure: int = 4, per_row: int = 2
+) -> list[Figure]:
+    """:func:`ablation_figure` in figures of at most ``per_figure`` panels, so that each fits
+    the book's column: the ablations with the most seeds first."""
+    variants = [v for v in frame["variant"].unique() if v != "cooperative"]
+    seeds = frame.groupby("variant")["seed"].nunique()
+    variants.sort(key=lambda variant: -seeds[variant])  # stable: the campaign's order
+    groups = [variants[i : i + per_figure] for i in range(0, len(variants), per_figure)]
+    figures = []
+    for group in groups:
+        part = pd.concat(frame[frame["variant"] == v] for v in ["cooperative", *group])
+        counts = sorted({int(seeds[variant]) for variant in group})
+        which = f", ablations with {' or '.join(map(str, counts))} seed"
+        which += "s" if counts != [1] else ""
+        figures.append(
+            ablation_figure(part, title + (which if len(groups) > 1 else ""), per_row=per_row)
+        )
+    return figures
+
+
 def method_comparison_figure(frame: pd.DataFrame, title: str) -> Figure:
-    """Accuracy of every method against depth, FLOPs and latency (three panels, shared y): the
-    mean over the frame's seeds (a ``seed`` column, if any) with its 95 % t-interval."""
-    fig, axes = _figure(3, width=4.0, height=3.8, sharey=True)
+    """Accuracy of every method against depth, FLOPs and latency (three panels of a 2x2 grid,
+    shared y, the legend in the fourth): the mean over the frame's seeds (a ``seed`` column, if
+    any) with its 95 % t-interval."""
+    fig, axes = _figure(2, height=6.6, nrows=2, sharey=True)
     seeds = frame if "seed" in frame else frame.assign(seed=0)
     columns = ["mflops", "latency_ms", "top1"]  # a seed's factors of one plan count once:
     ordered = seeds.groupby(["method", "seed", "depth"], as_index=False)[columns].mean()
     ordered = ordered.sort_values(["method", "depth"])
     panels = (("depth", DEPTH_LABEL, "depth"), ("mflops", MFLOPS_LABEL, "FLOPs"))
-    panels += (("latency_ms", LATENCY_LABEL, "latency"),)
-    for ax, (column, label, against) in zip(axes, panels, strict=True):
+    panels += (("latency_ms", LATENCY_LABEL, "latency timed by each run"),)
+    for ax, (column, label, against) in zip(axes, panels, strict=False):
         style = {"hue": "method", "style": "method", "legend": ax is axes[0], "ax": ax}
         if column == "latency_ms":  # measured times are noisy: points, not a line through them
             means = ordered.groupby(["method", "depth"], sort=False)[[column, "top1"]].mean()
@@ -429,9 +540,8 @@ def method_comparison_figure(frame: pd.DataFrame, title: str) -> Figure:
                 errorbar=t_interval, err_style="bars", **style,
             )  # fmt: skip
         ax.set(xlabel=label, ylabel=TOP1_LABEL, title=f"against {against}")
-    fig.legend(*axes[0].get_legend_handles_labels(), title="method", loc="outside right upper")
-    axes[0].get_legend().remove()
-    fig.suptitle(title)
+    _legend_in_slot(fig, axes, len(panels), title="method", fontsize="small")
+    _suptitle(fig, title)
     return fig
 
 
@@ -440,19 +550,23 @@ def matched_cost_figure(table: pd.DataFrame, title: str) -> Figure:
     deployed Teammate's accuracy within each exit's FLOPs (crosses: its deepest depth that costs
     no more), a dotted segment joining each pair (``verdict.matched_cost_table``)."""
     methods = list(dict.fromkeys(table["method"]))
-    fig, axes = _figure(max(1, len(methods)), width=4.6, height=3.8, sharey=True)
+    fig, axes = _figure(max(1, len(methods)), height=4.2, sharey=True)
     for ax, method in zip(axes, methods, strict=False):
         part = table[table["method"] == method]
         compared = part[part["compared"] == "yes"]
-        ax.plot(part["MFLOPs"], part["exit top-1 (%)"], "o-", label=f"{method} exits")
+        ax.plot(part["MFLOPs"], part["exit top-1 (%)"], "o-", label="the baseline's exits")
         ours = compared[verdict.OURS_WITHIN]
-        ax.plot(compared["MFLOPs"], ours, "X", markersize=10, label="cooperative, within that cost")
+        ax.plot(
+            compared["MFLOPs"], ours, "X", markersize=10,
+            label="cooperative, deployed Teammate: its deepest depth within the exit's FLOPs",
+        )  # fmt: skip
         ax.vlines(compared["MFLOPs"], compared["exit top-1 (%)"], ours, "grey", linestyles=":")
         ax.margins(y=0.12)  # the crosses clear the frame
         ax.set(xlabel=MFLOPS_LABEL, ylabel=TOP1_LABEL if ax is axes[0] else "")
         ax.set_title(f"against {method}")
-        ax.legend(fontsize="small")
-    fig.suptitle(title)
+    handles, labels = axes[0].get_legend_handles_labels()
+    _legend_below(fig, handles, labels, fontsize="small")
+    _suptitle(fig, title)
     return fig
 
 
@@ -468,17 +582,16 @@ def headline_figure(recorded: pd.DataFrame, title: str) -> Figure:
     grouped = per_seed.groupby(["method", "seeds", "mflops"])
     stats = grouped.mean().rename("mean").reset_index()
     stats["half"] = [(high - low) / 2 for low, high in grouped.apply(t_interval)]
-    fig, (ax,) = _figure(1, width=7.5, height=5.2)
+    fig, (ax,) = _figure(1, height=5.0)
     for (method, seeds), part in stats.groupby(["method", "seeds"]):
         ax.errorbar(
             part["mflops"], part["mean"], yerr=part["half"], marker="o", capsize=3,
             label=f"{method} ({seeds} seed{'s' if seeds > 1 else ''})",
             linestyle="--" if method == results.MATCHED_NAME else "-",
         )  # fmt: skip
-    ax.set(xlabel=MFLOPS_LABEL, ylabel=TOP1_LABEL, title=title)
-    fig.legend(
-        *ax.get_legend_handles_labels(), loc="outside lower center", ncols=2, fontsize="small"
-    )
+    ax.set(xlabel=MFLOPS_LABEL, ylabel=TOP1_LABEL)
+    ax.set_title(_wrap(title))
+    _legend_below(fig, *ax.get_legend_handles_labels(), most=2, fontsize="small")
     return fig
 
 
@@ -490,27 +603,27 @@ def budget_figure(frame: pd.DataFrame, title: str) -> Figure:
 
     ``frame`` has ``budget_pct`` (budget as % of full-depth FLOPs), ``s`` and ``top1``.
     """
-    fig, (depth_ax, accuracy_ax) = _figure(2, width=5.0)
+    fig, (depth_ax, accuracy_ax) = _figure(2, height=3.8)
     depth_ax.step(frame["budget_pct"], frame["s"], where="post", marker="o")
-    depth_ax.set_ylabel("chosen scaling factor s (nominal share of blocks)")
+    depth_ax.set_ylabel("chosen s (share of blocks)")
     depth_ax.set_title("largest s within budget")
     accuracy_ax.step(frame["budget_pct"], frame["top1"], where="post", marker="o", color="C2")
     accuracy_ax.set(ylabel=TOP1_LABEL, title="accuracy it buys")
     for ax in (depth_ax, accuracy_ax):
-        ax.set_xlabel("FLOPs budget (% of full depth)")
-    fig.suptitle(title)
+        ax.set_xlabel("FLOPs budget (% of full)")
+    _suptitle(fig, title)
     return fig
 
 
 def frontier_figure(frame: pd.DataFrame, title: str, cost: str = "latency_ms") -> Figure:
     """Every (method, depth) as a point of accuracy against cost, with the Pareto frontier."""
-    fig, (ax,) = _figure(1, width=7.0, height=4.4)
+    fig, (ax,) = _figure(1, height=4.6)
     sns.scatterplot(frame, x=cost, y="top1", hue="method", style="method", s=70, ax=ax)
     front = pareto_frontier(frame, cost, "top1")
     ax.step(front[cost], front["top1"], where="post", color="black", linewidth=1, label="frontier")
     ax.set(xlabel=LATENCY_LABEL if cost == "latency_ms" else MFLOPS_LABEL, ylabel=TOP1_LABEL)
     ax.legend(fontsize="small")
-    ax.set_title(title)
+    ax.set_title(_wrap(title))
     return fig
 
 
@@ -531,7 +644,8 @@ def predictions_figure(
     """Sample images (uint8, N x 3 x H x W) with the class predicted at each scaling factor."""
     factors = list(predicted)
     count = len(raw_images)
-    size = (1.25 * count + 1, 1.45 * len(factors) + 0.9)
+    side = min(1.25, (FIGURE_WIDTH - 0.6) / max(count, 1))  # each image, in inches
+    size = (min(FIGURE_WIDTH, side * count + 0.6), (side + 0.3) * len(factors) + 1.0)
     fig, axes = plt.subplots(len(factors), count, figsize=size, layout="constrained", squeeze=False)
     for row, s in enumerate(factors):
         for column in range(count):
@@ -543,10 +657,10 @@ def predictions_figure(
             if column == 0:
                 ax.set_ylabel(f"s = {s:g}")
             if row == len(factors) - 1:
-                ax.set_xlabel(f"#{column} (true {truth})", fontsize=9)
-    fig.supxlabel("test image (index, true class); title: predicted class, green if right")
-    fig.supylabel(S_LABEL)
-    fig.suptitle(title)
+                ax.set_xlabel(f"true {truth}", fontsize=9)
+    fig.supxlabel("test image (true class); above each: the class predicted, green if right")
+    fig.supylabel("depth (scaling factor s)")
+    _suptitle(fig, title)
     return fig
 
 
@@ -589,8 +703,10 @@ def latency_flops_figure(depths: Sequence[Mapping[str, float]], title: str) -> F
     long = frame.melt(["arch", "s", "flops_ratio"], batches, "batch", "latency_ratio")
     long["batch"] = "batch " + long["batch"].str.removeprefix("latency_ratio_b")
     archs = list(dict.fromkeys(frame["arch"]))
-    fig, axes = _figure(len(archs), width=4.4, height=4.0, sharey=True)
-    for ax, arch in zip(axes, archs, strict=True):
+    columns = min(2, len(archs))
+    rows = math.ceil(len(archs) / columns)
+    fig, axes = _figure(columns, height=3.3 * rows + 0.8, nrows=rows, sharey=True)
+    for ax, arch in zip(axes, archs, strict=False):
         sns.scatterplot(
             long[long["arch"] == arch],
             x="flops_ratio",
@@ -603,21 +719,23 @@ def latency_flops_figure(depths: Sequence[Mapping[str, float]], title: str) -> F
         )
         ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
         ax.set(xlim=(0, 1.05), ylim=(0, 1.15), title=arch)
-        ax.set_xlabel("FLOPs relative to full depth (ratio)")
-        ax.set_ylabel("latency relative to full depth (ratio)")
-    fig.suptitle(title)
+        ax.set_xlabel("FLOPs, share of full depth (ratio)")
+        ax.set_ylabel("latency, share of full (ratio)")
+    _legend_in_slot(fig, axes, len(archs), fontsize="small")
+    _suptitle(fig, title)
     return fig
 
 
 def step_parts_figure(parts_ms: Mapping[str, float], step_ms: float, title: str) -> Figure:
     """The cooperative training step beside the sum of its passes timed alone, stacked."""
-    fig, (ax,) = _figure(1, width=7.0, height=3.2)
+    fig, (ax,) = _figure(1, height=4.6)
     left = 0.0
     colours = sns.color_palette("colorblind", len(parts_ms))
     for (name, ms), colour in zip(parts_ms.items(), colours, strict=True):
         ax.barh("sum of the parts", ms, left=left, color=colour, label=name)
         left += ms
     ax.barh("cooperative step", step_ms, color="grey")
-    ax.set(xlabel="time per step (ms)", ylabel="measured (kind)", title=title)
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")
+    ax.set(xlabel="time per step (ms)", ylabel="measured (kind)")
+    ax.set_title(_wrap(title))
+    _legend_below(fig, *ax.get_legend_handles_labels(), most=2, fontsize="small")
     return fig

@@ -245,7 +245,7 @@ REASONS = {
     "its shallowest depth is left out, not extrapolated.",
     "Depth": "time shrinks less than FLOPs when fixed costs dominate: at batch 1 on a CPU a "
     "small network spends much of its time in the stem, the head and per-layer dispatch, which "
-    "every depth pays (the depth-cost benchmark, in the performance section of chapter 7, "
+    "every depth pays (the depth-cost benchmark, in the appendix *Engineering checks*, "
     "shows deeper backbones following FLOPs more closely).",
     "Comparable": "a short schedule leaves every network far from convergence, and seeds of "
     "the same method land as far apart as the gaps being measured; more seeds or a longer "
@@ -321,9 +321,11 @@ for runs in datasets.values() if discussed else []:
 # %% [markdown]
 # **What it cost, and how far seeds land apart.** Every recorded run, its seeds, its hours of
 # training (the `shared-bn` ablation re-evaluates the cooperative run's networks and trains
-# nothing), and the test accuracy of its Teammates at full depth (the only network of the
-# other methods): the mean over seeds and the range between them. A difference between two
-# methods smaller than their seed range is one the verdicts above cannot separate.
+# nothing), and the test accuracy at full depth of the mean of its two Teammates (not the
+# deployed Teammate, which the figure above and chapters 6 and 7 show; chapter 5 sets the two
+# side by side), or of the only network of the other methods: the mean over seeds and the range
+# between them. A difference between two methods smaller than their seed range is one the
+# verdicts above cannot separate.
 
 # %% tags=["remove-input"]
 for dataset, runs in datasets.items():

@@ -30,7 +30,12 @@ from coop_utils import chapters, plots
 from coop_utils.config import load_config
 from coop_utils.evaluate import depth_costs
 from coop_utils.gating import BlockGate, add_gate, relaxed_topk, sample_gumbel
-from coop_utils.models import ARCHITECTURES, SCALING_FACTORS, build_model, depth_plan
+from coop_utils.models import (
+    ARCHITECTURES,
+    SCALING_FACTORS,
+    build_model,
+    depth_plan,
+)
 
 # %% tags=["parameters"]
 profile = "smoke"
@@ -45,8 +50,10 @@ latency_batch_sizes = [1]
 latency_repeats = 5
 gumbel_samples = 1000
 
-# %%
-chapter = chapters.start_chapter(profile, device, seed, data_root, run_root, results_root, train)
+# %% tags=["remove-input"]
+chapter = chapters.start_chapter(
+    profile, device, seed, data_root, run_root, results_root, train
+)
 
 # %% [markdown]
 # ## What a scaling factor keeps
@@ -69,7 +76,10 @@ chapters.show_source(depth_plan)
 # %%
 stage_sizes = ARCHITECTURES["resnet152"].stage_sizes
 plans = {f"s = {s:g}": depth_plan(stage_sizes, s) for s in SCALING_FACTORS}
-pd.DataFrame(plans, index=[f"stage {j + 1} (n = {n})" for j, n in enumerate(stage_sizes)])
+pd.DataFrame(
+    plans,
+    index=[f"stage {j + 1} (n = {n})" for j, n in enumerate(stage_sizes)],
+)
 
 # %% [markdown]
 # Which blocks are kept is a separate question. Without a learned gate, a network keeps the
@@ -80,15 +90,25 @@ pd.DataFrame(plans, index=[f"stage {j + 1} (n = {n})" for j, n in enumerate(stag
 # %%
 roles = {"resnet152": ["the paper's backbone"]}
 roles.setdefault(cost_arch, []).append("measured below")
-roles.setdefault(load_config(profile).arch, []).append(f"trained by the {profile} profile")
-networks = {arch: build_model(arch, num_classes=100, image_size=32) for arch in roles}
+roles.setdefault(load_config(profile).arch, []).append(
+    f"trained by the {profile} profile"
+)
+networks = {
+    arch: build_model(arch, num_classes=100, image_size=32) for arch in roles
+}
 plan_figure = plots.block_plan_figure(
-    plots.block_plan_frame(networks), "Depth plans: which residual blocks run at each s"
+    plots.block_plan_frame(networks),
+    "Depth plans: which residual blocks run at each s",
 )
 
 # %% tags=["remove-input"]
 distinct = {
-    arch: len({tuple(depth_plan(ARCHITECTURES[arch].stage_sizes, s)) for s in SCALING_FACTORS})
+    arch: len(
+        {
+            tuple(depth_plan(ARCHITECTURES[arch].stage_sizes, s))
+            for s in SCALING_FACTORS
+        }
+    )
     for arch in roles
 }
 display(
@@ -144,7 +164,9 @@ chapters.show_source(relaxed_topk)
 logits = torch.tensor([2.0, 1.0, 0.5, 0.0, -1.0])
 keep = 2
 temperatures = (0.1, 0.5, 1.0, 5.0)
-noisy = logits + sample_gumbel(logits.shape, generator=torch.Generator().manual_seed(seed))
+noisy = logits + sample_gumbel(
+    logits.shape, generator=torch.Generator().manual_seed(seed)
+)
 hard = torch.zeros_like(noisy).scatter_(0, noisy.topk(keep).indices, 1.0)
 relaxed = {tau: relaxed_topk(noisy, keep, tau) for tau in temperatures}
 pd.DataFrame(
@@ -156,7 +178,9 @@ pd.DataFrame(
 # %% tags=["remove-input"]
 kept = hard.bool()
 gap = noisy[kept].max() - noisy[kept].min()
-distance = {tau: float((mask - hard).abs().max()) for tau, mask in relaxed.items()}
+distance = {
+    tau: float((mask - hard).abs().max()) for tau, mask in relaxed.items()
+}
 closest = min(distance, key=distance.get)
 low, high = min(temperatures), max(temperatures)
 display(
@@ -173,7 +197,11 @@ display(
 
 # %%
 gumbel_figure = plots.gumbel_temperature_figure(
-    logits.tolist(), keep=keep, temperatures=list(temperatures), samples=gumbel_samples, seed=seed
+    logits.tolist(),
+    keep=keep,
+    temperatures=list(temperatures),
+    samples=gumbel_samples,
+    seed=seed,
 )
 
 # %% [markdown]
@@ -216,16 +244,26 @@ net = build_model("resnet20", num_classes=10, image_size=32)
 for block in net.blocks:
     torch.nn.init.ones_(block.residual[-1].weight)
 gate = add_gate(net)
-mask = gate.sample(0.5, tau=1.0, generator=torch.Generator().manual_seed(seed))
+mask = gate.sample(
+    0.5, tau=1.0, generator=torch.Generator().manual_seed(seed)
+)
 images, labels = torch.randn(8, 3, 32, 32), torch.randint(0, 10, (8,))
 gradients = {}
 for estimator, run_dropped in (("kept", False), ("all", True)):
     gate.logits.grad = None
     logits = net(images, mask=mask, run_dropped=run_dropped)
-    torch.nn.functional.cross_entropy(logits, labels).backward(retain_graph=True)
-    gradients[f"gradient of its logit ({estimator})"] = gate.logits.grad.numpy().copy()
+    torch.nn.functional.cross_entropy(logits, labels).backward(
+        retain_graph=True
+    )
+    gradients[f"gradient of its logit ({estimator})"] = (
+        gate.logits.grad.numpy().copy()
+    )
 pd.DataFrame(
-    {"block": net.gateable_blocks, "mask value (forward)": mask.detach().numpy()} | gradients
+    {
+        "block": net.gateable_blocks,
+        "mask value (forward)": mask.detach().numpy(),
+    }
+    | gradients
 ).set_index("block").T.round(4)
 
 # %% [markdown]
@@ -244,72 +282,30 @@ pd.DataFrame(
 # $$\frac{\text{latency}(s)}{\text{latency}(1)} \approx \frac{\text{FLOPs}(s)}{\text{FLOPs}(1)};$$
 #
 # how close a measurement comes to it depends on the device and the batch, since a forward
-# pass also has costs that do not shrink with the plan.
+# pass also has costs that do not shrink with the plan. The times below are those the
+# depth-cost benchmark recorded on a quiet machine, every depth timed side by side
+# (`results/benchmarks/depth_cost.json`, the numbers the summary page judges); only where
+# that record lacks `cost_arch` are they measured while this page is built, on a shared
+# machine and so more noisily. The label under the table says which.
 
 # %%
 chapters.show_source(depth_costs)
 
 # %%
 cost_net = build_model(cost_arch, num_classes=100, image_size=32)
-costs = pd.DataFrame(
-    depth_costs(
-        cost_net,
-        latency_batch_sizes=latency_batch_sizes,
-        device=chapter.torch_device,
-        repeats=latency_repeats,
-    )
+costs, timed = chapters.depth_costs_shown(
+    chapter, cost_net, cost_arch, latency_batch_sizes, latency_repeats
 )
-costs.round(5)
+display(costs.round(5))
+display(Markdown(f"*Latency (seconds per batch) {timed}.*"))
 
 # %%
 cost_plot = plots.cost_figure(
-    costs, f"Cost of each depth plan relative to full depth ({cost_arch}, {chapter.torch_device})"
+    costs, f"Cost of each depth plan relative to full depth ({cost_arch})"
 )
 
 # %% tags=["remove-input"]
-full, shallow = costs.loc[costs["s"].idxmax()], costs.loc[costs["s"].idxmin()]
-flops_ratio = shallow["flops"] / full["flops"]
-latency = {
-    int(column.removeprefix("latency_b")): shallow[column] / full[column]
-    for column in costs.columns
-    if column.startswith("latency_b")
-}
-lines = [
-    f"At *s* = {shallow['s']:g} the plan runs "
-    f"{100 * shallow['active_blocks'] / full['active_blocks']:.1f} % of the blocks and "
-    f"{100 * flops_ratio:.1f} % of the FLOPs: FLOPs track the share of blocks, but not exactly, "
-    "because blocks differ in cost and the stem and the classifier always run."
-]
-for index, (batch, ratio) in enumerate(latency.items()):
-    if abs(ratio - flops_ratio) <= 0.1:
-        how = "latency follows FLOPs, to within 0.1 of full depth's"
-    else:
-        saves = "less" if ratio > flops_ratio else "more"
-        how = f"latency does not follow FLOPs: the plan saves {saves} in time than in FLOPs"
-    lines.append(
-        f"{'At' if index else 'On this build machine, at'} batch {batch} it takes {ratio:.2f} "
-        f"of full depth's time against {flops_ratio:.2f} of its FLOPs: {how}."
-    )
-slower = [
-    f"*s* = {row['s']:g} at batch {column.removeprefix('latency_b')}: "
-    f"{row[column] / full[column]:.2f}"
-    for column in costs.columns
-    if column.startswith("latency_b")
-    for _, row in costs.iterrows()
-    if row["s"] < full["s"] and row[column] > full[column]
-]
-if slower:
-    lines.append(
-        f"Some shallower plans timed slower than full depth here ({'; '.join(slower)} of its "
-        "time): timings taken once on a shared build machine are noisy at this size, which is "
-        "why chapter 7's depth-cost benchmark times the plans side by side on a quiet machine."
-    )
-if latency and max(latency.values()) < 0.6:
-    lines.append(
-        "At every batch size measured the shallowest plan takes well under full depth's time, "
-        "which it could not if skipped blocks were computed and multiplied by zero."
-    )
-display(Markdown(" ".join(lines)))
+display(Markdown(chapters.depth_cost_summary(costs, timed)))
 
 # %% [markdown]
 # The direct check: count the residual branches that actually run in a forward pass.
@@ -317,7 +313,9 @@ display(Markdown(" ".join(lines)))
 # %%
 computed = []
 hooks = [
-    block.residual.register_forward_hook(lambda *_, index=index: computed.append(index))
+    block.residual.register_forward_hook(
+        lambda *_, index=index: computed.append(index)
+    )
     for index, block in enumerate(cost_net.blocks)
 ]
 rows = []
@@ -325,7 +323,13 @@ with torch.no_grad():
     for s in SCALING_FACTORS:
         computed.clear()
         cost_net(torch.zeros(1, 3, 32, 32), s=s)
-        rows.append({"s": s, "plan": len(cost_net.active_blocks(s)), "computed": len(computed)})
+        rows.append(
+            {
+                "s": s,
+                "plan": len(cost_net.active_blocks(s)),
+                "computed": len(computed),
+            }
+        )
 for hook in hooks:
     hook.remove()
 branches = pd.DataFrame(rows).set_index("s")

@@ -41,8 +41,10 @@ train = True
 dataset = "cifar100"
 epochs = None
 
-# %%
-chapter = chapters.start_chapter(profile, device, seed, data_root, run_root, results_root, train)
+# %% tags=["remove-input"]
+chapter = chapters.start_chapter(
+    profile, device, seed, data_root, run_root, results_root, train
+)
 
 # %% [markdown]
 # ## Soft targets and temperature
@@ -82,11 +84,25 @@ chapters.show_source(kd_loss)
 
 # %%
 generator = torch.Generator().manual_seed(seed)
-student, teacher = torch.randn(4, 10, generator=generator), torch.randn(4, 10, generator=generator)
+student, teacher = (
+    torch.randn(4, 10, generator=generator),
+    torch.randn(4, 10, generator=generator),
+)
 T = 4.0
-p_teacher, p_student = torch.softmax(teacher / T, 1), torch.softmax(student / T, 1)
-by_definition = T**2 * (p_teacher * (p_teacher.log() - p_student.log())).sum(1).mean()
-print(f"kd_loss: {kd_loss(student, teacher, T):.6f}   definition: {by_definition:.6f}")
+p_teacher, p_student = (
+    torch.softmax(teacher / T, 1),
+    torch.softmax(student / T, 1),
+)
+by_definition = (
+    T**2 * (p_teacher * (p_teacher.log() - p_student.log())).sum(1).mean()
+)
+pd.Series(
+    {
+        "kd_loss": kd_loss(student, teacher, T).item(),
+        "by the definition": by_definition.item(),
+    },
+    name="distillation loss",
+).round(6)
 
 # %% [markdown]
 # Why $T^2$: the gradient of the softened KL with respect to the student's logits shrinks
@@ -99,7 +115,13 @@ for temperature in (1.0, 2.0, 4.0, 8.0):
     logits = student.clone().requires_grad_()
     kd_loss(logits, teacher, temperature).backward()
     norm = logits.grad.norm().item()
-    rows.append({"T": temperature, "with T^2": norm, "without T^2": norm / temperature**2})
+    rows.append(
+        {
+            "T": temperature,
+            "with T^2": norm,
+            "without T^2": norm / temperature**2,
+        }
+    )
 pd.DataFrame(rows).set_index("T").round(4)
 
 # %% [markdown]
@@ -129,41 +151,43 @@ schedule = {} if epochs is None else {"epochs": epochs}
 common = {"use_leader": False, "factors_per_teammate": 0, **schedule}
 configs = {
     "mutual": chapter.config(dataset, variant="kd-mutual", **common),
-    "alone": chapter.config(dataset, variant="kd-alone", mutual=False, **common),
+    "alone": chapter.config(
+        dataset, variant="kd-alone", mutual=False, **common
+    ),
 }
 runs = chapter.train(configs)
 trained = len(runs) == len(configs)
 
 # %% tags=["hide-input"]
 if trained:
-    curves = plots.training_curves_figure(
-        {label: run.log for label, run in runs.items()},
-        f"Two Teammates, with and without mutual distillation ({dataset}, {profile})",
+    chapters.show(
+        plots.training_curves_figure(
+            {label: run.log for label, run in runs.items()},
+            f"Two Teammates, with and without mutual distillation "
+            f"({dataset}, {profile})",
+        ),
+        "The mutual run's loss carries the extra distillation terms, so its "
+        "curve sits higher; what matters is the accuracy each network "
+        "reaches.",
     )
-
-# %% [markdown]
-# In the training curves (drawn when this build trains the two runs), the mutual run's loss
-# carries the extra distillation terms, so its curve sits higher; what matters is the accuracy
-# each network reaches.
 
 # %% tags=["hide-input"]
 if trained:
     full_depth = pd.concat(
-        plots.metrics_frame(run.metrics, run=label).query("s == 1.0") for label, run in runs.items()
+        plots.metrics_frame(run.metrics, run=label).query("s == 1.0")
+        for label, run in runs.items()
     )
     full_depth = full_depth[full_depth["network"] != "teammate_mean"]
-    bars = plots.full_depth_accuracy_figure(
-        full_depth, f"Full-depth test top-1 after {configs['mutual'].epochs} epochs ({profile})"
-    )
-
-# %% [markdown]
-# In the bar chart (drawn when this build trains the two runs), each bar is one network at
-# full depth; the two colours differ only in whether the pair learned from each other.
-
-# %% tags=["hide-input"]
-if trained:
     gain = full_depth.groupby("run")["top1"].mean()
-    print(
-        f"mean full-depth top-1: mutual {gain['mutual']:.1f} %, alone {gain['alone']:.1f} % "
-        f"({gain['mutual'] - gain['alone']:+.1f} points)"
+    chapters.show(
+        plots.full_depth_accuracy_figure(
+            full_depth,
+            f"Full-depth test top-1 after {configs['mutual'].epochs} epochs "
+            f"({profile})",
+        ),
+        "Each bar is one network at full depth; the two colours differ only "
+        "in whether the pair learned from each other. The Teammates' mean at "
+        f"full depth: {gain['mutual']:.1f} % with mutual distillation, "
+        f"{gain['alone']:.1f} % alone ({gain['mutual'] - gain['alone']:+.1f} "
+        "points).",
     )

@@ -42,8 +42,10 @@ results_root = "results"
 train = True
 dataset = "cifar100"
 
-# %%
-chapter = chapters.start_chapter(profile, device, seed, data_root, run_root, results_root, train)
+# %% tags=["remove-input"]
+chapter = chapters.start_chapter(
+    profile, device, seed, data_root, run_root, results_root, train
+)
 
 # %% [markdown]
 # ## The weights
@@ -71,23 +73,32 @@ weight_plot = plots.sfsl_weight_figure()
 # ## With and without SFSL: the recorded runs
 #
 # The same cooperative run twice, differing only in `sfsl`: the main cooperative run of the
-# dataset (chapters 4 and 5) and chapter 6's `no-sfsl` ablation. The lines are the Teammates'
+# dataset (chapter 5) and chapter 6's `no-sfsl` ablation. The lines are the Teammates'
 # mean accuracy, averaged over the recorded seeds. The band is the 95 % t-interval over the
 # seeds, the interval the verdicts use (they also floor it at the test set's binomial error).
 
 # %%
 arms = {"with SFSL": "cooperative", "without SFSL": "cooperative-no-sfsl"}
-recorded_profile, recorded = chapter.results.campaign(dataset, list(arms.values()))
+recorded_profile, recorded = chapter.results.campaign(
+    dataset, list(arms.values())
+)
 display(Markdown(chapters.recorded_label(recorded, dataset)))
 by_depth = pd.concat(
-    chapters.seeds_frame(recorded, name).query("network == 'teammate_mean'").assign(run=label)
+    chapters.seeds_frame(recorded, name)
+    .query("network == 'teammate_mean'")
+    .assign(run=label)
     for label, name in arms.items()
 )
 if by_depth["run"].nunique() == len(arms):
-    sfsl_plot = plots.accuracy_by_depth_figure(
-        by_depth, f"Mean Teammate accuracy by depth, with and without SFSL ({dataset})", hue="run"
+    chapters.show(
+        plots.accuracy_by_depth_figure(
+            by_depth,
+            "The Teammates' mean accuracy by depth, with and without SFSL "
+            f"({dataset})",
+            hue="run",
+        ),
+        chapters.accuracy_table(by_depth, index="run"),
     )
-    display(chapters.accuracy_table(by_depth, index="run"))
 
 # %% [markdown]
 # SFSL is meant to lift the left of this curve, the shallow depths, where the weight $1/s$ is
@@ -97,11 +108,15 @@ if by_depth["run"].nunique() == len(arms):
 if by_depth["run"].nunique() == len(arms):
     # the difference of the mean top-1 at each distinct depth plan, shallow to deep (unrounded,
     # as the verdict computes it; the table above rounds each mean on its own)
-    means = by_depth.pivot_table(index="active_blocks", columns="run", values="top1")
+    means = by_depth.pivot_table(
+        index="active_blocks", columns="run", values="top1"
+    )
     factors = by_depth.groupby("active_blocks")["s"].agg(["min", "max"])
     change = (means["with SFSL"] - means["without SFSL"]).dropna()
     spans = {
-        blocks: " to ".join(dict.fromkeys(f"{s:g}" for s in factors.loc[blocks]))
+        blocks: " to ".join(
+            dict.fromkeys(f"{s:g}" for s in factors.loc[blocks])
+        )
         for blocks in change.index
     }
     parts = [
@@ -141,12 +156,20 @@ gated = {
 }
 gated = {label: net for label, net in gated.items() if net is not None}
 if gated:
-    plan_plot = plots.block_plan_figure(
-        plots.block_plan_frame(gated), f"Blocks kept by the learned gates ({dataset})"
+    chapters.show(
+        plots.block_plan_figure(
+            plots.block_plan_frame(gated),
+            f"Blocks kept by the learned gates ({dataset})",
+        ),
+        plots.nested_plans(gated),
     )
-    display(plots.nested_plans(gated))
 else:
-    display(Markdown("*No weights of these runs are committed yet (`results/weights/`).*"))
+    display(
+        Markdown(
+            "*No weights of these runs are committed yet "
+            "(`results/weights/`).*"
+        )
+    )
 
 # %% [markdown]
 # Each row is a depth; a dark cell is a block that runs. Rows only ever gain blocks going up,
@@ -164,11 +187,18 @@ configs = {
 runs = chapter.train(configs)
 if len(runs) == len(configs):
     live = pd.concat(
-        plots.metrics_frame(run.metrics, run=label).query("network == 'teammate_mean'")
+        plots.metrics_frame(run.metrics, run=label).query(
+            "network == 'teammate_mean'"
+        )
         for label, run in runs.items()
     )
-    live_plot = plots.accuracy_by_depth_figure(
-        live, f"Mean Teammate accuracy by depth ({dataset}, {profile}, this build)", hue="run"
+    chapters.show(
+        plots.accuracy_by_depth_figure(
+            live,
+            "The Teammates' mean accuracy by depth "
+            f"({dataset}, {profile}, this build)",
+            hue="run",
+        )
     )
     systems = {label: load_system(run) for label, run in runs.items()}
     live_gated = {
@@ -176,7 +206,10 @@ if len(runs) == len(configs):
         for label, system in systems.items()
         for i, net in enumerate(system.teammates)
     }
-    live_plan_plot = plots.block_plan_figure(
-        plots.block_plan_frame(live_gated), f"Blocks kept by the gates ({dataset}, {profile})"
+    chapters.show(
+        plots.block_plan_figure(
+            plots.block_plan_frame(live_gated),
+            f"Blocks kept by the gates ({dataset}, {profile})",
+        ),
+        plots.nested_plans(live_gated),
     )
-    display(plots.nested_plans(live_gated))

@@ -13,9 +13,9 @@
 # %% [markdown]
 # # Cooperative training on Tiny ImageNet
 #
-# The whole system at once, as the paper trains it {cite}`fang2023cooperative`: two gated Teammates,
-# their sub-networks at randomly drawn depths, and a Leader, trained together by one optimizer on
-# Tiny ImageNet {cite}`le2015tiny`. The paper names the dataset, whose official split has 200
+# The cooperative system of chapter 4 (its objective and its training step, unchanged; only the
+# data differ), trained on Tiny ImageNet {cite}`le2015tiny`, the dataset of every recorded run
+# {cite}`fang2023cooperative`. The paper names the dataset, whose official split has 200
 # classes of 64x64 images, 500 training images each. Its images are twice the side of CIFAR's, and
 # the network is the same (its stem keeps the resolution, so at 64x64 every feature map has twice
 # the side, four times the area). The chapter opens on the accuracy of the recorded runs at every
@@ -40,8 +40,10 @@ run_root = "runs"
 results_root = "results"
 train = True
 
-# %%
-chapter = chapters.start_chapter(profile, device, seed, data_root, run_root, results_root, train)
+# %% tags=["remove-input"]
+chapter = chapters.start_chapter(
+    profile, device, seed, data_root, run_root, results_root, train
+)
 dataset = "tiny-imagenet"
 networks = ["teammate0", "teammate1", "teammate_mean", "leader"]
 
@@ -49,25 +51,36 @@ networks = ["teammate0", "teammate1", "teammate_mean", "leader"]
 # ## Accuracy at every depth
 #
 # The recorded cooperative runs on this dataset (the full profile's where recorded, else the
-# preview's), each Teammate, their mean and the Leader; with several seeds, the line is their mean
-# and the band its 95 % t-interval over the seeds, as in the verdicts. Below them, each seed's
-# training curves: the loss (which jumps between epochs, as chapter 4 explains) and the validation
-# top-1 of the first Teammate at its deepest and shallowest depth after every epoch, the curve to
-# read.
+# preview's): each Teammate, the Teammates' mean and the Leader; with several seeds, the line is
+# the mean over the seeds and the band its 95 % t-interval, as in the verdicts. Below them, where
+# a run's per-epoch log is committed, its training curves: the loss, and the validation top-1 of
+# the first Teammate at its deepest and shallowest depth after every epoch. The loss sums every
+# term of the objective, so its level is not comparable with a single network's cross-entropy,
+# and it jumps between epochs: each epoch draws new scaling factors, and SFSL weighs a
+# sub-network's terms by $1/s$, so an epoch that draws $s = 0.2$ counts them five times.
+# Validation accuracy is the curve to read.
 
 # %% tags=["remove-input"]
 official = DATASETS[dataset]
-recorded_profile, recorded_runs = chapter.results.campaign(dataset, ["cooperative"])
+recorded_profile, recorded_runs = chapter.results.campaign(
+    dataset, ["cooperative"]
+)
 if not recorded_runs.empty:
     shown = recorded_runs["config"].iloc[0]
     classes = shown.get("num_classes") or official.num_classes
     side = shown.get("image_size") or official.image_size
     which = "all" if classes == official.num_classes else "the first"
-    lines = [f"The recorded {recorded_profile} runs use {which} {classes} of the dataset's "]
+    lines = [
+        f"The recorded {recorded_profile} runs use {which} {classes} of the dataset's "
+    ]
     lines[0] += f"{official.num_classes} classes, at {side}x{side}"
     if side < official.image_size:
-        lines[0] += f" (downsampled from {official.image_size}x{official.image_size} by area "
-        lines[0] += "averaging" + (", CIFAR's size" if side == 32 else "") + ")"
+        lines[0] += (
+            f" (downsampled from {official.image_size}x{official.image_size} by area "
+        )
+        lines[0] += (
+            "averaging" + (", CIFAR's size" if side == 32 else "") + ")"
+        )
     momentum = "Nesterov" if shown.get("nesterov") else "plain"
     lines[0] += (
         f", and train {shown.get('arch')} for {shown.get('epochs')} epochs of batch "
@@ -95,13 +108,8 @@ chapters.show_recorded_depths(chapter.results, dataset, networks)
 # Each Teammate is one network evaluated at nine depths; the Leader exists at full depth
 # only. The claim under test is that the curves stay flat as $s$ shrinks.
 
-# %% [markdown]
-# ## The objective
-#
-# The objective is chapter 4's, unchanged: the Leader's cross-entropy, each Teammate's
-# cross-entropy with distillation from the other Teammate and from the Leader, and each drawn
-# sub-network's cross-entropy with distillation from its own Teammate, weighted by
-# $w(s) = 1/s$ (chapter 3). Only the data differ.
+# %% tags=["remove-input"]
+display(Markdown(chapters.deployed_note(chapter.results, dataset)))
 
 # %% [markdown]
 # ## Run it yourself
@@ -114,6 +122,6 @@ config = chapter.config(dataset)
 display(chapters.config_table(config))
 run = chapter.train({"cooperative": config}).get("cooperative")
 
-# %% tags=["hide-input"]
+# %% tags=["remove-input"]
 if run is not None:
     chapters.show_run(run, dataset, profile, networks)

@@ -26,10 +26,9 @@
 # run per method listed there (a preview run each at preview).
 
 # %%
-import pandas as pd
 from IPython.display import Markdown, display
 
-from coop_utils import chapters, plots, verdict
+from coop_utils import chapters, plots
 from coop_utils.losses import byot_loss
 from coop_utils.systems import ExitSystem, IndependentSystem
 
@@ -44,8 +43,10 @@ train = True
 dataset = "cifar100"
 ablations = ["no-sfsl", "no-leader", "no-mutual"]
 
-# %%
-chapter = chapters.start_chapter(profile, device, seed, data_root, run_root, results_root, train)
+# %% tags=["remove-input"]
+chapter = chapters.start_chapter(
+    profile, device, seed, data_root, run_root, results_root, train
+)
 
 # %% [markdown]
 # ## Accuracy against depth, FLOPs and latency
@@ -60,22 +61,28 @@ recorded_profile, recorded = chapter.results.campaign(dataset)
 display(Markdown(chapters.recorded_label(recorded, dataset)))
 cooperative = "cooperative" in set(recorded["run"])
 if cooperative:
-    chapters.show_comparison(recorded, f"recorded {recorded_profile} runs, {dataset}")
-    step_record = chapters.benchmark_records(chapter.results).get("train_step")
-    display(Markdown(chapters.training_compute_note(recorded, step_record)))
+    chapters.show_comparison(
+        recorded, f"recorded {recorded_profile} runs, {dataset}"
+    )
 
 # %% [markdown]
 # Read across the three panels: a method ahead at equal depth may fall behind at equal FLOPs or
 # latency, because exits add heads and the independent networks are separate models. The
 # latencies are timed at the end of each run on the machine that trained it, at batch 1, so
 # they carry that machine's noise (two depths of one plan can differ by a millisecond); the
-# depth-cost benchmark of chapter 7 times every depth side by side on a quiet machine.
+# depth-cost benchmark times every depth side by side on a quiet machine
+# ({doc}`08_engineering_checks`).
 #
 # The second figure and table compare each exit below full depth with the cooperative
 # network's deployed Teammate within the exit's measured FLOPs (means over the seeds): its
 # deepest depth that costs no more, the depth it would really run under that budget, never an
 # interpolation between two depths. An exit cheaper than its shallowest depth is listed, not
 # compared. A cross above its dot is an exit the cooperative network beats at no greater cost.
+#
+# Every method trains for the same epochs, so the comparison is at equal inference cost, not at
+# equal training compute: the summary page's *Reproducibility report*
+# ({doc}`00_does_it_replicate`) sets the training time of each method beside the cooperative
+# run's, with the control that matches it.
 
 # %% [markdown]
 # ## What each part of the method is worth
@@ -94,45 +101,24 @@ if cooperative:
 
 # %%
 if cooperative:
-    ablation_plot = plots.ablation_figure(
-        plots.ablation_frame(recorded), f"Ablations, recorded {recorded_profile} runs ({dataset})"
+    ablation_plots = plots.ablation_figures(
+        plots.ablation_frame(recorded),
+        f"Ablations, recorded {recorded_profile} runs ({dataset})",
     )
 
-# %%
-if cooperative:
-    display(chapters.verdict_html(verdict.component_rows(verdict.claim_table(recorded))))
-
 # %% [markdown]
+# Whether each part helps is judged in the verdict table of the summary page,
+# {doc}`00_does_it_replicate`, one row per ablation (click a claim there for its rule): the
+# difference of the Teammates' mean accuracy and its 95 % t-interval, paired by seed between
+# the cooperative variants, and "inconclusive (n < 3)" with fewer than 3 runs in an arm,
+# whatever the mean.
+#
 # The Leader learns from the labels alone, by cross-entropy at full depth, the loss of the
 # independent full-depth network. What it can pass on to the Teammates is what such a network
 # knows; the recorded runs, seed by seed:
 
-# %% tags=["hide-input"]
-full_depth = {}  # per seed, the test accuracy at full depth of the Leader and its twin
-for name, network in (("cooperative", "leader"), ("independent", "independent")):
-    rows = chapters.seeds_frame(recorded, name)
-    rows = rows[rows["network"] == network].sort_values("s")
-    if not rows.empty:
-        full_depth[f"{name}: {network}"] = rows.groupby("seed")[["top1", "top5"]].last()
-if len(full_depth) == 2:
-    display(pd.concat(full_depth, axis=1))
-    leader, twin = full_depth.values()
-    if leader.equals(twin):
-        display(
-            Markdown(
-                "In every seed the Leader and the independent full-depth network reach the "
-                "same test top-1 and top-5: they start from the same initialisation, see the "
-                "same batches and follow the same loss, so they are the same network. The "
-                "Leader claim therefore asks whether distilling from a plain full-depth network "
-                "improves the Teammates."
-            )
-        )
-
-# %% [markdown]
-# The verdicts follow the rules of {doc}`00_does_it_replicate` (click a claim for its rule):
-# a difference and its 95 % t-interval, paired by seed between the cooperative variants,
-# unpaired (Welch) against the exit baselines, and "inconclusive
-# (n < 3)" with fewer than 3 runs in an arm, whatever the mean.
+# %% tags=["remove-input"]
+chapters.show_leader_and_its_twin(recorded)
 
 # %% [markdown]
 # ## The methods
@@ -194,7 +180,12 @@ configs = {
     "BYOT": chapter.config(dataset, method="byot"),
     "BranchyNet": chapter.config(dataset, method="branchynet"),
 }
-configs |= {f"cooperative, {name}": chapter.ablation(dataset, name) for name in ablations}
+configs |= {
+    f"cooperative, {name}": chapter.ablation(dataset, name)
+    for name in ablations
+}
 finished = chapter.train(configs)
 if "cooperative" in finished:
-    chapters.show_comparison(chapters.as_frame(finished), f"this build, {dataset}, {profile}")
+    chapters.show_comparison(
+        chapters.as_frame(finished), f"this build, {dataset}, {profile}"
+    )

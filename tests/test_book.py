@@ -8,7 +8,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from test_notebooks import CHAPTERS
+from test_notebooks import CHAPTERS, FIGURE_CHAPTERS
 
 from coop_utils import book, chapters, results
 from coop_utils.__main__ import main
@@ -21,7 +21,7 @@ def test_chapters_are_selected_by_number_or_name():
     assert [p.stem for p in book.select_chapters(["1", "03"])] == [CHAPTERS[1], CHAPTERS[3]]
     assert [p.stem for p in book.select_chapters([CHAPTERS[6]])] == [CHAPTERS[6]]
     assert [p.stem for p in book.select_chapters(["0"])] == ["00_does_it_replicate"]
-    assert len(book.select_chapters(None)) == 8
+    assert len(book.select_chapters(None)) == 9
     with pytest.raises(ValueError, match="unknown chapter '99'"):
         book.select_chapters(["99"])
 
@@ -101,6 +101,69 @@ def test_a_chapter_not_executed_yet_gets_a_placeholder_page(tmp_path):
     assert f"--chapters {source.stem[:2]}" in page.cells[0].source
 
 
+def shown_code_lines(name: str) -> list[str]:
+    """The lines of a chapter's code cells that the book shows (not removed, not hidden
+    parameters)."""
+    import jupytext
+
+    hidden = {"remove-cell", "remove-input", "parameters"}
+    notebook = jupytext.read(book.NOTEBOOKS_DIR / f"{name}.py")
+    return [
+        line
+        for cell in notebook.cells
+        if cell.cell_type == "code" and not hidden & set(cell.metadata.get("tags", []))
+        for line in cell.source.splitlines()
+    ]
+
+
+@pytest.mark.parametrize("name", CHAPTERS)
+def test_the_code_a_chapter_shows_fits_the_column(name):
+    """The book's text column holds 78 characters of code at a 1280-pixel window."""
+    wide = [line for line in shown_code_lines(name) if len(line) > chapters.CODE_WIDTH]
+    assert not wide, f"{len(wide)} shown line(s) wider than {chapters.CODE_WIDTH}: {wide}"
+
+
+def test_shown_source_is_laid_out_to_fit_the_column_and_keeps_its_code():
+    import ast
+
+    from coop_utils.systems import CooperativeSystem
+
+    shown = chapters.show_source(CooperativeSystem.backward_step).data
+    assert shown.startswith("```python\ndef backward_step(")
+    assert max(map(len, shown.splitlines())) <= chapters.CODE_WIDTH
+    source = textwrap.dedent(
+        """\
+        def f(x):  # a comment long enough to push this line well past the width of the book
+            return g(x, "a long string of words that does not fit on one line", {"key": x}, 1)
+        """
+    )
+    fitted = chapters.fit_source(source)
+    assert max(map(len, fitted.splitlines())) <= chapters.CODE_WIDTH
+    assert ast.dump(ast.parse(fitted)) == ast.dump(ast.parse(source))
+    split = chapters._split_string(
+        '        f"{value:.2f} is a value, and these are words enough to pass the width {x}",',
+        60,
+    )
+    assert len(split) == 2 and all(len(line) <= 60 for line in split)
+    value, x = 1.0, 2
+    assert eval("".join(line.strip().rstrip(",") for line in split)) == (
+        f"{value:.2f} is a value, and these are words enough to pass the width {x}"
+    )
+
+
+def test_a_long_command_is_shown_in_lines_that_fit_the_column():
+    command = "python -m coop_utils train --profile preview --dataset tiny-imagenet"
+    command += " --method independent --seed 1 --set epochs=18"
+    command += " --set results_root=results/compute-matched"
+    shown = chapters.wrap_command(command)
+    lines = shown.split("\n")
+    assert len(lines) > 1 and all(len(line) <= chapters.CODE_WIDTH for line in lines)
+    assert all(line.endswith(" \\") for line in lines[:-1])
+    assert " ".join(line.removesuffix(" \\").strip() for line in lines) == command
+    assert "--seed 1" in shown and "--set epochs=18" in shown  # an option keeps its value
+    assert chapters.wrap_command("python x.py --a 1") == "python x.py --a 1"
+
+
 # --- the built smoke book -------------------------------------------------------------------
 
 
@@ -128,7 +191,7 @@ def test_the_smoke_book_builds_with_warnings_as_errors(built):
         assert (built / "book" / f"{page}.html").exists()
 
 
-@pytest.mark.parametrize("name", CHAPTERS[1:])  # 00 draws only recorded results (none at smoke)
+@pytest.mark.parametrize("name", FIGURE_CHAPTERS)
 def test_every_chapter_page_has_a_figure_whose_image_exists(built, name):
     page = built / "book" / "executed" / f"{name}.html"
     sources = [src for src in image_sources(page) if not src.startswith("data:")]

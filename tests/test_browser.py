@@ -4,7 +4,10 @@ Each page is opened from ``file://`` with every other request failed (the DevToo
 domain intercepts them, and DNS resolves nothing), so a page that needs a CDN fails. On each
 page: every image loads, MathJax (bundled with the build) has typeset the maths and no raw TeX
 is left in the text, and the console shows no error (exceptions, ``console.error``, error log
-entries, failed loads). A screenshot of each page is kept in ``test-artifacts/``.
+entries, failed loads). At a reader's 1280-pixel window, no figure is drawn wider than its
+column (and so shown scaled down, its lettering with it), and no code, maths or table box is
+wider than its room unless it scrolls with a visible scrollbar. A screenshot of each page is
+kept in ``test-artifacts/``.
 
 The pages are those of ``_toc.yml`` plus Sphinx's search and index pages;
 :func:`test_every_page_of_the_build_is_checked` holds that list to the HTML files of the build.
@@ -360,6 +363,45 @@ RAW_TEX = re.compile(
 )
 
 
+#: at the window's width (1280 px): each image drawn wider than the box it is shown in (so
+#: scaled down), and each box of code, maths or table wider than its room that does not
+#: scroll with a scrollbar that takes room (a visible one); SVG drawings scale without loss
+LAYOUT = """(() => {
+  const found = [];
+  const article = document.querySelector("article.bd-article") || document.body;
+  for (const image of article.querySelectorAll("img")) {
+    const src = image.getAttribute("src") || "";
+    if (!image.naturalWidth || src.endsWith(".svg")) continue;
+    const shown = image.getBoundingClientRect().width;
+    if (shown < image.naturalWidth - 1) {
+      found.push(`figure ${src.slice(-40)} drawn ${image.naturalWidth} px wide, `
+        + `shown at ${Math.round(shown)} px`);
+    }
+  }
+  const boxes = "pre, div.math, mjx-container[display='true'], table";
+  for (const box of article.querySelectorAll(boxes)) {
+    if (box.scrollWidth <= box.clientWidth + 1) continue;
+    if (box.parentElement.closest(boxes) || box.closest("details:not([open])")) continue;
+    const style = getComputedStyle(box);
+    const borders = parseFloat(style.borderTopWidth) + parseFloat(style.borderBottomWidth);
+    const scrollbar = box.offsetHeight - box.clientHeight - borders;
+    const scrolls = ["auto", "scroll"].includes(style.overflowX) && scrollbar > 0;
+    if (!scrolls) {
+      const text = (box.innerText || "").trim().split("\\n")[0].slice(0, 60);
+      found.push(`${box.tagName.toLowerCase()} ${box.scrollWidth} px wide in `
+        + `${box.clientWidth} px, overflow-x ${style.overflowX}, no visible scrollbar: `
+        + `${JSON.stringify(text)}`);
+    }
+  }
+  return found;
+})()"""
+
+#: text no page may say: the paper is public (arXiv 2312.08532)
+FORBIDDEN_TEXT = ("Only the paper's abstract is public",)
+#: the paper, linked from the landing page
+PAPER_URL = "https://arxiv.org/abs/2312.08532"
+
+
 def raw_tex(blocks: list[str]) -> list[str]:
     found = []
     for text in blocks:
@@ -403,6 +445,13 @@ def test_the_page_renders_offline_with_images_maths_and_no_console_error(
     if mathjax["math"] and mathjax["loaded"] and not mathjax["typeset"]:
         failures.append("MathJax typeset nothing")
     failures += [f"raw TeX: {where}" for where in raw_tex(browser.evaluate(PAGE_TEXT))]
+    failures += browser.evaluate(LAYOUT)
+    text = browser.evaluate("document.body.innerText")
+    failures += [f"says {forbidden!r}" for forbidden in FORBIDDEN_TEXT if forbidden in text]
+    if page == toc_pages()[0]:
+        links = browser.evaluate("[...document.links].map(link => link.href)")
+        if not any(link.startswith(PAPER_URL) for link in links):
+            failures.append(f"the landing page does not link the paper ({PAPER_URL})")
 
     browser.pump(1.0)  # late errors: scripts that load after the page
     failures += browser.errors()

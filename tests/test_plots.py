@@ -2,6 +2,7 @@
 they draw from hold what the chapters read."""
 
 import matplotlib
+import matplotlib.text
 
 matplotlib.use("Agg")
 
@@ -18,6 +19,7 @@ from coop_utils.models import build_model
 
 @pytest.fixture(autouse=True)
 def close_figures():
+    plots.use_book_style()  # the book's style: the sizes the column check measures
     yield
     plt.close("all")
 
@@ -40,15 +42,31 @@ def fake_metrics(networks=("teammate0", "teammate1"), factors=(0.2, 0.5, 1.0), b
     }
 
 
+def assert_fits_the_column(figure):
+    """Drawn no wider than the book's text column, so that the page shows it at its own size,
+    and no lettering under 10 pixels there."""
+    width = plots.rendered_width_px(figure)
+    assert width <= plots.COLUMN_PX, f"{width} px wide, the column is {plots.COLUMN_PX}"
+    small = [
+        (text.get_text(), text.get_fontsize())
+        for text in figure.findobj(matplotlib.text.Text)
+        if text.get_visible() and text.get_text().strip()
+        and text.get_fontsize() * figure.dpi / 72 < 10
+    ]  # fmt: skip
+    assert not small, f"lettering under 10 px: {small}"
+
+
 def assert_titled_and_labelled(figure):
-    """A title, and every plotted axes labelled on both sides, with units in parentheses."""
+    """A title, and every plotted axes labelled on both sides, with units in parentheses; the
+    figure fits the book's column (:func:`assert_fits_the_column`)."""
+    assert_fits_the_column(figure)
     title = figure._suptitle.get_text() if figure._suptitle else ""
     titles = [ax.get_title() for ax in figure.axes]
     assert title or any(titles), "the figure has no title"
     has_sup = figure._supxlabel is not None and figure._supylabel is not None
     first = figure.axes[0]
     for ax in figure.axes:
-        if has_sup:
+        if has_sup or not ax.axison:  # an axis turned off holds a legend
             continue
         xlabel, ylabel = ax.get_xlabel(), ax.get_ylabel()
         assert xlabel and "(" in xlabel, f"x axis label without unit: {xlabel!r}"
@@ -200,7 +218,11 @@ def test_headline_figure_draws_each_method_with_its_seed_interval():
     figure = plots.headline_figure(results.frame_of(summaries), "headline")
     assert_titled_and_labelled(figure)
     labels = figure.axes[0].get_legend_handles_labels()[1]
-    assert labels == ["byot (1 seed)", "cooperative (2 seeds)", f"{verdict.MATCHED_NAME} (1 seed)"]
+    assert labels == [
+        "byot (1 seed)",
+        f"{plots.COOPERATIVE_LABEL} (2 seeds)",
+        f"{verdict.MATCHED_NAME} (1 seed)",
+    ]
     bars = [c for c in figure.axes[0].containers if c.has_yerr]
     styles = [bar.lines[0].get_linestyle() for bar in bars]
     assert styles == ["-", "-", "--"]  # the compute-matched control, dashed
@@ -265,11 +287,12 @@ def test_ablation_frame_pools_seeds_and_the_figure_pairs_each_ablation():
     assert set(one["network"]) == {"teammate0"} and one.query("s == 1.0")["top1"].item() == 60.0
     figure = plots.ablation_figure(frame, "ablations")
     assert_titled_and_labelled(figure)
-    assert [ax.get_title() for ax in figure.axes] == ["vs one-teammate (1 seed; teammate0)"]
+    assert [ax.get_title() for ax in figure.axes] == ["vs one-teammate\n(1 seed; teammate0)"]
     # its claim compares teammate0 with teammate0: the blue line is the full run's teammate0
     blue, orange = figure.axes[0].lines
     assert list(blue.get_ydata()) == [56.0, 65.0, 80.0] and max(orange.get_ydata()) == 60.0
-    assert "2 seeds" in figure._suptitle.get_text()
+    legend = [text.get_text() for text in figure.legends[0].get_texts()]
+    assert "full method, range over 2 seeds" in legend  # the band
 
 
 def test_many_ablations_wrap_into_rows():
@@ -321,3 +344,21 @@ def test_matched_cost_figure_pairs_each_compared_exit_with_our_accuracy():
     assert [ax.get_title() for ax in figure.axes] == ["against BYOT", "against BranchyNet"]
     crosses = [line for line in figure.axes[1].lines if line.get_marker() == "X"]
     assert list(crosses[0].get_xdata()) == [41.0]  # the exit outside our range gets no cross
+
+
+def test_many_ablations_split_into_figures_that_fit_the_column():
+    from coop_utils.config import ABLATIONS
+
+    variants = list(ABLATIONS)[:6]
+    rows = [
+        {"variant": variant, "network": "Teammates' mean", "seed": seed, "s": s, "top1": 50 + s}
+        for variant in ["cooperative", *variants]
+        for seed in range(3 if variant in ("cooperative", variants[4]) else 1)
+        for s in (0.2, 1.0)
+    ]
+    figures = plots.ablation_figures(pd.DataFrame(rows), "ablations")
+    assert [len(figure.axes) for figure in figures] == [4, 2]
+    assert figures[0].axes[0].get_title().startswith(f"vs {variants[4]}")  # most seeds first
+    assert "ablations with 1 or 3 seeds" in figures[0]._suptitle.get_text().replace("\n", " ")
+    for figure in figures:
+        assert_titled_and_labelled(figure)
