@@ -280,7 +280,7 @@ def test_recorded_depths_show_accuracy_then_the_committed_training_curves(tmp_pa
     kinds = [type(item).__name__ for item in shown]
     assert kinds == ["Markdown", "Figure", "DataFrame", "Figure"], kinds
     assert "`cooperative` (2 seeds)" in shown[0].data
-    assert set(shown[2].index) == {"teammate0", "teammate1"}
+    assert set(shown[2].index) == {"Teammate 0", "Teammate 1"}  # the names the book gives them
     curves = shown[3]
     assert curves.axes[1].get_ylabel() == "validation top-1 (%)"
     assert not plt.fignum_exists(curves.number), "a figure shown twice"
