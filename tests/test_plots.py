@@ -195,12 +195,12 @@ def test_headline_figure_draws_each_method_with_its_seed_interval():
         "cooperative-seed1": summary(1, fake_metrics(base=52.0)),
         "byot": summary(0, fake_metrics(("byot",), base=40)),
         "cooperative-no-sfsl": summary(0, fake_metrics(base=10)),  # an ablation: not drawn
-        verdict.MATCHED_NAME: summary(0, fake_metrics(("independent",), base=45)),
+        results.MATCHED_NAME: summary(0, fake_metrics(("independent",), base=45)),
     }
     figure = plots.headline_figure(results.frame_of(summaries), "headline")
     assert_titled_and_labelled(figure)
     labels = figure.axes[0].get_legend_handles_labels()[1]
-    assert labels == ["byot (1 seed)", "cooperative (2 seeds)", f"{verdict.MATCHED_NAME} (1 seed)"]
+    assert labels == ["byot (1 seed)", "cooperative (2 seeds)", f"{results.MATCHED_NAME} (1 seed)"]
     bars = [c for c in figure.axes[0].containers if c.has_yerr]
     styles = [bar.lines[0].get_linestyle() for bar in bars]
     assert styles == ["-", "-", "--"]  # the compute-matched control, dashed
