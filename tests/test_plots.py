@@ -321,3 +321,54 @@ def test_matched_cost_figure_pairs_each_compared_exit_with_our_accuracy():
     assert [ax.get_title() for ax in figure.axes] == ["against BYOT", "against BranchyNet"]
     crosses = [line for line in figure.axes[1].lines if line.get_marker() == "X"]
     assert list(crosses[0].get_xdata()) == [41.0]  # the exit outside our range gets no cross
+
+
+def test_training_compute_figure_draws_every_budget_at_full_and_shallowest_depth():
+    """Each method's judged runs (seeds pooled per run and regime) and the budget pilot's plain
+    network (one seed, hollow, full depth only) against their recorded training FLOPs."""
+    from test_verdict import summaries
+
+    found = summaries(seeds=3)
+    for name, run in found.items():
+        run["training_flops"] = 1.5e14 if name.startswith("cooperative") else 5e13
+    judged = results.frame_of(found).assign(regime="short")
+    pilot = {
+        "independent-budget-e6": {"config": {"method": "independent", "epochs": 6, "seed": 0}},
+        "independent-budget-e12": {"config": {"method": "independent", "epochs": 12, "seed": 0}},
+    }
+    for epochs, run in zip((6, 12), pilot.values(), strict=True):
+        row = {"top1": 30.0 + epochs, "val_top1": 30.0 + epochs, "flops": 9e7, "active_blocks": 9}
+        run |= {"metrics": {"independent": {"1": row}}, "training_flops": epochs * 4.6e12}
+    points = plots.training_compute_frame(judged, results.frame_of(pilot))
+    assert set(points["depth"]) == {"full depth", "shallowest plan (3 blocks)"}
+    ours = points[points["label"] == "cooperative: deployed Teammate"]
+    assert len(ours) == 6 and set(ours["budget"]) == {"short/cooperative"}  # 3 seeds, 2 depths
+    assert "cooperative-no-sfsl" not in set(points["run"])  # ablations are not drawn
+    alone = points[points["pilot"]]
+    assert set(alone["depth"]) == {"full depth"} and len(alone) == 2
+    assert set(alone["label"]) == {"full-depth network alone (budget pilot, 1 seed)"}
+    figure = plots.training_compute_figure(points, "training compute")
+    assert_titled_and_labelled(figure)
+    assert [ax.get_xscale() for ax in figure.axes] == ["log", "log"]
+    assert figure.get_size_inches()[0] == pytest.approx(7.0)
+    labels = figure.legends[0].get_texts()
+    assert labels[0].get_text() == "cooperative: deployed Teammate"
+    hollow = [c.lines[0] for c in figure.axes[0].containers if "pilot" in c.get_label()]
+    assert hollow and hollow[0].get_markerfacecolor() == "none"
+
+
+def test_learning_budget_figure_marks_the_chosen_budget_and_each_gain():
+    points = pd.DataFrame(
+        [("plain", 6, 36.0), ("plain", 12, 47.0), ("plain", 24, 49.0), ("ours", 6, 38.0)],
+        columns=["label", "epochs", "val_top1"],
+    ).assign(pilot=False)
+    figure = plots.learning_budget_figure(points, 12, 24, "budget")
+    assert_titled_and_labelled(figure)
+    ax = figure.axes[0]
+    assert [t.get_text() for t in ax.texts] == ["+11.0 pts", "+2.0 pts"]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["6", "12", "24"]
+    labels = figure.legends[0].get_texts()
+    assert [t.get_text() for t in labels][-2:] == [
+        "E_c = 12 epochs (the rule)",
+        "converged campaign: 24 epochs",
+    ]
