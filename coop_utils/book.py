@@ -14,6 +14,7 @@ runs.
 from __future__ import annotations
 
 import argparse
+import base64
 import os
 import shutil
 import subprocess
@@ -141,6 +142,49 @@ def _failure(name: str, error: BaseException) -> str:
     return f"chapter {name} failed: {type(error).__name__}: {error}"
 
 
+#: the landing page's opening, which ``book/index.md`` includes: what the summary chapter's
+#: cell tagged ``landing`` shows (Markdown, figures), written by the runner before each build
+LANDING_DIR = Path("book") / "generated"
+LANDING_TAG = "landing"
+SUMMARY_CHAPTER = "00_does_it_replicate"
+
+
+def write_landing(root: Path) -> Path:
+    """Write ``book/generated/landing.md`` (and its figures, ``landing-N.png``) under the book
+    ``root`` from the outputs of the cell tagged ``landing`` of the executed summary chapter,
+    or a line saying how to compute it where that chapter has not been executed."""
+    import nbformat  # the notebook packages: loaded by the book's commands only
+
+    folder = root / LANDING_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    for old in folder.glob("landing-*.png"):
+        old.unlink()
+    executed = root / EXECUTED_DIR / f"{SUMMARY_CHAPTER}.ipynb"
+    cells = nbformat.read(executed, as_version=4).cells if executed.exists() else []
+    parts = []
+    for cell in cells:
+        for output in (
+            cell.get("outputs", []) if LANDING_TAG in cell.metadata.get("tags", []) else []
+        ):
+            data = output.get("data", {})
+            if "text/markdown" in data:
+                parts.append(data["text/markdown"])
+            elif "image/png" in data:
+                image = folder / f"landing-{len(parts)}.png"
+                image.write_bytes(base64.b64decode(data["image/png"]))
+                alt = output.get("metadata", {}).get("image/png", {}).get("alt", "a figure")
+                path = image.relative_to(root / "book").as_posix()
+                parts.append(f"```{{image}} {path}\n:alt: {alt}\n:width: 100%\n```")
+    if not parts:
+        parts = [
+            "*The answer is computed by the summary page: `python -m coop_utils book "
+            f"--chapters {SUMMARY_CHAPTER[:2]}` executes it.*"
+        ]
+    landing = folder / "landing.md"
+    landing.write_text("\n\n".join(parts) + "\n")
+    return landing
+
+
 #: seconds a cell may take when it trains nothing or trains at smoke: a stuck kernel fails,
 #: naming the cell, rather than hang a build (preview and full training has no limit)
 CELL_TIMEOUT_S = 600
@@ -233,7 +277,10 @@ def _stage_sources(book_root: Path) -> None:
         source, target = REPO_ROOT / name, book_root / name
         if source.is_dir():
             shutil.copytree(
-                source, target, dirs_exist_ok=True, ignore=shutil.ignore_patterns("executed")
+                source,
+                target,
+                dirs_exist_ok=True,
+                ignore=shutil.ignore_patterns("executed", "generated"),
             )
         else:
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -307,6 +354,7 @@ def build_book(
             output = root / EXECUTED_DIR / f"{source.stem}.ipynb"
             if not output.exists():
                 _placeholder(source, output)
+        write_landing(root)
         echo(f"building the book: jupyter-book build {root} --warningiserror --keep-going")
         build_started = time.perf_counter()
         beside = Path(sys.executable).with_name("jupyter-book")

@@ -18,6 +18,7 @@ import inspect
 import io
 import json
 import logging
+import math
 import os
 import re
 import shutil
@@ -393,28 +394,42 @@ def fit_source(source: str, width: int = CODE_WIDTH) -> str:
 # --- recorded results -------------------------------------------------------------------------
 
 
-def campaign_progress(recorded: Results, profile: str = CAMPAIGN_PROFILE) -> tuple[str, list[str]]:
+def campaign_progress(
+    recorded: Results, profile: str = CAMPAIGN_PROFILE, name: str = "campaign"
+) -> tuple[str, list[str]]:
     """``("N of M campaign runs recorded so far", [names still missing])`` for the profile's
-    campaign (``"all M ... recorded"`` once none is missing): a run counts once its summary is
-    recorded with the campaign's config (by whatever code: see
+    campaign ``name`` (``"all M ... recorded"`` once none is missing): a run counts once its
+    summary is recorded with the campaign's config (by whatever code: see
     :func:`results.campaign_state`)."""
-    planned = results.campaign_state(profile, recorded)
+    planned = results.campaign_state(profile, recorded, name=name)
     missing = [
         results_path(config).stem
         for config, state in planned
         if state in ("to run", "recorded with another config")
     ]
-    done = len(planned) - len(missing)
+    done, what = len(planned) - len(missing), "" if name == "campaign" else f" {name}"
     if not missing:
-        return f"all {len(planned)} {profile} campaign runs recorded", missing
-    return f"{done} of {len(planned)} {profile} campaign runs recorded so far", missing
+        return f"all {len(planned)} {profile}{what} campaign runs recorded", missing
+    return f"{done} of {len(planned)} {profile}{what} campaign runs recorded so far", missing
 
 
-def progress_note(recorded: Results) -> str:
-    """Markdown: how much of the campaign is recorded, and which runs are still to come."""
-    line, missing = campaign_progress(recorded)
-    still = f" Still to come: {', '.join(f'`{name}`' for name in missing)}." if missing else ""
-    return f"**{line[0].upper()}{line[1:]}** (`params/{CAMPAIGN_PROFILE}.yaml`).{still}"
+def progress_note(recorded: Results, names: Sequence[str] = ("campaign",)) -> str:
+    """Markdown: how much of each campaign ``names`` of the profile is recorded, and which
+    runs are still to come."""
+    lines = []
+    for name in names:
+        line, missing = campaign_progress(recorded, name=name)
+        seeds: dict[str, list[str]] = {}  # the seeds of each run still to come
+        for file in missing:
+            seed = file.rpartition("-seed")[2]
+            seeds.setdefault(results.run_name(file), []).append(seed if seed.isdigit() else "0")
+        to_come = [
+            f"`{run}`" + ("" if of == ["0"] else f" (seed{'s' * (len(of) > 1)} {', '.join(of)})")
+            for run, of in seeds.items()
+        ]
+        still = f" Still to come: {', '.join(to_come)}." if missing else ""
+        lines.append(f"**{line[0].upper()}{line[1:]}** (`params/{CAMPAIGN_PROFILE}.yaml`).{still}")
+    return "\n\n".join(lines)
 
 
 def recorded_label(rows: pd.DataFrame, dataset: str) -> str:
@@ -700,26 +715,279 @@ def deployed_note(recorded: Results, dataset: str, name: str = "cooperative") ->
 
 
 def verdict_html(table: pd.DataFrame) -> Any:
-    """A claim table as a narrow HTML table: claim, dataset, our number, verdict; each claim's
-    rule, evidence and (when it is open) what would decide it fold out under it."""
+    """A claim table as a narrow HTML table: claim, regime, dataset (where several), our
+    number, verdict; each claim's rule, evidence and (when it is open) what would decide it
+    fold out under it."""
+    datasets = table.loc[table["dataset"] != "benchmark", "dataset"].nunique() > 1
+    regime = "regime" in table and bool(table["regime"].astype(bool).any())
     rows = []
-    for row in table.itertuples():
-        said = str(row.verdict)
+    for row in table.to_dict("records"):
+        said = str(row["verdict"])
         kind = said.split(" (")[0].replace(" ", "-")
-        decide = f"<p><b>To decide:</b> {html.escape(row.decide)}</p>" if row.decide else ""
+        decide = f"<p><b>To decide:</b> {html.escape(row['decide'])}</p>" if row["decide"] else ""
+        cells = [row.get("regime") or "every regime"] if regime else []
+        cells += [row["dataset"]] if datasets else []
         rows.append(
-            f"<tr><td><details><summary>{html.escape(row.claim)}</summary><p><b>Rule:</b> "
-            f"{html.escape(row.rule)}</p><p><b>Evidence:</b> {html.escape(row.evidence)}</p>"
-            f"{decide}</details></td><td>{html.escape(row.dataset)}</td>"
-            f"<td>{html.escape(row.measured)}</td>"
+            f"<tr><td><details><summary>{html.escape(row['claim'])}</summary><p><b>Rule:</b> "
+            f"{html.escape(row['rule'])}</p><p><b>Evidence:</b> {html.escape(row['evidence'])}"
+            f"</p>{decide}</details></td>"
+            + "".join(f"<td>{html.escape(cell)}</td>" for cell in cells)
+            + f"<td>{html.escape(row['measured'])}</td>"
             f'<td class="verdict-{kind}">{html.escape(said)}</td></tr>'
         )
+    heads = ["regime"] * regime + ["dataset"] * datasets
     return HTML(
-        '<table class="verdicts"><thead><tr><th>claim (click for its rule)</th><th>dataset</th>'
-        "<th>our number: difference ± 95 % interval</th><th>verdict</th></tr></thead><tbody>"
+        '<table class="verdicts"><thead><tr><th>claim (click for its rule)</th>'
+        + "".join(f"<th>{head}</th>" for head in heads)
+        + "<th>our number: difference ± 95 % interval</th><th>verdict</th></tr></thead><tbody>"
         + "".join(rows)
         + "</tbody></table>"
     )
+
+
+#: the regimes as the summary page names them (``results.REGIMES``)
+REGIME_NAMES = {"converged": "Converged regime", "short": "Short regime"}
+
+
+def _counted(count: int, one: str, many: str) -> str:
+    return f"{count} {one if count == 1 else many}"
+
+
+def regime_epochs(plan: pd.DataFrame, frame: pd.DataFrame) -> dict[str, str]:
+    """``{regime: the epochs of its cooperative runs}``, recorded (``frame``: with a
+    ``regime`` column, :func:`results.best_runs`) or else planned: ``"24"``."""
+    epochs = {}
+    for name in results.REGIMES:
+        found = frame.loc[(frame.get("regime") == name) & (frame["run"] == "cooperative"), "epochs"]
+        if found.empty:
+            found = plan.loc[(plan["regime"] == name) & (plan["run"] == "cooperative"), "epochs"]
+        if not found.empty:
+            epochs[name] = results.span(sorted({int(e) for e in found}))
+    return epochs
+
+
+def tally_line(
+    table: pd.DataFrame,
+    plan: pd.DataFrame,
+    epochs: Mapping[str, str],
+    bold: tuple[str, str] = ("<b>", "</b>"),
+) -> str:
+    """HTML (``bold``: Markdown's ``("*", "*")``): one sentence per regime of a claim table,
+    the converged one first: how many runs its campaigns have recorded (``plan``:
+    :func:`results.regime_plan`) and its claims' verdicts counted (:func:`verdict.tally`);
+    then the implementation check."""
+    parts = []
+    for name, count in verdict.tally(table).iterrows():
+        runs = plan[plan["regime"] == name]
+        recorded = (
+            f"{int(runs['recorded'].sum())} of {len(runs)} runs recorded" if len(runs) else ""
+        )
+        claims = int(count["claims"])
+        if count["withheld"] == claims:
+            said = f"its {claims} claims withheld (not a result profile)"
+        elif count[verdict.PENDING] == claims:
+            said = f"its {claims} claims are not yet decided"
+        else:
+            why = [
+                f"{count['exploratory']} exploratory by design" * bool(count["exploratory"]),
+                f"{count['n < 3']} with fewer than {verdict.MIN_RUNS} seeds" * bool(count["n < 3"]),
+            ]
+            why = f" ({'; '.join(w for w in why if w)})" if any(why) else ""
+            kinds = [
+                _counted(int(count[verdict.HOLDS]), "holds", "hold"),
+                _counted(int(count[verdict.FAILS]), "does not hold", "do not hold"),
+                _counted(int(count[verdict.OPEN]), "is inconclusive", "are inconclusive") + why,
+                _counted(int(count[verdict.PENDING]), "is not yet decided", "are not yet decided"),
+            ]
+            kinds = [kind for kind in kinds if not kind.startswith("0 ")]
+            said = f"of its {claims} claims, {', '.join(kinds[:-1])}"
+            said += f" and {kinds[-1]}" if len(kinds) > 1 else kinds[-1]
+        label = f"{REGIME_NAMES.get(name, name)}, {epochs.get(name, '?')} epochs"
+        parts.append(f"{bold[0]}{label}:{bold[1]} {'; '.join(x for x in (recorded, said) if x)}.")
+    check = table.loc[table["claim"].str.contains(verdict.IMPLEMENTATION_CHECK), "verdict"]
+    parts += [f"Implementation check (depth cuts inference cost): {v}." for v in check]
+    return " ".join(parts)
+
+
+def disagreement_note(table: pd.DataFrame) -> str:
+    """Markdown: one sentence per claim whose verdicts differ between regimes
+    (:func:`verdict.disagreements`), or ""."""
+    found = verdict.disagreements(table)
+    several = table.loc[table["dataset"] != "benchmark", "dataset"].nunique() > 1
+    lines = []
+    for row in found.itertuples():
+        said: dict[str, list[str]] = {}
+        for regime, judged in zip(row.regimes, row.verdicts, strict=True):
+            said.setdefault(judged, []).append(regime)
+        parts = [
+            f"{judged} ({'; '.join(r.replace(' (', ', ').removesuffix(')') for r in regimes)})"
+            for judged, regimes in said.items()
+        ]
+        where = f" ({row.dataset})" if several else ""
+        lines.append(f"- *{row.claim}*{where} {', but '.join(parts)}.")
+    return "**Where the regimes disagree.**\n" + "\n".join(lines) if lines else ""
+
+
+#: the datasets and backbones as the text names them
+DATASET_NAMES = {"cifar100": "CIFAR-100", "tiny-imagenet": "Tiny ImageNet"}
+
+
+def arch_name(arch: str) -> str:
+    """``resnet152`` as the paper writes it: ``ResNet-152``."""
+    return f"ResNet-{arch.removeprefix('resnet')}" if arch.startswith("resnet") else arch
+
+
+def scope_line(config: RunConfig, epochs: Sequence[str], paper: RunConfig) -> str:
+    """HTML, one line: what the recorded runs replicate (``config``: a cooperative run's, at
+    each regime's ``epochs``) against the paper's setting (``paper``: the full profile's)."""
+    info = DATASETS[config.dataset]
+    name = DATASET_NAMES.get(config.dataset, config.dataset)
+    classes, size = config.num_classes or info.num_classes, config.image_size or info.image_size
+    ours = (
+        f"{classes} of {name}'s {info.num_classes} classes"
+        if classes < info.num_classes
+        else (f"all {classes} {name} classes")
+    )
+    theirs = paper.num_classes or info.num_classes
+    return (
+        f"<b>Partial replication:</b> {arch_name(config.arch)}, {ours} at {size} px, "
+        f"{' and '.join(epochs)} epochs, against the paper's {arch_name(paper.arch)} on "
+        f"{'all ' if theirs == info.num_classes else ''}{theirs} classes at "
+        f"{paper.image_size or info.image_size} px, {paper.epochs} epochs."
+    )
+
+
+def answer_html(scope: str, tally: str) -> Any:
+    """The summary page's opening: the scope line, then the tally."""
+    return HTML(
+        f'<div class="replication-answer"><p class="replication-scope">{scope}</p>'
+        f'<p class="replication-tally">{tally}</p></div>'
+    )
+
+
+#: the folders of ``results/`` as the computational requirements name them
+FOLDERS = {
+    "preview": "short regime (the campaign)",
+    "compute-matched": "short regime, control at equal compute",
+    "converged": "converged regime",
+    "pilot": "pilots (validation only)",
+}
+
+
+def compute_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """What every recorded run cost, by folder of ``results/`` and run: seeds, hours of
+    training (wall time; a re-evaluation of another run's networks counts none), hours per
+    trained seed, training PFLOPs per seed (the recorded ``training_flops``) and hardware."""
+    evaluated = results.evaluation_only(frame)
+    rows = []
+    for (root, name), runs in results.summaries(frame).groupby(["root", "run"], sort=False):
+        trained = runs[~runs["path"].map(evaluated)]
+        hours = trained["wall_time_s"].sum() / 3600
+        rows.append(
+            {
+                "results": FOLDERS.get(root, root),
+                "run": name,
+                "epochs": results.span(sorted({int(e) for e in runs["epochs"]})),
+                "seeds": len(runs),
+                "training (h)": hours,
+                "per seed (h)": hours / len(trained) if len(trained) else 0.0,
+                "training PFLOPs per seed": runs["training_flops"].mean() / 1e15,
+                "hardware": ", ".join(sorted({str(d or "unknown") for d in runs["device"]})),
+            }
+        )
+    return pd.DataFrame(rows).set_index(["results", "run"])
+
+
+def likely_reason(claim: str, said: str, decide: str, measured: str, regime: str = "") -> str:
+    """Which likely reason a claim of the verdict table not shown to hold has (its verdict
+    ``said``), the first that applies: "Missing" (its runs are not all recorded yet), "Regime"
+    (not comparable), "Opposite" (the effect changes sign with depth), "Null" (too close to zero
+    for any number of seeds), "Seeds" (n < 3), "Exploratory", "At equal training compute" (its
+    ``regime``), "Exits" (against an exit baseline), "Depth", "Comparable" (the claims of those
+    names), else "Component": the summary page gives each its explanation."""
+    if said == verdict.PENDING or re.fullmatch(rf"{verdict.NO_RUN} \S+ run", measured):
+        return "Missing"
+    if decide == verdict.SAME_REGIME:
+        return "Regime"
+    if verdict.OPPOSITE in measured:
+        return "Opposite"
+    if decide.startswith(f"more than {verdict.MOST_RUNS} seeds"):
+        return "Null"
+    if said == verdict.FEW:
+        return "Seeds"
+    if said == verdict.EXPLORATORY:
+        return "Exploratory"
+    if regime.startswith(verdict.EQUAL_COMPUTE):
+        return "At equal training compute"
+    if claim.startswith(("Smoother", "More accurate")):
+        return "Exits"
+    return next((key for key in ("Depth", "Comparable") if claim.startswith(key)), "Component")
+
+
+# --- chapter 05: the learning budget ------------------------------------------------------------
+
+#: the rule that chose the converged budget E_c (``params/preview.yaml``, ``budget-pilot``):
+#: the smallest budget at which doubling the epochs gains less than ``BUDGET_GAIN_PTS``
+#: validation points for the plain network, unless a cooperative run at it would take more than
+#: ``QUIET_HOURS`` on a quiet machine of the kind that records the campaign: then the largest
+#: budget that fits
+BUDGET_GAIN_PTS = 1.5
+QUIET_HOURS = 2.0
+
+
+def learning_budget(
+    validation: Mapping[int, float], budgets: Sequence[int], epoch_seconds: float
+) -> tuple[int | None, str]:
+    """E_c by the rule from the plain network's validation top-1 at each recorded budget, the
+    pilot's ``budgets`` (recorded or not) and a cooperative epoch's seconds on a quiet
+    machine: ``(E_c, why)``, or ``(None, what is missing)`` while the recorded budgets cannot
+    decide it."""
+    budgets = sorted(budgets)
+    fits = [b for b in budgets if b * epoch_seconds <= QUIET_HOURS * 3600]
+    if not fits:
+        return None, f"no budget of the pilot fits {QUIET_HOURS:g} h"
+    for budget in fits:
+        gain = validation.get(2 * budget, math.nan) - validation.get(budget, math.nan)
+        if gain < BUDGET_GAIN_PTS:
+            return budget, (
+                f"doubling {budget} to {2 * budget} epochs gains {gain:+.1f} points, less than "
+                f"{BUDGET_GAIN_PTS:g}"
+            )
+        if budget == fits[-1] and budget != budgets[-1]:
+            over = budgets[budgets.index(budget) + 1]
+            return budget, (
+                f"every doubling up to {budget} epochs gained at least {BUDGET_GAIN_PTS:g} points, "
+                f"and {budget} is the largest budget whose cooperative run fits in "
+                f"{QUIET_HOURS:g} h ({budget * epoch_seconds / 3600:.1f} h; {over} epochs: "
+                f"{over * epoch_seconds / 3600:.1f} h)"
+            )
+        if gain != gain:  # not recorded
+            missing = next(b for b in (budget, 2 * budget) if b not in validation)
+            return None, f"the pilot's {missing}-epoch run is not recorded yet"
+    return fits[-1], f"the largest budget of the pilot, {fits[-1]} epochs"
+
+
+def learning_budget_points(frame: pd.DataFrame, profile: str = CAMPAIGN_PROFILE) -> pd.DataFrame:
+    """Validation top-1 at full depth against epochs: the budget pilot's plain network at each
+    recorded budget, and the deployed Teammate of each cooperative run at a budget (seed 0 of
+    the short and the converged campaigns, and any cooperative run of the pilot)."""
+    pilot = results.budget_rows(frame, profile)
+    ours = frame[(frame["run"] == "cooperative") & (frame["seed"] == 0)]
+    ours = ours[(ours["root"] == ours["profile"]) | (ours["root"] == "converged")]
+    ours = ours[ours["profile"] == profile]
+    points = []
+    for rows, source in ((pilot, "pilot"), (ours, "campaign")):
+        for _, summary in results.shown_rows(rows).groupby("path", sort=False):
+            row = summary.loc[summary["flops"].idxmax()]
+            plain = row["method"] == "independent"
+            label = (
+                "full-depth network alone (budget pilot, seed 0)"
+                if plain
+                else ("cooperative: deployed Teammate (seed 0)")
+            )
+            points.append((label, int(row["epochs"]), float(row["val_top1"]), source))
+    columns = ["label", "epochs", "val_top1", "source"]
+    return pd.DataFrame(points, columns=columns).assign(pilot=False)
 
 
 # --- recorded benchmarks ----------------------------------------------------------------------
@@ -780,7 +1048,8 @@ def training_compute_note(frame: pd.DataFrame, step_record: Mapping[str, Any] | 
     ]
     runs = results.summaries(frame)
     evaluated = results.evaluation_only(frame)
-    campaign_runs = runs[runs["run"] != results.MATCHED_NAME]
+    controls = [name for name in table.index if name.endswith(CONTROL_SUFFIXES)]
+    campaign_runs = runs[~runs["run"].isin(controls)]
     epochs = sorted({config.get("epochs") for config in campaign_runs["config"]} - {None})
 
     def step(config: Mapping[str, Any]) -> tuple:
@@ -793,14 +1062,6 @@ def training_compute_note(frame: pd.DataFrame, step_record: Mapping[str, Any] | 
         if run.run.startswith("cooperative") and step(run.config) == first
         if not evaluated[run.path]
     ]
-    control = ""
-    if results.MATCHED_NAME in table.index:
-        full = table.loc[[results.MATCHED_NAME, "cooperative"], "top-1 at full depth (%)"]
-        control = (
-            f" ({table.loc[results.MATCHED_NAME, 'per seed (h)']:.2f} h per seed): at full "
-            f"depth they reach {full.iloc[0]:.1f} %, against {full.iloc[1]:.1f} % for the "
-            "mean of the cooperative run's two Teammates (means over seeds, the table below)"
-        )
     spread = ""
     if len(alike) > 1:
         spread = (
@@ -808,18 +1069,58 @@ def training_compute_note(frame: pd.DataFrame, step_record: Mapping[str, Any] | 
             f"whose steps run the same passes as the cooperative one took {min(alike):.2f} to "
             f"{max(alike):.2f} h"
         )
-    return (
+    text = (
         f"**Training compute is not matched.** Every method trains for the same "
         f"{', '.join(map(str, epochs))} epochs, and the claims compare them at equal "
         f"inference cost.{_step_cost(step_record)} Per seed, the cooperative run trained "
         f"{ours:.2f} h (wall time on the recording machine, for two Teammates with their "
         f"sub-networks and a Leader), against {', '.join(ratios)}{spread}. On a schedule this "
         "short every network is still learning, so part of the cooperative method's lead over "
-        "the baselines may be that extra compute rather than the method. The verdict's "
-        'compute-matched control ("At equal training compute") trains the independent '
-        f"networks for {verdict.MATCHED_EPOCHS}x the epochs{control}; the exit baselines have "
-        "no such control."
+        "the baselines may be that extra compute rather than the method."
     )
+    if not controls:
+        return text
+    full, described = table["top-1 at full depth (%)"], []
+    for name in controls:
+        ratios_ = [f"{r:.2f}" for r in flops_ratios(frame, name)]
+        flops = (
+            f"training FLOPs {results.span(ratios_)}× the cooperative run's; " if ratios_ else ""
+        )
+        epochs_ = results.span(sorted(_epochs(runs, name)))
+        described.append(
+            f"{CONTROLLED.get(name.split('-')[0], name)} for {epochs_} epochs ({flops}"
+            f"{table.loc[name, 'per seed (h)']:.2f} h per seed): at full depth they reach "
+            f"{full[name]:.1f} %, against {full['cooperative']:.1f} % for the mean of the "
+            "cooperative Teammates"
+        )
+    exits = any(not name.startswith("independent") for name in controls)
+    return (
+        f"{text} The verdict's claims at equal training compute set the cooperative run beside "
+        f"controls trained for as much compute: {'; '.join(described)} (means over seeds, the "
+        f"table below){'' if exits else '; the exit baselines have no such control here'}."
+    )
+
+
+#: the controls at equal training compute, as a sentence names them
+CONTROLLED = {"independent": "the independent networks", "byot": "BYOT", "branchynet": "BranchyNet"}
+#: how the name of a run trained for a cooperative run's training compute ends
+CONTROL_SUFFIXES = ("-compute-matched", "-flops-matched")
+
+
+def _epochs(runs: pd.DataFrame, name: str) -> set[int]:
+    return {int(config["epochs"]) for config in runs.loc[runs["run"] == name, "config"]}
+
+
+def flops_ratios(frame: pd.DataFrame, name: str, reference: str = "cooperative") -> list[float]:
+    """The recorded training FLOPs of each seed of run ``name`` over those of the seed of
+    ``reference`` it shares, sorted (none where either is not recorded)."""
+    runs = results.summaries(frame).set_index(["run", "seed"])["training_flops"]
+    found = [
+        float(runs[name, seed] / runs[reference, seed])
+        for run, seed in runs.index
+        if run == name and (reference, seed) in runs.index
+    ]
+    return sorted(r for r in found if np.isfinite(r))
 
 
 def _step_cost(record: Mapping[str, Any] | None) -> str:

@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 
 import ipywidgets as widgets
 import matplotlib.pyplot as plt
+import matplotlib.ticker as mticker
 import numpy as np
 import pandas as pd
 import seaborn as sns
@@ -592,6 +593,146 @@ def headline_figure(recorded: pd.DataFrame, title: str) -> Figure:
     ax.set(xlabel=MFLOPS_LABEL, ylabel=TOP1_LABEL)
     ax.set_title(_wrap(title))
     _legend_below(fig, *ax.get_legend_handles_labels(), most=2, fontsize="small")
+    return fig
+
+
+# --- the summary page and chapter 05: what training compute buys ------------------------------
+
+#: the methods of the training-compute figure, as its legend names them, and their colours
+COMPUTE_METHODS = {
+    "cooperative": ("cooperative: deployed Teammate", "C0"),
+    "independent": ("independent networks", "C1"),
+    "byot": ("BYOT", "C2"),
+    "branchynet": ("BranchyNet", "C4"),
+}
+#: the budget pilot's plain network, alone
+ALONE = ("full-depth network alone", "C7")
+TRAINING_FLOPS_LABEL = "training compute (PFLOPs, log scale)"
+
+
+def training_compute_frame(judged: pd.DataFrame, pilot: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The points of :func:`training_compute_figure`, one row per summary and depth: the
+    test top-1 at full depth and at the shallowest plan (the blocks of the deployed Teammate's
+    shallowest depth) of the network each method is judged by (:func:`results.shown_rows`),
+    beside the summary's recorded training FLOPs and epochs. ``judged``: the verdict's runs of
+    every regime (:func:`results.best_runs`), the methods and their controls (not the
+    ablations); ``pilot``: the budget pilot's (:func:`results.budget_rows`), one seed each,
+    marked ``pilot``."""
+    controls = ("-compute-matched", "-flops-matched")
+    keep = judged["run"].isin(COMPUTE_METHODS) | judged["run"].str.endswith(controls)
+    parts = [results.shown_rows(judged[keep]).assign(pilot=False)]
+    if pilot is not None and not pilot.empty:
+        parts.append(results.shown_rows(pilot).assign(pilot=True))
+    rows = pd.concat(parts, ignore_index=True)
+    ours = rows[(rows["method"] == "cooperative") & ~rows["pilot"]]
+    shallow = int(ours["active_blocks"].min()) if not ours.empty else None
+    points = []
+    for _, summary in rows.groupby("path", sort=False):
+        first = summary.iloc[0]
+        label, colour = COMPUTE_METHODS.get(first["method"], ALONE)
+        if first["pilot"] and len(summary) == 1 and first["method"] == "independent":
+            label, colour = ALONE  # the plain network of the budget pilot: one depth
+        depths = {"full depth": summary.loc[summary["flops"].idxmax()]}
+        plan = summary[summary["active_blocks"] == shallow]
+        if not plan.empty and shallow < summary["active_blocks"].max():
+            depths[f"shallowest plan ({shallow} blocks)"] = plan.iloc[0]
+        for depth, row in depths.items():
+            points.append(
+                {"label": label + (" (budget pilot, 1 seed)" if first["pilot"] else "")}
+                | {"colour": colour, "pilot": bool(first["pilot"]), "depth": depth}
+                | {key: first[key] for key in ("epochs", "seed", "training_flops", "run")}
+                | {"budget": f"{'pilot' if first['pilot'] else first['regime']}/{first['run']}"}
+                | {"top1": float(row["top1"])}
+            )
+    return pd.DataFrame(points)
+
+
+def training_compute_figure(points: pd.DataFrame, title: str) -> Figure:
+    """Test top-1 against training FLOPs (log scale), one panel per depth (full, shallowest
+    plan), one line per method through its budgets (the epochs beside each point): the mean
+    over seeds with its 95 % t-interval; the budget pilot's single seeds hollow and dashed."""
+    depths = list(dict.fromkeys(points["depth"]))
+    fig, axes = _figure(len(depths), height=4.2, sharey=True)
+    order = [label for label, _ in COMPUTE_METHODS.values()]
+    points = points.assign(
+        training_flops=points["training_flops"] / 1e15,
+        order=[(order + [label]).index(label) for label in points["label"]],
+    ).sort_values(["order", "pilot"], kind="stable")
+    for ax, depth in zip(axes, depths, strict=True):
+        for (label, colour, pilot), line in points[points["depth"] == depth].groupby(
+            ["label", "colour", "pilot"], sort=False
+        ):
+            by_budget = line.groupby("budget")  # the seeds of one run in one regime
+            stats = by_budget.agg(x=("training_flops", "mean"), y=("top1", "mean"))
+            stats["epochs"] = by_budget["epochs"].agg(
+                lambda e: results.span(sorted({int(x) for x in e}))
+            )
+            stats = stats.sort_values("x")
+            intervals = by_budget["top1"].apply(t_interval)[stats.index]
+            half = [(high - low) / 2 for low, high in intervals]
+            ax.errorbar(
+                stats["x"], stats["y"], yerr=half, color=colour, capsize=3, label=label,
+                marker="s" if pilot else "o", markerfacecolor="none" if pilot else colour,
+                linestyle="--" if pilot else "-", linewidth=1.2,
+            )  # fmt: skip
+            for row in stats.to_dict("records"):
+                ax.annotate(
+                    row["epochs"], (row["x"], row["y"]), xytext=(3, -11), fontsize=8,
+                    textcoords="offset points", color=colour,
+                )  # fmt: skip
+        ax.set_xscale("log")
+        low, high = points["training_flops"].min(), points["training_flops"].max()
+        ticks = [m * 10.0**e for e in range(-3, 4) for m in (1, 2, 5) if low / 2 <= m * 10.0**e]
+        ax.set_xticks([t for t in ticks if t <= high * 2], minor=False)
+        ax.xaxis.set_major_formatter(mticker.FuncFormatter(lambda x, _: f"{x:g}"))
+        ax.xaxis.set_minor_locator(mticker.NullLocator())
+        ax.set(xlabel=TRAINING_FLOPS_LABEL, ylabel=TOP1_LABEL if ax is axes[0] else "")
+        ax.set_title(depth, fontsize="medium")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncols=2, fontsize="small")
+    fig.suptitle(title, fontsize="medium")
+    return fig
+
+
+def learning_budget_figure(
+    points: pd.DataFrame, chosen: float | None, campaign: float | None, title: str
+) -> Figure:
+    """Validation top-1 against epochs (log scale, one tick per budget) for each network of
+    ``points`` (``label``, ``epochs``, ``val_top1``, ``pilot``), the gain of each doubling of a
+    pilot's epochs beside its segment; a line at the budget ``chosen`` by the rule, and (if
+    different or undecided) one at the ``campaign``'s epochs."""
+    fig, (ax,) = _figure(1, height=4.2)
+    for (label, pilot), line in points.groupby(["label", "pilot"], sort=False):
+        line = line.sort_values("epochs")
+        ax.plot(
+            line["epochs"], line["val_top1"], marker="s" if pilot else "o", label=label,
+            markerfacecolor="none" if pilot else None, linestyle="--" if pilot else "-",
+        )  # fmt: skip
+        pairs = zip(line.itertuples(), line.iloc[1:].itertuples(), strict=False)
+        for a, b in pairs:
+            if b.epochs == 2 * a.epochs:
+                middle = ((a.epochs * b.epochs) ** 0.5, (a.val_top1 + b.val_top1) / 2)
+                ax.annotate(
+                    f"{b.val_top1 - a.val_top1:+.1f} pts", middle, xytext=(-6, 6), ha="right",
+                    textcoords="offset points", fontsize=9,
+                )  # fmt: skip
+    if chosen is not None:
+        ax.axvline(
+            chosen, color="black", linestyle=":", label=f"E_c = {chosen:g} epochs (the rule)"
+        )
+    if campaign is not None and campaign != chosen:
+        label = f"converged campaign: {campaign:g} epochs"
+        ax.axvline(campaign, color="grey", linestyle="-.", label=label)
+    budgets = sorted(set(points["epochs"]) | {e for e in (chosen, campaign) if e is not None})
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(budgets, [f"{e:g}" for e in budgets])
+    ax.set_xlim(budgets[0] / 1.3, budgets[-1] * 1.3)
+    ax.minorticks_off()
+    ax.set(xlabel="training budget (epochs, log scale)", ylabel="validation top-1 (%)")
+    ax.set_title(title, fontsize="medium")
+    fig.legend(
+        *ax.get_legend_handles_labels(), loc="outside lower center", ncols=2, fontsize="small"
+    )
     return fig
 
 

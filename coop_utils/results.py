@@ -17,6 +17,7 @@ keep the names a summary gives them (``top1``, ``active_blocks``, ...).
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -28,7 +29,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 
+import coop_utils.config as config_module
 from coop_utils.config import PROFILES, RunConfig, campaign, load_config
 from coop_utils.datasets import DATASETS
 from coop_utils.evaluate import matched_epochs
@@ -52,16 +55,28 @@ NUMBERS += ("test_images",)
 NOT_SUMMARIES = ("benchmarks", "weights", "samples", "logs")
 #: profiles whose summaries are results, best first; smoke numbers never are
 RESULT_PROFILES = ("full", "preview")
-#: the control of independent networks trained for as much compute as a cooperative run:
-#: recorded under ``<results>/MATCHED_ROOT``, judged as the run ``MATCHED_NAME``
+#: the short regime's control of independent networks trained for about a cooperative run's
+#: compute: the campaign ``compute-matched``, recorded under ``<results>/MATCHED_ROOT``, judged
+#: as the run ``MATCHED_NAME``
 MATCHED_ROOT = "compute-matched"
 MATCHED_NAME = "independent-compute-matched"
+#: the regimes the verdict judges, the converged one first: ``{regime: {campaign of the
+#: profile: the suffix its runs are judged under}}`` (``""``: their own names)
+REGIMES = {
+    "converged": {"converged": ""},
+    "short": {"campaign": "", MATCHED_ROOT: MATCHED_ROOT},
+}
 
 _SEED = re.compile(r"^(?P<run>.+)-seed(?P<seed>\d+)$")
 
 
 class SummaryError(ValueError):
     """A file of ``results/`` that is not what its place says (a summary, a benchmark record)."""
+
+
+def span(values: Sequence[Any]) -> str:
+    """``"24"``, or ``"63–65"`` for several (sorted) values: the epochs or ratios of seeds."""
+    return f"{values[0]}" if values[0] == values[-1] else f"{values[0]}–{values[-1]}"
 
 
 def run_name(file: str) -> str:
@@ -310,19 +325,108 @@ def campaign_rows(frame: pd.DataFrame, profile: str, dataset: str | None = None)
 
 
 def best_runs(frame: pd.DataFrame) -> pd.DataFrame:
-    """The rows the verdict judges: for each dataset with a cooperative run, the campaign of its
-    best recorded profile (full before preview; smoke never), then the compute-matched control
-    of that profile, run ``MATCHED_NAME``."""
-    chosen, seen = [], set()
+    """The rows the verdict judges: the recorded runs of the campaigns of every regime
+    (:func:`regime_plan`) of the best profile that has recorded a cooperative run (full before
+    preview; smoke never), each with its ``regime`` and named as judged (the short regime's
+    control: ``MATCHED_NAME``); a summary of another config than its campaign's is left out."""
     for profile in RESULT_PROFILES:
-        for dataset, rows in campaign_rows(frame, profile).groupby("dataset", sort=False):
-            if dataset in seen or not (rows["run"] == "cooperative").any():
-                continue
-            seen.add(dataset)
-            control = frame[(frame["root"] == MATCHED_ROOT) & (frame["profile"] == profile)]
-            control = control[(control["dataset"] == dataset) & (control["run"] == "independent")]
-            chosen += [rows, control.assign(run=MATCHED_NAME)]
-    return pd.concat(chosen, ignore_index=True) if chosen else empty()
+        plan = regime_plan(profile, frame)
+        plan = plan[plan["recorded"]]
+        if not (plan["run"] == "cooperative").any():
+            continue
+        judged = plan.set_index("path")
+        rows = frame[frame["path"].isin(judged.index)]
+        rows = rows.assign(
+            regime=rows["path"].map(judged["regime"]), run=rows["path"].map(judged["run"])
+        )
+        return rows.reset_index(drop=True)
+    return empty().assign(regime=pd.Series(dtype=object))
+
+
+def regime_plan(
+    profile: str, frame: pd.DataFrame | None = None, regimes: Sequence[str] = tuple(REGIMES)
+) -> pd.DataFrame:
+    """Every run the campaigns of ``regimes`` (:data:`REGIMES`) of the profile plan, in order:
+    its ``regime``, ``campaign``, ``dataset``, ``run`` (as judged), ``seed``, ``epochs``,
+    ``path`` under the results root, ``config_hash`` and whether ``frame`` holds its summary
+    ``recorded`` with that config."""
+    params = Path(config_module.PARAMS_DIR) / f"{profile}.yaml"
+    text = params.read_text() if params.exists() else ""
+    plan = pd.DataFrame(list(_plan_rows(profile, tuple(regimes), text)), columns=_PLAN)
+    hashes = {} if frame is None else dict(summaries(frame)[["path", "config_hash"]].values)
+    recorded = [hashes.get(path) == hash_ for path, hash_ in plan[["path", "config_hash"]].values]
+    return plan.assign(recorded=pd.Series(recorded, dtype=bool))
+
+
+_PLAN = ["regime", "campaign", "dataset", "run", "seed", "epochs", "path", "config_hash"]
+
+
+@functools.lru_cache(maxsize=16)
+def _plan_rows(profile: str, regimes: tuple[str, ...], params: str) -> tuple[tuple, ...]:
+    """The rows of :func:`regime_plan` before its summaries are read, once per ``params``
+    (the text of the profile's file)."""
+    default = Path(load_config(profile).results_root) if profile in PROFILES else Path()
+    rows = []
+    for regime in regimes:
+        for name, suffix in REGIMES[regime].items():
+            for config in _planned(profile, name):
+                run = results_path(config.replace(seed=0)).stem + (f"-{suffix}" if suffix else "")
+                path = _relative(results_path(config), default)
+                rows.append((regime, name, config.dataset, run, config.seed, config.epochs, path))
+                rows[-1] += (config.hash(),)
+    return tuple(rows)
+
+
+def _planned(profile: str, name: str) -> list[RunConfig]:
+    """:func:`planned_configs`, none for a profile without a campaign of this name."""
+    try:
+        return planned_configs(profile, name) if profile in PROFILES else []
+    except ValueError as error:
+        if "has no campaign" in str(error):
+            return []
+        raise
+
+
+#: the campaign of the learning-budget pilot, and how its runs' names end: ``-budget-e<N>``
+BUDGET_CAMPAIGN = "budget-pilot"
+_BUDGET = re.compile(r"-budget-e\d+$")
+#: what a run of the budget pilot shares with its campaign's runs to stand beside them
+_BUDGET_KEYS = ("dataset", "num_classes", "image_size", "arch", "batch_size", "lr_schedule")
+
+
+def budget_rows(frame: pd.DataFrame, profile: str = "preview") -> pd.DataFrame:
+    """The budget pilot's recorded runs (campaign :data:`BUDGET_CAMPAIGN`, with its planned
+    config) and any other ``<run>-budget-e<N>`` summary beside them on the same data, backbone
+    and schedule (a cooperative run at a budget, say), each with its ``epochs``."""
+    planned = _planned(profile, BUDGET_CAMPAIGN)
+    if not planned:
+        return empty()
+    default = Path(load_config(profile).results_root)
+    hashes = {_relative(results_path(c), default): c.hash() for c in planned}
+    folder = hashes and next(iter(hashes)).rsplit("/", 1)[0]
+    files = summaries(frame)
+    keys = {key: getattr(planned[0], key) for key in _BUDGET_KEYS}
+    chosen = [
+        row.path
+        for row in files.itertuples()
+        if hashes.get(row.path) == row.config_hash
+        or (
+            row.path.rsplit("/", 1)[0] == folder
+            and row.path not in hashes
+            and _BUDGET.search(row.run)
+            and all(row.config.get(k) == v for k, v in keys.items())
+        )
+    ]
+    return frame[frame["path"].isin(chosen)].reset_index(drop=True)
+
+
+def _relative(path: Path, root: Path) -> str:
+    """``path`` under the results ``root`` (a campaign's own folder, such as
+    ``results/converged``, is a folder of it)."""
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return path.as_posix()
 
 
 def planned_seeds(profile: str) -> dict[str, int]:
@@ -356,10 +460,22 @@ def planned_configs(profile: str, name: str = "campaign", **overrides: Any) -> l
                     f"{config.seed} matches the training FLOPs of {matched!r} seed "
                     f"{config.seed}, which no earlier run of the campaign trains"
                 )
-            config = config.replace(epochs=matched_epochs(config, reference))
+            config = config.replace(epochs=_matched_epochs(config, reference))
         configs[(key, config.seed)] = config
         planned.append(config)
     return planned
+
+
+@functools.cache
+def _matched_epochs(control: RunConfig, reference: RunConfig) -> int:
+    """:func:`matched_epochs`, computed once per pair (it counts the FLOPs of every step, one
+    image at a time: on one thread, as more only wait on each other on a busy machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return matched_epochs(control, reference)
+    finally:
+        torch.set_num_threads(threads)
 
 
 def campaign_state(
@@ -376,15 +492,19 @@ def campaign_state(
     is "recorded by code that trains it otherwise (<its digest> -> <today's>)"."""
     read = results_root if isinstance(results_root, Results) else None
     results_root = read.root if read else results_root
-    root = {} if results_root is None else {"results_root": str(results_root)}
-    planned = planned_configs(profile, name, **root)
+    planned = planned_configs(profile, name)
     if not planned:
         return []
-    base = Path(planned[0].results_root)
+    default = Path(load_config(profile).results_root)
+    base = default if results_root is None else Path(results_root)
+    planned = [  # a campaign's own folder is a folder of the results root
+        c.replace(results_root=str(base / _relative(Path(c.results_root), default)))
+        for c in planned
+    ]
     recorded = summaries((read or load(base)).frame).set_index("path")
     found = []
     for config in planned:
-        path = results_path(config).relative_to(base).as_posix()
+        path = _relative(results_path(config), base)
         found.append(recorded.loc[path] if path in recorded.index else None)
     to_check = [c for c, s in zip(planned, found, strict=True) if _same(s, c)]
     today = behaviour_digests(to_check) if behaviour and to_check else {}
@@ -509,6 +629,78 @@ def shown_rows(frame: pd.DataFrame) -> pd.DataFrame:
         network = deployed(rows) if teammates(rows["network"]) else rows["network"].iloc[0]
         parts.append(rows[rows["network"] == network])
     return pd.concat(parts) if parts else frame.iloc[:0]
+
+
+def depth_plans(
+    config: Mapping[str, Any],
+) -> tuple[tuple[int, ...], list[tuple[float, tuple[int, ...]]]]:
+    """The stage sizes of the config's backbone, and each scaling factor of its grid with the
+    depth plan it runs (blocks kept per stage)."""
+    sizes = ARCHITECTURES[config["arch"]].stage_sizes
+    grid = config.get("scaling_factors") or SCALING_FACTORS
+    return sizes, [(float(s), depth_plan(sizes, float(s))) for s in grid]
+
+
+# --- at equal measured FLOPs -----------------------------------------------------------------
+
+#: the exit baselines, by method: their exits are compared with the deployed Teammate's depths
+EXIT_BASELINES = {"byot": "BYOT", "branchynet": "BranchyNet"}
+
+
+def matched_exits(cooperative: list[Run], exits: list[Run], method: str) -> list[float]:
+    """The exits below their own full depth that cost at least our shallowest depth (measured
+    FLOPs, every seed): only those have a depth of ours that runs within their cost."""
+    cheapest = max(run.curve(run.deployed)[0][0] for run in cooperative)
+    rows = exits[0].metrics[method]
+    full = exits[0].full_depth(method)["flops"]
+    return [key for key, row in rows.items() if cheapest <= row["flops"] < full]
+
+
+def at_flops(run: Run, points: Sequence[float]) -> tuple[float, float]:
+    """A cooperative run's deployed Teammate: full-depth top-1, and the top-1 of its deepest
+    depth whose measured FLOPs do not exceed each of ``points`` (what it runs within that
+    cost; never interpolated between depths), averaged."""
+    flops, top1 = run.curve(run.deployed)
+    within = [top1[np.searchsorted(flops, point, side="right") - 1] for point in points]
+    return float(top1[-1]), float(np.mean(within))
+
+
+def exit_accuracy(run: Run, method: str, keys: Sequence[float]) -> tuple[float, float]:
+    """An exit network's full-depth top-1, and its top-1 at the exits ``keys``, averaged."""
+    rows = run.metrics[method]
+    return run.full_depth(method)["top1"], float(np.mean([rows[key]["top1"] for key in keys]))
+
+
+#: the matched-cost table's column of our accuracy
+OURS_WITHIN = "ours within its FLOPs (%)"
+
+
+def matched_cost_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """Every exit of the exit baselines beside the deployed Teammate within the exit's measured
+    FLOPs (its deepest depth that costs no more), means over seeds; the exits not compared are
+    listed with the reason."""
+    groups, rows = group_seeds(frame), []
+    cooperative = groups.get("cooperative")
+    for method, name in EXIT_BASELINES.items():
+        runs = groups.get(method)
+        if not cooperative or not runs:
+            continue
+        inside = matched_exits(cooperative, runs, method)
+        exits = runs[0].metrics[method]
+        full = runs[0].full_depth(method)["flops"]
+        for key, row in sorted(exits.items(), key=lambda i: i[1]["flops"]):
+            theirs = np.mean([run.metrics[method][key]["top1"] for run in runs])
+            ours, compared = math.nan, "no: cheaper than our shallowest"
+            if key in inside:
+                ours = np.mean([at_flops(run, [row["flops"]])[1] for run in cooperative])
+                compared = "yes"
+            elif row["flops"] >= full:
+                compared = "no: full depth"
+            rows.append((name, float(key), row["flops"] / 1e6, theirs, ours, compared))
+    columns = ["method", "exit (share of blocks)", "MFLOPs", "exit top-1 (%)"]
+    table = pd.DataFrame(rows, columns=[*columns, OURS_WITHIN, "compared"])
+    table["gap (pts)"] = table[OURS_WITHIN] - table["exit top-1 (%)"]
+    return table.round(2)
 
 
 # --- what the runs cost -----------------------------------------------------------------------

@@ -5,6 +5,14 @@ Everything here is computed from the results frame and the depth-cost benchmark 
 (``results/benchmarks/depth_cost.json``), never typed in. A run is the seeds of one name
 (``cooperative``, ``cooperative-seed1``, ...); each claim compares the runs of two names.
 
+Each claim is judged in every regime whose campaigns record (or plan) its arms
+(:data:`coop_utils.results.REGIMES`): at equal epochs (the converged campaign's, the short
+campaign's), and at equal training compute against a control of the other method trained until
+its recorded training FLOPs match the cooperative run's of the same seed (within 5 % it is
+"matched"; otherwise the regime says the ratio). Only summaries of their campaign's planned
+config are judged (:func:`coop_utils.results.best_runs`). A claim whose campaign has not yet
+recorded the seeds it plans is "not yet decided".
+
 The statistics, stated once. A claim compares two arms of runs and reports the difference of
 their means with its 95 % t-interval, whose degrees of freedom come from the seeds:
 
@@ -23,7 +31,6 @@ from __future__ import annotations
 
 import functools
 import math
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -32,19 +39,26 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from coop_utils.models import ARCHITECTURES, SCALING_FACTORS, depth_plan
+from coop_utils.models import SCALING_FACTORS
 from coop_utils.results import (
-    MATCHED_NAME,
-    MATCHED_ROOT,
+    EXIT_BASELINES,
+    REGIMES,
     RESULT_PROFILES,
     Results,
     Run,
+    at_flops,
     best_runs,
+    depth_plans,
+    exit_accuracy,
     group_seeds,
-    planned_seeds,
+    matched_exits,
+    regime_plan,
+    span,
     teammates,
 )
+from coop_utils.results import OURS_WITHIN as OURS_WITHIN  # plots.py reads it here
 from coop_utils.results import deployed_teammate as deployed_teammate  # export.py reads it here
+from coop_utils.results import matched_cost_table as matched_cost_table  # and chapters.py
 
 HOLDS, FAILS, OPEN = "holds", "does not hold", "inconclusive"
 #: fewest runs in an arm (or pairs) for a claim to be decided
@@ -54,6 +68,8 @@ MOST_RUNS = 30
 FEW = f"{OPEN} (n < {MIN_RUNS})"
 #: the verdict of a claim one of whose arms the campaign runs with fewer than 3 seeds by design
 EXPLORATORY = f"{OPEN} (exploratory: fewer than {MIN_RUNS} seeds by design)"
+#: the verdict of a claim whose campaign has not yet recorded every seed it plans of an arm
+PENDING = "not yet decided"
 
 
 #: the claims about the parts of the method: (the arm expected to be better, the other arm,
@@ -78,23 +94,18 @@ COMPONENTS: tuple[tuple[str, str, str, str], ...] = (
      "run's moving averages (this replication's choice, not a claim of the paper)",
      "below full"),
 )  # fmt: skip
-EXIT_BASELINES = {"byot": "BYOT", "branchynet": "BranchyNet"}
 #: what the depth-cost row is (its claim says so): it checks the code and replicates nothing
 IMPLEMENTATION_CHECK = "an implementation check"
 #: the command that records the depth-cost benchmark the first claim reads
 DEPTH_COST_COMMAND = "python benchmarks/depth_cost.py --record results/benchmarks/depth_cost.json"
-#: the control this replication adds (``results.MATCHED_NAME``): independent networks trained
-#: for as much compute as a cooperative run, ``MATCHED_EPOCHS`` times its epochs; a cooperative
-#: step costs about 3x the steps of the independent networks of every depth together (the
-#: side-by-side step benchmark and the recorded wall times agree)
-MATCHED_EPOCHS = 3
+#: how a regime names the control of a method trained for a cooperative run's compute
+CONTROLS = ("compute-matched", "flops-matched")
+#: training FLOPs within this share of the cooperative run's of the same seed are "matched"
+FLOPS_TOLERANCE = 0.05
+COMPARABLE = "Comparable accuracy to a network trained for that depth alone, at every depth"
 
 
 # --- what the claims read of a run (a results.Run) -------------------------------------------
-
-
-def _digest(run: Run) -> str:
-    return str(run.summary["code_digest"] or "unknown")
 
 
 def _mean_top1(runs: Sequence[Run], networks: Sequence[str], factors: Sequence[float]) -> float:
@@ -241,14 +252,20 @@ def _paired(a_runs: list[Run], b_runs: list[Run]) -> tuple[list, str]:
     return pairs, "paired by seed"
 
 
-#: what decides a claim that lacks the runs of an arm (after their name)
-CAMPAIGN_RUNS = "runs of the campaign (`make results`)"
 #: how the measured column of a claim without the runs of an arm begins
 NO_RUN = "no"
 #: what decides a claim whose runs are not comparable
 SAME_REGIME = "runs of one regime and data"
-#: config keys that make a regime: runs compared in one claim share them
-REGIME_KEYS = ("dataset", "data", "arch", "epochs", "batch_size", "lr", "num_classes", "image_size")
+#: config keys that make a regime: runs compared in one claim share them (``epochs`` aside
+#: at equal training compute)
+REGIME_KEYS = (
+    "dataset", "data", "arch", "epochs", "batch_size", "lr", "num_classes", "image_size",
+    "momentum", "nesterov", "weight_decay", "lr_schedule", "lr_milestones", "lr_gamma",
+    "train_fraction", "val_fraction", "temperature", "tau", "sampled_factors", "sampling",
+    "bn_batches", "scaling_factors",
+)  # fmt: skip
+#: how the regime column of a claim judged at equal training compute begins
+EQUAL_COMPUTE = "equal compute"
 
 
 def _mismatch(*arms: list[Run], ignore: Sequence[str] = ()) -> str:
@@ -266,6 +283,59 @@ def _mismatch(*arms: list[Run], ignore: Sequence[str] = ()) -> str:
     return ""
 
 
+@dataclass(frozen=True)
+class Regime:
+    """One dataset's runs in one regime (``name``: a key of :data:`results.REGIMES`) by run
+    name, and the rows of :func:`results.regime_plan` its campaigns plan; ``config`` is a
+    cooperative run's config on the dataset (the backbone and grid, recorded here or not)."""
+
+    name: str
+    groups: Mapping[str, list[Run]]
+    plan: pd.DataFrame
+    config: Mapping[str, Any]
+
+    def planned(self, run: str) -> int:
+        """The seeds of ``run`` the regime's campaigns plan."""
+        return int((self.plan["run"] == run).sum())
+
+    def has(self, run: str | None) -> bool:
+        """Whether ``run`` is recorded in the regime or planned."""
+        return run is not None and (run in self.groups or self.planned(run) > 0)
+
+    def control(self, method: str) -> str | None:
+        """The run of ``method`` trained for a cooperative run's compute, if any."""
+        return next((f"{method}-{c}" for c in CONTROLS if self.has(f"{method}-{c}")), None)
+
+    def epochs(self, run: str) -> str:
+        """The epochs of ``run``'s seeds, recorded, else planned: ``"24"``, ``"63–65"``."""
+        found = {int(r.config["epochs"]) for r in self.groups.get(run, []) if "epochs" in r.config}
+        found = found or {int(e) for e in self.plan.loc[self.plan["run"] == run, "epochs"]}
+        return span(sorted(found)) if found else "?"
+
+    def label(self, control: str | None = None) -> str:
+        """The regime column of a claim: ``"converged, 24 epochs"``; against ``control``,
+        ``"equal compute: 24 vs 64 epochs (FLOPs ratio 1.01, matched)"``."""
+        ours = self.epochs("cooperative")
+        if control is None:
+            return f"{self.name}, {ours} epochs"
+        ratio = self.flops_ratio(control)
+        return f"{EQUAL_COMPUTE}: {ours} vs {self.epochs(control)} epochs ({ratio})"
+
+    def flops_ratio(self, control: str) -> str:
+        """The recorded training FLOPs of ``control`` over the cooperative run's of the same
+        seed, and whether every pair is matched (within :data:`FLOPS_TOLERANCE`)."""
+        pairs, _ = _paired(self.groups.get(control, []), self.groups.get("cooperative", []))
+        if not pairs:
+            return "planned"
+        ratios = [a.summary["training_flops"] / b.summary["training_flops"] for a, b in pairs]
+        ratios = sorted(r for r in ratios if math.isfinite(r))
+        if not ratios:
+            return "training FLOPs not recorded"
+        within = all(abs(r - 1) <= FLOPS_TOLERANCE for r in ratios)
+        matched = "matched" if within else f"not within {100 * FLOPS_TOLERANCE:g} %"
+        return f"FLOPs ratio {span([f'{r:.2f}' for r in ratios])}, {matched}"
+
+
 # --- the claims -------------------------------------------------------------------------------
 
 
@@ -280,21 +350,41 @@ def _unready(
     arms: Mapping[str, list[Run] | None],
     why: str = "",
     ignore: Sequence[str] = (),
-    to_run: str = "",
 ) -> dict[str, str] | None:
-    """The open row of a claim that lacks the runs of an arm (``arms``: ``{name: runs}``;
-    ``to_run``: what records them, default the campaign), that ``why`` leaves open, or whose
-    arms cannot be compared (``ignore``: regime keys that differ by design); ``None`` when it
-    can be judged."""
+    """The open row of a claim that lacks the runs of an arm (``arms``: ``{name: runs}``),
+    that ``why`` leaves open, or whose arms cannot be compared (``ignore``: regime keys that
+    differ by design); ``None`` when it can be judged."""
     missing = next((name for name, runs in arms.items() if not runs), None)
     if missing:
-        decide = f"the {missing} {to_run or CAMPAIGN_RUNS}"
-        return _claim(claim, f"{NO_RUN} {missing} run", rule, OPEN, decide)
+        return _claim(claim, f"{NO_RUN} {missing} run", rule, OPEN, f"the {missing} runs")
     if why:
         return _claim(claim, why, rule, OPEN)
     if mismatch := _mismatch(*arms.values(), ignore=ignore):
         return _claim(claim, mismatch, rule, OPEN, SAME_REGIME)
     return None
+
+
+def _settle(regime: Regime, row: dict[str, str], arms: Sequence[str]) -> dict[str, str]:
+    """A row that lacks runs of ``arms``, read with its campaigns' plan: "exploratory" where
+    the plan runs fewer than 3 seeds of an arm, "not yet decided" where seeds it plans are still
+    to come (which, and the command that records them)."""
+    if row["verdict"] != FEW and not row["measured"].startswith(f"{NO_RUN} "):
+        return row
+    counts = [(arm, len(regime.groups.get(arm, [])), regime.planned(arm)) for arm in arms]
+    if row["verdict"] == FEW and (few := [c for c in counts if 0 < c[2] < MIN_RUNS]):
+        arm, _, planned = few[0]
+        why = f"an exploratory arm: the campaign runs {planned} seed(s) of {arm}; {row['decide']}"
+        return row | {"verdict": EXPLORATORY, "decide": why}
+    to_come = [count for count in counts if count[1] < count[2]]
+    if not to_come:
+        return row
+    campaigns = regime.plan.loc[regime.plan["run"].isin([c[0] for c in to_come]), "campaign"]
+    commands = ", ".join(
+        f"`make results{'' if name == 'campaign' else f' CAMPAIGN={name}'}`"
+        for name in dict.fromkeys(campaigns)
+    )
+    runs = "; ".join(f"{arm}: {got} of {planned} seeds recorded" for arm, got, planned in to_come)
+    return row | {"verdict": PENDING, "decide": f"the runs to come ({runs}): {commands}"}
 
 
 def _depth_cost_check(
@@ -330,33 +420,15 @@ def _depth_cost_check(
     return _claim(claim, measured, rule, verdict)
 
 
-def matched_command(config: Mapping[str, Any]) -> str:
-    """The command that trains one seed of the independent networks matched in compute to the
-    cooperative run of ``config``."""
-    return (
-        f"python -m coop_utils train --profile {config['profile']} --dataset "
-        f"{config['dataset']} --method independent --seed N --set "
-        f"epochs={MATCHED_EPOCHS * int(config['epochs'])} --set "
-        f"results_root=results/{MATCHED_ROOT}"
-    )
+def _images(runs: Sequence[Run]) -> int:
+    """The test images the runs' accuracies were measured on."""
+    return int(runs[0].summary["test_images"])
 
 
-def _comparable_claim(
-    groups: Mapping[str, list[Run]], images: int, margin: float, matched: bool, level: float
-) -> dict[str, str]:
-    """The cooperative run against the independent networks, or (``matched``) against the
-    compute-matched control."""
-    cooperative = groups["cooperative"]
-    claim = "Comparable accuracy to a network trained for that depth alone, at every depth"
-    name, why, ignore, to_run = "independent", "", (), ""
-    if matched:
-        claim = (
-            "At equal training compute, still comparable to a network trained for that depth "
-            f"alone (a control this replication adds: {MATCHED_EPOCHS}x the epochs)"
-        )
-        name, ignore = MATCHED_NAME, ("epochs",)
-        to_run = f"runs, 3 seeds of `{matched_command(cooperative[0].config)}`"
-    independent = groups.get(name)
+def _comparable_claim(regime: Regime, name: str, margin: float, level: float) -> dict[str, str]:
+    """The cooperative run against the independent networks ``name`` (those of the regime's
+    epochs, or its control for compute)."""
+    cooperative, independent = regime.groups.get("cooperative"), regime.groups.get(name)
     rule = (
         "gap = deployed Teammate (chosen on validation) minus the independent network of the "
         "same depth plan, top-1, at each distinct plan (the factors of one plan share their "
@@ -364,14 +436,11 @@ def _comparable_claim(
         f"of the gap lies above -{margin:g} pts, does not hold if at some plan the interval at "
         "1 - 0.05/k (Bonferroni over the k plans) lies below"
     )
-    if matched and independent:
-        rule += f"; the independent networks train {MATCHED_EPOCHS}x the cooperative epochs"
-        epochs = {run.config.get("epochs") for run in independent}
-        expected = MATCHED_EPOCHS * int(cooperative[0].config.get("epochs", 0))
-        if epochs != {expected}:
-            why = f"not comparable: the control trained {sorted(epochs)} epochs, not {expected}"
+    ignore = () if name == "independent" else ("epochs",)
+    if ignore:
+        rule += "; the independent networks train for the cooperative run's training FLOPs"
     arms = {"cooperative": cooperative, name: independent}
-    if unready := _unready(claim, rule, arms, why, ignore, to_run):
+    if unready := _unready(COMPARABLE, rule, arms, ignore=ignore):
         return unready
     first, reference = cooperative[0], independent[0]
     shared = [
@@ -387,9 +456,9 @@ def _comparable_claim(
     for s in sorted(label):
         ours = [run.top1(run.deployed, s) for run in cooperative]
         theirs = [run.top1("independent", s) for run in independent]
-        gaps.append((s, compare(ours, theirs, _stderr(theirs, images))))
+        gaps.append((s, compare(ours, theirs, _stderr(theirs, _images(independent)))))
     if not gaps:
-        return _claim(claim, "no depth in common", rule, OPEN)
+        return _claim(COMPARABLE, "no depth in common", rule, OPEN)
     verdicts = {gap.verdict(-margin, level) for _, gap in gaps}
     if FEW in verdicts:
         verdict = FEW
@@ -403,90 +472,56 @@ def _comparable_claim(
     if verdict in (OPEN, FEW) and undecided:  # the plan that needs the most seeds decides
         s, gap = max(undecided, key=lambda g: g[1].runs_to_decide(-margin) or math.inf)
         decide = f"at {label[s]}, {gap.to_decide(-margin)}"
-    return _claim(claim, f"{measured} pts ({gaps[0][1].sample})", rule, verdict, decide)
+    measured = f"deployed Teammate minus independent network: {measured} pts ({gaps[0][1].sample})"
+    return _claim(COMPARABLE, measured, rule, verdict, decide)
 
 
-def _matched_exits(cooperative: list[Run], exits: list[Run], method: str) -> list[float]:
-    """The exits below their own full depth that cost at least our shallowest depth (measured
-    FLOPs, every seed): only those have a depth of ours that runs within their cost."""
-    cheapest = max(run.curve(run.deployed)[0][0] for run in cooperative)
-    rows = exits[0].metrics[method]
-    full = exits[0].full_depth(method)["flops"]
-    return [key for key, row in rows.items() if cheapest <= row["flops"] < full]
-
-
-def _at_flops(run: Run, points: Sequence[float]) -> tuple[float, float]:
-    """A cooperative run's deployed Teammate: full-depth top-1, and the top-1 of its deepest
-    depth whose measured FLOPs do not exceed each of ``points`` (what it runs within that
-    cost; never interpolated between depths), averaged."""
-    flops, top1 = run.curve(run.deployed)
-    within = [top1[np.searchsorted(flops, point, side="right") - 1] for point in points]
-    return float(top1[-1]), float(np.mean(within))
-
-
-def _exit_accuracy(run: Run, method: str, keys: Sequence[float]) -> tuple[float, float]:
-    """An exit network's full-depth top-1, and its top-1 at the exits ``keys``, averaged."""
-    rows = run.metrics[method]
-    return run.full_depth(method)["top1"], float(np.mean([rows[key]["top1"] for key in keys]))
-
-
-def _matched_cost_claims(
-    groups: Mapping[str, list[Run]], images: int, level: float
-) -> list[dict[str, str]]:
-    cooperative = groups["cooperative"]
+def _exit_claims(regime: Regime, method: str, name: str, level: float) -> list[dict[str, str]]:
+    """The cooperative run against the exit baseline ``method`` (its runs ``name``: those of
+    the regime's epochs, or its control for compute): smoother, and more accurate."""
+    label, cooperative, runs = (
+        EXIT_BASELINES[method],
+        *map(regime.groups.get, ("cooperative", name)),
+    )
     where = (
         "at each exit below its full depth and not cheaper than our shallowest depth, our top-1 "
         "at our deepest depth whose measured FLOPs do not exceed the exit's (never "
         "interpolated), mean over those exits, unpaired; holds if the 95 % t-interval lies "
         "above 0, does not hold if below"
     )
-    rows = []
-    for method, name in EXIT_BASELINES.items():
-        smoother = f"Smoother accuracy degradation than {name} as depth shrinks"
-        accurate = (
-            f"More accurate than {name} at equal measured FLOPs (beside the drop: a weak "
-            "full-depth network drops little)"
-        )
-        drop_rule = f"their drop from own full depth minus ours, {where}"
-        gain_rule = f"our top-1 minus theirs, {where}"
-        runs = groups.get(method)
-        keys = _matched_exits(cooperative, runs, method) if runs else []
-        claims = ((smoother, drop_rule), (accurate, gain_rule))
-        unready = [_unready(c, r, {"cooperative": cooperative, method: runs}) for c, r in claims]
-        if any(unready) or not keys:
-            why = "every exit is cheaper than our shallowest depth"
-            rows += [
-                row or _claim(c, why, r, OPEN) for row, (c, r) in zip(unready, claims, strict=True)
-            ]
-            continue
-        points = [runs[0].metrics[method][key]["flops"] for key in keys]
-        our_full, ours = np.array([_at_flops(run, points) for run in cooperative]).T
-        their_full, theirs = np.array([_exit_accuracy(run, method, keys) for run in runs]).T
-        our_drop, their_drop = our_full - ours, their_full - theirs
-        floor = _stderr(theirs, images)
-        drop = compare(their_drop, our_drop, math.sqrt(2) * floor)
-        gain = compare(ours, theirs, floor)
-        exits = f"{len(keys)} exit(s) at {', '.join(f'{p / 1e6:.1f}' for p in points)} MFLOPs"
-        measured = (
-            f"drop from full depth {np.mean(their_drop):.1f} (theirs) vs "
-            f"{np.mean(our_drop):.1f} pts: {drop} pts ({drop.sample}; {exits})",
-            f"{np.mean(ours):.1f} vs {np.mean(theirs):.1f} %: {gain} pts ({gain.sample}; {exits})",
-        )
-        rows += [
-            _claim(c, m, r, d.verdict(level=level), d.to_decide())
-            for (c, r), m, d in zip(claims, measured, (drop, gain), strict=True)
-        ]
-    return rows
-
-
-def depth_plans(
-    config: Mapping[str, Any],
-) -> tuple[tuple[int, ...], list[tuple[float, tuple[int, ...]]]]:
-    """The stage sizes of the config's backbone, and each scaling factor of its grid with the
-    depth plan it runs (blocks kept per stage)."""
-    sizes = ARCHITECTURES[config["arch"]].stage_sizes
-    grid = config.get("scaling_factors") or SCALING_FACTORS
-    return sizes, [(float(s), depth_plan(sizes, float(s))) for s in grid]
+    smoother = f"Smoother accuracy degradation than {label} as depth shrinks"
+    accurate = (
+        f"More accurate than {label} at equal measured FLOPs (beside the drop: a weak "
+        "full-depth network drops little)"
+    )
+    claims = (
+        (smoother, f"their drop from own full depth minus ours, {where}"),
+        (accurate, f"our top-1 minus theirs, {where}"),
+    )
+    arms, ignore = {"cooperative": cooperative, name: runs}, () if name == method else ("epochs",)
+    unready = [_unready(c, r, arms, ignore=ignore) for c, r in claims]
+    keys = [] if any(unready) else matched_exits(cooperative, runs, method)
+    if not keys:
+        why = "every exit is cheaper than our shallowest depth"
+        return [row or _claim(c, why, r, OPEN) for row, (c, r) in zip(unready, claims, strict=True)]
+    points = [runs[0].metrics[method][key]["flops"] for key in keys]
+    our_full, ours = np.array([at_flops(run, points) for run in cooperative]).T
+    their_full, theirs = np.array([exit_accuracy(run, method, keys) for run in runs]).T
+    our_drop, their_drop = our_full - ours, their_full - theirs
+    floor = _stderr(theirs, _images(runs))
+    drop = compare(their_drop, our_drop, math.sqrt(2) * floor)
+    gain = compare(ours, theirs, floor)
+    exits = f"{len(keys)} exit(s) at {', '.join(f'{p / 1e6:.1f}' for p in points)} MFLOPs"
+    measured = (
+        f"drop from full depth: {label} exits {np.mean(their_drop):.1f} vs deployed Teammate "
+        f"{np.mean(our_drop):.1f} pts: {drop} pts ({drop.sample}; {exits})",
+        f"deployed Teammate {np.mean(ours):.1f} vs {label} exits {np.mean(theirs):.1f} %: "
+        f"{gain} pts ({gain.sample}; {exits})",
+    )
+    return [
+        _claim(c, m, r, d.verdict(level=level), d.to_decide())
+        for (c, r), m, d in zip(claims, measured, (drop, gain), strict=True)
+    ]
 
 
 def _factors(kind: str, config: Mapping[str, Any]) -> tuple[float, ...]:
@@ -505,23 +540,16 @@ def _factors(kind: str, config: Mapping[str, Any]) -> tuple[float, ...]:
 
 
 def _component_claim(
-    groups: Mapping[str, list[Run]],
-    better: str,
-    worse: str,
-    claim: str,
-    kind: str,
-    images: int,
-    level: float,
+    regime: Regime, better: str, worse: str, claim: str, kind: str, level: float
 ) -> dict[str, str]:
-    config = groups["cooperative"][0].config
-    factors = _factors(kind, config)
+    factors = _factors(kind, regime.config)
     rule = (
         "top-1 of the Teammates in both runs, mean over s in "
         f"{{{', '.join(f'{s:g}' for s in factors)}}}: {better} minus {worse}, paired by seed; "
         "holds if the 95 % t-interval lies above 0, does not hold "
         "if below"
     )
-    a_runs, b_runs = groups.get(better), groups.get(worse)
+    a_runs, b_runs = regime.groups.get(better), regime.groups.get(worse)
     why = "" if factors else "no scaling factor at which the two can differ"
     if unready := _unready(claim, rule, {better: a_runs, worse: b_runs}, why):
         return unready
@@ -529,21 +557,13 @@ def _component_claim(
     pairs, how = _paired(a_runs, b_runs)
     a_arm, b_arm = zip(*pairs, strict=True) if pairs else (a_runs, b_runs)
     xs, ys = ([_mean_top1([run], networks, factors) for run in arm] for arm in (a_arm, b_arm))
-    difference = compare(xs, ys, _stderr(xs, images), paired=bool(pairs))
+    difference = compare(xs, ys, _stderr(xs, _images(a_runs)), paired=bool(pairs))
+    network = "mean of the Teammates" if len(networks) > 1 else networks[0]
     measured = (
-        f"{np.mean(xs):.1f} vs {np.mean(ys):.1f} %: {difference} pts ({difference.sample}, "
-        f"{how}; {', '.join(networks)})"
+        f"{network}: {np.mean(xs):.1f} vs {np.mean(ys):.1f} %: {difference} pts "
+        f"({difference.sample}, {how})"
     ) + _opposite_by_plan(a_arm, b_arm, networks, factors)
-    verdict, decide = difference.verdict(level=level), difference.to_decide()
-    planned = planned_seeds(config.get("profile", ""))
-    exploratory = [n for n in (better, worse) if planned.get(n, MIN_RUNS) < MIN_RUNS]
-    if verdict == FEW and exploratory:
-        verdict = EXPLORATORY
-        decide = (
-            f"an exploratory arm: the campaign runs {planned[exploratory[0]]} seed(s) of "
-            f"{exploratory[0]}; {decide}"
-        )
-    return _claim(claim, measured, rule, verdict, decide)
+    return _claim(claim, measured, rule, difference.verdict(level=level), difference.to_decide())
 
 
 #: how a component claim's measured column begins the per-plan means that change sign
@@ -564,20 +584,41 @@ def _opposite_by_plan(
     return OPPOSITE + ",".join(f" {k} blocks {gap:+.1f}" for k, gap in sorted(gaps.items()))
 
 
-def _claims(groups: Mapping[str, list[Run]], margin: float, level: float) -> list[dict[str, str]]:
-    """Rows of measured numbers and verdicts for one dataset's runs of one profile, each claim
-    judged at ``level``."""
-    images = int(groups["cooperative"][0].summary["test_images"])
-    rows = [_comparable_claim(groups, images, margin, matched, level) for matched in (False, True)]
-    rows += _matched_cost_claims(groups, images, level)
-    rows += [_component_claim(groups, *component, images, level) for component in COMPONENTS]
-    return rows
+def _claims(regime: Regime, margin: float, level: float) -> list[dict[str, str]]:
+    """Rows of measured numbers and verdicts of one dataset's runs in one regime, each claim
+    judged at ``level`` where its arms are recorded or planned: at equal epochs, the comparable
+    claim, the exit baselines and the components; at equal compute, the first two against each
+    method's control."""
+    if not regime.has("cooperative"):
+        return []
+    judged = []  # (rows, their arms, whether at equal compute)
+    for name in (str, regime.control):
+        if regime.has(arm := name("independent")):
+            judged.append(([_comparable_claim(regime, arm, margin, level)], arm, name is not str))
+        for method in EXIT_BASELINES:
+            if regime.has(arm := name(method)):
+                judged.append((_exit_claims(regime, method, arm, level), arm, name is not str))
+        if name is str:
+            judged += [
+                ([_component_claim(regime, *arms, level)], arms[:2], False)
+                for arms in COMPONENTS
+                if regime.has(arms[0]) and regime.has(arms[1])
+            ]
+    return [
+        {"regime": regime.label(arms if compute else None)}
+        | _settle(regime, row, ("cooperative", arms) if isinstance(arms, str) else arms)
+        for rows, arms, compute in judged
+        for row in rows
+    ]
 
 
-def _evidence(cooperative: list[Run]) -> str:
+def _evidence(regime: Regime) -> str:
+    cooperative = regime.groups.get("cooperative")
+    if not cooperative:
+        return f"no cooperative run of the {regime.name} regime recorded yet"
     first = cooperative[0].summary
     seeds = len(cooperative)
-    digests = {_digest(run) for run in cooperative}
+    digests = {str(run.summary["code_digest"] or "unknown") for run in cooperative}
     digest = digests.pop() if len(digests) == 1 else "mixed"
     return (
         f"{first['config']['profile']}, {first['config']['arch']}, "
@@ -587,74 +628,99 @@ def _evidence(cooperative: list[Run]) -> str:
     )
 
 
+#: the claim table's columns; ``regime_key`` is the regime's name (a key of ``REGIMES``)
+COLUMNS = ["claim", "regime", "dataset", "measured", "verdict", "decide", "rule", "evidence"]
+COLUMNS += ["regime_key"]
+
+
 def claim_table(
     frame: pd.DataFrame,
     margin: float = 2.0,
     depth_cost: Mapping[str, Any] | None = None,
     level: float = 0.95,
+    plan: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
-    """The claims of the paper, our measured numbers and a verdict, per dataset of a results
-    frame (the runs of one profile each: :func:`best_runs`), each claim's interval at
-    ``level`` (:func:`familywise` reads them stricter); ``depth_cost`` is the record of
-    ``benchmarks/depth_cost.py``. Runs of the smoke profile get no verdict."""
+    """The claims of the paper, our numbers and a verdict, per dataset with a cooperative run
+    and per regime (the frame's ``regime`` column, else the short one), the converged one first,
+    each interval at ``level`` (:func:`familywise` reads them stricter); ``plan``: the runs the
+    regimes' campaigns plan (default: those of the frame's regimes), which adds the claims of a
+    regime not yet recorded. Runs of the smoke profile get no verdict."""
     evidence = "no record"
     if depth_cost is not None:
         evidence = f"{depth_cost['device']}, commit {depth_cost['git_commit']}, "
         evidence += str(depth_cost["date"])[:10]
-    grouped = {d: group_seeds(rows) for d, rows in frame.groupby("dataset", sort=False)}
-    grouped = {dataset: groups for dataset, groups in grouped.items() if "cooperative" in groups}
-    archs = [groups["cooperative"][0].config.get("arch", "?") for groups in grouped.values()]
-    check = _depth_cost_check(depth_cost, archs)
-    rows = [{"dataset": "benchmark", **check, "evidence": evidence}]
-    comparable = {}
-    for dataset, groups in grouped.items():
-        profile = groups["cooperative"][0].config["profile"]
-        evidence = _evidence(groups["cooperative"])
-        for row in _claims(groups, margin, level):
-            if profile not in RESULT_PROFILES:
-                row["verdict"] = f"withheld ({profile}: not a result)"
-            rows.append({"dataset": dataset, **row, "evidence": evidence})
-            if row["claim"].startswith("Comparable"):
-                comparable[dataset] = row["verdict"]
-    if len(comparable) > 1:
-        verdicts = set(comparable.values())
-        if verdicts <= {HOLDS}:
-            verdict = HOLDS
-        elif FAILS in verdicts:
-            verdict = FAILS
-        elif all(v.startswith("withheld") for v in verdicts):
+    frame = frame if "regime" in frame else frame.assign(regime="short")
+    configs = frame.loc[frame["run"] == "cooperative"].sort_values("seed")
+    configs = dict(zip(configs["dataset"], configs["config"], strict=True))  # the last seed's
+    check = _depth_cost_check(depth_cost, sorted({c.get("arch", "?") for c in configs.values()}))
+    rows = [{"dataset": "benchmark", **check, "regime": "", "evidence": evidence}]
+    if configs and plan is None:
+        profile = next(iter(configs.values())).get("profile", "")
+        plan = regime_plan(profile, frame, [r for r in REGIMES if r in set(frame["regime"])])
+    for dataset, config in configs.items():
+        recorded = frame[frame["dataset"] == dataset].groupby("regime", sort=False)
+        recorded = {name: group_seeds(rows) for name, rows in recorded}
+        for name in REGIMES:
+            planned = plan[plan["regime"] == name]
+            regime = Regime(name, recorded.get(name, {}), planned, config)
+            for row in _claims(regime, margin, level):
+                if config.get("profile") not in RESULT_PROFILES:
+                    row["verdict"] = f"withheld ({config.get('profile')}: not a result)"
+                rows.append({"dataset": dataset, **row, "evidence": _evidence(regime)})
+                rows[-1]["regime_key"] = name
+    return pd.DataFrame(rows + _stable(rows), columns=COLUMNS).fillna({"regime_key": ""})
+
+
+def _stable(rows: list[dict[str, str]]) -> list[dict[str, str]]:
+    """The claim that the comparable verdict holds on every dataset (feature-map sizes 32 and
+    64 px), per regime at equal epochs where more than one dataset is judged."""
+    stable = []
+    for name in REGIMES:
+        comparable = {
+            row["dataset"]: row
+            for row in rows
+            if row["claim"] == COMPARABLE and row.get("regime_key") == name
+            if not row["regime"].startswith(EQUAL_COMPUTE)
+        }
+        if len(comparable) < 2:
+            continue
+        verdicts = {row["verdict"] for row in comparable.values()}
+        verdict = next((v for v in (FAILS, PENDING, FEW) if v in verdicts), OPEN)
+        if verdicts <= {HOLDS} or all(v.startswith("withheld") for v in verdicts):
             verdict = next(iter(verdicts))
-        else:
-            verdict = FEW if FEW in verdicts else OPEN
         row = _claim(
             "Stable across datasets with different feature-map sizes (32 and 64 px)",
-            "; ".join(f"{d}: {v}" for d, v in comparable.items()),
+            "; ".join(f"{d}: {row['verdict']}" for d, row in comparable.items()),
             "the 'comparable accuracy' verdict on every dataset",
             verdict,
             "" if verdict in (HOLDS, FAILS) else "the rows above, decided",
         )
-        rows.append({"dataset": " + ".join(comparable), **row, "evidence": "the rows above"})
-    columns = ["claim", "dataset", "measured", "verdict", "decide", "rule", "evidence"]
-    return pd.DataFrame(rows, columns=columns)
+        regime = next(iter(comparable.values()))["regime"]
+        stable.append({"dataset": " + ".join(comparable), **row, "regime": regime})
+        stable[-1] |= {"evidence": "the rows above", "regime_key": name}
+    return stable
 
 
 def replication_verdicts(
     recorded: Results, margin: float = 2.0, level: float = 0.95
 ) -> pd.DataFrame | None:
-    """The verdict table from the best recorded profile of each dataset (:func:`best_runs`)
-    and the depth-cost benchmark record, each claim's interval at ``level``; ``None`` if no
-    dataset has a recorded cooperative run."""
+    """The verdict table of every regime of the best recorded profile (:func:`best_runs`:
+    only summaries of their campaign's planned config) and the depth-cost benchmark record,
+    each claim's interval at ``level``; ``None`` if no cooperative run is recorded."""
     chosen = best_runs(recorded.frame)
-    depth_cost = recorded.benchmarks.get("depth_cost")
-    return None if chosen.empty else claim_table(chosen, margin, depth_cost, level)
+    if chosen.empty:
+        return None
+    plan = regime_plan(chosen["profile"].iloc[0], recorded.frame)
+    return claim_table(chosen, margin, recorded.benchmarks.get("depth_cost"), level, plan)
 
 
 @dataclass(frozen=True)
 class Family:
-    """The ``claims`` that runs decide (all but the benchmark check, their runs recorded or
-    not) read as one family: Bonferroni, every interval at ``level`` (``1 - 0.05 / claims``),
-    up to ``widening`` times as wide with 3 seeds. ``decided``: the claims that hold or do not
-    hold at 95 %, each with its ``verdict`` and its verdict at ``level`` (``strict``)."""
+    """The ``claims`` that runs decide (all but the benchmark check, in every regime, their
+    runs recorded or not) read as one family: Bonferroni, every interval at ``level``
+    (``1 - 0.05 / claims``), up to ``widening`` times as wide with 3 seeds. ``decided``: the
+    claims that hold or do not hold at 95 % (claim, regime), each with its ``verdict`` and its
+    verdict at ``level`` (``strict``)."""
 
     claims: int
     level: float
@@ -677,22 +743,40 @@ def familywise(
     level = 1 - 0.05 / len(runs)
     strict = replication_verdicts(recorded, margin, level).loc[decided.index, "verdict"]
     widening = t_critical(MIN_RUNS - 1, level) / t_critical(MIN_RUNS - 1)
-    return Family(len(runs), level, widening, decided[["claim", "verdict"]].assign(strict=strict))
+    decided = decided[["claim", "regime", "verdict"]].assign(strict=strict)
+    return Family(len(runs), level, widening, decided)
 
 
-def tally(table: pd.DataFrame) -> str:
-    """One line counting the verdicts of a claim table; the implementation check is counted
-    apart, as it replicates no claim."""
-    checks = table["claim"].astype(str).str.contains(IMPLEMENTATION_CHECK, regex=False)
-    verdicts = table.loc[~checks, "verdict"].astype(str)
-    judged = verdicts[~verdicts.str.startswith("withheld")]
-    check = "".join(f" Implementation check: {v}." for v in table.loc[checks, "verdict"])
-    return (
-        f"Claims judged: {len(judged)} ({len(verdicts) - len(judged)} withheld). Holds: "
-        f"{(judged == HOLDS).sum()}; does not hold: {(judged == FAILS).sum()}; inconclusive: "
-        f"{judged.str.startswith(OPEN).sum()}, of which n < {MIN_RUNS}: {(judged == FEW).sum()}"
-        f" and exploratory by design: {(judged == EXPLORATORY).sum()}.{check}"
-    )
+def tally(table: pd.DataFrame) -> pd.DataFrame:
+    """The verdicts of a claim table counted per regime (``regime_key``, in the table's order;
+    the implementation check apart): ``claims``, ``withheld``, and of those judged: holds,
+    does not hold, inconclusive (of which ``n < 3`` and ``exploratory``) and not yet decided."""
+    counts = {}
+    for name, rows in table[table["regime_key"] != ""].groupby("regime_key", sort=False):
+        verdicts = rows["verdict"].astype(str)
+        counts[name] = {
+            "claims": len(verdicts),
+            "withheld": int(verdicts.str.startswith("withheld").sum()),
+            **{kind: int((verdicts == kind).sum()) for kind in (HOLDS, FAILS, PENDING)},
+            OPEN: int(verdicts.str.startswith(OPEN).sum()),
+            "n < 3": int((verdicts == FEW).sum()),
+            "exploratory": int((verdicts == EXPLORATORY).sum()),
+        }
+    return pd.DataFrame.from_dict(counts, orient="index")
+
+
+def disagreements(table: pd.DataFrame) -> pd.DataFrame:
+    """The claims whose verdicts differ between regimes, one of them decided (holds or does not
+    hold): one row per claim and dataset, with the ``regimes`` and their ``verdicts`` in the
+    table's order (regimes not yet decided, or withheld, left out)."""
+    judged = table[(table["regime_key"] != "") & (table["verdict"] != PENDING)]
+    judged = judged[~judged["verdict"].str.startswith("withheld")]
+    rows = []
+    for (claim, dataset), part in judged.groupby(["claim", "dataset"], sort=False):
+        kinds = {OPEN if v.startswith(OPEN) else v for v in part["verdict"]}
+        if len(kinds) > 1 and kinds & {HOLDS, FAILS}:
+            rows.append((claim, dataset, list(part["regime"]), list(part["verdict"])))
+    return pd.DataFrame(rows, columns=["claim", "dataset", "regimes", "verdicts"])
 
 
 def component_rows(table: pd.DataFrame) -> pd.DataFrame:
@@ -700,61 +784,3 @@ def component_rows(table: pd.DataFrame) -> pd.DataFrame:
     parts = {claim for _, _, claim, _ in COMPONENTS}
     baselines = table["claim"].str.startswith(("Smoother", "More accurate"))
     return table[table["claim"].isin(parts) | baselines]
-
-
-def likely_reason(claim: str, verdict: str, decide: str, measured: str) -> str:
-    """Which likely reason a claim not shown to hold has, the first that applies: "Missing"
-    (its runs are not recorded), "Regime" (not comparable), "Opposite" (the effect changes
-    sign with depth), "Null" (too close to zero for any number of seeds), "Seeds" (n < 3),
-    "Exploratory", "Exits" (against an exit baseline), "Depth", "Comparable", "At equal
-    training compute" (the claims of those names), else "Component"."""
-    if re.fullmatch(rf"{NO_RUN} \S+ run", measured):
-        return "Missing"
-    if decide == SAME_REGIME:
-        return "Regime"
-    if OPPOSITE in measured:
-        return "Opposite"
-    if decide.startswith(f"more than {MOST_RUNS} seeds"):
-        return "Null"
-    if verdict == FEW:
-        return "Seeds"
-    if verdict == EXPLORATORY:
-        return "Exploratory"
-    if claim.startswith(("Smoother", "More accurate")):
-        return "Exits"
-    for key in ("Depth", "Comparable", "At equal training compute"):
-        if claim.startswith(key):
-            return key
-    return "Component"
-
-
-#: the matched-cost table's column of our accuracy
-OURS_WITHIN = "ours within its FLOPs (%)"
-
-
-def matched_cost_table(frame: pd.DataFrame) -> pd.DataFrame:
-    """Every exit of the exit baselines beside the deployed Teammate within the exit's measured
-    FLOPs (its deepest depth that costs no more), means over seeds; the exits not compared are
-    listed with the reason."""
-    groups, rows = group_seeds(frame), []
-    cooperative = groups.get("cooperative")
-    for method, name in EXIT_BASELINES.items():
-        runs = groups.get(method)
-        if not cooperative or not runs:
-            continue
-        inside = _matched_exits(cooperative, runs, method)
-        exits = runs[0].metrics[method]
-        full = runs[0].full_depth(method)["flops"]
-        for key, row in sorted(exits.items(), key=lambda i: i[1]["flops"]):
-            theirs = np.mean([run.metrics[method][key]["top1"] for run in runs])
-            ours, compared = math.nan, "no: cheaper than our shallowest"
-            if key in inside:
-                ours = np.mean([_at_flops(run, [row["flops"]])[1] for run in cooperative])
-                compared = "yes"
-            elif row["flops"] >= full:
-                compared = "no: full depth"
-            rows.append((name, float(key), row["flops"] / 1e6, theirs, ours, compared))
-    columns = ["method", "exit (share of blocks)", "MFLOPs", "exit top-1 (%)"]
-    table = pd.DataFrame(rows, columns=[*columns, OURS_WITHIN, "compared"])
-    table["gap (pts)"] = table[OURS_WITHIN] - table["exit top-1 (%)"]
-    return table.round(2)

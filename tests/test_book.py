@@ -375,3 +375,73 @@ def test_the_training_compute_note_sets_step_costs_beside_wall_times():
     del parts["Teammate 1, sub-network s=0.3"]  # no pass at 3 blocks: no estimate
     step["results"]["parts_ms"] = parts
     assert "independent networks (" not in chapters.training_compute_note(frame, step)
+
+
+def test_the_learning_budget_rule_reads_the_recorded_gains_and_the_time_a_run_takes():
+    """E_c: the smallest budget whose doubling gains less than 1.5 validation points, unless a
+    cooperative run at it would take more than 2 h quiet: then the largest budget that fits."""
+    budgets, epoch_s = [6, 12, 24, 48], 225.0  # 24 epochs: 1.5 h; 48: 3.0 h
+    assert chapters.learning_budget({6: 36.0, 12: 47.0}, budgets, epoch_s) == (
+        None,
+        "the pilot's 24-epoch run is not recorded yet",
+    )
+    chosen, why = chapters.learning_budget({6: 36.0, 12: 47.0, 24: 48.0}, budgets, epoch_s)
+    assert chosen == 12 and why.startswith("doubling 12 to 24 epochs gains +1.0 points")
+    chosen, why = chapters.learning_budget({6: 36.0, 12: 47.0, 24: 50.0}, budgets, epoch_s)
+    assert chosen == 24 and "largest budget whose cooperative run fits in 2 h (1.5 h;" in why
+    assert "48 epochs: 3.0 h" in why  # whatever 48 epochs would gain
+    chosen, _ = chapters.learning_budget({6: 36.0, 12: 47.0, 24: 50.0, 48: 50.5}, budgets, 100.0)
+    assert chosen == 24  # on a faster machine 48 fits, and the plateau decides
+
+
+def test_the_summary_pages_opening_names_the_scope_and_counts_each_regime():
+    from test_verdict import summaries
+
+    from coop_utils import verdict
+
+    config = load_config("preview", dataset="tiny-imagenet")
+    scope = chapters.scope_line(config, ["6", "24"], load_config("full", dataset="tiny-imagenet"))
+    assert scope == (
+        "<b>Partial replication:</b> ResNet-20, 50 of Tiny ImageNet's 200 classes at 32 px, 6 "
+        "and 24 epochs, against the paper's ResNet-152 on all 200 classes at 64 px, 200 epochs."
+    )
+    table = verdict.claim_table(results.frame_of(summaries(seeds=2)))
+    plan = results.regime_plan("preview", regimes=["short"])
+    line = chapters.tally_line(table, plan, {"short": "6"})
+    assert line.startswith("<b>Short regime, 6 epochs:</b> 0 of 33 runs recorded; of its 14 ")
+    assert "3 are inconclusive (3 exploratory by design) and 11 are not yet decided." in line
+    assert line.endswith("Implementation check (depth cuts inference cost): inconclusive.")
+    assert chapters.tally_line(table, plan, {"short": "6"}, bold=("*", "*")).startswith("*Short")
+
+
+def test_the_landing_page_opens_on_what_the_summary_chapter_computed(tmp_path):
+    import base64
+
+    landing = book.write_landing(tmp_path)  # no summary chapter executed: how to compute it
+    assert "--chapters 00" in landing.read_text()
+    png = base64.b64encode(b"\x89PNG fake").decode()
+    cells = [
+        nbformat.v4.new_code_cell(
+            "x = 1",
+            outputs=[nbformat.v4.new_output("display_data", {"text/markdown": "hidden"})],
+        ),
+        nbformat.v4.new_code_cell(
+            "show()",
+            metadata={"tags": ["remove-cell", "landing"]},
+            outputs=[
+                nbformat.v4.new_output("display_data", {"text/markdown": "**Three sentences.**"}),
+                nbformat.v4.new_output(
+                    "display_data", {"image/png": png}, metadata={"image/png": {"alt": "acc"}}
+                ),
+            ],
+        ),
+    ]
+    executed = tmp_path / book.EXECUTED_DIR / f"{book.SUMMARY_CHAPTER}.ipynb"
+    executed.parent.mkdir(parents=True)
+    nbformat.write(nbformat.v4.new_notebook(cells=cells), executed)
+    text = book.write_landing(tmp_path).read_text()
+    assert text == (
+        "**Three sentences.**\n\n```{image} generated/landing-1.png\n:alt: acc\n:width: 100%\n```\n"
+    )
+    assert (tmp_path / "book" / "generated" / "landing-1.png").read_bytes() == b"\x89PNG fake"
+    assert "{include} generated/landing.md" in (book.REPO_ROOT / "book" / "index.md").read_text()

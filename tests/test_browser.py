@@ -462,3 +462,43 @@ def test_the_page_renders_offline_with_images_maths_and_no_console_error(
     assert shot.stat().st_size > 10_000, f"{page}: blank screenshot"
     summary = f"{page} ({len(images)} images, MathJax {mathjax})"
     assert not failures, summary + ":\n  " + "\n  ".join(failures)
+
+
+#: where the summary page's scope line, tally and verdict table lie, in page pixels
+OPENING = """(() => Object.fromEntries(
+  [".replication-scope", ".replication-tally", "table.verdicts"].map(selector => {
+    const element = document.querySelector(selector);
+    if (!element) return [selector, null];
+    const box = element.getBoundingClientRect();
+    return [selector, {top: box.top + window.scrollY, bottom: box.bottom + window.scrollY}];
+  })))()"""
+
+
+@needs_chromium
+def test_the_summary_page_opens_on_its_scope_and_tally_within_the_first_screen(
+    browser, reader_built
+):
+    """A reader's first screen of *Does it replicate?* (1280 x 800) holds the one-line scope
+    of the replication and the verdict tally, in that order, and the verdict table begins
+    in it."""
+    page = reader_built / "book" / "executed" / "00_does_it_replicate.html"
+    browser.open(page.as_uri())
+    browser.send(
+        "Emulation.setDeviceMetricsOverride",
+        width=1280,
+        height=800,
+        deviceScaleFactor=1,
+        mobile=False,
+    )
+    browser.pump(0.5)
+    boxes = browser.evaluate(OPENING)
+    ARTIFACTS.mkdir(exist_ok=True)
+    shot = browser.send("Page.captureScreenshot", format="png")["data"]
+    (ARTIFACTS / "browser-first-screen-00.png").write_bytes(base64.b64decode(shot))
+    for selector in (".replication-scope", ".replication-tally"):
+        assert boxes[selector] is not None, f"the page has no {selector}"
+        assert boxes[selector]["bottom"] <= 800, (
+            f"{selector} ends at {boxes[selector]['bottom']} px"
+        )
+    assert boxes[".replication-scope"]["bottom"] <= boxes[".replication-tally"]["top"]
+    assert boxes["table.verdicts"] is not None and boxes["table.verdicts"]["top"] < 800

@@ -15,7 +15,7 @@ import nbformat
 import pytest
 import torch
 
-from coop_utils import book, results, verdict
+from coop_utils import book, chapters, results, verdict
 from coop_utils.runs import write_benchmark
 
 CHAPTERS = [path.stem for path in book.chapter_paths()]
@@ -215,17 +215,19 @@ def test_the_readers_book_shows_recorded_results_and_trains_nothing(tmp_path, re
     if recorded == "none":
         assert "Verdict pending" in texts["00"] and "No run on tiny-imagenet" in texts["05"]
         return
-    table = verdict.replication_verdicts(results.load(root))
-    assert verdict.tally(table) in texts["00"]
-    # the discussion: what is open, what would decide it, and why it is likely open
-    assert "**Not confirmed**, and what would decide each:" in texts["00"]
+    found = results.load(root)
+    table = verdict.replication_verdicts(found)
+    plan = results.regime_plan("preview", found.frame)
+    epochs = chapters.regime_epochs(plan, results.best_runs(found.frame))
+    assert chapters.tally_line(table, plan, epochs) in texts["00"]
+    assert "Partial replication:</b> ResNet-20, 50 of Tiny ImageNet's 200 classes" in texts["00"]
+    # the discussion: what waits for runs, and what each regime's campaign still has to record
     assert (
-        "- The Leader improves the Teammates (tiny-imagenet): the cooperative-no-leader"
+        "**Not yet decided (short regime, 6 epochs):** 14 claims, until 28 more runs"
         in (texts["00"])
     )
-    assert "**Most likely reasons:**" in texts["00"]
-    missing = next(line for line in texts["00"].splitlines() if "not recorded yet" in line)
-    assert missing.startswith("- *") and "The Leader improves the Teammates" in missing
+    assert "**Not yet decided (converged regime, 24 epochs):** 12 claims" in texts["00"]
+    assert "0 of 27 preview converged campaign runs recorded so far" in texts["00"]
     assert "the grid has only 3 distinct plans (s = 0.2, 0.3, 0.4 keep 3 blocks;" in texts["00"]
     assert "**Training compute is not matched.**" in texts["00"]
     assert "Still to come: `cooperative-shared-bn`" in texts["00"]

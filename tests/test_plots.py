@@ -213,7 +213,7 @@ def test_headline_figure_draws_each_method_with_its_seed_interval():
         "cooperative-seed1": summary(1, fake_metrics(base=52.0)),
         "byot": summary(0, fake_metrics(("byot",), base=40)),
         "cooperative-no-sfsl": summary(0, fake_metrics(base=10)),  # an ablation: not drawn
-        verdict.MATCHED_NAME: summary(0, fake_metrics(("independent",), base=45)),
+        results.MATCHED_NAME: summary(0, fake_metrics(("independent",), base=45)),
     }
     figure = plots.headline_figure(results.frame_of(summaries), "headline")
     assert_titled_and_labelled(figure)
@@ -221,7 +221,7 @@ def test_headline_figure_draws_each_method_with_its_seed_interval():
     assert labels == [
         "byot (1 seed)",
         f"{plots.COOPERATIVE_LABEL} (2 seeds)",
-        f"{verdict.MATCHED_NAME} (1 seed)",
+        f"{results.MATCHED_NAME} (1 seed)",
     ]
     bars = [c for c in figure.axes[0].containers if c.has_yerr]
     styles = [bar.lines[0].get_linestyle() for bar in bars]
@@ -362,3 +362,54 @@ def test_many_ablations_split_into_figures_that_fit_the_column():
     assert "ablations with 1 or 3 seeds" in figures[0]._suptitle.get_text().replace("\n", " ")
     for figure in figures:
         assert_titled_and_labelled(figure)
+
+
+def test_training_compute_figure_draws_every_budget_at_full_and_shallowest_depth():
+    """Each method's judged runs (seeds pooled per run and regime) and the budget pilot's plain
+    network (one seed, hollow, full depth only) against their recorded training FLOPs."""
+    from test_verdict import summaries
+
+    found = summaries(seeds=3)
+    for name, run in found.items():
+        run["training_flops"] = 1.5e14 if name.startswith("cooperative") else 5e13
+    judged = results.frame_of(found).assign(regime="short")
+    pilot = {
+        "independent-budget-e6": {"config": {"method": "independent", "epochs": 6, "seed": 0}},
+        "independent-budget-e12": {"config": {"method": "independent", "epochs": 12, "seed": 0}},
+    }
+    for epochs, run in zip((6, 12), pilot.values(), strict=True):
+        row = {"top1": 30.0 + epochs, "val_top1": 30.0 + epochs, "flops": 9e7, "active_blocks": 9}
+        run |= {"metrics": {"independent": {"1": row}}, "training_flops": epochs * 4.6e12}
+    points = plots.training_compute_frame(judged, results.frame_of(pilot))
+    assert set(points["depth"]) == {"full depth", "shallowest plan (3 blocks)"}
+    ours = points[points["label"] == "cooperative: deployed Teammate"]
+    assert len(ours) == 6 and set(ours["budget"]) == {"short/cooperative"}  # 3 seeds, 2 depths
+    assert "cooperative-no-sfsl" not in set(points["run"])  # ablations are not drawn
+    alone = points[points["pilot"]]
+    assert set(alone["depth"]) == {"full depth"} and len(alone) == 2
+    assert set(alone["label"]) == {"full-depth network alone (budget pilot, 1 seed)"}
+    figure = plots.training_compute_figure(points, "training compute")
+    assert_titled_and_labelled(figure)
+    assert [ax.get_xscale() for ax in figure.axes] == ["log", "log"]
+    assert figure.get_size_inches()[0] == pytest.approx(plots.FIGURE_WIDTH)
+    labels = figure.legends[0].get_texts()
+    assert labels[0].get_text() == "cooperative: deployed Teammate"
+    hollow = [c.lines[0] for c in figure.axes[0].containers if "pilot" in c.get_label()]
+    assert hollow and hollow[0].get_markerfacecolor() == "none"
+
+
+def test_learning_budget_figure_marks_the_chosen_budget_and_each_gain():
+    points = pd.DataFrame(
+        [("plain", 6, 36.0), ("plain", 12, 47.0), ("plain", 24, 49.0), ("ours", 6, 38.0)],
+        columns=["label", "epochs", "val_top1"],
+    ).assign(pilot=False)
+    figure = plots.learning_budget_figure(points, 12, 24, "budget")
+    assert_titled_and_labelled(figure)
+    ax = figure.axes[0]
+    assert [t.get_text() for t in ax.texts] == ["+11.0 pts", "+2.0 pts"]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["6", "12", "24"]
+    labels = figure.legends[0].get_texts()
+    assert [t.get_text() for t in labels][-2:] == [
+        "E_c = 12 epochs (the rule)",
+        "converged campaign: 24 epochs",
+    ]

@@ -12,7 +12,9 @@ import pandas as pd
 import pytest
 
 from coop_utils import book, chapters, results, verdict
+from coop_utils.config import load_config
 from coop_utils.models import SCALING_FACTORS, depth_plan
+from coop_utils.runs import results_path
 
 VARIANTS = tuple(
     name for arm in verdict.COMPONENTS for name in arm[:2] if name != "cooperative"
@@ -75,14 +77,14 @@ def summaries(seeds=3, shift=lambda name, seed: 0.0, tilt=None, profile="preview
             for name in ("cooperative", *VARIANTS)
         }
         runs["independent"] = {"independent": by_depth(BLOCKS, shift("independent", seed))}
-        matched = by_depth(BLOCKS, shift(verdict.MATCHED_NAME, seed))
-        runs[verdict.MATCHED_NAME] = {"independent": matched}  # 3x the epochs: below
+        matched = by_depth(BLOCKS, shift(results.MATCHED_NAME, seed))
+        runs[results.MATCHED_NAME] = {"independent": matched}  # 3x the epochs: below
         for name, exits in (("byot", BYOT), ("branchynet", BRANCHYNET)):
             runs[name] = {name: by_depth(exits, shift(name, seed), HEAD_FLOPS, tilt.get(name, 0))}
         for name, metrics in runs.items():
             found[name + (f"-seed{seed}" if seed else "")] = summary(metrics, seed, profile, digest)
-        control = found[verdict.MATCHED_NAME + (f"-seed{seed}" if seed else "")]
-        control["config"] = control["config"] | {"epochs": 6 * verdict.MATCHED_EPOCHS}
+        control = found[results.MATCHED_NAME + (f"-seed{seed}" if seed else "")]
+        control["config"] = control["config"] | {"epochs": 18}
     return found
 
 
@@ -96,10 +98,23 @@ def claims(found, **options):
     return verdict.claim_table(results.frame_of(found), **options)
 
 
+def key(claim, regime):
+    """A claim's first three words; ``"At equal training"`` (and ``"equal compute: "`` before
+    an exit baseline's) for a claim judged at equal training compute."""
+    words = " ".join(claim.split()[:3])
+    if not regime.startswith(verdict.EQUAL_COMPUTE):
+        return words
+    return "At equal training" if claim == verdict.COMPARABLE else f"equal compute: {words}"
+
+
 def verdicts(table):
-    return dict(
-        zip(table["claim"].str.split().str[:3].str.join(" "), table["verdict"], strict=True)
-    )
+    keys = [key(c, r) for c, r in zip(table["claim"], table["regime"], strict=True)]
+    return dict(zip(keys, table["verdict"], strict=True))
+
+
+def at_equal_epochs(table):
+    """The rows of a claim table judged at equal epochs, by claim."""
+    return table[~table["regime"].str.startswith(verdict.EQUAL_COMPUTE)].set_index("claim")
 
 
 RECORD = {
@@ -202,7 +217,7 @@ def test_smoother_degradation_is_the_drop_within_the_exits_measured_flops():
     # absolute accuracy stands beside it: our 3- and 6-block depths (31 and 61 MFLOPs, the
     # deepest within the exits' 33 and 63) at 43.3 and 56.7 %, against BYOT's 32.2 and 51.6 %
     accurate = rows.loc[rows.index.str.startswith("More accurate than BYOT")].iloc[0]
-    assert accurate["measured"].startswith("50.0 vs 41.9 %: +8.1")
+    assert accurate["measured"].startswith("deployed Teammate 50.0 vs BYOT exits 41.9 %: +8.1")
 
 
 def test_exits_meet_our_deepest_depth_within_their_flops_never_an_interpolation():
@@ -232,10 +247,8 @@ def test_runs_of_different_regimes_or_data_are_not_compared():
             run["config"] = run["config"] | {"epochs": 12}
         if name.startswith("cooperative-no-leader"):
             run["data_fingerprint"] = "other"
-    rows = claims(found).set_index("claim")
-    comparable = rows.loc[
-        "Comparable accuracy to a network trained for that depth alone, at every depth"
-    ]
+    rows = at_equal_epochs(claims(found))
+    comparable = rows.loc[verdict.COMPARABLE]
     assert comparable["verdict"] == "inconclusive"
     assert comparable["measured"] == "not comparable: the runs' regimes differ"
     leader = rows.loc["The Leader improves the Teammates"]
@@ -249,7 +262,8 @@ def test_comparable_is_judged_per_plan_and_fails_only_beyond_bonferroni():
     # resnet20: nine factors, three plans; the gap is judged once per plan
     table = claims(summaries(shift=jitter)).set_index("claim")
     measured = table.loc[table.index.str.startswith("Comparable"), "measured"].iloc[0]
-    assert measured.count(" blocks (s=") == 3 and measured.startswith("3 blocks (s=0.2–0.4): ")
+    assert measured.count(" blocks (s=") == 3
+    assert measured.startswith("deployed Teammate minus independent network: 3 blocks (s=0.2–0.4)")
     # a gap whose 95 % interval lies below -2 but whose 1 - 0.05/3 interval does not
     gap = verdict.compare([37.0, 38.0, 39.0], [43.0, 43.0, 43.0], floor=0.0)
     assert gap.verdict(-2.0) == "does not hold"
@@ -277,8 +291,14 @@ def test_fewer_than_three_seeds_are_inconclusive_whatever_the_mean():
     exploratory = judged["claim"].str.contains("gating|normalised")
     assert exploratory.sum() == 3
     assert (judged[exploratory]["verdict"] == verdict.EXPLORATORY).all()
-    assert (judged[~exploratory]["verdict"] == "inconclusive (n < 3)").all()
+    # it plans 3 seeds of the others: 2 recorded, the claim is not yet decided
+    assert (judged[~exploratory]["verdict"] == verdict.PENDING).all()
+    assert judged[~exploratory]["decide"].str.contains(": 2 of 3 seeds recorded").all()
     assert not table["rule"].str.contains("n < 3").any()  # only a verdict says it
+    # at a profile without a campaign, whatever the mean: n < 3
+    full = summaries(seeds=2, shift=shift, profile="full")
+    judged = claims(full).iloc[1:]
+    assert (judged["verdict"] == "inconclusive (n < 3)").all()
 
 
 def test_a_claim_on_an_arm_the_campaign_runs_once_is_labelled_exploratory():
@@ -294,7 +314,7 @@ def test_a_claim_on_an_arm_the_campaign_runs_once_is_labelled_exploratory():
     row = verdicts_rows(claims(runs))["Learned (Gumbel) gating"]
     assert row["verdict"] == verdict.EXPLORATORY
     assert "runs 1 seed(s) of cooperative-first-gating" in row["decide"]
-    assert "exploratory by design: 1." in verdict.tally(claims(runs))
+    assert verdict.tally(claims(runs)).loc["short", "exploratory"] == 1
     # at a profile without a campaign, a missing seed is only "n < 3"
     full = {
         name: run | {"config": run["config"] | {"profile": "full"}} for name, run in runs.items()
@@ -304,7 +324,7 @@ def test_a_claim_on_an_arm_the_campaign_runs_once_is_labelled_exploratory():
 
 
 def verdicts_rows(table):
-    return {" ".join(row["claim"].split()[:3]): row for row in table.to_dict("records")}
+    return {key(row["claim"], row["regime"]): row for row in table.to_dict("records")}
 
 
 def test_an_open_claim_says_how_many_seeds_would_decide_it():
@@ -324,14 +344,14 @@ def test_an_open_claim_says_how_many_seeds_would_decide_it():
     # unpaired: the two arms' spreads add
     assert verdict.compare([1, 2, 3], [5, 5, 5], floor=0.5).spread == pytest.approx(1.25**0.5)
 
-    table = claims(summaries(seeds=2, shift=jitter))
+    table = claims(summaries(seeds=2, shift=jitter, profile="full"))
     judged = table[table["dataset"] == "cifar100"].set_index("claim")
     assert judged["decide"].str.contains("seeds per arm").all()
     missing = {k: v for k, v in summaries().items() if not k.startswith("byot")}
     table = claims(missing).set_index("claim")
-    assert table.loc["Smoother accuracy degradation than BYOT as depth shrinks", "decide"] == (
-        "the byot runs of the campaign (`make results`)"
-    )
+    smoother = table.loc["Smoother accuracy degradation than BYOT as depth shrinks"]
+    assert smoother["verdict"] == verdict.PENDING and smoother["measured"] == "no byot run"
+    assert smoother["decide"] == "the runs to come (byot: 0 of 3 seeds recorded): `make results`"
     decided = table[table["verdict"].isin(["holds", "does not hold"])]
     assert not decided.empty and (decided["decide"] == "").all()
 
@@ -368,7 +388,7 @@ def test_pairing_needs_a_shared_seed_only():
             run["code_digest"] = "def"  # other bytes, and still a pair
     leader = claims(found).set_index("claim")
     leader = leader.loc["The Leader improves the Teammates"]
-    assert leader["verdict"] == "holds" and "3 pairs, paired by seed;" in leader["measured"]
+    assert leader["verdict"] == "holds" and "(3 pairs, paired by seed)" in leader["measured"]
     for name, run in found.items():
         if name.startswith("cooperative-no-leader"):
             run["config"]["seed"] += 10  # no seed in common: the arms cannot pair
@@ -392,7 +412,7 @@ def test_the_second_teammate_claim_compares_teammate0_with_teammate0():
         .set_index("claim")
         .loc["A second Teammate improves the first (teammate0 against teammate0)"]
     )
-    assert row["verdict"] == "holds" and row["measured"].endswith("; teammate0)")
+    assert row["verdict"] == "holds" and row["measured"].startswith("teammate0: ")
 
 
 def test_learned_gating_is_judged_only_where_the_plans_can_choose():
@@ -482,8 +502,9 @@ def test_smoke_summaries_get_no_verdict():
     rows = table[table["dataset"] == "cifar100"]
     assert rows["verdict"].str.startswith("withheld (smoke").all()
     # the depth-cost row checks the code, replicates nothing: counted apart from the claims
-    assert verdict.tally(table).startswith("Claims judged: 0 (14 withheld).")
-    assert verdict.tally(table).endswith(" Implementation check: inconclusive.")
+    counts = verdict.tally(table)  # the depth-cost row checks the code: counted apart
+    assert counts.loc["short", "claims"] == counts.loc["short", "withheld"] == 14
+    assert list(counts.index) == ["short"]
 
 
 def test_two_datasets_add_the_stability_claim():
@@ -498,28 +519,53 @@ def test_two_datasets_add_the_stability_claim():
     assert table.iloc[-1]["claim"].startswith("Stable across datasets")
     assert table.iloc[-1]["verdict"] == "holds"
     few = verdict.claim_table(pd.concat([results.frame_of(summaries(seeds=2)), tiny]))
-    assert few.iloc[-1]["verdict"] == "inconclusive (n < 3)"
+    assert few.iloc[-1]["verdict"] == verdict.PENDING  # the campaign plans a third seed
+
+
+def write_campaign(root, found, name="campaign", profile="preview"):
+    """Record ``{file name: summary}`` where the profile's campaign ``name`` records it (its
+    planned run of that file name), with the planned config and its hash; a file the campaign
+    does not plan is written beside them with the summary's own config."""
+    planned = {results_path(c).stem: c for c in results.planned_configs(profile, name)}
+    for file, summary in found.items():
+        config = planned.get(file)
+        if config is not None:
+            path = root / results_path(config).relative_to(load_config(profile).results_root)
+            summary = summary | {"config": config.to_dict(), "config_hash": config.hash()}
+        else:
+            path = root / profile / summary["config"]["dataset"] / f"{file}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(summary))
 
 
 def test_verdicts_read_the_best_recorded_profile_and_never_smoke(tmp_path):
     assert verdict.replication_verdicts(results.load(tmp_path)) is None
-    for profile in ("smoke", "preview"):
-        for name, item in summaries(seeds=1, profile=profile).items():
-            path = tmp_path / profile / "cifar100" / f"{name}.json"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(item))
+    for name, item in summaries(seeds=1, profile="smoke").items():
+        path = tmp_path / "smoke" / "cifar100" / f"{name}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(item))
+    write_campaign(tmp_path, summaries(seeds=1))
     (tmp_path / "benchmarks").mkdir()
     (tmp_path / "benchmarks" / "depth_cost.json").write_text(json.dumps(record(0.3)))
     recorded = results.load(tmp_path)
     table = verdict.replication_verdicts(recorded)
-    assert table["evidence"].iloc[1:].str.startswith("preview").all()
+    short = table[table["regime_key"] == "short"]
+    assert short["evidence"].str.startswith("preview, resnet20, 1 seed of the method, 2,500").all()
+    assert set(table["dataset"].iloc[1:]) == {"tiny-imagenet"}  # the campaign's: never smoke's
     assert table.iloc[0]["verdict"] == "holds"  # the benchmark record was read
-    profile, found = recorded.campaign("tiny-imagenet")
-    assert profile is None and found.empty
+    # the converged regime leads, not yet recorded: each of its claims says what is missing
+    converged = table[table["regime_key"] == "converged"]
+    assert table.iloc[1 : len(converged) + 1].equals(converged)
+    assert (converged["verdict"] == verdict.PENDING).all()
+    assert converged["decide"].str.endswith("`make results CAMPAIGN=converged`").all()
+    # a file the campaign does not plan lies in its folder, and is not judged
     profile, found = recorded.campaign("cifar100")
+    assert profile == "preview" and set(found["file"]) == {results.MATCHED_NAME}
+    assert set(results.best_runs(recorded.frame)["dataset"]) == {"tiny-imagenet"}
+    profile, found = recorded.campaign("tiny-imagenet")
     assert profile == "preview" and "byot" in set(found["run"])
     assert set(found["profile"]) == {"preview"}  # never the smoke runs
-    profile, found = recorded.campaign("cifar100", ["cooperative"])
+    profile, found = recorded.campaign("tiny-imagenet", ["cooperative"])
     assert profile == "preview" and set(found["file"]) == {"cooperative"}
 
 
@@ -536,11 +582,14 @@ def test_the_deployed_teammate_is_chosen_on_validation_accuracy():
 
 
 def reasons(table):
-    """``{claim: its likely reason}`` of the claims of a table not shown to hold."""
+    """``{claim: its likely reason}`` of the claims of a table not shown to hold (a claim at
+    equal training compute under its :func:`key`)."""
     rows = table[table["verdict"] != "holds"]
     return {
-        row.claim: verdict.likely_reason(row.claim, row.verdict, row.decide, row.measured)
-        for row in rows.itertuples()
+        (row.claim if not row.regime.startswith(verdict.EQUAL_COMPUTE) else key(*row[1:3])): (
+            chapters.likely_reason(row.claim, row.verdict, row.decide, row.measured, row.regime)
+        )
+        for row in rows[["claim", "regime", "verdict", "decide", "measured"]].itertuples()
     }
 
 
@@ -551,10 +600,11 @@ def test_each_claim_not_shown_to_hold_is_given_its_likely_reason():
     assert got[comparable] == "Comparable"
     assert got["Smoother accuracy degradation than BYOT as depth shrinks"] == "Exits"
     # the compute-matched control gets its own reason, not the components' weak teachers
-    matched = next(claim for claim in got if claim.startswith("At equal training compute"))
-    assert got[matched] == "At equal training compute"
-    few = reasons(claims(summaries(seeds=2)))
-    assert few[comparable] == "Seeds" and "Exploratory" in few.values()
+    assert got["At equal training"] == "At equal training compute"
+    few = reasons(claims(summaries(seeds=2, profile="full")))
+    assert few[comparable] == "Seeds"
+    assert reasons(claims(summaries(seeds=2)))[comparable] == "Missing"  # 2 of 3 planned seeds
+    assert "Exploratory" in reasons(claims(summaries(seeds=2))).values()
     # a claim without its runs is given that as its reason, not a guess about the method
     partial = {n: r for n, r in worse.items() if not n.startswith("cooperative-no-leader")}
     assert reasons(claims(partial))["The Leader improves the Teammates"] == "Missing"
@@ -589,58 +639,66 @@ def test_the_book_runner_knows_nothing_of_what_the_chapters_show():
 
 
 def test_the_compute_matched_control_is_read_from_its_own_folder_and_judged(tmp_path):
-    """Independent networks trained 3x the epochs, recorded under results/compute-matched/,
-    are judged like the independent arm; other epochs, or no such runs, leave the claim open."""
+    """Independent networks trained for a cooperative run's compute, recorded by the campaign
+    compute-matched under results/compute-matched/, are judged like the independent arm at
+    equal training compute, with the recorded FLOPs ratio in the regime; a summary of another
+    config than the planned one is not judged."""
     runs = summaries(shift=lambda name, seed: 4.0 * (name == "cooperative") + jitter(name, seed))
-    runs = {n: r for n, r in runs.items() if not n.startswith(verdict.MATCHED_NAME)}
-    control = "At equal training"
-
-    def write(root, found):
-        for name, run in found.items():
-            path = root / "preview" / "cifar100" / f"{name}.json"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(run))
-
-    write(tmp_path, runs)
-    row = verdicts_rows(verdict.replication_verdicts(results.load(tmp_path)))[control]
-    assert row["verdict"] == "inconclusive" and row["measured"].startswith("no independent-")
-    assert "--method independent --seed N --set epochs=18" in row["decide"]
-    assert "results_root=results/compute-matched" in row["decide"]
-    independent = {n: r for n, r in runs.items() if n.split("-seed")[0] == "independent"}
-    longer = {n: r | {"config": r["config"] | {"epochs": 18}} for n, r in independent.items()}
-    write(tmp_path / "compute-matched", longer)
+    for name, run in runs.items():
+        run["training_flops"] = 1.5e14 if name.startswith("cooperative") else 5.5e13
+    write_campaign(tmp_path, {n: r for n, r in runs.items() if results.MATCHED_NAME not in n})
+    row = verdicts_rows(verdict.replication_verdicts(results.load(tmp_path)))["At equal training"]
+    assert (
+        row["verdict"] == verdict.PENDING
+        and row["measured"] == "no independent-compute-matched run"
+    )
+    assert row["decide"] == (
+        "the runs to come (independent-compute-matched: 0 of 3 seeds recorded): "
+        "`make results CAMPAIGN=compute-matched`"
+    )
+    assert row["regime"] == "equal compute: 6 vs 18 epochs (planned)"
+    control = {
+        name.replace(f"{results.MATCHED_NAME}", "independent"): run | {"training_flops": 1.64e14}
+        for name, run in runs.items()
+        if name.startswith(results.MATCHED_NAME)
+    }
+    write_campaign(tmp_path, control, "compute-matched")
     table = verdict.replication_verdicts(results.load(tmp_path))
-    row = verdicts_rows(table)[control]
+    row = verdicts_rows(table)["At equal training"]
     assert row["verdict"] == "holds", row["measured"]  # +4 points at every plan
+    assert "(3 vs 3 runs)" in row["measured"]
+    # 1.64e14 / 1.5e14 = 1.09: not called matched, the ratio stated
+    assert row["regime"] == "equal compute: 6 vs 18 epochs (FLOPs ratio 1.09, not within 5 %)"
     # the campaign's own comparable claim still reads only the campaign's independent runs
     assert verdicts_rows(table)["Comparable accuracy to"]["verdict"] == "holds"
-    assert "(3 vs 3 runs)" in row["measured"]
-    # the pages read the control with the campaign: its own row of costs, the campaign's epochs
+    assert verdicts_rows(table)["Comparable accuracy to"]["regime"] == "short, 6 epochs"
+    # the pages read the control with the campaign: its own row of costs
     recorded = results.best_runs(results.load(tmp_path).frame)
-    control_rows = recorded[recorded["run"] == verdict.MATCHED_NAME]
-    assert set(control_rows["root"]) == {"compute-matched"} and set(control_rows["seed"]) == {
-        0,
-        1,
-        2,
-    }
-    matched = recorded["run"] == verdict.MATCHED_NAME
+    control_rows = recorded[recorded["run"] == results.MATCHED_NAME]
+    assert set(control_rows["root"]) == {"compute-matched"}
+    assert set(control_rows["seed"]) == {0, 1, 2} and set(control_rows["regime"]) == {"short"}
+    matched = recorded["run"] == results.MATCHED_NAME
     recorded["wall_time_s"] = np.where(matched, 3 * 360.0, 360.0)
-    assert results.campaign_table(recorded).loc[verdict.MATCHED_NAME, "per seed (h)"] == 0.3
+    assert results.campaign_table(recorded).loc[results.MATCHED_NAME, "per seed (h)"] == 0.3
     note = chapters.training_compute_note(recorded)
-    assert f"for the same {runs['cooperative']['config']['epochs']} epochs," in note
-    assert "for 3x the epochs (0.30 h per seed): at full depth they reach" in note
+    assert "for the same 6 epochs," in note
+    assert "for 18 epochs (training FLOPs 1.09× the cooperative run's; 0.30 h per seed)" in note
     full = results.campaign_table(recorded)["top-1 at full depth (%)"]
-    assert f"{full[verdict.MATCHED_NAME]:.1f} %, against {full['cooperative']:.1f} %" in note
-    shorter = {n: r | {"config": r["config"] | {"epochs": 12}} for n, r in independent.items()}
-    write(tmp_path / "compute-matched", shorter)
-    row = verdicts_rows(verdict.replication_verdicts(results.load(tmp_path)))[control]
-    assert row["measured"] == "not comparable: the control trained [12] epochs, not 18"
+    assert f"{full[results.MATCHED_NAME]:.1f} %, against {full['cooperative']:.1f} %" in note
+    # a control of another config than the campaign's (12 epochs, not 18) is not judged
+    other = {n: r | {"config": r["config"] | {"epochs": 12}} for n, r in control.items()}
+    for run in other.values():
+        planned = results.planned_configs("preview", "compute-matched")[run["config"]["seed"]]
+        path = tmp_path / results_path(planned).relative_to("results")
+        path.write_text(json.dumps(run | {"config_hash": "another"}))
+    row = verdicts_rows(verdict.replication_verdicts(results.load(tmp_path)))["At equal training"]
+    assert row["verdict"] == verdict.PENDING and row["regime"].endswith("(planned)")
 
 
 def test_the_familywise_reading_keeps_only_claims_that_clear_the_stricter_intervals(tmp_path):
-    """Each claim is judged at 95 % on its own; read as one family (Bonferroni over the 14
-    claims judged from runs), a 5-point lead with seeds 1.5 points apart no longer holds, and
-    a 45-point one still does; a 35-point deficit still does not hold."""
+    """Each claim is judged at 95 % on its own; read as one family (Bonferroni over every claim
+    the campaigns judge from runs, recorded or not), a 5-point lead with seeds 1.5 points apart
+    no longer holds, and a 45-point one still does; a 35-point deficit still does not hold."""
     spread = (-1.5, 0.0, 1.5)
 
     def shift(name, seed):
@@ -648,21 +706,20 @@ def test_the_familywise_reading_keeps_only_claims_that_clear_the_stricter_interv
             return 5.0 + spread[seed]
         return {"cooperative-no-mutual": -40.0, "cooperative-no-sfsl": 40.0}.get(name, 0.0)
 
-    for name, run in summaries(shift=shift).items():
-        path = tmp_path / "preview" / "cifar100" / f"{name}.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(run))
+    write_campaign(tmp_path, summaries(shift=shift))
     recorded = results.load(tmp_path)
     table = verdict.replication_verdicts(recorded)
+    k = len(table) - 1  # every claim but the benchmark check: 13 short, 1 at equal compute
+    assert k == 14 + (table["regime_key"] == "converged").sum()  # and the converged ones
     lenient = verdicts(table)
-    strict = verdicts(verdict.replication_verdicts(recorded, level=1 - 0.05 / 14))
+    strict = verdicts(verdict.replication_verdicts(recorded, level=1 - 0.05 / k))
     assert lenient["The Leader improves"] == lenient["Mutual distillation between"] == "holds"
     assert strict["The Leader improves"] == "inconclusive"
     assert strict["Mutual distillation between"] == "holds"
     family = verdict.familywise(recorded)
-    assert family.claims == 14 and family.level == pytest.approx(1 - 0.05 / 14)
+    assert family.claims == k and family.level == pytest.approx(1 - 0.05 / k)
     assert family.widening == pytest.approx(
-        verdict.t_critical(2, 1 - 0.05 / 14) / verdict.t_critical(2)
+        verdict.t_critical(2, 1 - 0.05 / k) / verdict.t_critical(2)
     )
     again = verdict.familywise(recorded, table=table)
     assert again.decided.equals(family.decided)
@@ -698,3 +755,60 @@ def test_a_part_that_helps_at_one_depth_and_hurts_at_another_is_shown_by_plan():
     assert not any(verdict.OPPOSITE in m for m in others)
     shared_claim = next(c for c in table["claim"] if c.startswith("Batch-norm statistics"))
     assert reasons(table)[shared_claim] == "Opposite"
+
+
+def converged_campaign(shift, flops):
+    """Every run of the converged campaign (``summaries`` renamed: the flops-matched controls
+    are the base curve of their method plus ``shift``), each with ``flops[run]`` training
+    FLOPs (none where not given)."""
+    found = summaries(shift=shift)
+    for method in ("independent", "byot", "branchynet"):
+        for seed in range(3):
+            suffix = f"-seed{seed}" if seed else ""
+            copy = json.loads(json.dumps(found[method + suffix]))
+            found[f"{method}-flops-matched{suffix}"] = copy
+    for name, run in found.items():
+        run["training_flops"] = flops.get(name.split("-seed")[0], math.nan)
+    return found
+
+
+def test_each_regime_is_judged_and_where_two_disagree_the_page_says_so(tmp_path):
+    """The converged campaign judged beside the short one: its own epochs in the regime
+    column, the flops-matched controls at equal compute with their recorded FLOPs ratio
+    (within 5 %: matched; 1.20: not), a summary of another config left out, and a claim that
+    holds in one regime and does not in another named in one sentence."""
+    short = summaries(shift=lambda name, seed: -5.0 * (name == "cooperative") + jitter(name, seed))
+    write_campaign(tmp_path, {n: r for n, r in short.items() if results.MATCHED_NAME not in n})
+    flops = {"cooperative": 6e14, "independent-flops-matched": 6.06e14}
+    flops |= {"byot-flops-matched": 7.2e14, "branchynet-flops-matched": 5.9e14}
+    converged = converged_campaign(lambda name, seed: 5.0 * (name == "cooperative"), flops)
+    write_campaign(tmp_path, converged, "converged")
+    stray = tmp_path / "converged" / "preview" / "tiny-imagenet" / "cooperative-no-leader.json"
+    stray.write_text(json.dumps(json.loads(stray.read_text()) | {"config_hash": "another"}))
+    table = verdict.replication_verdicts(results.load(tmp_path))
+    rows = table[["claim", "regime", "verdict"]].values
+    rows = {(key(c, r), r.split(",")[0]): v for c, r, v in rows}
+    assert table.iloc[1]["regime"] == "converged, 24 epochs"  # the converged regime leads
+    assert rows["Comparable accuracy to", "converged"] == "holds"
+    assert rows["Comparable accuracy to", "short"] == "does not hold"
+    regimes = set(table["regime"])
+    assert "equal compute: 24 vs 63–65 epochs (FLOPs ratio 1.01, matched)" in regimes
+    assert "equal compute: 24 vs 120–125 epochs (FLOPs ratio 1.20, not within 5 %)" in regimes
+    assert "equal compute: 24 vs 111–115 epochs (FLOPs ratio 0.98, matched)" in regimes
+    # the Leader's claim lacks seed 0 of no-leader: its summary is of another config
+    leader = table[(table["claim"] == "The Leader improves the Teammates")]
+    leader = leader[leader["regime_key"] == "converged"].iloc[0]
+    assert leader["verdict"] == verdict.PENDING and "no-leader: 2 of 3 seeds" in leader["decide"]
+    disagree = verdict.disagreements(table).set_index("claim")
+    assert verdict.COMPARABLE in disagree.index
+    assert disagree.loc[verdict.COMPARABLE, "verdicts"][:2] == ["holds", "holds"]
+    note = chapters.disagreement_note(table)
+    assert note.count("\n- ") == len(disagree)
+    assert (
+        "- *Comparable accuracy to a network trained for that depth alone, at every depth* "
+        "holds (converged, 24 epochs; equal compute: 24 vs 63–65 epochs, FLOPs ratio 1.01, "
+        "matched), but does not hold (short, 6 epochs)."
+    ) in note
+    counts = verdict.tally(table)
+    assert list(counts.index) == ["converged", "short"]
+    assert counts.loc["converged", "claims"] == 12 and counts.loc["converged", verdict.PENDING] == 1
