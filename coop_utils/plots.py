@@ -681,6 +681,7 @@ def training_compute_figure(points: pd.DataFrame, title: str) -> Figure:
                     textcoords="offset points", color=colour,
                 )  # fmt: skip
         ax.set_xscale("log")
+        ax.margins(x=0.15)  # room inside the axes for the epochs beside the last point
         low, high = points["training_flops"].min(), points["training_flops"].max()
         ticks = [m * 10.0**e for e in range(-3, 4) for m in (1, 2, 5) if low / 2 <= m * 10.0**e]
         ax.set_xticks([t for t in ticks if t <= high * 2], minor=False)
@@ -689,7 +690,7 @@ def training_compute_figure(points: pd.DataFrame, title: str) -> Figure:
         ax.set(xlabel=TRAINING_FLOPS_LABEL, ylabel=TOP1_LABEL if ax is axes[0] else "")
         ax.set_title(depth, fontsize="medium")
     handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside lower center", ncols=2, fontsize="small")
+    fig.legend(handles, labels, loc="outside lower center", ncols=1, fontsize="small")
     fig.suptitle(title, fontsize="medium")
     return fig
 
