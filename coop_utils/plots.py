@@ -112,6 +112,18 @@ def _legend_in_slot(fig: Figure, axes: list, used: int, **kwargs) -> None:
         _legend_below(fig, handles, labels, **kwargs)
 
 
+def _fit_column(fig: Figure) -> Figure:
+    """``fig`` narrowed until its tight crop fits the column: lettering placed beside points
+    (outside the layout) can reach past the figure's edge."""
+    for _ in range(3):
+        excess = rendered_width_px(fig) - COLUMN_PX
+        if excess <= 0:
+            break
+        width, height = fig.get_size_inches()
+        fig.set_size_inches(width - (excess + 4) / fig.dpi, height)
+    return fig
+
+
 def rendered_width_px(fig: Figure) -> int:
     """How wide the book shows ``fig``: the PNG the inline backend writes (tight crop, 100 dpi)."""
     from PIL import Image
@@ -593,7 +605,7 @@ def headline_figure(recorded: pd.DataFrame, title: str) -> Figure:
     ax.set(xlabel=MFLOPS_LABEL, ylabel=TOP1_LABEL)
     ax.set_title(_wrap(title))
     _legend_below(fig, *ax.get_legend_handles_labels(), most=2, fontsize="small")
-    return fig
+    return _fit_column(fig)
 
 
 # --- the summary page and chapter 05: what training compute buys ------------------------------
@@ -691,8 +703,8 @@ def training_compute_figure(points: pd.DataFrame, title: str) -> Figure:
         ax.set_title(depth, fontsize="medium")
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside lower center", ncols=1, fontsize="small")
-    fig.suptitle(title, fontsize="medium")
-    return fig
+    _suptitle(fig, title)
+    return _fit_column(fig)
 
 
 def learning_budget_figure(
@@ -730,11 +742,9 @@ def learning_budget_figure(
     ax.set_xlim(budgets[0] / 1.3, budgets[-1] * 1.3)
     ax.minorticks_off()
     ax.set(xlabel="training budget (epochs, log scale)", ylabel="validation top-1 (%)")
-    ax.set_title(title, fontsize="medium")
-    fig.legend(
-        *ax.get_legend_handles_labels(), loc="outside lower center", ncols=2, fontsize="small"
-    )
-    return fig
+    _suptitle(fig, title)
+    _legend_below(fig, *ax.get_legend_handles_labels(), most=2, fontsize="small")
+    return _fit_column(fig)
 
 
 # --- chapter 07: cost-adaptive inference -----------------------------------------------------
@@ -880,4 +890,4 @@ def step_parts_figure(parts_ms: Mapping[str, float], step_ms: float, title: str)
     ax.set(xlabel="time per step (ms)", ylabel="measured (kind)")
     ax.set_title(_wrap(title))
     _legend_below(fig, *ax.get_legend_handles_labels(), most=2, fontsize="small")
-    return fig
+    return _fit_column(fig)

@@ -42,6 +42,10 @@ def fake_metrics(networks=("teammate0", "teammate1"), factors=(0.2, 0.5, 1.0), b
     }
 
 
+#: a title as long as the book's longest: a figure wraps it to fit the column
+LONG_TITLE = "Test top-1 against training compute (numbers: epochs; bars: 95 % over seeds) " * 2
+
+
 def assert_fits_the_column(figure):
     """Drawn no wider than the book's text column, so that the page shows it at its own size,
     and no lettering under 10 pixels there."""
@@ -388,7 +392,7 @@ def test_training_compute_figure_draws_every_budget_at_full_and_shallowest_depth
     alone = points[points["pilot"]]
     assert set(alone["depth"]) == {"full depth"} and len(alone) == 2
     assert set(alone["label"]) == {"full-depth network alone (budget pilot, 1 seed)"}
-    figure = plots.training_compute_figure(points, "training compute")
+    figure = plots.training_compute_figure(points, LONG_TITLE)
     assert_titled_and_labelled(figure)
     assert [ax.get_xscale() for ax in figure.axes] == ["log", "log"]
     assert figure.get_size_inches()[0] == pytest.approx(plots.FIGURE_WIDTH)
@@ -403,7 +407,7 @@ def test_learning_budget_figure_marks_the_chosen_budget_and_each_gain():
         [("plain", 6, 36.0), ("plain", 12, 47.0), ("plain", 24, 49.0), ("ours", 6, 38.0)],
         columns=["label", "epochs", "val_top1"],
     ).assign(pilot=False)
-    figure = plots.learning_budget_figure(points, 12, 24, "budget")
+    figure = plots.learning_budget_figure(points, 12, 24, LONG_TITLE)
     assert_titled_and_labelled(figure)
     ax = figure.axes[0]
     assert [t.get_text() for t in ax.texts] == ["+11.0 pts", "+2.0 pts"]
