@@ -875,14 +875,15 @@ FOLDERS = {
 
 
 def compute_table(frame: pd.DataFrame) -> pd.DataFrame:
-    """What every recorded run cost, by folder of ``results/`` and run: seeds, hours of
-    training (wall time; a re-evaluation of another run's networks counts none), hours per
-    trained seed, training PFLOPs per seed (the recorded ``training_flops``) and hardware."""
+    """What every recorded run cost, by folder of ``results/`` and run: epochs, seeds, hours of
+    training (wall time) in all and per trained seed, and training PFLOPs (the recorded
+    ``training_flops``) in all and per trained seed, and the hardware; a re-evaluation of
+    another run's networks (the ``shared-bn`` ablation) trains nothing and counts none."""
     evaluated = results.evaluation_only(frame)
     rows = []
     for (root, name), runs in results.summaries(frame).groupby(["root", "run"], sort=False):
         trained = runs[~runs["path"].map(evaluated)]
-        hours = trained["wall_time_s"].sum() / 3600
+        hours, flops = trained["wall_time_s"].sum() / 3600, trained["training_flops"].sum() / 1e15
         rows.append(
             {
                 "results": FOLDERS.get(root, root),
@@ -891,7 +892,8 @@ def compute_table(frame: pd.DataFrame) -> pd.DataFrame:
                 "seeds": len(runs),
                 "training (h)": hours,
                 "per seed (h)": hours / len(trained) if len(trained) else 0.0,
-                "training PFLOPs per seed": runs["training_flops"].mean() / 1e15,
+                "training PFLOPs": flops,
+                "PFLOPs per seed": flops / len(trained) if len(trained) else 0.0,
                 "hardware": ", ".join(sorted({str(d or "unknown") for d in runs["device"]})),
             }
         )

@@ -551,15 +551,16 @@ if not recorded.frame.empty:
     needs = chapters.compute_table(recorded.frame)
     files = results.summaries(recorded.frame)
     devices = sorted({str(device or "unknown hardware") for device in files["device"]})
-    hours, flops = needs["training (h)"].sum(), files["training_flops"].sum()
+    hours, flops = needs["training (h)"].sum(), needs["training PFLOPs"].sum()
     display(
         Markdown(
             f"**{len(files)} result files, {hours:.0f} hours of training and "
-            f"{flops / 1e15:.1f} PFLOPs in all, on {', '.join(devices)}**; no GPU."
+            f"{flops:.1f} PFLOPs in all, on {', '.join(devices)}**; no GPU."
         )
     )
     display(
         chapters.dashes(
-            needs, {"training (h)": 1, "per seed (h)": 2, "training PFLOPs per seed": 3}
+            needs.drop(columns="training PFLOPs"),
+            {"training (h)": 1, "per seed (h)": 2, "PFLOPs per seed": 3},
         )
     )
