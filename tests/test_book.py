@@ -10,7 +10,7 @@ import nbformat
 import pytest
 from test_notebooks import CHAPTERS, FIGURE_CHAPTERS
 
-from coop_utils import book, chapters, results
+from coop_utils import book, chapters, listings, results
 from coop_utils.__main__ import main
 from coop_utils.config import load_config
 
@@ -119,8 +119,8 @@ def shown_code_lines(name: str) -> list[str]:
 @pytest.mark.parametrize("name", CHAPTERS)
 def test_the_code_a_chapter_shows_fits_the_column(name):
     """The book's text column holds 78 characters of code at a 1280-pixel window."""
-    wide = [line for line in shown_code_lines(name) if len(line) > chapters.CODE_WIDTH]
-    assert not wide, f"{len(wide)} shown line(s) wider than {chapters.CODE_WIDTH}: {wide}"
+    wide = [line for line in shown_code_lines(name) if len(line) > listings.CODE_WIDTH]
+    assert not wide, f"{len(wide)} shown line(s) wider than {listings.CODE_WIDTH}: {wide}"
 
 
 def test_shown_source_is_laid_out_to_fit_the_column_and_keeps_its_code():
@@ -128,19 +128,19 @@ def test_shown_source_is_laid_out_to_fit_the_column_and_keeps_its_code():
 
     from coop_utils.systems import CooperativeSystem
 
-    shown = chapters.show_source(CooperativeSystem.backward_step).data
+    shown = listings.show_source(CooperativeSystem.backward_step).data
     assert shown.startswith("```python\ndef backward_step(")
-    assert max(map(len, shown.splitlines())) <= chapters.CODE_WIDTH
+    assert max(map(len, shown.splitlines())) <= listings.CODE_WIDTH
     source = textwrap.dedent(
         """\
         def f(x):  # a comment long enough to push this line well past the width of the book
             return g(x, "a long string of words that does not fit on one line", {"key": x}, 1)
         """
     )
-    fitted = chapters.fit_source(source)
-    assert max(map(len, fitted.splitlines())) <= chapters.CODE_WIDTH
+    fitted = listings.fit_source(source)
+    assert max(map(len, fitted.splitlines())) <= listings.CODE_WIDTH
     assert ast.dump(ast.parse(fitted)) == ast.dump(ast.parse(source))
-    split = chapters._split_string(
+    split = listings._split_string(
         '        f"{value:.2f} is a value, and these are words enough to pass the width {x}",',
         60,
     )
@@ -155,13 +155,13 @@ def test_a_long_command_is_shown_in_lines_that_fit_the_column():
     command = "python -m coop_utils train --profile preview --dataset tiny-imagenet"
     command += " --method independent --seed 1 --set epochs=18"
     command += " --set results_root=results/compute-matched"
-    shown = chapters.wrap_command(command)
+    shown = listings.wrap_command(command)
     lines = shown.split("\n")
-    assert len(lines) > 1 and all(len(line) <= chapters.CODE_WIDTH for line in lines)
+    assert len(lines) > 1 and all(len(line) <= listings.CODE_WIDTH for line in lines)
     assert all(line.endswith(" \\") for line in lines[:-1])
     assert " ".join(line.removesuffix(" \\").strip() for line in lines) == command
     assert "--seed 1" in shown and "--set epochs=18" in shown  # an option keeps its value
-    assert chapters.wrap_command("python x.py --a 1") == "python x.py --a 1"
+    assert listings.wrap_command("python x.py --a 1") == "python x.py --a 1"
 
 
 # --- the built smoke book -------------------------------------------------------------------
