@@ -10,7 +10,7 @@ import nbformat
 import pytest
 from test_notebooks import CHAPTERS, FIGURE_CHAPTERS
 
-from coop_utils import book, chapters, listings, results
+from coop_utils import book, chapters, listings, replication, results
 from coop_utils.__main__ import main
 from coop_utils.config import load_config
 
@@ -400,18 +400,20 @@ def test_the_summary_pages_opening_names_the_scope_and_counts_each_regime():
     from coop_utils import verdict
 
     config = load_config("preview", dataset="tiny-imagenet")
-    scope = chapters.scope_line(config, ["6", "24"], load_config("full", dataset="tiny-imagenet"))
+    scope = replication.scope_line(
+        config, ["6", "24"], load_config("full", dataset="tiny-imagenet")
+    )
     assert scope == (
         "<b>Partial replication:</b> ResNet-20, 50 of Tiny ImageNet's 200 classes at 32 px, 6 "
         "and 24 epochs, against the paper's ResNet-152 on all 200 classes at 64 px, 200 epochs."
     )
     table = verdict.claim_table(results.frame_of(summaries(seeds=2)))
     plan = results.regime_plan("preview", regimes=["short"])
-    line = chapters.tally_line(table, plan, {"short": "6"})
+    line = replication.tally_line(table, plan, {"short": "6"})
     assert line.startswith("<b>Short regime, 6 epochs:</b> 0 of 33 runs recorded; of its 14 ")
     assert "3 are inconclusive (3 exploratory by design) and 11 are not yet decided." in line
     assert line.endswith("Implementation check (depth cuts inference cost): inconclusive.")
-    assert chapters.tally_line(table, plan, {"short": "6"}, bold=("*", "*")).startswith("*Short")
+    assert replication.tally_line(table, plan, {"short": "6"}, bold=("*", "*")).startswith("*Short")
 
 
 def test_the_landing_page_opens_on_what_the_summary_chapter_computed(tmp_path):

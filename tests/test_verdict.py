@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from coop_utils import book, chapters, results, verdict
+from coop_utils import book, chapters, replication, results, verdict
 from coop_utils.config import load_config
 from coop_utils.models import SCALING_FACTORS, depth_plan
 from coop_utils.runs import results_path
@@ -587,7 +587,7 @@ def reasons(table):
     rows = table[table["verdict"] != "holds"]
     return {
         (row.claim if not row.regime.startswith(verdict.EQUAL_COMPUTE) else key(*row[1:3])): (
-            chapters.likely_reason(row.claim, row.verdict, row.decide, row.measured, row.regime)
+            replication.likely_reason(row.claim, row.verdict, row.decide, row.measured, row.regime)
         )
         for row in rows[["claim", "regime", "verdict", "decide", "measured"]].itertuples()
     }
@@ -802,7 +802,7 @@ def test_each_regime_is_judged_and_where_two_disagree_the_page_says_so(tmp_path)
     disagree = verdict.disagreements(table).set_index("claim")
     assert verdict.COMPARABLE in disagree.index
     assert disagree.loc[verdict.COMPARABLE, "verdicts"][:2] == ["holds", "holds"]
-    note = chapters.disagreement_note(table)
+    note = replication.disagreement_note(table)
     assert note.count("\n- ") == len(disagree)
     assert (
         "- *Comparable accuracy to a network trained for that depth alone, at every depth* "
