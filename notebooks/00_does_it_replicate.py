@@ -20,7 +20,14 @@ import matplotlib.pyplot as plt
 from IPython.display import HTML, Markdown, display
 from IPython.utils.capture import capture_output
 
-from coop_utils import chapters, plots, replication, results, verdict
+from coop_utils import (
+    chapters,
+    plots,
+    replication,
+    results,
+    training_cost,
+    verdict,
+)
 from coop_utils.config import load_config
 from coop_utils.datasets import DATASETS
 from coop_utils.models import build_model
@@ -460,7 +467,7 @@ for name, runs in regimes.items() if discussed else []:
                 "scaling factors."
             )
         )
-    if note := chapters.training_compute_note(runs, step_record):
+    if note := training_cost.training_compute_note(runs, step_record):
         display(Markdown(f"*{REGIME_NAMES[name].capitalize()}.* {note}"))
 
 # %% tags=["remove-input"]
@@ -548,7 +555,7 @@ for name, runs in regimes.items():
 
 # %% tags=["remove-input"]
 if not recorded.frame.empty:
-    needs = chapters.compute_table(recorded.frame)
+    needs = training_cost.compute_table(recorded.frame)
     files = results.summaries(recorded.frame)
     devices = sorted({str(device or "unknown hardware") for device in files["device"]})
     hours, flops = needs["training (h)"].sum(), needs["training PFLOPs"].sum()

@@ -10,7 +10,7 @@ import nbformat
 import pytest
 from test_notebooks import CHAPTERS, FIGURE_CHAPTERS
 
-from coop_utils import book, chapters, listings, replication, results
+from coop_utils import book, chapters, listings, replication, results, training_cost
 from coop_utils.__main__ import main
 from coop_utils.config import load_config
 
@@ -349,7 +349,7 @@ def test_the_training_compute_note_sets_step_costs_beside_wall_times():
     runs = summaries(seeds=3)
     timed_campaign(runs)
     frame = results.frame_of(runs)
-    note = chapters.training_compute_note(frame)
+    note = training_cost.training_compute_note(frame)
     assert note.startswith("**Training compute is not matched.**")
     assert "Every method trains for the same 6 epochs" in note
     assert "0.10 h for BYOT (5.0× less)" in note
@@ -357,40 +357,42 @@ def test_the_training_compute_note_sets_step_costs_beside_wall_times():
     # how far runs of the same step cost land apart (the shared-bn re-evaluation trains none)
     assert "same passes as the cooperative one took 0.50 to 0.50 h" in note
     cooperative_only = frame[frame["run"].str.startswith("cooperative")]
-    assert chapters.training_compute_note(cooperative_only) == ""
+    assert training_cost.training_compute_note(cooperative_only) == ""
     # the side-by-side step benchmark, when recorded, says what a step costs
     step = {"device": "quiet CPU", "results": {"arch": "resnet20", "batch_size": 64}}
     step["results"] |= {"cooperative_step_ms": 574.3, "single_network_step_ms": 100.9}
-    timed = chapters.training_compute_note(frame, step)
+    timed = training_cost.training_compute_note(frame, step)
     assert "takes 574 ms: 5.7× one full-depth network's step (101 ms)." in timed
-    assert timed.replace(chapters._step_cost(step), "") == note
+    assert timed.replace(training_cost._step_cost(step), "") == note
     # with the step's Teammate passes at each of resnet20's plans (3, 6, 9 blocks), the
     # independent networks' step is estimated: 30 + mean(60, 70) + 100 = 195 ms
     parts = {"Teammate 0, full depth": 100.0, "Teammate 0, sub-network s=0.7": 60.0}
     parts |= {"Teammate 1, sub-network s=0.5": 70.0, "Teammate 1, sub-network s=0.3": 30.0}
     step["results"]["parts_ms"] = parts | {"Leader, full depth": 100.0, "SGD step": 1.0}
     assert "and 2.9× a step of each of the 3 independent networks (195 ms" in (
-        chapters.training_compute_note(frame, step)
+        training_cost.training_compute_note(frame, step)
     )
     del parts["Teammate 1, sub-network s=0.3"]  # no pass at 3 blocks: no estimate
     step["results"]["parts_ms"] = parts
-    assert "independent networks (" not in chapters.training_compute_note(frame, step)
+    assert "independent networks (" not in training_cost.training_compute_note(frame, step)
 
 
 def test_the_learning_budget_rule_reads_the_recorded_gains_and_the_time_a_run_takes():
     """E_c: the smallest budget whose doubling gains less than 1.5 validation points, unless a
     cooperative run at it would take more than 2 h quiet: then the largest budget that fits."""
     budgets, epoch_s = [6, 12, 24, 48], 225.0  # 24 epochs: 1.5 h; 48: 3.0 h
-    assert chapters.learning_budget({6: 36.0, 12: 47.0}, budgets, epoch_s) == (
+    assert training_cost.learning_budget({6: 36.0, 12: 47.0}, budgets, epoch_s) == (
         None,
         "the pilot's 24-epoch run is not recorded yet",
     )
-    chosen, why = chapters.learning_budget({6: 36.0, 12: 47.0, 24: 48.0}, budgets, epoch_s)
+    chosen, why = training_cost.learning_budget({6: 36.0, 12: 47.0, 24: 48.0}, budgets, epoch_s)
     assert chosen == 12 and why.startswith("doubling 12 to 24 epochs gains +1.0 points")
-    chosen, why = chapters.learning_budget({6: 36.0, 12: 47.0, 24: 50.0}, budgets, epoch_s)
+    chosen, why = training_cost.learning_budget({6: 36.0, 12: 47.0, 24: 50.0}, budgets, epoch_s)
     assert chosen == 24 and "largest budget whose cooperative run fits in 2 h (1.5 h;" in why
     assert "48 epochs: 3.0 h" in why  # whatever 48 epochs would gain
-    chosen, _ = chapters.learning_budget({6: 36.0, 12: 47.0, 24: 50.0, 48: 50.5}, budgets, 100.0)
+    chosen, _ = training_cost.learning_budget(
+        {6: 36.0, 12: 47.0, 24: 50.0, 48: 50.5}, budgets, 100.0
+    )
     assert chosen == 24  # on a faster machine 48 fits, and the plateau decides
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from coop_utils import book, chapters, replication, results, verdict
+from coop_utils import book, replication, results, training_cost, verdict
 from coop_utils.config import load_config
 from coop_utils.models import SCALING_FACTORS, depth_plan
 from coop_utils.runs import results_path
@@ -680,7 +680,7 @@ def test_the_compute_matched_control_is_read_from_its_own_folder_and_judged(tmp_
     matched = recorded["run"] == results.MATCHED_NAME
     recorded["wall_time_s"] = np.where(matched, 3 * 360.0, 360.0)
     assert results.campaign_table(recorded).loc[results.MATCHED_NAME, "per seed (h)"] == 0.3
-    note = chapters.training_compute_note(recorded)
+    note = training_cost.training_compute_note(recorded)
     assert "for the same 6 epochs," in note
     assert "for 18 epochs (training FLOPs 1.09× the cooperative run's; 0.30 h per seed)" in note
     full = results.campaign_table(recorded)["top-1 at full depth (%)"]
