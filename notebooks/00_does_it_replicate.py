@@ -22,6 +22,7 @@ from IPython.utils.capture import capture_output
 
 from coop_utils import (
     chapters,
+    engineering,
     plots,
     replication,
     results,
@@ -448,7 +449,7 @@ if discussed:
         display(Markdown("Every claim judged holds on the recorded runs."))
 
 # %% tags=["remove-input"]
-step_record = chapters.benchmark_records(recorded).get("train_step")
+step_record = engineering.benchmark_records(recorded).get("train_step")
 for name, runs in regimes.items() if discussed else []:
     config = results.config_of(runs[runs["run"] == "cooperative"])
     sizes, by_factor = results.depth_plans(config.to_dict())

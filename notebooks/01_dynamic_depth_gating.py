@@ -26,7 +26,7 @@ import pandas as pd
 import torch
 from IPython.display import Markdown, display
 
-from coop_utils import chapters, listings, plots
+from coop_utils import chapters, engineering, listings, plots
 from coop_utils.config import load_config
 from coop_utils.evaluate import depth_costs
 from coop_utils.gating import BlockGate, add_gate, relaxed_topk, sample_gumbel
@@ -293,7 +293,7 @@ listings.show_source(depth_costs)
 
 # %%
 cost_net = build_model(cost_arch, num_classes=100, image_size=32)
-costs, timed = chapters.depth_costs_shown(
+costs, timed = engineering.depth_costs_shown(
     chapter, cost_net, cost_arch, latency_batch_sizes, latency_repeats
 )
 display(costs.round(5))
@@ -305,7 +305,7 @@ cost_plot = plots.cost_figure(
 )
 
 # %% tags=["remove-input"]
-display(Markdown(chapters.depth_cost_summary(costs, timed)))
+display(Markdown(engineering.depth_cost_summary(costs, timed)))
 
 # %% [markdown]
 # The direct check: count the residual branches that actually run in a forward pass.

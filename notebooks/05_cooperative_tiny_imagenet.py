@@ -29,7 +29,7 @@
 import matplotlib.pyplot as plt
 from IPython.display import Markdown, display
 
-from coop_utils import chapters, plots, results, training_cost
+from coop_utils import chapters, engineering, plots, results, training_cost
 from coop_utils.datasets import DATASETS
 
 # %% tags=["parameters"]
@@ -134,7 +134,7 @@ planned = [
 converged = [
     int(c.epochs) for c in results.planned_configs("preview", "converged")[:1]
 ]
-step_record = chapters.benchmark_records(chapter.results).get("train_step")
+step_record = engineering.benchmark_records(chapter.results).get("train_step")
 logs = chapter.results.logs_of(
     results.campaign_rows(chapter.results.frame, "preview", dataset).query(
         "file == 'cooperative'"

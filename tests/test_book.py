@@ -10,7 +10,7 @@ import nbformat
 import pytest
 from test_notebooks import CHAPTERS, FIGURE_CHAPTERS
 
-from coop_utils import book, chapters, listings, replication, results, training_cost
+from coop_utils import book, chapters, engineering, listings, replication, results, training_cost
 from coop_utils.__main__ import main
 from coop_utils.config import load_config
 
@@ -246,14 +246,14 @@ def test_tables_show_a_dash_for_a_missing_value_and_the_decimals_asked_for():
 def test_benchmark_records_are_read_with_their_provenance(tmp_path):
     from coop_utils.runs import write_benchmark
 
-    assert chapters.benchmark_records(results.load(tmp_path)) == {}
+    assert engineering.benchmark_records(results.load(tmp_path)) == {}
     path = write_benchmark(
         tmp_path / "benchmarks" / "train_step.json", "train_step", {"ratio": 1.05}
     )
     (tmp_path / "benchmarks" / "unrelated.json").write_text("{}")
-    records = chapters.benchmark_records(results.load(tmp_path))
+    records = engineering.benchmark_records(results.load(tmp_path))
     assert list(records) == ["train_step"] and records["train_step"]["results"] == {"ratio": 1.05}
-    label = chapters.benchmark_label(records["train_step"])
+    label = engineering.benchmark_label(records["train_step"])
     assert "(CPU," in label and records["train_step"]["date"][:10] in label
     assert json.loads(path.read_text())["command"].startswith("python ")
 
