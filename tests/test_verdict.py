@@ -620,13 +620,17 @@ def test_each_claim_not_shown_to_hold_is_given_its_likely_reason():
     assert reasons(claims(worse))[comparable] == "Regime"
 
 
+#: what the chapters call besides :mod:`coop_utils.chapters`
+PAGE_MODULES = ("engineering", "listings", "replication", "training_cost")
+
+
 def test_the_verdict_imports_neither_the_book_nor_its_figures():
     code = "import sys, coop_utils.verdict; print(sorted(m for m in sys.modules if 'coop' in m))"
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert "coop_utils.verdict" in loaded.stdout, loaded.stderr
-    assert not {"coop_utils.book", "coop_utils.chapters", "coop_utils.plots"} & set(
-        eval(loaded.stdout)
-    )
+    book = {"coop_utils.book", "coop_utils.chapters", "coop_utils.plots"}
+    book |= {f"coop_utils.{name}" for name in PAGE_MODULES}
+    assert not book & set(eval(loaded.stdout))
 
 
 def test_the_book_runner_knows_nothing_of_what_the_chapters_show():
@@ -635,6 +639,7 @@ def test_the_book_runner_knows_nothing_of_what_the_chapters_show():
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert "coop_utils.book" in loaded.stdout, loaded.stderr
     shown = {"coop_utils.chapters", "coop_utils.verdict", "coop_utils.plots", "coop_utils.training"}
+    shown |= {f"coop_utils.{name}" for name in PAGE_MODULES}
     assert not shown & set(eval(loaded.stdout))
 
 
