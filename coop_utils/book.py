@@ -1,9 +1,11 @@
 """The book's runner: execute the chapters with papermill, then build the Jupyter Book.
 
 ``python -m coop_utils book`` builds the *reader's book*: every chapter shows the recorded
-results and the committed weights (see :mod:`coop_utils.chapters`, what the chapters call) and
-trains nothing. ``--train`` (implied at the smoke profile, which the tests and CI run) also
-trains, or reuses, each chapter's own runs at ``--profile`` in its "Run it yourself" section.
+results and the committed weights (see :mod:`coop_utils.chapters`, what the chapters call,
+beside :mod:`~coop_utils.listings`, :mod:`~coop_utils.replication`,
+:mod:`~coop_utils.training_cost` and :mod:`~coop_utils.engineering`) and trains nothing.
+``--train`` (implied at the smoke profile, which the tests and CI run) also trains, or reuses,
+each chapter's own runs at ``--profile`` in its "Run it yourself" section.
 
 Each ``notebooks/NN_*.py`` is converted with jupytext and executed with papermill into
 ``book/executed/`` with the parameters of ``params/<profile>.yaml`` (its ``chapters:`` section

@@ -20,7 +20,15 @@ import matplotlib.pyplot as plt
 from IPython.display import HTML, Markdown, display
 from IPython.utils.capture import capture_output
 
-from coop_utils import chapters, plots, results, verdict
+from coop_utils import (
+    chapters,
+    engineering,
+    plots,
+    replication,
+    results,
+    training_cost,
+    verdict,
+)
 from coop_utils.config import load_config
 from coop_utils.datasets import DATASETS
 from coop_utils.models import build_model
@@ -47,11 +55,11 @@ verdicts = verdict.replication_verdicts(recorded, margin=comparable_margin_pts)
 judged = results.best_runs(recorded.frame)  # every regime's runs, their planned configs only
 shown_profile = judged["profile"].iloc[0] if not judged.empty else chapters.CAMPAIGN_PROFILE
 plan = results.regime_plan(shown_profile, recorded.frame)
-epochs = chapters.regime_epochs(plan, judged)
+epochs = replication.regime_epochs(plan, judged)
 regimes = {name: rows for name, rows in judged.groupby("regime", sort=False)}
 regimes = {name: regimes[name] for name in results.REGIMES if name in regimes}  # converged first
 REGIME_NAMES = {name: f"{label.lower()}, {epochs.get(name, '?')} epochs"
-                for name, label in chapters.REGIME_NAMES.items()}  # fmt: skip
+                for name, label in replication.REGIME_NAMES.items()}  # fmt: skip
 
 
 def short(claim):
@@ -64,7 +72,7 @@ config = load_config(shown_profile, dataset=cooperative["dataset"].iloc[0])
 if not judged.empty:
     config = results.config_of(judged[judged["run"] == "cooperative"])
 paper = load_config("full", dataset=config.dataset)
-scope = chapters.scope_line(config, list(epochs.values())[::-1], paper)  # shortest first
+scope = replication.scope_line(config, list(epochs.values())[::-1], paper)  # shortest first
 if verdicts is None:
     tally = (
         "<b>Verdict pending.</b> No cooperative run of the preview or full profile is recorded "
@@ -72,10 +80,10 @@ if verdicts is None:
         "page fills itself from the summaries it records."
     )
 else:
-    tally = chapters.tally_line(verdicts, plan, epochs)
-display(chapters.answer_html(scope, tally))
+    tally = replication.tally_line(verdicts, plan, epochs)
+display(replication.answer_html(scope, tally))
 if verdicts is not None:
-    display(chapters.verdict_html(verdicts))
+    display(replication.verdict_html(verdicts))
 
 # %% tags=["remove-cell", "landing"]
 # The landing page's opening: the runner writes what this cell shows into book/generated/,
@@ -87,7 +95,7 @@ landing = [
     "more smoothly than BYOT and BranchyNet, and owes this to each of its parts.",
     "**At what scale.** A partial replication: "
     + scope.removeprefix("<b>Partial replication:</b> "),
-    "**The verdict.** " + chapters.tally_line(verdicts, plan, epochs, bold=("*", "*"))
+    "**The verdict.** " + replication.tally_line(verdicts, plan, epochs, bold=("*", "*"))
     if verdicts is not None
     else "**The verdict.** Pending: no cooperative run is recorded yet.",
 ]
@@ -123,7 +131,7 @@ if regimes:
 # %% tags=["remove-input"]
 family = None
 if verdicts is not None:
-    if note := chapters.disagreement_note(verdicts):
+    if note := replication.disagreement_note(verdicts):
         display(Markdown(note))
     family = verdict.familywise(recorded, comparable_margin_pts, verdicts)
 
@@ -293,7 +301,7 @@ for dataset in sorted(set(DATASETS) - set(judged["dataset"])):
     )
 display(
     Markdown(
-        f"The paper trains {chapters.arch_name(paper.arch)} for {paper.epochs} epochs (our "
+        f"The paper trains {replication.arch_name(paper.arch)} for {paper.epochs} epochs (our "
         f"`full` profile, `params/full.yaml`); our converged budget is "
         f"{epochs.get('converged', '?')} epochs."
     )
@@ -351,7 +359,7 @@ discussed = judged_rows is not None and not judged_rows.empty  # claims to discu
 if verdicts is None:
     display(Markdown("Nothing yet: no cooperative run is recorded."))
 else:
-    display(HTML(f"<p>{chapters.tally_line(verdicts, plan, epochs)}</p>"))
+    display(HTML(f"<p>{replication.tally_line(verdicts, plan, epochs)}</p>"))
     contradicted = judged_rows[judged_rows["verdict"] == verdict.FAILS]
     undecided = judged_rows[judged_rows["verdict"].str.startswith(verdict.OPEN)]
     pending = judged_rows[judged_rows["verdict"] == verdict.PENDING]
@@ -383,7 +391,7 @@ else:
         )
 
 # %% tags=["remove-input"]
-# the most likely reason for a claim not shown to hold: the first of chapters.likely_reason's
+# the most likely reason for a claim not shown to hold: the first of replication.likely_reason's
 REASONS = {
     "Missing": "their campaign has not recorded all the runs it plans: nothing is concluded "
     "before they are.",
@@ -427,7 +435,7 @@ if discussed:
     reasons = {}
     shown = ~judged_rows["verdict"].isin([verdict.HOLDS, verdict.PENDING])  # pending: above
     for row in judged_rows[shown].itertuples():
-        reason = chapters.likely_reason(
+        reason = replication.likely_reason(
             row.claim, row.verdict, row.decide, row.measured, row.regime
         )
         reasons.setdefault(reason, []).append(short(row.claim))
@@ -441,7 +449,7 @@ if discussed:
         display(Markdown("Every claim judged holds on the recorded runs."))
 
 # %% tags=["remove-input"]
-step_record = chapters.benchmark_records(recorded).get("train_step")
+step_record = engineering.benchmark_records(recorded).get("train_step")
 for name, runs in regimes.items() if discussed else []:
     config = results.config_of(runs[runs["run"] == "cooperative"])
     sizes, by_factor = results.depth_plans(config.to_dict())
@@ -460,7 +468,7 @@ for name, runs in regimes.items() if discussed else []:
                 "scaling factors."
             )
         )
-    if note := chapters.training_compute_note(runs, step_record):
+    if note := training_cost.training_compute_note(runs, step_record):
         display(Markdown(f"*{REGIME_NAMES[name].capitalize()}.* {note}"))
 
 # %% tags=["remove-input"]
@@ -548,7 +556,7 @@ for name, runs in regimes.items():
 
 # %% tags=["remove-input"]
 if not recorded.frame.empty:
-    needs = chapters.compute_table(recorded.frame)
+    needs = training_cost.compute_table(recorded.frame)
     files = results.summaries(recorded.frame)
     devices = sorted({str(device or "unknown hardware") for device in files["device"]})
     hours, flops = needs["training (h)"].sum(), needs["training PFLOPs"].sum()

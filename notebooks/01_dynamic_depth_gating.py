@@ -26,7 +26,7 @@ import pandas as pd
 import torch
 from IPython.display import Markdown, display
 
-from coop_utils import chapters, plots
+from coop_utils import chapters, engineering, listings, plots
 from coop_utils.config import load_config
 from coop_utils.evaluate import depth_costs
 from coop_utils.gating import BlockGate, add_gate, relaxed_topk, sample_gumbel
@@ -67,7 +67,7 @@ chapter = chapters.start_chapter(
 # blocks of stage $j$. This is the library's `depth_plan`:
 
 # %%
-chapters.show_source(depth_plan)
+listings.show_source(depth_plan)
 
 # %% [markdown]
 # The paper's backbone, ResNet-152, has bottleneck stages of $[3, 8, 36, 3]$ blocks. Its plan
@@ -140,7 +140,7 @@ display(
 # $\operatorname{softmax}(\ell)$, without replacement.
 
 # %%
-chapters.show_source(sample_gumbel)
+listings.show_source(sample_gumbel)
 
 # %% [markdown]
 # The hard top-$k$ has no gradient. Its relaxation {cite}`xie2019reparameterizable` sums $k$
@@ -150,7 +150,7 @@ chapters.show_source(sample_gumbel)
 # \log(1 - a^{(t')})\bigr) / \tau\Bigr), \qquad m^{\text{soft}} = \sum_{t=1}^{k} a^{(t)}.$$
 
 # %%
-chapters.show_source(relaxed_topk)
+listings.show_source(relaxed_topk)
 
 # %% [markdown]
 # One draw of noise, keeping $k = 2$ of five blocks. The table gives each block's perturbed
@@ -232,7 +232,7 @@ gumbel_figure = plots.gumbel_temperature_figure(
 #   output depends on every logit of the stage, all the stage's logits.
 
 # %%
-chapters.show_source(BlockGate.sample)
+listings.show_source(BlockGate.sample)
 
 # %% [markdown]
 # A fresh network starts every block as the identity ($F_i(x) = 0$: its last batch-norm scale
@@ -289,11 +289,11 @@ pd.DataFrame(
 # machine and so more noisily. The label under the table says which.
 
 # %%
-chapters.show_source(depth_costs)
+listings.show_source(depth_costs)
 
 # %%
 cost_net = build_model(cost_arch, num_classes=100, image_size=32)
-costs, timed = chapters.depth_costs_shown(
+costs, timed = engineering.depth_costs_shown(
     chapter, cost_net, cost_arch, latency_batch_sizes, latency_repeats
 )
 display(costs.round(5))
@@ -305,7 +305,7 @@ cost_plot = plots.cost_figure(
 )
 
 # %% tags=["remove-input"]
-display(Markdown(chapters.depth_cost_summary(costs, timed)))
+display(Markdown(engineering.depth_cost_summary(costs, timed)))
 
 # %% [markdown]
 # The direct check: count the residual branches that actually run in a forward pass.

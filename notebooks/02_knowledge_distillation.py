@@ -27,7 +27,7 @@
 import pandas as pd
 import torch
 
-from coop_utils import chapters, plots
+from coop_utils import chapters, listings, plots
 from coop_utils.losses import kd_loss, teammate_loss
 
 # %% tags=["parameters"]
@@ -77,7 +77,7 @@ temperature_plot = plots.softmax_temperature_figure(
 # \operatorname{softmax}(u / T)\bigr).$$
 
 # %%
-chapters.show_source(kd_loss)
+listings.show_source(kd_loss)
 
 # %% [markdown]
 # The same number from the definition, on random logits:
@@ -136,7 +136,7 @@ pd.DataFrame(rows).set_index("T").round(4)
 # library's Teammate loss, with its switches:
 
 # %%
-chapters.show_source(teammate_loss)
+listings.show_source(teammate_loss)
 
 # %% [markdown]
 # ## Run it yourself: two Teammates, with and without mutual distillation

@@ -28,7 +28,7 @@
 import pandas as pd
 from IPython.display import Markdown, display
 
-from coop_utils import chapters, plots
+from coop_utils import chapters, listings, plots
 from coop_utils.losses import sfsl_weight, subnetwork_loss
 from coop_utils.training import load_system
 
@@ -57,10 +57,10 @@ chapter = chapters.start_chapter(
 # \qquad w(s) = \begin{cases} 1/s & \text{with SFSL} \\ 1 & \text{without.} \end{cases}$$
 
 # %%
-chapters.show_source(sfsl_weight)
+listings.show_source(sfsl_weight)
 
 # %%
-chapters.show_source(subnetwork_loss)
+listings.show_source(subnetwork_loss)
 
 # %%
 weight_plot = plots.sfsl_weight_figure()

@@ -26,7 +26,7 @@
 # %%
 from IPython.display import Markdown, display
 
-from coop_utils import chapters
+from coop_utils import chapters, listings
 from coop_utils.losses import cooperative_objective
 from coop_utils.systems import CooperativeSystem
 
@@ -84,7 +84,7 @@ else:
 # detached. Each term's switch (`use_leader`, `mutual`, `sfsl`) removes exactly that term:
 
 # %%
-chapters.show_source(cooperative_objective)
+listings.show_source(cooperative_objective)
 
 # %% [markdown]
 # ## One training step
@@ -97,7 +97,7 @@ chapters.show_source(cooperative_objective)
 # sub-network's term, one pass at a time. This is the step every recorded run takes:
 
 # %%
-chapters.show_source(CooperativeSystem.backward_step)
+listings.show_source(CooperativeSystem.backward_step)
 
 # %% [markdown]
 # ## The test that ties the step to the objective
@@ -107,7 +107,7 @@ chapters.show_source(CooperativeSystem.backward_step)
 # without the Leader, and requires them to agree:
 
 # %%
-chapters.show_test(
+listings.show_test(
     "test_pass_by_pass_backward_gives_the_gradients_of_the_whole_loss"
 )
 

@@ -29,7 +29,7 @@
 import matplotlib.pyplot as plt
 from IPython.display import Markdown, display
 
-from coop_utils import chapters, plots, results
+from coop_utils import chapters, engineering, plots, results, training_cost
 from coop_utils.datasets import DATASETS
 
 # %% tags=["parameters"]
@@ -123,7 +123,7 @@ display(Markdown(chapters.deployed_note(chapter.results, dataset)))
 # campaign once recorded, and any cooperative run of the pilot.
 
 # %% tags=["remove-input"]
-budget = chapters.learning_budget_points(chapter.results.frame)
+budget = training_cost.learning_budget_points(chapter.results.frame)
 plain = budget[budget["label"].str.startswith("full-depth")].set_index(
     "epochs"
 )["val_top1"]
@@ -134,7 +134,7 @@ planned = [
 converged = [
     int(c.epochs) for c in results.planned_configs("preview", "converged")[:1]
 ]
-step_record = chapters.benchmark_records(chapter.results).get("train_step")
+step_record = engineering.benchmark_records(chapter.results).get("train_step")
 logs = chapter.results.logs_of(
     results.campaign_rows(chapter.results.frame, "preview", dataset).query(
         "file == 'cooperative'"
@@ -154,7 +154,9 @@ else:
         next(iter(logs.values()))[0]["global_step"]
     )  # one epoch's steps
     epoch_s = step_ms * steps / 1000
-    chosen, why = chapters.learning_budget(plain.to_dict(), planned, epoch_s)
+    chosen, why = training_cost.learning_budget(
+        plain.to_dict(), planned, epoch_s
+    )
     gains = [
         f"{e} → {2 * e} epochs: {plain[2 * e] - plain[e]:+.1f} points ({plain[e]:.1f} → "
         f"{plain[2 * e]:.1f} %)"
@@ -166,8 +168,8 @@ else:
     display(
         Markdown(
             "**The rule.** E_c is the smallest budget at which doubling the epochs gains less "
-            f"than {chapters.BUDGET_GAIN_PTS:g} validation points for the plain network; if a "
-            f"cooperative run at that budget would take more than {chapters.QUIET_HOURS:g} h "
+            f"than {training_cost.BUDGET_GAIN_PTS:g} validation points for the plain network; if a "
+            f"cooperative run at that budget would take more than {training_cost.QUIET_HOURS:g} h "
             "on a quiet machine of the kind that records the campaign, the largest budget that "
             f"fits. There a cooperative epoch takes about {epoch_s:.0f} s (the `train_step` "
             f"benchmark's {step_ms:.0f} ms a step, timed on a quiet "

@@ -28,7 +28,7 @@
 # %%
 from IPython.display import Markdown, display
 
-from coop_utils import chapters, plots
+from coop_utils import chapters, listings, plots
 from coop_utils.losses import byot_loss
 from coop_utils.systems import ExitSystem, IndependentSystem
 
@@ -130,7 +130,7 @@ chapters.show_leader_and_its_twin(recorded)
 # reference trained for it alone.
 
 # %%
-chapters.show_source(IndependentSystem.__init__)
+listings.show_source(IndependentSystem.__init__)
 
 # %% [markdown]
 # **BYOT** {cite}`zhang2019byot` is trained as its public re-implementation
@@ -151,7 +151,7 @@ chapters.show_source(IndependentSystem.__init__)
 # classifies. *Open decisions* lists where this replication still differs from the reference.
 
 # %%
-chapters.show_source(byot_loss)
+listings.show_source(byot_loss)
 
 # %% [markdown]
 # **BranchyNet** {cite}`teerapittayanon2016branchynet` puts an exit after the first
@@ -165,7 +165,7 @@ chapters.show_source(byot_loss)
 # sets others, shallow to deep.
 
 # %%
-chapters.show_source(ExitSystem.forward)
+listings.show_source(ExitSystem.forward)
 
 # %% [markdown]
 # ## Run it yourself

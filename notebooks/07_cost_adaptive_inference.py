@@ -30,7 +30,7 @@ import pandas as pd
 import torch
 from IPython.display import Markdown, display
 
-from coop_utils import chapters, export, plots, results
+from coop_utils import chapters, export, listings, plots, results
 from coop_utils.evaluate import (
     choose_scaling_factor,
     count_flops,
@@ -66,7 +66,7 @@ chapter = chapters.start_chapter(
 # A latency budget works the same way with measured time on the device that will serve.
 
 # %%
-chapters.show_source(choose_scaling_factor)
+listings.show_source(choose_scaling_factor)
 
 # %% [markdown]
 # The network to deploy is one Teammate of the cooperative run, the one with the better mean

@@ -27,7 +27,7 @@
 # %%
 from IPython.display import Markdown, display
 
-from coop_utils import chapters
+from coop_utils import chapters, engineering
 
 # %% tags=["parameters"]
 profile = "smoke"
@@ -42,10 +42,10 @@ train = True
 chapter = chapters.start_chapter(
     profile, device, seed, data_root, run_root, results_root, train
 )
-records = chapters.benchmark_records(chapter.results)
-missing = [name for name in chapters.BENCHMARKS if name not in records]
+records = engineering.benchmark_records(chapter.results)
+missing = [name for name in engineering.BENCHMARKS if name not in records]
 if missing:
-    display(Markdown(chapters.missing_benchmarks(missing)))
+    display(Markdown(engineering.missing_benchmarks(missing)))
 
 # %% [markdown]
 # ## Does a shallower plan save time?
@@ -59,7 +59,7 @@ if missing:
 
 # %%
 if "depth_cost" in records:
-    chapters.show_depth_cost(records["depth_cost"])
+    engineering.show_depth_cost(records["depth_cost"])
 
 # %% [markdown]
 # ## The cooperative step against its parts
@@ -70,7 +70,7 @@ if "depth_cost" in records:
 
 # %%
 if "train_step" in records:
-    chapters.show_train_step(records["train_step"])
+    engineering.show_train_step(records["train_step"])
 
 # %% [markdown]
 # ## Data throughput against torchvision
@@ -81,7 +81,7 @@ if "train_step" in records:
 
 # %%
 if "data_throughput" in records:
-    chapters.show_data_throughput(
+    engineering.show_data_throughput(
         records["data_throughput"], records.get("train_step")
     )
 
@@ -94,4 +94,4 @@ if "data_throughput" in records:
 
 # %%
 if "export_latency" in records:
-    chapters.show_export_latency(records["export_latency"])
+    engineering.show_export_latency(records["export_latency"])

@@ -10,7 +10,7 @@ import nbformat
 import pytest
 from test_notebooks import CHAPTERS, FIGURE_CHAPTERS
 
-from coop_utils import book, chapters, results
+from coop_utils import book, chapters, engineering, listings, replication, results, training_cost
 from coop_utils.__main__ import main
 from coop_utils.config import load_config
 
@@ -119,8 +119,8 @@ def shown_code_lines(name: str) -> list[str]:
 @pytest.mark.parametrize("name", CHAPTERS)
 def test_the_code_a_chapter_shows_fits_the_column(name):
     """The book's text column holds 78 characters of code at a 1280-pixel window."""
-    wide = [line for line in shown_code_lines(name) if len(line) > chapters.CODE_WIDTH]
-    assert not wide, f"{len(wide)} shown line(s) wider than {chapters.CODE_WIDTH}: {wide}"
+    wide = [line for line in shown_code_lines(name) if len(line) > listings.CODE_WIDTH]
+    assert not wide, f"{len(wide)} shown line(s) wider than {listings.CODE_WIDTH}: {wide}"
 
 
 def test_shown_source_is_laid_out_to_fit_the_column_and_keeps_its_code():
@@ -128,19 +128,19 @@ def test_shown_source_is_laid_out_to_fit_the_column_and_keeps_its_code():
 
     from coop_utils.systems import CooperativeSystem
 
-    shown = chapters.show_source(CooperativeSystem.backward_step).data
+    shown = listings.show_source(CooperativeSystem.backward_step).data
     assert shown.startswith("```python\ndef backward_step(")
-    assert max(map(len, shown.splitlines())) <= chapters.CODE_WIDTH
+    assert max(map(len, shown.splitlines())) <= listings.CODE_WIDTH
     source = textwrap.dedent(
         """\
         def f(x):  # a comment long enough to push this line well past the width of the book
             return g(x, "a long string of words that does not fit on one line", {"key": x}, 1)
         """
     )
-    fitted = chapters.fit_source(source)
-    assert max(map(len, fitted.splitlines())) <= chapters.CODE_WIDTH
+    fitted = listings.fit_source(source)
+    assert max(map(len, fitted.splitlines())) <= listings.CODE_WIDTH
     assert ast.dump(ast.parse(fitted)) == ast.dump(ast.parse(source))
-    split = chapters._split_string(
+    split = listings._split_string(
         '        f"{value:.2f} is a value, and these are words enough to pass the width {x}",',
         60,
     )
@@ -155,13 +155,13 @@ def test_a_long_command_is_shown_in_lines_that_fit_the_column():
     command = "python -m coop_utils train --profile preview --dataset tiny-imagenet"
     command += " --method independent --seed 1 --set epochs=18"
     command += " --set results_root=results/compute-matched"
-    shown = chapters.wrap_command(command)
+    shown = listings.wrap_command(command)
     lines = shown.split("\n")
-    assert len(lines) > 1 and all(len(line) <= chapters.CODE_WIDTH for line in lines)
+    assert len(lines) > 1 and all(len(line) <= listings.CODE_WIDTH for line in lines)
     assert all(line.endswith(" \\") for line in lines[:-1])
     assert " ".join(line.removesuffix(" \\").strip() for line in lines) == command
     assert "--seed 1" in shown and "--set epochs=18" in shown  # an option keeps its value
-    assert chapters.wrap_command("python x.py --a 1") == "python x.py --a 1"
+    assert listings.wrap_command("python x.py --a 1") == "python x.py --a 1"
 
 
 # --- the built smoke book -------------------------------------------------------------------
@@ -246,14 +246,14 @@ def test_tables_show_a_dash_for_a_missing_value_and_the_decimals_asked_for():
 def test_benchmark_records_are_read_with_their_provenance(tmp_path):
     from coop_utils.runs import write_benchmark
 
-    assert chapters.benchmark_records(results.load(tmp_path)) == {}
+    assert engineering.benchmark_records(results.load(tmp_path)) == {}
     path = write_benchmark(
         tmp_path / "benchmarks" / "train_step.json", "train_step", {"ratio": 1.05}
     )
     (tmp_path / "benchmarks" / "unrelated.json").write_text("{}")
-    records = chapters.benchmark_records(results.load(tmp_path))
+    records = engineering.benchmark_records(results.load(tmp_path))
     assert list(records) == ["train_step"] and records["train_step"]["results"] == {"ratio": 1.05}
-    label = chapters.benchmark_label(records["train_step"])
+    label = engineering.benchmark_label(records["train_step"])
     assert "(CPU," in label and records["train_step"]["date"][:10] in label
     assert json.loads(path.read_text())["command"].startswith("python ")
 
@@ -349,7 +349,7 @@ def test_the_training_compute_note_sets_step_costs_beside_wall_times():
     runs = summaries(seeds=3)
     timed_campaign(runs)
     frame = results.frame_of(runs)
-    note = chapters.training_compute_note(frame)
+    note = training_cost.training_compute_note(frame)
     assert note.startswith("**Training compute is not matched.**")
     assert "Every method trains for the same 6 epochs" in note
     assert "0.10 h for BYOT (5.0× less)" in note
@@ -357,40 +357,42 @@ def test_the_training_compute_note_sets_step_costs_beside_wall_times():
     # how far runs of the same step cost land apart (the shared-bn re-evaluation trains none)
     assert "same passes as the cooperative one took 0.50 to 0.50 h" in note
     cooperative_only = frame[frame["run"].str.startswith("cooperative")]
-    assert chapters.training_compute_note(cooperative_only) == ""
+    assert training_cost.training_compute_note(cooperative_only) == ""
     # the side-by-side step benchmark, when recorded, says what a step costs
     step = {"device": "quiet CPU", "results": {"arch": "resnet20", "batch_size": 64}}
     step["results"] |= {"cooperative_step_ms": 574.3, "single_network_step_ms": 100.9}
-    timed = chapters.training_compute_note(frame, step)
+    timed = training_cost.training_compute_note(frame, step)
     assert "takes 574 ms: 5.7× one full-depth network's step (101 ms)." in timed
-    assert timed.replace(chapters._step_cost(step), "") == note
+    assert timed.replace(training_cost._step_cost(step), "") == note
     # with the step's Teammate passes at each of resnet20's plans (3, 6, 9 blocks), the
     # independent networks' step is estimated: 30 + mean(60, 70) + 100 = 195 ms
     parts = {"Teammate 0, full depth": 100.0, "Teammate 0, sub-network s=0.7": 60.0}
     parts |= {"Teammate 1, sub-network s=0.5": 70.0, "Teammate 1, sub-network s=0.3": 30.0}
     step["results"]["parts_ms"] = parts | {"Leader, full depth": 100.0, "SGD step": 1.0}
     assert "and 2.9× a step of each of the 3 independent networks (195 ms" in (
-        chapters.training_compute_note(frame, step)
+        training_cost.training_compute_note(frame, step)
     )
     del parts["Teammate 1, sub-network s=0.3"]  # no pass at 3 blocks: no estimate
     step["results"]["parts_ms"] = parts
-    assert "independent networks (" not in chapters.training_compute_note(frame, step)
+    assert "independent networks (" not in training_cost.training_compute_note(frame, step)
 
 
 def test_the_learning_budget_rule_reads_the_recorded_gains_and_the_time_a_run_takes():
     """E_c: the smallest budget whose doubling gains less than 1.5 validation points, unless a
     cooperative run at it would take more than 2 h quiet: then the largest budget that fits."""
     budgets, epoch_s = [6, 12, 24, 48], 225.0  # 24 epochs: 1.5 h; 48: 3.0 h
-    assert chapters.learning_budget({6: 36.0, 12: 47.0}, budgets, epoch_s) == (
+    assert training_cost.learning_budget({6: 36.0, 12: 47.0}, budgets, epoch_s) == (
         None,
         "the pilot's 24-epoch run is not recorded yet",
     )
-    chosen, why = chapters.learning_budget({6: 36.0, 12: 47.0, 24: 48.0}, budgets, epoch_s)
+    chosen, why = training_cost.learning_budget({6: 36.0, 12: 47.0, 24: 48.0}, budgets, epoch_s)
     assert chosen == 12 and why.startswith("doubling 12 to 24 epochs gains +1.0 points")
-    chosen, why = chapters.learning_budget({6: 36.0, 12: 47.0, 24: 50.0}, budgets, epoch_s)
+    chosen, why = training_cost.learning_budget({6: 36.0, 12: 47.0, 24: 50.0}, budgets, epoch_s)
     assert chosen == 24 and "largest budget whose cooperative run fits in 2 h (1.5 h;" in why
     assert "48 epochs: 3.0 h" in why  # whatever 48 epochs would gain
-    chosen, _ = chapters.learning_budget({6: 36.0, 12: 47.0, 24: 50.0, 48: 50.5}, budgets, 100.0)
+    chosen, _ = training_cost.learning_budget(
+        {6: 36.0, 12: 47.0, 24: 50.0, 48: 50.5}, budgets, 100.0
+    )
     assert chosen == 24  # on a faster machine 48 fits, and the plateau decides
 
 
@@ -400,18 +402,20 @@ def test_the_summary_pages_opening_names_the_scope_and_counts_each_regime():
     from coop_utils import verdict
 
     config = load_config("preview", dataset="tiny-imagenet")
-    scope = chapters.scope_line(config, ["6", "24"], load_config("full", dataset="tiny-imagenet"))
+    scope = replication.scope_line(
+        config, ["6", "24"], load_config("full", dataset="tiny-imagenet")
+    )
     assert scope == (
         "<b>Partial replication:</b> ResNet-20, 50 of Tiny ImageNet's 200 classes at 32 px, 6 "
         "and 24 epochs, against the paper's ResNet-152 on all 200 classes at 64 px, 200 epochs."
     )
     table = verdict.claim_table(results.frame_of(summaries(seeds=2)))
     plan = results.regime_plan("preview", regimes=["short"])
-    line = chapters.tally_line(table, plan, {"short": "6"})
+    line = replication.tally_line(table, plan, {"short": "6"})
     assert line.startswith("<b>Short regime, 6 epochs:</b> 0 of 33 runs recorded; of its 14 ")
     assert "3 are inconclusive (3 exploratory by design) and 11 are not yet decided." in line
     assert line.endswith("Implementation check (depth cuts inference cost): inconclusive.")
-    assert chapters.tally_line(table, plan, {"short": "6"}, bold=("*", "*")).startswith("*Short")
+    assert replication.tally_line(table, plan, {"short": "6"}, bold=("*", "*")).startswith("*Short")
 
 
 def test_the_landing_page_opens_on_what_the_summary_chapter_computed(tmp_path):

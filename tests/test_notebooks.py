@@ -15,7 +15,7 @@ import nbformat
 import pytest
 import torch
 
-from coop_utils import book, chapters, results, verdict
+from coop_utils import book, replication, results, verdict
 from coop_utils.runs import write_benchmark
 
 CHAPTERS = [path.stem for path in book.chapter_paths()]
@@ -218,8 +218,8 @@ def test_the_readers_book_shows_recorded_results_and_trains_nothing(tmp_path, re
     found = results.load(root)
     table = verdict.replication_verdicts(found)
     plan = results.regime_plan("preview", found.frame)
-    epochs = chapters.regime_epochs(plan, results.best_runs(found.frame))
-    assert chapters.tally_line(table, plan, epochs) in texts["00"]
+    epochs = replication.regime_epochs(plan, results.best_runs(found.frame))
+    assert replication.tally_line(table, plan, epochs) in texts["00"]
     assert "Partial replication:</b> ResNet-20, 50 of Tiny ImageNet's 200 classes" in texts["00"]
     # the discussion: what waits for runs, and what each regime's campaign still has to record
     assert (

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from coop_utils import book, chapters, results, verdict
+from coop_utils import book, replication, results, training_cost, verdict
 from coop_utils.config import load_config
 from coop_utils.models import SCALING_FACTORS, depth_plan
 from coop_utils.runs import results_path
@@ -587,7 +587,7 @@ def reasons(table):
     rows = table[table["verdict"] != "holds"]
     return {
         (row.claim if not row.regime.startswith(verdict.EQUAL_COMPUTE) else key(*row[1:3])): (
-            chapters.likely_reason(row.claim, row.verdict, row.decide, row.measured, row.regime)
+            replication.likely_reason(row.claim, row.verdict, row.decide, row.measured, row.regime)
         )
         for row in rows[["claim", "regime", "verdict", "decide", "measured"]].itertuples()
     }
@@ -620,13 +620,17 @@ def test_each_claim_not_shown_to_hold_is_given_its_likely_reason():
     assert reasons(claims(worse))[comparable] == "Regime"
 
 
+#: what the chapters call besides :mod:`coop_utils.chapters`
+PAGE_MODULES = ("engineering", "listings", "replication", "training_cost")
+
+
 def test_the_verdict_imports_neither_the_book_nor_its_figures():
     code = "import sys, coop_utils.verdict; print(sorted(m for m in sys.modules if 'coop' in m))"
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert "coop_utils.verdict" in loaded.stdout, loaded.stderr
-    assert not {"coop_utils.book", "coop_utils.chapters", "coop_utils.plots"} & set(
-        eval(loaded.stdout)
-    )
+    book = {"coop_utils.book", "coop_utils.chapters", "coop_utils.plots"}
+    book |= {f"coop_utils.{name}" for name in PAGE_MODULES}
+    assert not book & set(eval(loaded.stdout))
 
 
 def test_the_book_runner_knows_nothing_of_what_the_chapters_show():
@@ -635,6 +639,7 @@ def test_the_book_runner_knows_nothing_of_what_the_chapters_show():
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert "coop_utils.book" in loaded.stdout, loaded.stderr
     shown = {"coop_utils.chapters", "coop_utils.verdict", "coop_utils.plots", "coop_utils.training"}
+    shown |= {f"coop_utils.{name}" for name in PAGE_MODULES}
     assert not shown & set(eval(loaded.stdout))
 
 
@@ -680,7 +685,7 @@ def test_the_compute_matched_control_is_read_from_its_own_folder_and_judged(tmp_
     matched = recorded["run"] == results.MATCHED_NAME
     recorded["wall_time_s"] = np.where(matched, 3 * 360.0, 360.0)
     assert results.campaign_table(recorded).loc[results.MATCHED_NAME, "per seed (h)"] == 0.3
-    note = chapters.training_compute_note(recorded)
+    note = training_cost.training_compute_note(recorded)
     assert "for the same 6 epochs," in note
     assert "for 18 epochs (training FLOPs 1.09× the cooperative run's; 0.30 h per seed)" in note
     full = results.campaign_table(recorded)["top-1 at full depth (%)"]
@@ -802,7 +807,7 @@ def test_each_regime_is_judged_and_where_two_disagree_the_page_says_so(tmp_path)
     disagree = verdict.disagreements(table).set_index("claim")
     assert verdict.COMPARABLE in disagree.index
     assert disagree.loc[verdict.COMPARABLE, "verdicts"][:2] == ["holds", "holds"]
-    note = chapters.disagreement_note(table)
+    note = replication.disagreement_note(table)
     assert note.count("\n- ") == len(disagree)
     assert (
         "- *Comparable accuracy to a network trained for that depth alone, at every depth* "

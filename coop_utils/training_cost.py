@@ -1,0 +1,249 @@
+"""What training cost: the computational requirements of every recorded run
+(:func:`compute_table`), how much more a cooperative run trains than the baselines it is
+compared with (:func:`training_compute_note`, :func:`flops_ratios`), and the rule that chose
+the converged regime's learning budget (:func:`learning_budget`, chapter 5).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from coop_utils import results
+from coop_utils.chapters import CAMPAIGN_PROFILE
+
+# --- computational requirements ---------------------------------------------------------------
+
+
+#: the folders of ``results/`` as the computational requirements name them
+FOLDERS = {
+    "preview": "short regime (the campaign)",
+    "compute-matched": "short regime, control at equal compute",
+    "converged": "converged regime",
+    "pilot": "pilots (validation only)",
+}
+
+
+def compute_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """What every recorded run cost, by folder of ``results/`` and run: epochs, seeds, hours of
+    training (wall time) in all and per trained seed, and training PFLOPs (the recorded
+    ``training_flops``) in all and per trained seed, and the hardware; a re-evaluation of
+    another run's networks (the ``shared-bn`` ablation) trains nothing and counts none."""
+    evaluated = results.evaluation_only(frame)
+    rows = []
+    for (root, name), runs in results.summaries(frame).groupby(["root", "run"], sort=False):
+        trained = runs[~runs["path"].map(evaluated)]
+        hours, flops = trained["wall_time_s"].sum() / 3600, trained["training_flops"].sum() / 1e15
+        rows.append(
+            {
+                "results": FOLDERS.get(root, root),
+                "run": name,
+                "epochs": results.span(sorted({int(e) for e in runs["epochs"]})),
+                "seeds": len(runs),
+                "training (h)": hours,
+                "per seed (h)": hours / len(trained) if len(trained) else 0.0,
+                "training PFLOPs": flops,
+                "PFLOPs per seed": flops / len(trained) if len(trained) else 0.0,
+                "hardware": ", ".join(sorted({str(d or "unknown") for d in runs["device"]})),
+            }
+        )
+    return pd.DataFrame(rows).set_index(["results", "run"])
+
+
+# --- the learning budget (chapter 5) ----------------------------------------------------------
+
+
+#: the rule that chose the converged budget E_c (``params/preview.yaml``, ``budget-pilot``):
+#: the smallest budget at which doubling the epochs gains less than ``BUDGET_GAIN_PTS``
+#: validation points for the plain network, unless a cooperative run at it would take more than
+#: ``QUIET_HOURS`` on a quiet machine of the kind that records the campaign: then the largest
+#: budget that fits
+BUDGET_GAIN_PTS = 1.5
+QUIET_HOURS = 2.0
+
+
+def learning_budget(
+    validation: Mapping[int, float], budgets: Sequence[int], epoch_seconds: float
+) -> tuple[int | None, str]:
+    """E_c by the rule from the plain network's validation top-1 at each recorded budget, the
+    pilot's ``budgets`` (recorded or not) and a cooperative epoch's seconds on a quiet
+    machine: ``(E_c, why)``, or ``(None, what is missing)`` while the recorded budgets cannot
+    decide it."""
+    budgets = sorted(budgets)
+    fits = [b for b in budgets if b * epoch_seconds <= QUIET_HOURS * 3600]
+    if not fits:
+        return None, f"no budget of the pilot fits {QUIET_HOURS:g} h"
+    for budget in fits:
+        gain = validation.get(2 * budget, math.nan) - validation.get(budget, math.nan)
+        if gain < BUDGET_GAIN_PTS:
+            return budget, (
+                f"doubling {budget} to {2 * budget} epochs gains {gain:+.1f} points, less than "
+                f"{BUDGET_GAIN_PTS:g}"
+            )
+        if budget == fits[-1] and budget != budgets[-1]:
+            over = budgets[budgets.index(budget) + 1]
+            return budget, (
+                f"every doubling up to {budget} epochs gained at least {BUDGET_GAIN_PTS:g} points, "
+                f"and {budget} is the largest budget whose cooperative run fits in "
+                f"{QUIET_HOURS:g} h ({budget * epoch_seconds / 3600:.1f} h; {over} epochs: "
+                f"{over * epoch_seconds / 3600:.1f} h)"
+            )
+        if gain != gain:  # not recorded
+            missing = next(b for b in (budget, 2 * budget) if b not in validation)
+            return None, f"the pilot's {missing}-epoch run is not recorded yet"
+    return fits[-1], f"the largest budget of the pilot, {fits[-1]} epochs"
+
+
+def learning_budget_points(frame: pd.DataFrame, profile: str = CAMPAIGN_PROFILE) -> pd.DataFrame:
+    """Validation top-1 at full depth against epochs: the budget pilot's plain network at each
+    recorded budget, and the deployed Teammate of each cooperative run at a budget (seed 0 of
+    the short and the converged campaigns, and any cooperative run of the pilot)."""
+    pilot = results.budget_rows(frame, profile)
+    ours = frame[(frame["run"] == "cooperative") & (frame["seed"] == 0)]
+    ours = ours[(ours["root"] == ours["profile"]) | (ours["root"] == "converged")]
+    ours = ours[ours["profile"] == profile]
+    points = []
+    for rows, source in ((pilot, "pilot"), (ours, "campaign")):
+        for _, summary in results.shown_rows(rows).groupby("path", sort=False):
+            row = summary.loc[summary["flops"].idxmax()]
+            plain = row["method"] == "independent"
+            label = (
+                "full-depth network alone (budget pilot, seed 0)"
+                if plain
+                else ("cooperative: deployed Teammate (seed 0)")
+            )
+            points.append((label, int(row["epochs"]), float(row["val_top1"]), source))
+    columns = ["label", "epochs", "val_top1", "source"]
+    return pd.DataFrame(points, columns=columns).assign(pilot=False)
+
+
+# --- training compute -------------------------------------------------------------------------
+
+
+#: the baselines whose training time is set beside the cooperative run's
+BASELINES = {
+    "independent": "the independent networks of every depth",
+    "byot": "BYOT",
+    "branchynet": "BranchyNet",
+}
+#: config keys that fix which passes a cooperative step runs (its cost per step)
+STEP_KEYS = ("arch", "batch_size", "teammates", "use_leader", "factors_per_teammate",
+             "gate_gradient", "image_size", "num_classes")  # fmt: skip
+
+
+def training_compute_note(frame: pd.DataFrame, step_record: Mapping[str, Any] | None = None) -> str:
+    """Markdown: how much more a cooperative run of a results frame (one dataset) trains than
+    each recorded baseline, or "" without both: the claims compare methods at equal epochs,
+    not at equal training compute. ``step_record`` (the ``train_step`` benchmark's record), when
+    given, says what a step costs, timed side by side; the runs' wall times (mean per seed)
+    follow, with how far runs of the same step cost land apart on the shared recording
+    machine."""
+    table = results.campaign_table(frame, decimals={})
+    if "cooperative" not in table.index or not set(BASELINES) & set(table.index):
+        return ""
+    ours = table.loc["cooperative", "per seed (h)"]
+    ratios = [
+        f"{table.loc[name, 'per seed (h)']:.2f} h for {text} "
+        f"({ours / table.loc[name, 'per seed (h)']:.1f}× less)"
+        for name, text in BASELINES.items()
+        if name in table.index and table.loc[name, "per seed (h)"] > 0
+    ]
+    runs = results.summaries(frame)
+    evaluated = results.evaluation_only(frame)
+    controls = [name for name in table.index if name.endswith(CONTROL_SUFFIXES)]
+    campaign_runs = runs[~runs["run"].isin(controls)]
+    epochs = sorted({config.get("epochs") for config in campaign_runs["config"]} - {None})
+
+    def step(config: Mapping[str, Any]) -> tuple:
+        return tuple(config.get(key) for key in STEP_KEYS)
+
+    first = step(runs[runs["run"] == "cooperative"].sort_values("seed")["config"].iloc[0])
+    alike = [  # every trained seed whose step runs the cooperative run's passes
+        (0.0 if run.wall_time_s != run.wall_time_s else run.wall_time_s) / 3600
+        for run in runs.itertuples()
+        if run.run.startswith("cooperative") and step(run.config) == first
+        if not evaluated[run.path]
+    ]
+    spread = ""
+    if len(alike) > 1:
+        spread = (
+            f". Wall times on a shared machine measure its load as much as the compute: seeds "
+            f"whose steps run the same passes as the cooperative one took {min(alike):.2f} to "
+            f"{max(alike):.2f} h"
+        )
+    text = (
+        f"**Training compute is not matched.** Every method trains for the same "
+        f"{', '.join(map(str, epochs))} epochs, and the claims compare them at equal "
+        f"inference cost.{_step_cost(step_record)} Per seed, the cooperative run trained "
+        f"{ours:.2f} h (wall time on the recording machine, for two Teammates with their "
+        f"sub-networks and a Leader), against {', '.join(ratios)}{spread}. On a schedule this "
+        "short every network is still learning, so part of the cooperative method's lead over "
+        "the baselines may be that extra compute rather than the method."
+    )
+    if not controls:
+        return text
+    full, described = table["top-1 at full depth (%)"], []
+    for name in controls:
+        ratios_ = [f"{r:.2f}" for r in flops_ratios(frame, name)]
+        flops = (
+            f"training FLOPs {results.span(ratios_)}× the cooperative run's; " if ratios_ else ""
+        )
+        epochs_ = results.span(sorted(_epochs(runs, name)))
+        described.append(
+            f"{CONTROLLED.get(name.split('-')[0], name)} for {epochs_} epochs ({flops}"
+            f"{table.loc[name, 'per seed (h)']:.2f} h per seed): at full depth they reach "
+            f"{full[name]:.1f} %, against {full['cooperative']:.1f} % for the mean of the "
+            "cooperative Teammates"
+        )
+    exits = any(not name.startswith("independent") for name in controls)
+    return (
+        f"{text} The verdict's claims at equal training compute set the cooperative run beside "
+        f"controls trained for as much compute: {'; '.join(described)} (means over seeds, the "
+        f"table below){'' if exits else '; the exit baselines have no such control here'}."
+    )
+
+
+#: the controls at equal training compute, as a sentence names them
+CONTROLLED = {"independent": "the independent networks", "byot": "BYOT", "branchynet": "BranchyNet"}
+#: how the name of a run trained for a cooperative run's training compute ends
+CONTROL_SUFFIXES = ("-compute-matched", "-flops-matched")
+
+
+def _epochs(runs: pd.DataFrame, name: str) -> set[int]:
+    return {int(config["epochs"]) for config in runs.loc[runs["run"] == name, "config"]}
+
+
+def flops_ratios(frame: pd.DataFrame, name: str, reference: str = "cooperative") -> list[float]:
+    """The recorded training FLOPs of each seed of run ``name`` over those of the seed of
+    ``reference`` it shares, sorted (none where either is not recorded)."""
+    runs = results.summaries(frame).set_index(["run", "seed"])["training_flops"]
+    found = [
+        float(runs[name, seed] / runs[reference, seed])
+        for run, seed in runs.index
+        if run == name and (reference, seed) in runs.index
+    ]
+    return sorted(r for r in found if np.isfinite(r))
+
+
+def _step_cost(record: Mapping[str, Any] | None) -> str:
+    """What the ``train_step`` benchmark measured (:func:`results.step_costs`), in a sentence."""
+    if not record:
+        return ""
+    cost = results.step_costs(record)
+    ours, single, theirs = cost["ours"], cost["single"], cost["theirs"]
+    independent = ""
+    if theirs is not None:
+        independent = (
+            f" and {ours / theirs:.1f}× a step of each of the {cost['plans']} independent "
+            f"networks ({theirs:.0f} ms, estimated by the Teammates' passes at each plan)"
+        )
+    return (
+        f" Timed side by side (the `train_step` benchmark, {record['results']['arch']}, "
+        f"batch {record['results']['batch_size']}, {record['device']}), a cooperative step "
+        f"takes {ours:.0f} ms: {ours / single:.1f}× one full-depth network's step "
+        f"({single:.0f} ms){independent}."
+    )
