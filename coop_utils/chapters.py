@@ -302,7 +302,9 @@ def recorded_label(rows: pd.DataFrame, dataset: str) -> str:
         f"`{name}`" + (f" ({seeds} seeds)" if seeds > 1 else "")
         for name, seeds in runs.groupby("run", sort=False).size().items()
     )
-    return f"**Recorded {profile} runs on {dataset}** ({'; '.join(facts)}): {names}."
+    roots = sorted(set(runs["root"]) - {profile})  # a campaign of its own folder
+    which = f"{roots[0]} campaign's" if roots else profile
+    return f"**Recorded {which} runs on {dataset}** ({'; '.join(facts)}): {names}."
 
 
 def recorded_network(recorded: Results, profile: str, dataset: str, name: str, network: str):
@@ -471,17 +473,29 @@ def show_comparison(frame: pd.DataFrame, what: str) -> None:
 
 
 def show_recorded_depths(
-    recorded: Results, dataset: str, networks: Sequence[str], name: str = "cooperative"
+    recorded: Results,
+    dataset: str,
+    networks: Sequence[str],
+    name: str = "cooperative",
+    regime: str | None = None,
 ) -> None:
-    """The recorded runs of ``name`` on ``dataset``: what ran them, the test top-1 of
-    ``networks`` at every depth (figure, then table, mean over seeds) and each seed's training
-    curves where its log is committed."""
-    profile, rows = recorded.campaign(dataset, [name])
+    """The recorded runs of ``name`` on ``dataset`` (of the campaign of the results folder
+    ``regime``, e.g. ``"converged"``, if given, else the best profile's main campaign): what
+    ran them, the test top-1 of ``networks`` at every depth (figure, then table, mean over
+    seeds) and each seed's training curves where its log is committed."""
+    if regime is None:
+        profile, rows = recorded.campaign(dataset, [name])
+        title = f"recorded {profile} runs ({dataset})"
+    else:
+        frame = recorded.frame
+        rows = frame[(frame["root"] == regime) & (frame["dataset"] == dataset)]
+        rows = rows[rows["run"] == name].sort_values("file", kind="stable", ignore_index=True)
+        title = f"{regime} campaign ({dataset})"
     _show_depths(
         recorded_label(rows, dataset),
         seeds_frame(rows, name).query("network in @networks"),
         recorded.logs_of(rows),
-        f"recorded {profile} runs ({dataset})",
+        title,
     )
 
 

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from coop_utils import results
+from coop_utils import chapters, engineering, plots, results
 from coop_utils.chapters import CAMPAIGN_PROFILE
 
 # --- computational requirements ---------------------------------------------------------------
@@ -119,6 +119,59 @@ def learning_budget_points(frame: pd.DataFrame, profile: str = CAMPAIGN_PROFILE)
             points.append((label, int(row["epochs"]), float(row["val_top1"]), source))
     columns = ["label", "epochs", "val_top1", "source"]
     return pd.DataFrame(points, columns=columns).assign(pilot=False)
+
+
+def show_learning_budget(recorded: results.Results, dataset: str) -> None:
+    """Chapter 5's learning budget: the rule, the plain network's gain from each doubling of
+    its epochs, E_c as the rule decides it from the recorded files and the quiet-machine step
+    benchmark, and the figure of validation top-1 against epochs."""
+    budget = learning_budget_points(recorded.frame)
+    plain = budget[budget["label"].str.startswith("full-depth")].set_index("epochs")["val_top1"]
+    planned = [int(c.epochs) for c in results.planned_configs("preview", results.BUDGET_CAMPAIGN)]
+    converged = [int(c.epochs) for c in results.planned_configs("preview", "converged")[:1]]
+    step_record = engineering.benchmark_records(recorded).get("train_step")
+    ours = results.campaign_rows(recorded.frame, "preview", dataset).query("file == 'cooperative'")
+    logs = recorded.logs_of(ours)
+    if budget.empty:
+        chapters.show("**No run of the budget pilot is recorded yet.**")
+        return
+    if step_record is None or not logs:
+        chapters.show("**No quiet-machine step benchmark or cooperative log to time an epoch.**")
+        return
+    step_ms = results.step_costs(step_record)["ours"]
+    steps = int(next(iter(logs.values()))[0]["global_step"])  # one epoch's steps
+    epoch_s = step_ms * steps / 1000
+    chosen, why = learning_budget(plain.to_dict(), planned, epoch_s)
+    gains = [
+        f"{e} → {2 * e} epochs: {plain[2 * e] - plain[e]:+.1f} points "
+        f"({plain[e]:.1f} → {plain[2 * e]:.1f} %)"
+        if 2 * e in plain.index
+        else f"{e} → {2 * e} epochs: not recorded yet"
+        for e in planned
+        if e in plain.index and 2 * e in planned
+    ]
+    hours = ", ".join(f"{e} epochs take {e * epoch_s / 3600:.1f} h" for e in planned)
+    decided = f"{chosen} epochs: {why}." if chosen else f"not yet decided: {why}."
+    text = (
+        "**The rule.** E_c is the smallest budget at which doubling the epochs gains less than "
+        f"{BUDGET_GAIN_PTS:g} validation points for the plain network; if a cooperative run at "
+        f"that budget would take more than {QUIET_HOURS:g} h on a quiet machine of the kind "
+        "that records the campaign, the largest budget that fits. There a cooperative epoch "
+        f"takes about {epoch_s:.0f} s (the `train_step` benchmark's {step_ms:.0f} ms a step, "
+        f"timed on a quiet {step_record['device']}, × the {steps} steps of an epoch; "
+        f"evaluation and data loading come on top), so {hours}.\n\n"
+        "**The plain network's gains** (validation top-1 at full depth, seed 0):\n"
+        + "\n".join(f"- {gain}" for gain in gains)
+        + f"\n\n**E_c by the rule:** {decided}"
+        + (f" The converged campaign trains {converged[0]} epochs." if converged else "")
+    )
+    figure = plots.learning_budget_figure(
+        budget,
+        chosen,
+        converged[0] if converged else None,
+        f"Validation top-1 at full depth against the training budget ({dataset}, seed 0)",
+    )
+    chapters.show(text, figure)
 
 
 # --- training compute -------------------------------------------------------------------------

@@ -26,10 +26,9 @@
 # (downloaded if missing) at preview, a GPU at full.
 
 # %%
-import matplotlib.pyplot as plt
 from IPython.display import Markdown, display
 
-from coop_utils import chapters, engineering, plots, results, training_cost
+from coop_utils import chapters, training_cost
 from coop_utils.datasets import DATASETS
 
 # %% tags=["parameters"]
@@ -123,80 +122,20 @@ display(Markdown(chapters.deployed_note(chapter.results, dataset)))
 # campaign once recorded, and any cooperative run of the pilot.
 
 # %% tags=["remove-input"]
-budget = training_cost.learning_budget_points(chapter.results.frame)
-plain = budget[budget["label"].str.startswith("full-depth")].set_index(
-    "epochs"
-)["val_top1"]
-planned = [
-    int(c.epochs)
-    for c in results.planned_configs("preview", results.BUDGET_CAMPAIGN)
-]
-converged = [
-    int(c.epochs) for c in results.planned_configs("preview", "converged")[:1]
-]
-step_record = engineering.benchmark_records(chapter.results).get("train_step")
-logs = chapter.results.logs_of(
-    results.campaign_rows(chapter.results.frame, "preview", dataset).query(
-        "file == 'cooperative'"
-    )
+training_cost.show_learning_budget(chapter.results, dataset)
+
+# %% [markdown]
+# ## The converged campaign
+#
+# The same system trained for E_c epochs, the budget chosen above, in the converged campaign
+# (`python -m coop_utils results --profile preview --campaign converged`). Its seeds are
+# recorded one at a time; until three are, its claims on the summary page read "not yet
+# decided", and the curves below are those of the seeds recorded so far.
+
+# %% tags=["remove-input"]
+chapters.show_recorded_depths(
+    chapter.results, dataset, networks, regime="converged"
 )
-if budget.empty:
-    display(Markdown("**No run of the budget pilot is recorded yet.**"))
-elif step_record is None or not logs:
-    display(
-        Markdown(
-            "**No quiet-machine step benchmark or cooperative log to time an epoch.**"
-        )
-    )
-else:
-    step_ms = results.step_costs(step_record)["ours"]
-    steps = int(
-        next(iter(logs.values()))[0]["global_step"]
-    )  # one epoch's steps
-    epoch_s = step_ms * steps / 1000
-    chosen, why = training_cost.learning_budget(
-        plain.to_dict(), planned, epoch_s
-    )
-    gains = [
-        f"{e} → {2 * e} epochs: {plain[2 * e] - plain[e]:+.1f} points ({plain[e]:.1f} → "
-        f"{plain[2 * e]:.1f} %)"
-        if 2 * e in plain.index
-        else f"{e} → {2 * e} epochs: not recorded yet"
-        for e in planned
-        if e in plain.index and 2 * e in planned
-    ]
-    display(
-        Markdown(
-            "**The rule.** E_c is the smallest budget at which doubling the epochs gains less "
-            f"than {training_cost.BUDGET_GAIN_PTS:g} validation points for the plain network; if a "
-            f"cooperative run at that budget would take more than {training_cost.QUIET_HOURS:g} h "
-            "on a quiet machine of the kind that records the campaign, the largest budget that "
-            f"fits. There a cooperative epoch takes about {epoch_s:.0f} s (the `train_step` "
-            f"benchmark's {step_ms:.0f} ms a step, timed on a quiet "
-            f"{step_record['device']}, × the {steps} steps of an epoch; evaluation and data "
-            "loading come on top), so "
-            + ", ".join(
-                f"{e} epochs take {e * epoch_s / 3600:.1f} h" for e in planned
-            )
-            + ".\n\n**The plain network's gains** (validation top-1 at full depth, seed 0):\n"
-            + "\n".join(f"- {gain}" for gain in gains)
-            + "\n\n**E_c by the rule:** "
-            + (
-                f"{chosen} epochs: {why}."
-                if chosen
-                else f"not yet decided: {why}."
-            )
-            + f" The converged campaign trains {', '.join(map(str, converged))} epochs."
-        )
-    )
-    figure = plots.learning_budget_figure(
-        budget,
-        chosen,
-        converged[0] if converged else None,
-        "Validation top-1 at full depth against the training budget (Tiny ImageNet, seed 0)",
-    )
-    display(figure)
-    plt.close(figure)
 
 # %% [markdown]
 # ## Run it yourself

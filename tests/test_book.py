@@ -449,3 +449,29 @@ def test_the_landing_page_opens_on_what_the_summary_chapter_computed(tmp_path):
     )
     assert (tmp_path / "book" / "generated" / "landing-1.png").read_bytes() == b"\x89PNG fake"
     assert "{include} generated/landing.md" in (book.REPO_ROOT / "book" / "index.md").read_text()
+
+
+def test_recorded_depths_of_the_converged_campaign_show_its_seeds_alone(tmp_path, monkeypatch):
+    """``regime="converged"``: the runs of ``results/converged/`` only, not the main
+    campaign's, under a title that names the campaign."""
+    import shutil
+
+    from test_notebooks import fabricate_results
+
+    root = tmp_path / "results"
+    fabricate_results(root, {"cooperative", "cooperative-seed1"})
+    converged = root / "converged" / "preview" / "tiny-imagenet"
+    converged.mkdir(parents=True)
+    shutil.copy(root / "preview" / "tiny-imagenet" / "cooperative.json", converged)
+    shown = []
+    monkeypatch.setattr(chapters, "display", lambda item: shown.append(item))
+    found = results.load(root)
+    chapters.show_recorded_depths(found, "tiny-imagenet", ["teammate0"], regime="converged")
+    kinds = [type(item).__name__ for item in shown]
+    assert kinds == ["Markdown", "Figure", "DataFrame"], kinds  # no log: no curves
+    assert shown[0].data.startswith("**Recorded converged campaign's runs on tiny-imagenet**")
+    assert shown[0].data.endswith(": `cooperative`."), shown[0].data  # one seed
+    assert "converged campaign" in shown[1].axes[0].get_title()
+    shown.clear()
+    chapters.show_recorded_depths(found, "tiny-imagenet", ["teammate0"])
+    assert "`cooperative` (2 seeds)" in shown[0].data
