@@ -69,23 +69,23 @@ def t_interval(values: Sequence[float]) -> tuple[float, float]:
     return mean - half, mean + half
 
 
-def _figure(ncols: int = 1, height: float = 3.6, nrows: int = 1, **kwargs):
+def figure(ncols: int = 1, height: float = 3.6, nrows: int = 1, **kwargs):
     """A figure as wide as the book's column (:data:`FIGURE_WIDTH`) and its axes, row by row."""
     kwargs.setdefault("figsize", (FIGURE_WIDTH, height))
     fig, axes = plt.subplots(nrows, ncols, layout="constrained", squeeze=False, **kwargs)
     return fig, list(axes.flat)  # row by row
 
 
-def _wrap(text: str, width: int = TITLE_CHARS) -> str:
+def wrap(text: str, width: int = TITLE_CHARS) -> str:
     """``text`` in lines of at most ``width`` characters (its own line breaks kept)."""
     return "\n".join(textwrap.fill(line, width) for line in text.split("\n"))
 
 
-def _suptitle(fig: Figure, title: str) -> None:
-    fig.suptitle(_wrap(title), fontsize="medium")
+def suptitle(fig: Figure, title: str) -> None:
+    fig.suptitle(wrap(title), fontsize="medium")
 
 
-def _legend_below(fig: Figure, handles: list, labels: list, most: int = 4, **kwargs):
+def legend_below(fig: Figure, handles: list, labels: list, most: int = 4, **kwargs):
     """The figure's legend below its axes, in as many columns (up to ``most``) as fit its
     width."""
     renderer = fig.canvas.get_renderer()
@@ -97,7 +97,7 @@ def _legend_below(fig: Figure, handles: list, labels: list, most: int = 4, **kwa
     return None
 
 
-def _legend_in_slot(fig: Figure, axes: list, used: int, **kwargs) -> None:
+def legend_in_slot(fig: Figure, axes: list, used: int, **kwargs) -> None:
     """The legend of the first panel in the grid's first unused panel (its axis off; any
     further unused panel removed), or below the grid where every panel is used."""
     handles, labels = axes[0].get_legend_handles_labels()
@@ -109,10 +109,10 @@ def _legend_in_slot(fig: Figure, axes: list, used: int, **kwargs) -> None:
         axes[used].axis("off")
         axes[used].legend(handles, labels, loc="center", **kwargs)
     else:
-        _legend_below(fig, handles, labels, **kwargs)
+        legend_below(fig, handles, labels, **kwargs)
 
 
-def _fit_column(fig: Figure) -> Figure:
+def fit_column(fig: Figure) -> Figure:
     """``fig`` narrowed until its tight crop fits the column: lettering placed beside points
     (outside the layout) can reach past the figure's edge."""
     for _ in range(3):
@@ -231,7 +231,7 @@ def block_plan_figure(frame: pd.DataFrame, title: str) -> Figure:
     widths = [frame.loc[frame["network"] == label, "block"].nunique() for label in labels]
     columns = 2 if len(labels) > 1 and max(widths) <= 12 else 1
     rows = math.ceil(len(labels) / columns)
-    fig, axes = _figure(columns, height=2.3 * rows + 0.9, nrows=rows, sharey=True)
+    fig, axes = figure(columns, height=2.3 * rows + 0.9, nrows=rows, sharey=True)
     for ax in axes[len(labels) :]:
         ax.remove()
     for ax, label in zip(axes, labels, strict=False):
@@ -259,7 +259,7 @@ def block_plan_figure(frame: pd.DataFrame, title: str) -> Figure:
         ax.tick_params(axis="y", rotation=0)
     fig.supxlabel("residual block (index)")
     fig.supylabel(S_LABEL)
-    _suptitle(fig, f"{title} (lines mark stages)")
+    suptitle(fig, f"{title} (lines mark stages)")
     return fig
 
 
@@ -287,7 +287,7 @@ def gumbel_temperature_figure(
         means.append(
             pd.DataFrame({"block": range(len(scores)), "mean": soft.mean(0).numpy(), "tau": label})
         )
-    fig, (left, right) = _figure(2, height=3.6)
+    fig, (left, right) = figure(2, height=3.6)
     sns.histplot(
         pd.concat(values),
         x="relaxed mask value",
@@ -309,7 +309,7 @@ def gumbel_temperature_figure(
     right.set_ylabel("mean mask value (0-1)")
     right.set(title=f"keep {keep} of {len(scores)}", xticks=range(len(scores)))
     right.legend(fontsize="small")
-    _suptitle(
+    suptitle(
         fig,
         f"Gumbel top-{keep} masks at several temperatures ({samples} draws; logits fall "
         "from block 0; 0 = skip, 1 = run)",
@@ -332,7 +332,7 @@ def cost_figure(costs: pd.DataFrame, title: str) -> Figure:
         for column, name in measures.items()
     ]
     ratios = pd.DataFrame(rows)
-    fig, (ax,) = _figure(1, height=4.0)
+    fig, (ax,) = figure(1, height=4.0)
     sns.lineplot(ratios, x="s", y="ratio", hue="measure", style="measure", ax=ax)
     sns.scatterplot(ratios, x="s", y="ratio", hue="measure", legend=False, ax=ax)
     ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1, label="ratio = s")
@@ -340,7 +340,7 @@ def cost_figure(costs: pd.DataFrame, title: str) -> Figure:
     top = max(1.1, ratios["ratio"].max() + 0.05)
     ax.set(xlim=(0, 1.02), ylim=(0, top), xlabel=S_LABEL, ylabel="cost relative to s = 1 (ratio)")
     ax.legend(loc="upper left", fontsize="small")
-    ax.set_title(_wrap(title))
+    ax.set_title(wrap(title))
     return fig
 
 
@@ -355,7 +355,7 @@ def softmax_temperature_figure(logits: Sequence[float], temperatures: Sequence[f
         for t in temperatures
         for index, p in enumerate(torch.softmax(scores / t, dim=0))
     ]
-    fig, (ax,) = _figure(1)
+    fig, (ax,) = figure(1)
     sns.barplot(pd.DataFrame(rows), x="class", y="probability", hue="T", ax=ax)
     ax.set(xlabel="class (index)", ylabel="probability (%)")
     ax.set_title("Soft targets: softmax(z / T) of the same logits")
@@ -372,7 +372,7 @@ def training_curves_figure(logs: Mapping[str, Sequence[Mapping[str, str]]], titl
     )
     for column in frame.columns.drop("run"):
         frame[column] = pd.to_numeric(frame[column], errors="coerce")
-    fig, (loss_ax, right_ax) = _figure(2, height=3.8)
+    fig, (loss_ax, right_ax) = figure(2, height=3.8)
     sns.lineplot(frame, x="epoch", y="train_loss", hue="run", marker="o", ax=loss_ax, legend=False)
     loss_ax.set(ylabel="training loss, all terms (nats)", title="loss")
     validated = [c for c in ("val_top1_deepest", "val_top1_shallowest") if c in frame]
@@ -389,19 +389,19 @@ def training_curves_figure(logs: Mapping[str, Sequence[Mapping[str, str]]], titl
         ax.xaxis.get_major_locator().set_params(integer=True)
     handles, labels = right_ax.get_legend_handles_labels()
     right_ax.get_legend().remove()  # one legend, below both panels
-    _legend_below(fig, handles, labels, fontsize="small")
-    _suptitle(fig, title)
+    legend_below(fig, handles, labels, fontsize="small")
+    suptitle(fig, title)
     return fig
 
 
 def full_depth_accuracy_figure(frame: pd.DataFrame, title: str) -> Figure:
     """Full-depth test top-1 of each network (bars) in each run (colours)."""
-    fig, (ax,) = _figure(1)
+    fig, (ax,) = figure(1)
     sns.barplot(frame, x="network", y="top1", hue="run", ax=ax)
     for container in ax.containers:
         ax.bar_label(container, fmt="%.1f", fontsize="small")
     ax.set(xlabel="network (trained together in one run)", ylabel=TOP1_LABEL)
-    ax.set_title(_wrap(title))
+    ax.set_title(wrap(title))
     return fig
 
 
@@ -415,7 +415,7 @@ def sfsl_weight_figure(scaling_factors: Sequence[float] = SCALING_FACTORS[:-1]) 
         for s in scaling_factors
         for sfsl in (True, False)
     ]
-    fig, (ax,) = _figure(1)
+    fig, (ax,) = figure(1)
     sns.lineplot(pd.DataFrame(rows), x="s", y="weight", hue="loss", style="loss", marker="o", ax=ax)
     ax.set(xlabel=S_LABEL, ylabel="loss weight w(s) (multiplier)", ylim=(0, None))
     ax.set_title("Scaling Factor Sensitive Loss: shallow sub-networks weigh more")
@@ -425,16 +425,16 @@ def sfsl_weight_figure(scaling_factors: Sequence[float] = SCALING_FACTORS[:-1]) 
 def accuracy_by_depth_figure(frame: pd.DataFrame, title: str, hue: str = "network") -> Figure:
     """Test top-1 against the scaling factor, one line per ``hue`` (a network or a run): the
     mean over the frame's seeds, with their 95 % t-interval as a band."""
-    fig, (ax,) = _figure(1, height=4.4)
+    fig, (ax,) = figure(1, height=4.4)
     sns.lineplot(
         frame, x="s", y="top1", hue=hue, style=hue, markers=True, dashes=False,
         errorbar=t_interval, ax=ax,
     )  # fmt: skip
     ax.set(xlabel=S_LABEL, ylabel=TOP1_LABEL, xlim=(0.15, 1.05))
-    ax.set_title(_wrap(title))
+    ax.set_title(wrap(title))
     handles, labels = ax.get_legend_handles_labels()
     ax.get_legend().remove()  # below the axes: it hides no point
-    _legend_below(fig, handles, labels, fontsize="small")
+    legend_below(fig, handles, labels, fontsize="small")
     return fig
 
 
@@ -474,7 +474,7 @@ def ablation_figure(frame: pd.DataFrame, title: str, per_row: int = 2) -> Figure
     variants = [v for v in frame["variant"].unique() if v != "cooperative"]
     columns = max(1, min(per_row, len(variants)))
     rows = max(1, math.ceil(len(variants) / columns))
-    fig, axes = _figure(columns, height=2.7 * rows + 1.4, nrows=rows, sharey=True)
+    fig, axes = figure(columns, height=2.7 * rows + 1.4, nrows=rows, sharey=True)
     full_colour, variant_colour = sns.color_palette("colorblind", 2)
     seeds = frame.loc[frame["variant"] == "cooperative", "seed"].nunique()
     for ax, variant in zip(axes, variants, strict=False):
@@ -503,10 +503,10 @@ def ablation_figure(frame: pd.DataFrame, title: str, per_row: int = 2) -> Figure
         ax.set_visible(False)
     handles, labels = axes[0].get_legend_handles_labels()
     order = [1, 0, 2] if len(handles) == 3 else range(len(handles))
-    _legend_below(
+    legend_below(
         fig, [handles[i] for i in order], [labels[i] for i in order], most=2, fontsize="small"
     )
-    _suptitle(fig, f"{title}\n(the Teammates' mean unless a panel names a network)")
+    suptitle(fig, f"{title}\n(the Teammates' mean unless a panel names a network)")
     return fig
 
 
@@ -535,7 +535,7 @@ def method_comparison_figure(frame: pd.DataFrame, title: str) -> Figure:
     """Accuracy of every method against depth, FLOPs and latency (three panels of a 2x2 grid,
     shared y, the legend in the fourth): the mean over the frame's seeds (a ``seed`` column, if
     any) with its 95 % t-interval."""
-    fig, axes = _figure(2, height=6.6, nrows=2, sharey=True)
+    fig, axes = figure(2, height=6.6, nrows=2, sharey=True)
     seeds = frame if "seed" in frame else frame.assign(seed=0)
     columns = ["mflops", "latency_ms", "top1"]  # a seed's factors of one plan count once:
     ordered = seeds.groupby(["method", "seed", "depth"], as_index=False)[columns].mean()
@@ -553,8 +553,8 @@ def method_comparison_figure(frame: pd.DataFrame, title: str) -> Figure:
                 errorbar=t_interval, err_style="bars", **style,
             )  # fmt: skip
         ax.set(xlabel=label, ylabel=TOP1_LABEL, title=f"against {against}")
-    _legend_in_slot(fig, axes, len(panels), title="method", fontsize="small")
-    _suptitle(fig, title)
+    legend_in_slot(fig, axes, len(panels), title="method", fontsize="small")
+    suptitle(fig, title)
     return fig
 
 
@@ -563,7 +563,7 @@ def matched_cost_figure(table: pd.DataFrame, title: str) -> Figure:
     deployed Teammate's accuracy within each exit's FLOPs (crosses: its deepest depth that costs
     no more), a dotted segment joining each pair (``verdict.matched_cost_table``)."""
     methods = list(dict.fromkeys(table["method"]))
-    fig, axes = _figure(max(1, len(methods)), height=4.2, sharey=True)
+    fig, axes = figure(max(1, len(methods)), height=4.2, sharey=True)
     for ax, method in zip(axes, methods, strict=False):
         part = table[table["method"] == method]
         compared = part[part["compared"] == "yes"]
@@ -578,8 +578,8 @@ def matched_cost_figure(table: pd.DataFrame, title: str) -> Figure:
         ax.set(xlabel=MFLOPS_LABEL, ylabel=TOP1_LABEL if ax is axes[0] else "")
         ax.set_title(f"against {method}")
     handles, labels = axes[0].get_legend_handles_labels()
-    _legend_below(fig, handles, labels, fontsize="small")
-    _suptitle(fig, title)
+    legend_below(fig, handles, labels, fontsize="small")
+    suptitle(fig, title)
     return fig
 
 
@@ -595,7 +595,7 @@ def headline_figure(recorded: pd.DataFrame, title: str) -> Figure:
     grouped = per_seed.groupby(["method", "seeds", "mflops"])
     stats = grouped.mean().rename("mean").reset_index()
     stats["half"] = [(high - low) / 2 for low, high in grouped.apply(t_interval)]
-    fig, (ax,) = _figure(1, height=5.0)
+    fig, (ax,) = figure(1, height=5.0)
     for (method, seeds), part in stats.groupby(["method", "seeds"]):
         ax.errorbar(
             part["mflops"], part["mean"], yerr=part["half"], marker="o", capsize=3,
@@ -603,9 +603,9 @@ def headline_figure(recorded: pd.DataFrame, title: str) -> Figure:
             linestyle="--" if method == results.MATCHED_NAME else "-",
         )  # fmt: skip
     ax.set(xlabel=MFLOPS_LABEL, ylabel=TOP1_LABEL)
-    ax.set_title(_wrap(title))
-    _legend_below(fig, *ax.get_legend_handles_labels(), most=2, fontsize="small")
-    return _fit_column(fig)
+    ax.set_title(wrap(title))
+    legend_below(fig, *ax.get_legend_handles_labels(), most=2, fontsize="small")
+    return fit_column(fig)
 
 
 # --- the summary page and chapter 05: what training compute buys ------------------------------
@@ -664,7 +664,7 @@ def training_compute_figure(points: pd.DataFrame, title: str) -> Figure:
     plan), one line per method through its budgets (the epochs beside each point): the mean
     over seeds with its 95 % t-interval; the budget pilot's single seeds hollow and dashed."""
     depths = list(dict.fromkeys(points["depth"]))
-    fig, axes = _figure(len(depths), height=4.2, sharey=True)
+    fig, axes = figure(len(depths), height=4.2, sharey=True)
     order = [label for label, _ in COMPUTE_METHODS.values()]
     points = points.assign(
         training_flops=points["training_flops"] / 1e15,
@@ -703,8 +703,8 @@ def training_compute_figure(points: pd.DataFrame, title: str) -> Figure:
         ax.set_title(depth, fontsize="medium")
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside lower center", ncols=1, fontsize="small")
-    _suptitle(fig, title)
-    return _fit_column(fig)
+    suptitle(fig, title)
+    return fit_column(fig)
 
 
 def learning_budget_figure(
@@ -714,7 +714,7 @@ def learning_budget_figure(
     ``points`` (``label``, ``epochs``, ``val_top1``, ``pilot``), the gain of each doubling of a
     pilot's epochs beside its segment; a line at the budget ``chosen`` by the rule, and (if
     different or undecided) one at the ``campaign``'s epochs."""
-    fig, (ax,) = _figure(1, height=4.2)
+    fig, (ax,) = figure(1, height=4.2)
     for (label, pilot), line in points.groupby(["label", "pilot"], sort=False):
         line = line.sort_values("epochs")
         ax.plot(
@@ -742,9 +742,9 @@ def learning_budget_figure(
     ax.set_xlim(budgets[0] / 1.3, budgets[-1] * 1.3)
     ax.minorticks_off()
     ax.set(xlabel="training budget (epochs, log scale)", ylabel="validation top-1 (%)")
-    _suptitle(fig, title)
-    _legend_below(fig, *ax.get_legend_handles_labels(), most=2, fontsize="small")
-    return _fit_column(fig)
+    suptitle(fig, title)
+    legend_below(fig, *ax.get_legend_handles_labels(), most=2, fontsize="small")
+    return fit_column(fig)
 
 
 # --- chapter 07: cost-adaptive inference -----------------------------------------------------
@@ -755,7 +755,7 @@ def budget_figure(frame: pd.DataFrame, title: str) -> Figure:
 
     ``frame`` has ``budget_pct`` (budget as % of full-depth FLOPs), ``s`` and ``top1``.
     """
-    fig, (depth_ax, accuracy_ax) = _figure(2, height=3.8)
+    fig, (depth_ax, accuracy_ax) = figure(2, height=3.8)
     depth_ax.step(frame["budget_pct"], frame["s"], where="post", marker="o")
     depth_ax.set_ylabel("chosen s (share of blocks)")
     depth_ax.set_title("largest s within budget")
@@ -763,19 +763,19 @@ def budget_figure(frame: pd.DataFrame, title: str) -> Figure:
     accuracy_ax.set(ylabel=TOP1_LABEL, title="accuracy it buys")
     for ax in (depth_ax, accuracy_ax):
         ax.set_xlabel("FLOPs budget (% of full)")
-    _suptitle(fig, title)
+    suptitle(fig, title)
     return fig
 
 
 def frontier_figure(frame: pd.DataFrame, title: str, cost: str = "latency_ms") -> Figure:
     """Every (method, depth) as a point of accuracy against cost, with the Pareto frontier."""
-    fig, (ax,) = _figure(1, height=4.6)
+    fig, (ax,) = figure(1, height=4.6)
     sns.scatterplot(frame, x=cost, y="top1", hue="method", style="method", s=70, ax=ax)
     front = pareto_frontier(frame, cost, "top1")
     ax.step(front[cost], front["top1"], where="post", color="black", linewidth=1, label="frontier")
     ax.set(xlabel=LATENCY_LABEL if cost == "latency_ms" else MFLOPS_LABEL, ylabel=TOP1_LABEL)
     ax.legend(fontsize="small")
-    ax.set_title(_wrap(title))
+    ax.set_title(wrap(title))
     return fig
 
 
@@ -812,7 +812,7 @@ def predictions_figure(
                 ax.set_xlabel(f"true {truth}", fontsize=9)
     fig.supxlabel("test image (true class); above each: the class predicted, green if right")
     fig.supylabel("depth (scaling factor s)")
-    _suptitle(fig, title)
+    suptitle(fig, title)
     return fig
 
 
@@ -857,7 +857,7 @@ def latency_flops_figure(depths: Sequence[Mapping[str, float]], title: str) -> F
     archs = list(dict.fromkeys(frame["arch"]))
     columns = min(2, len(archs))
     rows = math.ceil(len(archs) / columns)
-    fig, axes = _figure(columns, height=3.3 * rows + 0.8, nrows=rows, sharey=True)
+    fig, axes = figure(columns, height=3.3 * rows + 0.8, nrows=rows, sharey=True)
     for ax, arch in zip(axes, archs, strict=False):
         sns.scatterplot(
             long[long["arch"] == arch],
@@ -873,14 +873,14 @@ def latency_flops_figure(depths: Sequence[Mapping[str, float]], title: str) -> F
         ax.set(xlim=(0, 1.05), ylim=(0, 1.15), title=arch)
         ax.set_xlabel("FLOPs, share of full depth (ratio)")
         ax.set_ylabel("latency, share of full (ratio)")
-    _legend_in_slot(fig, axes, len(archs), fontsize="small")
-    _suptitle(fig, title)
+    legend_in_slot(fig, axes, len(archs), fontsize="small")
+    suptitle(fig, title)
     return fig
 
 
 def step_parts_figure(parts_ms: Mapping[str, float], step_ms: float, title: str) -> Figure:
     """The cooperative training step beside the sum of its passes timed alone, stacked."""
-    fig, (ax,) = _figure(1, height=4.6)
+    fig, (ax,) = figure(1, height=4.6)
     left = 0.0
     colours = sns.color_palette("colorblind", len(parts_ms))
     for (name, ms), colour in zip(parts_ms.items(), colours, strict=True):
@@ -888,6 +888,6 @@ def step_parts_figure(parts_ms: Mapping[str, float], step_ms: float, title: str)
         left += ms
     ax.barh("cooperative step", step_ms, color="grey")
     ax.set(xlabel="time per step (ms)", ylabel="measured (kind)")
-    ax.set_title(_wrap(title))
-    _legend_below(fig, *ax.get_legend_handles_labels(), most=2, fontsize="small")
-    return _fit_column(fig)
+    ax.set_title(wrap(title))
+    legend_below(fig, *ax.get_legend_handles_labels(), most=2, fontsize="small")
+    return fit_column(fig)
