@@ -27,7 +27,7 @@ import pandas as pd
 import torch
 from IPython.display import HTML, Markdown, display
 
-from coop_utils import plots, results, training, verdict
+from coop_utils import plots, result_plots, results, training, verdict
 from coop_utils.config import ABLATIONS, PROFILES, REPO_ROOT, RunConfig, campaign, load_config
 from coop_utils.datasets import DATASETS, DatasetError
 from coop_utils.export import load_network
@@ -363,7 +363,7 @@ class Deployed:
     label: str  # Markdown: where it comes from
     name: str
     config: RunConfig
-    frame: pd.DataFrame  # its rows, by scaling factor (:func:`plots.metrics_frame`)
+    frame: pd.DataFrame  # its rows, by scaling factor (:func:`result_plots.metrics_frame`)
     net: Any  # its weights, or only its architecture when ``trained`` is false
     trained: bool
     samples: Samples | None
@@ -396,7 +396,7 @@ def deployed_network(chapter: Chapter, dataset: str, sample_count: int = 8) -> D
     net = training.load_system(run).teammates[int(name.removeprefix("teammate"))]
     label = f"**This build's {run.config.profile} run** (`{run.directory}`)."
     samples = sample_test_images(run.config, sample_count)
-    frame = plots.metrics_frame({name: run.metrics[name]})
+    frame = result_plots.metrics_frame({name: run.metrics[name]})
     return Deployed(label, name, run.config, frame, net, True, samples)
 
 
@@ -458,15 +458,18 @@ def show_comparison(frame: pd.DataFrame, what: str) -> None:
     seeds, 95 % t-intervals), as a figure and a table, then the exit baselines at equal
     measured FLOPs."""
     methods = ("cooperative", "independent", "byot", "branchynet")
-    recorded, frame = frame, plots.method_seeds_frame(frame, methods)
+    recorded, frame = frame, result_plots.method_seeds_frame(frame, methods)
     seeds = frame.groupby("method")["seed"].nunique()
     counts = f"{seeds.min()}" if seeds.min() == seeds.max() else f"{seeds.min()}-{seeds.max()}"
     title = f"Every method at every depth ({what}; mean of {counts} seed"
     title += "s)" if seeds.max() > 1 else ")"
-    items = [plots.method_comparison_figure(frame, title), plots.comparison_table(frame)]
+    items = [
+        result_plots.method_comparison_figure(frame, title),
+        result_plots.comparison_table(frame),
+    ]
     matched = verdict.matched_cost_table(recorded)
     if not matched.empty:
-        items.append(plots.matched_cost_figure(matched, f"Exits at equal FLOPs ({what})"))
+        items.append(result_plots.matched_cost_figure(matched, f"Exits at equal FLOPs ({what})"))
         shown = matched.set_index(["method", "exit (share of blocks)"])
         items.append(dashes(shown, decimals=2))  # an exit not compared has no number
     _show(*items)
@@ -504,7 +507,7 @@ def show_run(run: Any, dataset: str, profile: str, networks: Sequence[str]) -> N
     depth (figure and table) and its training curves."""
     _show_depths(
         f"{'Reused' if run.reused else 'Trained'}: `{run.directory}`, {run.wall_time_s:.0f} s.",
-        plots.metrics_frame(run.metrics).query("network in @networks"),
+        result_plots.metrics_frame(run.metrics).query("network in @networks"),
         {run.config.method: run.log},
         f"this build's run ({dataset}, {profile})",
     )
@@ -518,11 +521,11 @@ def _show_depths(label: str, frame: pd.DataFrame, logs: Mapping[str, Sequence], 
     frame = frame.assign(network=frame["network"].map(lambda name: NETWORK_NAMES.get(name, name)))
     if not frame.empty:
         items += [
-            plots.accuracy_by_depth_figure(frame, f"Test accuracy by depth, {title}"),
+            result_plots.accuracy_by_depth_figure(frame, f"Test accuracy by depth, {title}"),
             accuracy_table(frame),
         ]
     if logs:
-        items.append(plots.training_curves_figure(logs, f"Training, {title}"))
+        items.append(result_plots.training_curves_figure(logs, f"Training, {title}"))
     _show(*items)
 
 

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from coop_utils import plots
+from coop_utils import result_plots
 from coop_utils.chapters import Chapter, show
 from coop_utils.listings import wrap_command
 from coop_utils.results import Results
@@ -122,7 +122,7 @@ def show_depth_cost(record: Mapping[str, Any]) -> None:
     results_ = record["results"]
     show(
         benchmark_label(record),
-        plots.latency_flops_figure(
+        result_plots.latency_flops_figure(
             results_["depths"], "Latency against FLOPs per scaling factor (depth_cost)"
         ),
         depth_cost_table(record),
@@ -159,7 +159,7 @@ def show_train_step(record: Mapping[str, Any], loader_images_per_s: float | None
     target = f"The step at most {step['target']:.2f}x the sum of its passes ({step['ratio']:.2f}x)"
     show(
         benchmark_label(record),
-        plots.step_parts_figure(step["parts_ms"], step["cooperative_step_ms"], title),
+        result_plots.step_parts_figure(step["parts_ms"], step["cooperative_step_ms"], title),
         summary,
         _targets([(target, step["ratio"] <= step["target"], matters)]),
     )

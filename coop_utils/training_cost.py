@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from coop_utils import chapters, engineering, plots, results
+from coop_utils import chapters, engineering, result_plots, results
 from coop_utils.chapters import CAMPAIGN_PROFILE
 
 # --- computational requirements ---------------------------------------------------------------
@@ -165,7 +165,7 @@ def show_learning_budget(recorded: results.Results, dataset: str) -> None:
         + f"\n\n**E_c by the rule:** {decided}"
         + (f" The converged campaign trains {converged[0]} epochs." if converged else "")
     )
-    figure = plots.learning_budget_figure(
+    figure = result_plots.learning_budget_figure(
         budget,
         chosen,
         converged[0] if converged else None,

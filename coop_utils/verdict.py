@@ -56,7 +56,7 @@ from coop_utils.results import (
     span,
     teammates,
 )
-from coop_utils.results import OURS_WITHIN as OURS_WITHIN  # plots.py reads it here
+from coop_utils.results import OURS_WITHIN as OURS_WITHIN  # result_plots.py reads it here
 from coop_utils.results import deployed_teammate as deployed_teammate  # export.py reads it here
 from coop_utils.results import matched_cost_table as matched_cost_table  # and chapters.py
 

@@ -23,8 +23,8 @@ from IPython.utils.capture import capture_output
 from coop_utils import (
     chapters,
     engineering,
-    plots,
     replication,
+    result_plots,
     results,
     training_cost,
     verdict,
@@ -102,7 +102,7 @@ landing = [
 display(Markdown(" ".join(landing)))
 if regimes:
     name, runs = next(iter(regimes.items()))  # the converged regime once recorded
-    figure = plots.headline_figure(
+    figure = result_plots.headline_figure(
         runs.assign(run=runs["run"].str.replace("-flops-matched", "-compute-matched")),
         f"Accuracy against forward cost, {REGIME_NAMES[name]}",
     )
@@ -215,10 +215,10 @@ display(Markdown(chapters.progress_note(recorded, ("converged", "campaign", "com
 
 # %% tags=["remove-input"]
 if not judged.empty:
-    points = plots.training_compute_frame(
+    points = result_plots.training_compute_frame(
         judged, results.budget_rows(recorded.frame, shown_profile)
     )
-    figure = plots.training_compute_figure(
+    figure = result_plots.training_compute_figure(
         points, "Test top-1 against training compute (numbers: epochs; bars: 95 % over seeds)"
     )
     display(figure)
@@ -238,7 +238,7 @@ else:
 # %% tags=["remove-input"]
 for name, runs in regimes.items():
     for dataset, rows in runs.groupby("dataset", sort=False):
-        figure = plots.headline_figure(
+        figure = result_plots.headline_figure(
             rows.assign(run=rows["run"].str.replace("-flops-matched", "-compute-matched")),
             f"Accuracy against forward cost, {REGIME_NAMES[name]} (bars: 95 % over seeds)",
         )

@@ -27,7 +27,7 @@
 import pandas as pd
 import torch
 
-from coop_utils import chapters, listings, plots
+from coop_utils import chapters, listings, plots, result_plots
 from coop_utils.losses import kd_loss, teammate_loss
 
 # %% tags=["parameters"]
@@ -161,7 +161,7 @@ trained = len(runs) == len(configs)
 # %% tags=["hide-input"]
 if trained:
     chapters.show(
-        plots.training_curves_figure(
+        result_plots.training_curves_figure(
             {label: run.log for label, run in runs.items()},
             f"Two Teammates, with and without mutual distillation "
             f"({dataset}, {profile})",
@@ -174,13 +174,13 @@ if trained:
 # %% tags=["hide-input"]
 if trained:
     full_depth = pd.concat(
-        plots.metrics_frame(run.metrics, run=label).query("s == 1.0")
+        result_plots.metrics_frame(run.metrics, run=label).query("s == 1.0")
         for label, run in runs.items()
     )
     full_depth = full_depth[full_depth["network"] != "teammate_mean"]
     gain = full_depth.groupby("run")["top1"].mean()
     chapters.show(
-        plots.full_depth_accuracy_figure(
+        result_plots.full_depth_accuracy_figure(
             full_depth,
             f"Full-depth test top-1 after {configs['mutual'].epochs} epochs "
             f"({profile})",

@@ -28,7 +28,7 @@
 import pandas as pd
 from IPython.display import Markdown, display
 
-from coop_utils import chapters, listings, plots
+from coop_utils import chapters, listings, plots, result_plots
 from coop_utils.losses import sfsl_weight, subnetwork_loss
 from coop_utils.training import load_system
 
@@ -91,7 +91,7 @@ by_depth = pd.concat(
 )
 if by_depth["run"].nunique() == len(arms):
     chapters.show(
-        plots.accuracy_by_depth_figure(
+        result_plots.accuracy_by_depth_figure(
             by_depth,
             "The Teammates' mean accuracy by depth, with and without SFSL "
             f"({dataset})",
@@ -187,13 +187,13 @@ configs = {
 runs = chapter.train(configs)
 if len(runs) == len(configs):
     live = pd.concat(
-        plots.metrics_frame(run.metrics, run=label).query(
+        result_plots.metrics_frame(run.metrics, run=label).query(
             "network == 'teammate_mean'"
         )
         for label, run in runs.items()
     )
     chapters.show(
-        plots.accuracy_by_depth_figure(
+        result_plots.accuracy_by_depth_figure(
             live,
             "The Teammates' mean accuracy by depth "
             f"({dataset}, {profile}, this build)",

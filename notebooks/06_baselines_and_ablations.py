@@ -28,7 +28,7 @@
 # %%
 from IPython.display import Markdown, display
 
-from coop_utils import chapters, listings, plots
+from coop_utils import chapters, listings, result_plots
 from coop_utils.losses import byot_loss
 from coop_utils.systems import ExitSystem, IndependentSystem
 
@@ -101,8 +101,8 @@ if cooperative:
 
 # %%
 if cooperative:
-    ablation_plots = plots.ablation_figures(
-        plots.ablation_frame(recorded),
+    ablation_plots = result_plots.ablation_figures(
+        result_plots.ablation_frame(recorded),
         f"Ablations, recorded {recorded_profile} runs ({dataset})",
     )
 

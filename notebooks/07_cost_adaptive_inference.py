@@ -30,7 +30,14 @@ import pandas as pd
 import torch
 from IPython.display import Markdown, display
 
-from coop_utils import chapters, export, listings, plots, results
+from coop_utils import (
+    chapters,
+    export,
+    listings,
+    plots,
+    result_plots,
+    results,
+)
 from coop_utils.evaluate import (
     choose_scaling_factor,
     count_flops,
@@ -153,7 +160,7 @@ methods = ("cooperative", "independent", "byot", "branchynet")
 recorded_profile, recorded = chapter.results.campaign(dataset, methods)
 shown = [method for method in methods if method in set(recorded["run"])]
 if shown:
-    seeds = plots.method_seeds_frame(recorded, shown)
+    seeds = result_plots.method_seeds_frame(recorded, shown)
     columns = ["latency_ms", "top1"]
     frame = seeds.groupby(["method", "s"], as_index=False)[columns].mean()
     front = plots.pareto_frontier(frame, "latency_ms", "top1")

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import torch
 
-from coop_utils import plots, results, verdict
+from coop_utils import plots, result_plots, results, verdict
 from coop_utils.evaluate import depth_costs
 from coop_utils.gating import add_gate
 from coop_utils.models import build_model
@@ -81,7 +81,7 @@ def assert_titled_and_labelled(figure):
 
 
 def test_metrics_frame_has_depth_share_and_mflops():
-    frame = plots.metrics_frame(fake_metrics(), method="cooperative")
+    frame = result_plots.metrics_frame(fake_metrics(), method="cooperative")
     assert set(frame["network"]) == {"teammate0", "teammate1"}
     assert sorted(frame["s"].unique()) == [0.2, 0.5, 1.0]
     full = frame[frame["s"] == 1.0]
@@ -101,11 +101,13 @@ def test_pareto_frontier_keeps_only_undominated_points():
 def test_comparison_table_indexes_methods_and_depths():
     frame = pd.concat(
         [
-            plots.metrics_frame({"teammate0": fake_metrics()["teammate0"]}, method="cooperative"),
-            plots.metrics_frame(fake_metrics(("byot",)), method="BYOT"),
+            result_plots.metrics_frame(
+                {"teammate0": fake_metrics()["teammate0"]}, method="cooperative"
+            ),
+            result_plots.metrics_frame(fake_metrics(("byot",)), method="BYOT"),
         ]
     )
-    table = plots.comparison_table(frame)
+    table = result_plots.comparison_table(frame)
     assert table.index.names == ["method", "blocks run (share)"]
     assert "top-1 (%)" in table.columns and len(table) == 6
 
@@ -117,7 +119,7 @@ def test_comparison_table_gives_one_row_per_depth_plan():
     for key in ("0.2", "0.3", "0.4"):
         metrics["teammate0"][key] |= {"active_blocks": 3, "top1": 40.0, "latency_ms": 2.0}
     metrics["teammate0"]["0.3"]["latency_ms"] = 4.0  # one plan timed twice, noisily
-    table = plots.comparison_table(plots.metrics_frame(metrics, method="cooperative"))
+    table = result_plots.comparison_table(result_plots.metrics_frame(metrics, method="cooperative"))
     assert len(table) == 2
     shallow = table.loc[("cooperative", 0.33)]
     assert shallow["s or exit depth"] == "0.2, 0.3, 0.4"
@@ -127,21 +129,21 @@ def test_comparison_table_gives_one_row_per_depth_plan():
 def test_methods_are_compared_on_the_mean_of_their_seeds_with_t_intervals():
     """A seed's factors of one plan count once: three seeds give a 2-degree-of-freedom interval,
     not one over every (seed, factor) row; the table counts the seeds."""
-    low, high = plots.t_interval([1.0, 2.0, 3.0])
+    low, high = result_plots.t_interval([1.0, 2.0, 3.0])
     assert (low + high) / 2 == pytest.approx(2.0)
     assert (high - low) / 2 == pytest.approx(verdict.t_critical(2) / 3**0.5, rel=1e-6)
-    assert plots.t_interval([5.0]) == (5.0, 5.0)
+    assert result_plots.t_interval([5.0]) == (5.0, 5.0)
     frames = []
     for seed, top1 in enumerate((40.0, 42.0, 44.0)):
         metrics = fake_metrics(("teammate0",), factors=(0.2, 0.3, 1.0))
         for key in ("0.2", "0.3"):  # one plan, two factors
             metrics["teammate0"][key] |= {"active_blocks": 3, "top1": top1, "flops": int(2e7)}
-        frames.append(plots.metrics_frame(metrics, method="cooperative", seed=seed))
+        frames.append(result_plots.metrics_frame(metrics, method="cooperative", seed=seed))
     frame = pd.concat(frames)
-    table = plots.comparison_table(frame)
+    table = result_plots.comparison_table(frame)
     assert table.loc[("cooperative", 0.33)]["seeds"] == 3
     assert table.loc[("cooperative", 0.33)]["top-1 (%)"] == 42.0
-    figure = plots.method_comparison_figure(frame, "methods")
+    figure = result_plots.method_comparison_figure(frame, "methods")
     bars = figure.axes[0].collections[0].get_segments()  # the error bar at the shallow plan
     shallow = min(bars, key=lambda segment: segment[0][0])
     half = (shallow[1][1] - shallow[0][1]) / 2
@@ -189,22 +191,22 @@ def test_distillation_and_training_figures():
         {"epoch": "1", "train_loss": "3.0", "images_per_s": "100"},
         {"epoch": "2", "train_loss": "2.0", "images_per_s": "110"},
     ]
-    assert_titled_and_labelled(plots.training_curves_figure({"a": log, "b": log}, "curves"))
-    frame = plots.metrics_frame(fake_metrics(), run="mutual").query("s == 1.0")
-    assert_titled_and_labelled(plots.full_depth_accuracy_figure(frame, "bars"))
+    assert_titled_and_labelled(result_plots.training_curves_figure({"a": log, "b": log}, "curves"))
+    frame = result_plots.metrics_frame(fake_metrics(), run="mutual").query("s == 1.0")
+    assert_titled_and_labelled(result_plots.full_depth_accuracy_figure(frame, "bars"))
 
 
 def test_accuracy_and_comparison_figures():
     assert_titled_and_labelled(plots.sfsl_weight_figure())
-    frame = plots.metrics_frame(fake_metrics())
-    assert_titled_and_labelled(plots.accuracy_by_depth_figure(frame, "by depth"))
+    frame = result_plots.metrics_frame(fake_metrics())
+    assert_titled_and_labelled(result_plots.accuracy_by_depth_figure(frame, "by depth"))
     methods = pd.concat(
         [
-            plots.metrics_frame(fake_metrics(("teammate0",)), method="cooperative"),
-            plots.metrics_frame(fake_metrics(("byot",), base=40), method="BYOT"),
+            result_plots.metrics_frame(fake_metrics(("teammate0",)), method="cooperative"),
+            result_plots.metrics_frame(fake_metrics(("byot",), base=40), method="BYOT"),
         ]
     )
-    assert_titled_and_labelled(plots.method_comparison_figure(methods, "methods"))
+    assert_titled_and_labelled(result_plots.method_comparison_figure(methods, "methods"))
     assert_titled_and_labelled(plots.frontier_figure(methods, "frontier"))
 
 
@@ -219,12 +221,12 @@ def test_headline_figure_draws_each_method_with_its_seed_interval():
         "cooperative-no-sfsl": summary(0, fake_metrics(base=10)),  # an ablation: not drawn
         results.MATCHED_NAME: summary(0, fake_metrics(("independent",), base=45)),
     }
-    figure = plots.headline_figure(results.frame_of(summaries), "headline")
+    figure = result_plots.headline_figure(results.frame_of(summaries), "headline")
     assert_titled_and_labelled(figure)
     labels = figure.axes[0].get_legend_handles_labels()[1]
     assert labels == [
         "byot (1 seed)",
-        f"{plots.COOPERATIVE_LABEL} (2 seeds)",
+        f"{result_plots.COOPERATIVE_LABEL} (2 seeds)",
         f"{results.MATCHED_NAME} (1 seed)",
     ]
     bars = [c for c in figure.axes[0].containers if c.has_yerr]
@@ -258,7 +260,7 @@ def test_predictions_and_explorer():
     predicted = plots.predictions(net, images, [0.2, 1.0])
     assert set(predicted) == {0.2, 1.0} and predicted[1.0].shape == (3,)
     assert_titled_and_labelled(plots.predictions_figure(raw, labels, predicted, "predictions"))
-    frame = plots.metrics_frame(fake_metrics(("teammate0",)))
+    frame = result_plots.metrics_frame(fake_metrics(("teammate0",)))
     explorer = plots.depth_explorer(net, images, raw, labels, frame)
     slider = explorer.children[0]
     assert [value for _, value in slider.options] == [0.2, 0.5, 1.0]
@@ -276,7 +278,7 @@ def test_ablation_frame_pools_seeds_and_the_figure_pairs_each_ablation():
         "byot": summary(0, fake_metrics(("byot",))),
         "cooperative-kd-mutual": summary(0, fake_metrics(("teammate_mean",))),  # chapter 2's
     }
-    frame = plots.ablation_frame(results.frame_of(recorded))
+    frame = result_plots.ablation_frame(results.frame_of(recorded))
     assert set(frame["variant"]) == {"cooperative", "one-teammate"}  # no baselines, no kd-*
     full = frame[frame["variant"] == "cooperative"]
     assert sorted(full["seed"].unique()) == [0, 1]
@@ -289,7 +291,7 @@ def test_ablation_frame_pools_seeds_and_the_figure_pairs_each_ablation():
     assert mean_row["top1"].item() == 50.0 + 30 + 1
     one = frame.query("variant == 'one-teammate'")
     assert set(one["network"]) == {"teammate0"} and one.query("s == 1.0")["top1"].item() == 60.0
-    figure = plots.ablation_figure(frame, "ablations")
+    figure = result_plots.ablation_figure(frame, "ablations")
     assert_titled_and_labelled(figure)
     assert [ax.get_title() for ax in figure.axes] == ["vs one-teammate\n(1 seed; teammate0)"]
     # its claim compares teammate0 with teammate0: the blue line is the full run's teammate0
@@ -307,7 +309,7 @@ def test_many_ablations_wrap_into_rows():
         for variant in ["cooperative", *list(ABLATIONS)[:6]]
         for s in (0.2, 1.0)
     ]
-    figure = plots.ablation_figure(pd.DataFrame(rows), "ablations", per_row=4)
+    figure = result_plots.ablation_figure(pd.DataFrame(rows), "ablations", per_row=4)
     shown = [ax for ax in figure.axes if ax.get_visible()]
     assert len(figure.axes) == 8 and len(shown) == 6
     assert len({round(ax.get_position().y0, 3) for ax in shown}) == 2  # two rows
@@ -320,12 +322,12 @@ def test_performance_figures_from_benchmark_records():
         for arch in ("resnet56", "resnet152")
         for s in (0.2, 0.6, 1.0)
     ]
-    figure = plots.latency_flops_figure(depths, "latency against FLOPs")
+    figure = result_plots.latency_flops_figure(depths, "latency against FLOPs")
     assert_titled_and_labelled(figure)
     assert [ax.get_title() for ax in figure.axes] == ["resnet56", "resnet152"]
     assert len(figure.axes[0].collections[0].get_offsets()) == 6  # three depths, two batches
     parts = {"Leader, full depth": 10.0, "Teammate 0, full depth": 12.0, "SGD step": 1.0}
-    figure = plots.step_parts_figure(parts, 25.0, "step")
+    figure = result_plots.step_parts_figure(parts, 25.0, "step")
     assert_titled_and_labelled(figure)
     bars = figure.axes[0].patches
     assert len(bars) == 4 and bars[-1].get_width() == 25.0
@@ -343,7 +345,7 @@ def test_matched_cost_figure_pairs_each_compared_exit_with_our_accuracy():
         columns=["method", "exit (share of blocks)", "MFLOPs", "exit top-1 (%)"]
         + [verdict.OURS_WITHIN, "compared"],
     )
-    figure = plots.matched_cost_figure(table, "within the exits' FLOPs")
+    figure = result_plots.matched_cost_figure(table, "within the exits' FLOPs")
     assert_titled_and_labelled(figure)
     assert [ax.get_title() for ax in figure.axes] == ["against BYOT", "against BranchyNet"]
     crosses = [line for line in figure.axes[1].lines if line.get_marker() == "X"]
@@ -360,7 +362,7 @@ def test_many_ablations_split_into_figures_that_fit_the_column():
         for seed in range(3 if variant in ("cooperative", variants[4]) else 1)
         for s in (0.2, 1.0)
     ]
-    figures = plots.ablation_figures(pd.DataFrame(rows), "ablations")
+    figures = result_plots.ablation_figures(pd.DataFrame(rows), "ablations")
     assert [len(figure.axes) for figure in figures] == [4, 2]
     assert figures[0].axes[0].get_title().startswith(f"vs {variants[4]}")  # most seeds first
     assert "ablations with 1 or 3 seeds" in figures[0]._suptitle.get_text().replace("\n", " ")
@@ -384,7 +386,7 @@ def test_training_compute_figure_draws_every_budget_at_full_and_shallowest_depth
     for epochs, run in zip((6, 12), pilot.values(), strict=True):
         row = {"top1": 30.0 + epochs, "val_top1": 30.0 + epochs, "flops": 9e7, "active_blocks": 9}
         run |= {"metrics": {"independent": {"1": row}}, "training_flops": epochs * 4.6e12}
-    points = plots.training_compute_frame(judged, results.frame_of(pilot))
+    points = result_plots.training_compute_frame(judged, results.frame_of(pilot))
     assert set(points["depth"]) == {"full depth", "shallowest plan (3 blocks)"}
     ours = points[points["label"] == "cooperative: deployed Teammate"]
     assert len(ours) == 6 and set(ours["budget"]) == {"short/cooperative"}  # 3 seeds, 2 depths
@@ -392,7 +394,7 @@ def test_training_compute_figure_draws_every_budget_at_full_and_shallowest_depth
     alone = points[points["pilot"]]
     assert set(alone["depth"]) == {"full depth"} and len(alone) == 2
     assert set(alone["label"]) == {"full-depth network alone (budget pilot, 1 seed)"}
-    figure = plots.training_compute_figure(points, LONG_TITLE)
+    figure = result_plots.training_compute_figure(points, LONG_TITLE)
     assert_titled_and_labelled(figure)
     assert [ax.get_xscale() for ax in figure.axes] == ["log", "log"]
     assert figure.get_size_inches()[0] == pytest.approx(plots.FIGURE_WIDTH)
@@ -407,7 +409,7 @@ def test_learning_budget_figure_marks_the_chosen_budget_and_each_gain():
         [("plain", 6, 36.0), ("plain", 12, 47.0), ("plain", 24, 49.0), ("ours", 6, 38.0)],
         columns=["label", "epochs", "val_top1"],
     ).assign(pilot=False)
-    figure = plots.learning_budget_figure(points, 12, 24, LONG_TITLE)
+    figure = result_plots.learning_budget_figure(points, 12, 24, LONG_TITLE)
     assert_titled_and_labelled(figure)
     ax = figure.axes[0]
     assert [t.get_text() for t in ax.texts] == ["+11.0 pts", "+2.0 pts"]

@@ -628,7 +628,7 @@ def test_the_verdict_imports_neither_the_book_nor_its_figures():
     code = "import sys, coop_utils.verdict; print(sorted(m for m in sys.modules if 'coop' in m))"
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert "coop_utils.verdict" in loaded.stdout, loaded.stderr
-    book = {"coop_utils.book", "coop_utils.chapters", "coop_utils.plots"}
+    book = {"coop_utils.book", "coop_utils.chapters", "coop_utils.plots", "coop_utils.result_plots"}
     book |= {f"coop_utils.{name}" for name in PAGE_MODULES}
     assert not book & set(eval(loaded.stdout))
 
@@ -638,7 +638,8 @@ def test_the_book_runner_knows_nothing_of_what_the_chapters_show():
     code = "import sys, coop_utils.book; print(sorted(m for m in sys.modules if 'coop' in m))"
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert "coop_utils.book" in loaded.stdout, loaded.stderr
-    shown = {"coop_utils.chapters", "coop_utils.verdict", "coop_utils.plots", "coop_utils.training"}
+    shown = {"coop_utils.chapters", "coop_utils.verdict", "coop_utils.training"}
+    shown |= {"coop_utils.plots", "coop_utils.result_plots"}
     shown |= {f"coop_utils.{name}" for name in PAGE_MODULES}
     assert not shown & set(eval(loaded.stdout))
 
