@@ -402,9 +402,9 @@ def depth_explorer(
             f"{row['mflops']:.1f} MFLOPs, {row['latency_ms']:.2f} ms at batch 1"
         )
         predicted = predictions(net, images, [s])
-        figure = predictions_figure(raw_images, labels, predicted, f"Predictions at s = {s:g}")
-        display(figure)
-        plt.close(figure)
+        drawn = predictions_figure(raw_images, labels, predicted, f"Predictions at s = {s:g}")
+        display(drawn)
+        plt.close(drawn)
 
     options = [(f"{s:g}", s) for s in by_s.index]
     slider = widgets.SelectionSlider(
