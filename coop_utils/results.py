@@ -187,6 +187,8 @@ def _summary_rows(
         "test_images": images_tested(config),
     }
     recorded |= {key: summary.get(key) for key in COLUMNS if key not in recorded}
+    if isinstance(recorded["device"], str):  # summaries written before "1 thread" was said so
+        recorded["device"] = recorded["device"].replace("(CPU, 1 threads)", "(CPU, 1 thread)")
     return [recorded | row for row in _metric_rows(summary["metrics"])]
 
 

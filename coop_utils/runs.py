@@ -362,7 +362,8 @@ def device_name(device: torch.device) -> str:
             if line.startswith("model name"):
                 model = line.partition(":")[2].strip()
                 break
-    return f"{model} (CPU, {torch.get_num_threads()} threads)"
+    threads = torch.get_num_threads()
+    return f"{model} (CPU, {threads} thread{'' if threads == 1 else 's'})"
 
 
 def write_summary(

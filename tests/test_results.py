@@ -4,6 +4,7 @@ summaries refused by name, and the queries the verdict and the book share."""
 import json
 
 import pytest
+import torch
 from test_verdict import base, flops, summaries, timed_campaign
 
 from coop_utils import book, chapters, results
@@ -183,3 +184,20 @@ def test_campaign_state_reads_each_planned_runs_summary(tmp_path, monkeypatch):
     line, missing = chapters.campaign_progress(results.load(tmp_path))
     assert (line, missing) == (f"all {len(configs)} preview campaign runs recorded", [])
     assert results.campaign_state("smoke") == []  # no campaign list
+
+
+def test_one_cpu_thread_reads_as_one_thread_in_old_summaries_and_new():
+    from coop_utils.runs import device_name
+
+    found = summaries(seeds=1)
+    for summary in found.values():
+        summary["device"] = "AMD EPYC (CPU, 1 threads)"  # as summaries said before
+    assert set(results.frame_of(found)["device"]) == {"AMD EPYC (CPU, 1 thread)"}
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert device_name(torch.device("cpu")).endswith("(CPU, 1 thread)")
+        torch.set_num_threads(2)
+        assert device_name(torch.device("cpu")).endswith("(CPU, 2 threads)")
+    finally:
+        torch.set_num_threads(threads)
