@@ -127,10 +127,14 @@ def show_learning_budget(recorded: results.Results, dataset: str) -> None:
     benchmark, and the figure of validation top-1 against epochs."""
     budget = learning_budget_points(recorded.frame)
     plain = budget[budget["label"].str.startswith("full-depth")].set_index("epochs")["val_top1"]
-    planned = [int(c.epochs) for c in results.planned_configs("preview", results.BUDGET_CAMPAIGN)]
-    converged = [int(c.epochs) for c in results.planned_configs("preview", "converged")[:1]]
+    planned = [
+        int(c.epochs) for c in results.planned_configs(CAMPAIGN_PROFILE, results.BUDGET_CAMPAIGN)
+    ]
+    converged = [int(c.epochs) for c in results.planned_configs(CAMPAIGN_PROFILE, "converged")[:1]]
     step_record = engineering.benchmark_records(recorded).get("train_step")
-    ours = results.campaign_rows(recorded.frame, "preview", dataset).query("file == 'cooperative'")
+    ours = results.campaign_rows(recorded.frame, CAMPAIGN_PROFILE, dataset).query(
+        "file == 'cooperative'"
+    )
     logs = recorded.logs_of(ours)
     if budget.empty:
         chapters.show("**No run of the budget pilot is recorded yet.**")
