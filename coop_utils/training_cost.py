@@ -304,3 +304,22 @@ def _step_cost(record: Mapping[str, Any] | None) -> str:
         f"takes {ours:.0f} ms: {ours / single:.1f}× one full-depth network's step "
         f"({single:.0f} ms){independent}."
     )
+
+
+def show_requirements(recorded: results.Results) -> None:
+    """Every recorded run's cost (:func:`compute_table`), under one line of totals: result
+    files, hours of training, PFLOPs and the hardware."""
+    if recorded.frame.empty:
+        return
+    needs = compute_table(recorded.frame)
+    files = results.summaries(recorded.frame)
+    devices = sorted({str(device or "unknown hardware") for device in files["device"]})
+    hours, flops = needs["training (h)"].sum(), needs["training PFLOPs"].sum()
+    chapters.show(
+        f"**{len(files)} result files, {hours:.0f} hours of training and "
+        f"{flops:.1f} PFLOPs in all, on {', '.join(devices)}**; no GPU.",
+        chapters.dashes(
+            needs.drop(columns="training PFLOPs"),
+            {"training (h)": 1, "per seed (h)": 2, "PFLOPs per seed": 3},
+        ),
+    )

@@ -418,6 +418,39 @@ def test_the_summary_pages_opening_names_the_scope_and_counts_each_regime():
     assert replication.tally_line(table, plan, {"short": "6"}, bold=("*", "*")).startswith("*Short")
 
 
+def test_the_summary_page_names_each_regime_and_the_runs_each_still_waits_for(
+    tmp_path, monkeypatch
+):
+    """:func:`replication.summarise` over a results root with part of the short campaign: the
+    converged regime is planned (named, counted) but has no run to judge; the results section
+    says which runs each regime still needs, and a claim judged in no regime reads cleanly."""
+    from test_notebooks import fabricate_results
+
+    root = tmp_path / "results"
+    fabricate_results(root, {"cooperative", "cooperative-seed1", "independent"})
+    summary = replication.summarise(results.load(root), margin=2.0)
+    assert summary.names == {
+        "converged": "converged regime, 24 epochs",
+        "short": "short regime, 6 epochs",
+    }
+    assert list(summary.regimes) == ["short"]  # recorded runs only
+    assert "6 and 24 epochs, against the paper's ResNet-152" in summary.scope
+    shown = []
+    monkeypatch.setattr(replication, "display", shown.append)
+    summary.show_results()
+    texts = [item.data for item in shown]
+    assert texts[0].startswith("<p><b>Converged regime, 24 epochs:</b> 0 of 27 runs recorded")
+    waiting = {t.split(":**")[0]: t for t in texts if t.startswith("**Not yet decided")}
+    assert set(waiting) == {
+        "**Not yet decided (converged regime, 24 epochs)",
+        "**Not yet decided (short regime, 6 epochs)",
+    }
+    assert "until 27 more runs are recorded (`cooperative` ×3," in waiting[next(iter(waiting))]
+    short = waiting["**Not yet decided (short regime, 6 epochs)"]
+    assert "`cooperative` ×1" in short and "`independent` ×2" in short  # seeds still to come
+    assert not any(", :" in text or ", ." in text for text in texts)  # no empty regime
+
+
 def test_the_landing_page_opens_on_what_the_summary_chapter_computed(tmp_path):
     import base64
 
