@@ -56,8 +56,11 @@ def resolve_path(path: str | os.PathLike) -> Path:
 
 def _show(*items: Any) -> None:
     """Display figures, tables and markdown strings in this order (a figure once: the inline
-    backend skips closed figures, which would otherwise follow every table at the cell's end)."""
+    backend skips closed figures, which would otherwise follow every table at the cell's end);
+    an empty string shows nothing."""
     for item in items:
+        if isinstance(item, str) and not item:
+            continue
         display(Markdown(item) if isinstance(item, str) else item)
         if isinstance(item, plt.Figure):
             plt.close(item)
@@ -267,6 +270,49 @@ def progress_note(recorded: Results, names: Sequence[str] = ("campaign",)) -> st
         still = f" Still to come: {', '.join(to_come)}." if missing else ""
         lines.append(f"**{line[0].upper()}{line[1:]}** (`params/{CAMPAIGN_PROFILE}.yaml`).{still}")
     return "\n\n".join(lines)
+
+
+def recorded_setting(recorded: Results, dataset: str) -> str:
+    """Markdown: the setting the recorded cooperative runs on ``dataset`` were trained in
+    (classes, image size against the official ones, backbone, epochs, batch, optimiser) and, from
+    the steps of an epoch in a committed log, about how many training images a class had; ""
+    when none is recorded."""
+    official = DATASETS[dataset]
+    profile, rows = recorded.campaign(dataset, ["cooperative"])
+    if rows.empty:
+        return ""
+    shown = rows["config"].iloc[0]
+    classes = shown.get("num_classes") or official.num_classes
+    side = shown.get("image_size") or official.image_size
+    which = "all" if classes == official.num_classes else "the first"
+    text = (
+        f"The recorded {profile} runs use {which} {classes} of the dataset's "
+        f"{official.num_classes} classes, at {side}x{side}"
+    )
+    if side < official.image_size:
+        text += (
+            f" (downsampled from {official.image_size}x{official.image_size} by area averaging"
+            + (", CIFAR's size" if side == 32 else "")
+            + ")"
+        )
+    momentum = "Nesterov" if shown.get("nesterov") else "plain"
+    text += (
+        f", and train {shown.get('arch')} for {shown.get('epochs')} epochs of batch "
+        f"{shown.get('batch_size')}, SGD with {momentum} momentum."
+    )
+    # The summaries do not record how many training images a class has; the number of steps of
+    # an epoch, in the committed training log, gives it to within a batch.
+    steps = [int(log[0]["global_step"]) for log in recorded.logs_of(rows).values() if log]
+    if steps:
+        batch, held_out = shown["batch_size"], shown["val_fraction"]
+        per_class = steps[0] * batch / (1 - held_out) / classes
+        text += (
+            " The copy of the dataset on the machines that recorded them has about "
+            f"{round(per_class, -1):.0f} training images a class, where the official split has "
+            f"{official.train_per_class}: an epoch is {steps[0]} steps of {batch} images, after "
+            f"{100 * held_out:g} % of the training images are held out for validation."
+        )
+    return text
 
 
 def recorded_label(rows: pd.DataFrame, dataset: str) -> str:
@@ -486,14 +532,12 @@ def show_recorded_depths(
     ``regime``, e.g. ``"converged"``, if given, else the best profile's main campaign): what
     ran them, the test top-1 of ``networks`` at every depth (figure, then table, mean over
     seeds) and each seed's training curves where its log is committed."""
-    if regime is None:
-        profile, rows = recorded.campaign(dataset, [name])
-        title = f"recorded {profile} runs ({dataset})"
-    else:
-        frame = recorded.frame
-        rows = frame[(frame["root"] == regime) & (frame["dataset"] == dataset)]
-        rows = rows[rows["run"] == name].sort_values("file", kind="stable", ignore_index=True)
-        title = f"{regime} campaign ({dataset})"
+    profile, rows = recorded.campaign(dataset, [name], root=regime)
+    title = (
+        f"recorded {profile} runs ({dataset})"
+        if regime is None
+        else f"{regime} campaign ({dataset})"
+    )
     _show_depths(
         recorded_label(rows, dataset),
         seeds_frame(rows, name).query("network in @networks"),

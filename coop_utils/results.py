@@ -271,13 +271,14 @@ class Results:
         }
 
     def campaign(
-        self, dataset: str, names: Sequence[str] | None = None
+        self, dataset: str, names: Sequence[str] | None = None, root: str | None = None
     ) -> tuple[str | None, pd.DataFrame]:
         """``(profile, rows)`` of the campaign of the best profile (full before preview, smoke
         never) with any summary on ``dataset`` (of the runs ``names``, every seed of each, if
-        given), summaries sorted by name; ``(None, no rows)`` when none is recorded."""
+        given), summaries sorted by name; ``(None, no rows)`` when none is recorded. ``root``:
+        the campaign recorded in that results folder (``"converged"``), not the main one."""
         for profile in RESULT_PROFILES:
-            rows = campaign_rows(self.frame, profile, dataset)
+            rows = campaign_rows(self.frame, profile, dataset, root)
             if names is not None:
                 rows = rows[rows["run"].isin(names)]
             if not rows.empty:
@@ -320,9 +321,12 @@ def config_of(rows: pd.DataFrame) -> RunConfig:
     return load_config(values.pop("profile"), **values)
 
 
-def campaign_rows(frame: pd.DataFrame, profile: str, dataset: str | None = None) -> pd.DataFrame:
-    """The rows of the profile's campaign (``<profile>/<dataset>/``), of one dataset if given."""
-    rows = frame[(frame["root"] == frame["profile"]) & (frame["profile"] == profile)]
+def campaign_rows(
+    frame: pd.DataFrame, profile: str, dataset: str | None = None, root: str | None = None
+) -> pd.DataFrame:
+    """The rows of the profile's main campaign (``<profile>/<dataset>/``), of one dataset if
+    given; ``root``: of the campaign recorded in that folder (``<root>/<profile>/<dataset>/``)."""
+    rows = frame[(frame["root"] == (root or profile)) & (frame["profile"] == profile)]
     return rows if dataset is None else rows[rows["dataset"] == dataset]
 
 

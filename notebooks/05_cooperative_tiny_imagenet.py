@@ -29,7 +29,6 @@
 from IPython.display import Markdown, display
 
 from coop_utils import chapters, training_cost
-from coop_utils.datasets import DATASETS
 
 # %% tags=["parameters"]
 profile = "smoke"
@@ -61,45 +60,7 @@ networks = ["teammate0", "teammate1", "teammate_mean", "leader"]
 # Validation accuracy is the curve to read.
 
 # %% tags=["remove-input"]
-official = DATASETS[dataset]
-recorded_profile, recorded_runs = chapter.results.campaign(
-    dataset, ["cooperative"]
-)
-if not recorded_runs.empty:
-    shown = recorded_runs["config"].iloc[0]
-    classes = shown.get("num_classes") or official.num_classes
-    side = shown.get("image_size") or official.image_size
-    which = "all" if classes == official.num_classes else "the first"
-    lines = [
-        f"The recorded {recorded_profile} runs use {which} {classes} of the dataset's "
-    ]
-    lines[0] += f"{official.num_classes} classes, at {side}x{side}"
-    if side < official.image_size:
-        lines[0] += (
-            f" (downsampled from {official.image_size}x{official.image_size} by area "
-        )
-        lines[0] += (
-            "averaging" + (", CIFAR's size" if side == 32 else "") + ")"
-        )
-    momentum = "Nesterov" if shown.get("nesterov") else "plain"
-    lines[0] += (
-        f", and train {shown.get('arch')} for {shown.get('epochs')} epochs of batch "
-        f"{shown.get('batch_size')}, SGD with {momentum} momentum."
-    )
-    # The summaries do not record how many training images a class has; the number of steps
-    # of an epoch, in the committed training log, gives it to within a batch.
-    logs = chapter.results.logs_of(recorded_runs)
-    steps = [int(log[0]["global_step"]) for log in logs.values() if log]
-    if steps:
-        batch, held_out = shown["batch_size"], shown["val_fraction"]
-        per_class = steps[0] * batch / (1 - held_out) / classes
-        lines.append(
-            f"The copy of the dataset on the machines that recorded them has about "
-            f"{round(per_class, -1):.0f} training images a class, where the official split has "
-            f"{official.train_per_class}: an epoch is {steps[0]} steps of {batch} images, after "
-            f"{100 * held_out:g} % of the training images are held out for validation."
-        )
-    display(Markdown(" ".join(lines)))
+chapters.show(chapters.recorded_setting(chapter.results, dataset))
 
 # %%
 chapters.show_recorded_depths(chapter.results, dataset, networks)

@@ -85,6 +85,24 @@ if cooperative:
 # run's, with the control that matches it.
 
 # %% [markdown]
+# ## After the converged budget
+#
+# The same comparison after the converged campaign's epochs (24, the budget chapter 5 chooses
+# on validation data), where every network is trained about four times as long. Its seeds are
+# recorded one after another, so the figure fills in as they land; with one seed a point has no
+# interval, and the summary page judges no claim before three.
+
+# %%
+converged_profile, converged = chapter.results.campaign(
+    dataset, root="converged"
+)
+display(Markdown(chapters.recorded_label(converged, dataset)))
+if "cooperative" in set(converged["run"]):
+    chapters.show_comparison(
+        converged, f"converged campaign, {converged_profile} runs, {dataset}"
+    )
+
+# %% [markdown]
 # ## What each part of the method is worth
 #
 # Each ablation removes one part and is compared on the accuracy of the Teammates it shares with

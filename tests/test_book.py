@@ -508,3 +508,32 @@ def test_recorded_depths_of_the_converged_campaign_show_its_seeds_alone(tmp_path
     shown.clear()
     chapters.show_recorded_depths(found, "tiny-imagenet", ["teammate0"])
     assert "`cooperative` (2 seeds)" in shown[0].data
+
+
+def test_the_recorded_setting_reads_classes_and_images_per_class_from_the_runs(tmp_path):
+    """``chapters.recorded_setting``: the recorded cooperative runs' classes and image size
+    against the dataset's, and the training images per class from an epoch's steps in the
+    committed log; nothing when no cooperative run is recorded."""
+    from test_notebooks import fabricate_results
+
+    root = tmp_path / "results"
+    assert chapters.recorded_setting(results.load(root), "tiny-imagenet") == ""
+    fabricate_results(root, {"cooperative"})
+    config = load_config("preview")
+    summary = root / "preview" / "tiny-imagenet" / "cooperative.json"
+    recorded = json.loads(summary.read_text())
+    summary.write_text(json.dumps(recorded | {"config": config.to_dict() | {"seed": 0}}))
+    text = chapters.recorded_setting(results.load(root), "tiny-imagenet")
+    assert text.startswith(
+        "The recorded preview runs use the first 50 of the dataset's 200 classes, at 32x32 "
+        "(downsampled from 64x64 by area averaging, CIFAR's size)"
+    ), text
+    assert text.endswith("train resnet20 for 6 epochs of batch 64, SGD with Nesterov momentum.")
+    log = root / "preview" / "tiny-imagenet" / "logs" / "cooperative.csv"
+    log.parent.mkdir()
+    steps = 300  # 300 steps of 64 with 5 % held out: 19,200 / 0.95 / 50 = 404 images a class
+    log.write_text(f"epoch,global_step,train_loss\n1,{steps},2.0\n2,{2 * steps},1.5\n")
+    text = chapters.recorded_setting(results.load(root), "tiny-imagenet")
+    per_class = steps * config.batch_size / (1 - config.val_fraction) / 50
+    assert f"about {round(per_class, -1):.0f} training images a class" in text
+    assert "official split has 500: an epoch is 300 steps of 64 images" in text
