@@ -49,6 +49,19 @@ FIGURE_WIDTH = 6.4
 TITLE_CHARS = 60
 
 
+#: one colour per method in every figure that compares methods (the colorblind palette's cycle)
+METHOD_COLOURS = {"cooperative": "C0", "independent": "C1", "byot": "C2", "branchynet": "C4"}
+
+
+def method_colour(method: str) -> str:
+    """The colour of a method as a figure names it: ``"cooperative, deployed Teammate"`` and
+    the independent networks' compute-matched control take their method's
+    (:data:`METHOD_COLOURS`); another name, grey."""
+    name = "cooperative" if method.startswith("cooperative") else method
+    name = name.removesuffix("-compute-matched").removesuffix("-flops-matched")
+    return METHOD_COLOURS.get(name, "C7")
+
+
 def use_book_style() -> None:
     """The look of every figure in the book."""
     sns.set_theme(context="notebook", style="whitegrid", palette="colorblind")
@@ -66,8 +79,11 @@ def figure(ncols: int = 1, height: float = 3.6, nrows: int = 1, **kwargs):
 
 
 def wrap(text: str, width: int = TITLE_CHARS) -> str:
-    """``text`` in lines of at most ``width`` characters (its own line breaks kept)."""
-    return "\n".join(textwrap.fill(line, width) for line in text.split("\n"))
+    """``text`` in lines of at most ``width`` characters (its own line breaks kept), broken at
+    spaces only: a name such as ``tiny-imagenet`` stays whole."""
+    return "\n".join(
+        textwrap.fill(line, width, break_on_hyphens=False) for line in text.split("\n")
+    )
 
 
 def suptitle(fig: Figure, title: str) -> None:
@@ -341,7 +357,10 @@ def budget_figure(frame: pd.DataFrame, title: str) -> Figure:
 def frontier_figure(frame: pd.DataFrame, title: str, cost: str = "latency_ms") -> Figure:
     """Every (method, depth) as a point of accuracy against cost, with the Pareto frontier."""
     fig, (ax,) = figure(1, height=4.6)
-    sns.scatterplot(frame, x=cost, y="top1", hue="method", style="method", s=70, ax=ax)
+    palette = {method: method_colour(method) for method in frame["method"]}
+    sns.scatterplot(
+        frame, x=cost, y="top1", hue="method", style="method", palette=palette, s=70, ax=ax
+    )
     front = pareto_frontier(frame, cost, "top1")
     ax.step(front[cost], front["top1"], where="post", color="black", linewidth=1, label="frontier")
     ax.set(xlabel=LATENCY_LABEL if cost == "latency_ms" else MFLOPS_LABEL, ylabel=TOP1_LABEL)

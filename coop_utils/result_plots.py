@@ -26,6 +26,7 @@ from coop_utils.config import ABLATIONS
 from coop_utils.plots import (
     DEPTH_LABEL,
     LATENCY_LABEL,
+    METHOD_COLOURS,
     MFLOPS_LABEL,
     S_LABEL,
     TOP1_LABEL,
@@ -33,6 +34,7 @@ from coop_utils.plots import (
     fit_column,
     legend_below,
     legend_in_slot,
+    method_colour,
     suptitle,
     wrap,
 )
@@ -274,6 +276,7 @@ def method_comparison_figure(frame: pd.DataFrame, title: str) -> Figure:
     panels += (("latency_ms", LATENCY_LABEL, "latency timed by each run"),)
     for ax, (column, label, against) in zip(axes, panels, strict=False):
         style = {"hue": "method", "style": "method", "legend": ax is axes[0], "ax": ax}
+        style["palette"] = {method: method_colour(method) for method in ordered["method"]}
         if column == "latency_ms":  # measured times are noisy: points, not a line through them
             means = ordered.groupby(["method", "depth"], sort=False)[[column, "top1"]].mean()
             sns.scatterplot(means.reset_index(), x=column, y="top1", s=60, **style)
@@ -297,10 +300,14 @@ def matched_cost_figure(table: pd.DataFrame, title: str) -> Figure:
     for ax, method in zip(axes, methods, strict=False):
         part = table[table["method"] == method]
         compared = part[part["compared"] == "yes"]
-        ax.plot(part["MFLOPs"], part["exit top-1 (%)"], "o-", label="the baseline's exits")
+        colour = method_colour(method.lower())
+        ax.plot(
+            part["MFLOPs"], part["exit top-1 (%)"], "o-", color=colour,
+            label="the baseline's exits",
+        )  # fmt: skip
         ours = compared[verdict.OURS_WITHIN]
         ax.plot(
-            compared["MFLOPs"], ours, "X", markersize=10,
+            compared["MFLOPs"], ours, "X", markersize=10, color=method_colour("cooperative"),
             label="cooperative, deployed Teammate: its deepest depth within the exit's FLOPs",
         )  # fmt: skip
         ax.vlines(compared["MFLOPs"], compared["exit top-1 (%)"], ours, "grey", linestyles=":")
@@ -330,7 +337,7 @@ def headline_figure(recorded: pd.DataFrame, title: str) -> Figure:
         ax.errorbar(
             part["mflops"], part["mean"], yerr=part["half"], marker="o", capsize=3,
             label=f"{method} ({seeds} seed{'s' if seeds > 1 else ''})",
-            linestyle="--" if method == results.MATCHED_NAME else "-",
+            linestyle="--" if method == results.MATCHED_NAME else "-", color=method_colour(method),
         )  # fmt: skip
     ax.set(xlabel=MFLOPS_LABEL, ylabel=TOP1_LABEL)
     ax.set_title(wrap(title))
@@ -342,14 +349,17 @@ def headline_figure(recorded: pd.DataFrame, title: str) -> Figure:
 
 #: the methods of the training-compute figure, as its legend names them, and their colours
 COMPUTE_METHODS = {
-    "cooperative": ("cooperative: deployed Teammate", "C0"),
-    "independent": ("independent networks", "C1"),
-    "byot": ("BYOT", "C2"),
-    "branchynet": ("BranchyNet", "C4"),
+    method: (label, METHOD_COLOURS[method])
+    for method, label in (
+        ("cooperative", "cooperative: deployed Teammate"),
+        ("independent", "independent networks"),
+        ("byot", "BYOT"),
+        ("branchynet", "BranchyNet"),
+    )
 }
 #: the budget pilot's plain network, alone
 ALONE = ("full-depth network alone", "C7")
-TRAINING_FLOPS_LABEL = "training compute (PFLOPs, log scale)"
+TRAINING_FLOPS_LABEL = "training PFLOPs (log scale)"
 
 
 def training_compute_frame(judged: pd.DataFrame, pilot: pd.DataFrame | None = None) -> pd.DataFrame:

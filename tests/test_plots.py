@@ -58,6 +58,25 @@ def assert_fits_the_column(figure):
         and text.get_fontsize() * figure.dpi / 72 < 10
     ]  # fmt: skip
     assert not small, f"lettering under 10 px: {small}"
+    assert_labels_apart(figure)
+
+
+def assert_labels_apart(figure):
+    """No two of the figure's titles and axis labels overlap where they are drawn (two panels'
+    long x labels can run into each other)."""
+    figure.canvas.draw()
+    renderer = figure.canvas.get_renderer()
+    texts = [figure._suptitle] if figure._suptitle else []
+    for ax in figure.axes:
+        texts += [ax.title, ax.xaxis.label, ax.yaxis.label]
+    boxes = [
+        (text.get_text(), text.get_window_extent(renderer))
+        for text in texts
+        if text.get_visible() and text.get_text().strip()
+    ]
+    for i, (first, box) in enumerate(boxes):
+        for second, other in boxes[i + 1 :]:
+            assert not box.overlaps(other), f"{first!r} runs into {second!r}"
 
 
 def assert_titled_and_labelled(figure):
@@ -235,6 +254,48 @@ def test_headline_figure_draws_each_method_with_its_seed_interval():
     cooperative = bars[1].lines[2][0].get_segments()  # the error bars of the 2-seed method
     half = (cooperative[0][1][1] - cooperative[0][0][1]) / 2
     assert half == pytest.approx(12.706 * 2 / 2**0.5 / 2**0.5, rel=1e-3)  # t(1) * sd / sqrt(2)
+    colours = [matplotlib.colors.to_hex(bar.lines[0].get_color()) for bar in bars]
+    expected = ["byot", "cooperative", "independent"]  # the control: its method's colour
+    assert colours == [matplotlib.colors.to_hex(plots.METHOD_COLOURS[m]) for m in expected]
+
+
+def test_every_figure_that_compares_methods_gives_a_method_one_colour():
+    """The comparison at every depth, the exits at equal FLOPs and the training-compute figure
+    draw BYOT (and each other method) in the colour the headline figure gives it."""
+    byot = matplotlib.colors.to_hex(plots.METHOD_COLOURS["byot"])
+    cooperative = matplotlib.colors.to_hex(plots.METHOD_COLOURS["cooperative"])
+    methods = pd.concat(
+        [
+            result_plots.metrics_frame(fake_metrics(("teammate0",)), method="cooperative")
+            .assign(method=result_plots.COOPERATIVE_LABEL),
+            result_plots.metrics_frame(fake_metrics(("byot",), base=40), method="byot"),
+        ]
+    )  # fmt: skip
+    figure = result_plots.method_comparison_figure(methods, "methods")
+    drawn = {
+        line.get_label(): matplotlib.colors.to_hex(line.get_color())
+        for line in figure.axes[0].get_lines()
+        if not line.get_label().startswith("_")
+    }
+    assert drawn == {result_plots.COOPERATIVE_LABEL: cooperative, "byot": byot}, drawn
+    means = methods.groupby(["method", "s"], as_index=False)[["latency_ms", "top1"]].mean()
+    points = plots.frontier_figure(means, "frontier").axes[0].collections[0]
+    hues = {matplotlib.colors.to_hex(colour) for colour in points.get_facecolors()}
+    assert hues == {cooperative, byot}
+    table = pd.DataFrame(
+        {
+            "method": ["BYOT", "BYOT"],
+            "MFLOPs": [20.0, 40.0],
+            "exit top-1 (%)": [30.0, 40.0],
+            verdict.OURS_WITHIN: [35.0, 41.0],
+            "compared": ["yes", "yes"],
+        }
+    )
+    exits, ours = result_plots.matched_cost_figure(table, "exits").axes[0].get_lines()[:2]
+    assert [matplotlib.colors.to_hex(line.get_color()) for line in (exits, ours)] == [
+        byot,
+        cooperative,
+    ]
 
 
 def test_nested_plans_of_a_gated_network():
@@ -419,3 +480,13 @@ def test_learning_budget_figure_marks_the_chosen_budget_and_each_gain():
         "E_c = 12 epochs (the rule)",
         "converged campaign: 24 epochs",
     ]
+
+
+def test_titles_wrap_at_spaces_and_keep_hyphenated_names_whole():
+    title = "Predictions of the deployed Teammate at three depths (tiny-imagenet, cifar100)"
+    lines = plots.wrap(title, 60).split("\n")
+    assert lines == [
+        "Predictions of the deployed Teammate at three depths",
+        "(tiny-imagenet, cifar100)",
+    ]
+    assert plots.wrap("first line\nsecond", 60) == "first line\nsecond"
