@@ -27,7 +27,7 @@ from coop_utils.datasets import DatasetError
 from coop_utils.evaluate import choose_scaling_factor, count_flops
 from coop_utils.models import check_scaling_factor
 from coop_utils.results import campaign_state
-from coop_utils.runs import CheckpointError, RunBusyError, results_path
+from coop_utils.runs import CheckpointError, RunBusyError, results_path, run_progress
 from coop_utils.training import NonFiniteLossError, TrainingInterrupted
 
 
@@ -64,7 +64,10 @@ def _results(args: argparse.Namespace) -> int:
     for number, (config, state) in enumerate(planned, 1):
         name = results_path(config).stem
         if args.list:
-            print(f"{number:>3}/{len(planned)}  {name:<40} {state}")
+            progress = run_progress(config) if state == "to run" else ""
+            print(
+                f"{number:>3}/{len(planned)}  {name:<40} {state}" + f": {progress}" * bool(progress)
+            )
             continue
         if state == "recorded":  # the committed summary stands, whether or not runs/ is here
             print(f"run {number}/{len(planned)}: {name}: recorded, kept", flush=True)

@@ -190,6 +190,27 @@ def hold_run(directory: Path) -> Iterator[None]:
         lock.release()
 
 
+def run_progress(config: RunConfig) -> str:
+    """Where a run not recorded yet stands in ``runs/``, for a campaign's ``--list``: "" (never
+    started here), "finished, not yet recorded", or how many epochs its log holds and whether
+    another process trains it now (its lock held) or it waits to resume."""
+    directory = run_dir(config)
+    if (directory / "metrics.json").exists():
+        return f"finished in {directory}, not yet recorded"
+    if not (directory / "checkpoint.pt").exists():
+        return ""
+    done = len(read_log(directory / "log.csv")) if (directory / "log.csv").exists() else 0
+    epochs = f"{done} of {config.epochs} epochs done"
+    lock = filelock.FileLock(directory / "lock", fallback_to_soft=False)
+    try:
+        lock.acquire(blocking=False)
+    except filelock.Timeout:
+        owner = (directory / "lock").read_text().strip() or "another process"
+        return f"training ({owner}), {epochs}"
+    lock.release()
+    return f"interrupted, {epochs}: resumes from its checkpoint"
+
+
 def _git(*args: str, cwd: Path = PACKAGE_DIR) -> str:
     """The output of a git command in ``cwd``; empty where git is absent or fails."""
     try:

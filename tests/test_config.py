@@ -1,8 +1,12 @@
 """Run configuration: profiles, overrides, hashing and every validation error."""
 
+import os
+import platform
+
 import pytest
 
 from coop_utils.config import PROFILES, RunConfig, load_config, parse_override
+from coop_utils.runs import append_log, hold_run, run_dir
 
 
 def test_a_profile_file_is_read_and_overrides_win(tmp_path):
@@ -130,6 +134,30 @@ def test_results_list_names_every_campaign_run_and_its_state(tmp_path, monkeypat
     assert lines[0].split()[1:] == ["cooperative", "to", "run"]
     assert "cooperative-no-sfsl-seed2" in "\n".join(lines)
     assert main(["results", "--profile", "smoke", "--list"]) == 2  # smoke has no campaign
+    capsys.readouterr()
+    # the first run, interrupted after two epochs, then trained by a process that holds it
+    first = load_config("preview", **campaign("preview")[0])
+    directory = run_dir(first)
+    directory.mkdir(parents=True)
+    (directory / "checkpoint.pt").write_bytes(b"the state")
+    for epoch in (1, 2):
+        append_log(directory / "log.csv", {"epoch": epoch, "train_loss": 1.0})
+    main(["results", "--profile", "preview", "--list"])
+    line = capsys.readouterr().out.splitlines()[0]
+    assert line.endswith(f"to run: interrupted, 2 of {first.epochs} epochs done: resumes from "
+                         "its checkpoint"), line  # fmt: skip
+    with hold_run(directory):
+        main(["results", "--profile", "preview", "--list"])
+    line = capsys.readouterr().out.splitlines()[0]
+    owner = f"pid {os.getpid()} on {platform.node()}"
+    assert line.endswith(f"to run: training ({owner}), 2 of {first.epochs} epochs done"), line
+    (directory / "metrics.json").write_text("{}")
+    main(["results", "--profile", "preview", "--list"])
+    assert (
+        capsys.readouterr()
+        .out.splitlines()[0]
+        .endswith(f"to run: finished in {directory}, not yet recorded")
+    )
 
 
 def test_results_keeps_recorded_summaries_and_trains_only_the_rest(tmp_path, monkeypatch, capsys):
