@@ -451,15 +451,18 @@ def learning_budget_figure(
     points: pd.DataFrame, chosen: float | None, campaign: float | None, title: str
 ) -> Figure:
     """Validation top-1 against epochs (log scale, one tick per budget) for each network of
-    ``points`` (``label``, ``epochs``, ``val_top1``, ``pilot``), the gain of each doubling of a
-    pilot's epochs beside its segment; a line at the budget ``chosen`` by the rule, and (if
-    different or undecided) one at the ``campaign``'s epochs."""
+    ``points`` (``label``, ``epochs``, ``val_top1``, ``pilot``: the budget pilot's network,
+    hollow and dashed as in :func:`training_compute_figure`; ``colour``, if given), the gain of
+    each doubling of a network's epochs beside its segment; a line at the budget ``chosen`` by
+    the rule, and (if different or undecided) one at the ``campaign``'s epochs."""
     fig, (ax,) = figure(1, height=4.2)
     for (label, pilot), line in points.groupby(["label", "pilot"], sort=False):
         line = line.sort_values("epochs")
+        colour = line["colour"].iloc[0] if "colour" in line else None
         ax.plot(
             line["epochs"], line["val_top1"], marker="s" if pilot else "o", label=label,
             markerfacecolor="none" if pilot else None, linestyle="--" if pilot else "-",
+            color=colour,
         )  # fmt: skip
         pairs = zip(line.itertuples(), line.iloc[1:].itertuples(), strict=False)
         for a, b in pairs:

@@ -116,9 +116,12 @@ def learning_budget_points(frame: pd.DataFrame, profile: str = CAMPAIGN_PROFILE)
                 if plain
                 else ("cooperative: deployed Teammate (seed 0)")
             )
-            points.append((label, int(row["epochs"]), float(row["val_top1"]), source))
-    columns = ["label", "epochs", "val_top1", "source"]
-    return pd.DataFrame(points, columns=columns).assign(pilot=False)
+            colour = result_plots.ALONE[1] if plain else result_plots.method_colour("cooperative")
+            points.append(
+                (label, int(row["epochs"]), float(row["val_top1"]), source, plain, colour)
+            )
+    columns = ["label", "epochs", "val_top1", "source", "pilot", "colour"]
+    return pd.DataFrame(points, columns=columns)
 
 
 def show_learning_budget(recorded: results.Results, dataset: str) -> None:

@@ -469,10 +469,20 @@ def test_learning_budget_figure_marks_the_chosen_budget_and_each_gain():
     points = pd.DataFrame(
         [("plain", 6, 36.0), ("plain", 12, 47.0), ("plain", 24, 49.0), ("ours", 6, 38.0)],
         columns=["label", "epochs", "val_top1"],
-    ).assign(pilot=False)
+    ).assign(pilot=[True, True, True, False], colour=["C7", "C7", "C7", "C0"])
     figure = result_plots.learning_budget_figure(points, 12, 24, LONG_TITLE)
     assert_titled_and_labelled(figure)
     ax = figure.axes[0]
+    plain, ours = ax.get_lines()[:2]  # the pilot's network as the training-compute figure draws it
+    assert (plain.get_linestyle(), plain.get_marker(), plain.get_markerfacecolor()) == (
+        "--",
+        "s",
+        "none",
+    )
+    assert [matplotlib.colors.to_hex(line.get_color()) for line in (plain, ours)] == [
+        matplotlib.colors.to_hex(result_plots.ALONE[1]),
+        matplotlib.colors.to_hex(plots.METHOD_COLOURS["cooperative"]),
+    ]
     assert [t.get_text() for t in ax.texts] == ["+11.0 pts", "+2.0 pts"]
     assert [t.get_text() for t in ax.get_xticklabels()] == ["6", "12", "24"]
     labels = figure.legends[0].get_texts()
