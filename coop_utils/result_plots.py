@@ -156,7 +156,9 @@ def full_depth_accuracy_figure(frame: pd.DataFrame, title: str) -> Figure:
 
 def accuracy_by_depth_figure(frame: pd.DataFrame, title: str, hue: str = "network") -> Figure:
     """Test top-1 against the scaling factor, one line per ``hue`` (a network or a run): the
-    mean over the frame's seeds, with their 95 % t-interval as a band."""
+    mean over the frame's seeds, with their 95 % t-interval as a band. A network that runs at
+    one factor only (the Leader, at full depth) is a large star drawn on top, so that the lines
+    through that factor do not hide it, and its legend entry names the factor."""
     fig, (ax,) = figure(1, height=4.4)
     sns.lineplot(
         frame, x="s", y="top1", hue=hue, style=hue, markers=True, dashes=False,
@@ -165,6 +167,16 @@ def accuracy_by_depth_figure(frame: pd.DataFrame, title: str, hue: str = "networ
     ax.set(xlabel=S_LABEL, ylabel=TOP1_LABEL, xlim=(0.15, 1.05))
     ax.set_title(wrap(title))
     handles, labels = ax.get_legend_handles_labels()
+    factors = frame.groupby(hue)["s"].unique()
+    for index, label in enumerate(labels):
+        if label in factors and len(factors[label]) == 1:
+            s = float(factors[label][0])
+            top1 = frame.loc[frame[hue] == label, "top1"].mean()
+            (handles[index],) = ax.plot(
+                [s], [top1], linestyle="none", marker="*", markersize=15, zorder=5,
+                color=handles[index].get_color(), markeredgecolor="black", markeredgewidth=0.6,
+            )  # fmt: skip
+            labels[index] = f"{label} (s = {s:g} only)"
     ax.get_legend().remove()  # below the axes: it hides no point
     legend_below(fig, handles, labels, fontsize="small")
     return fig

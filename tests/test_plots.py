@@ -217,8 +217,17 @@ def test_distillation_and_training_figures():
 
 def test_accuracy_and_comparison_figures():
     assert_titled_and_labelled(plots.sfsl_weight_figure())
-    frame = result_plots.metrics_frame(fake_metrics())
-    assert_titled_and_labelled(result_plots.accuracy_by_depth_figure(frame, "by depth"))
+    metrics = fake_metrics() | {"leader": {"1": fake_metrics(("leader",))["leader"]["1"]}}
+    frame = result_plots.metrics_frame(metrics)
+    figure = result_plots.accuracy_by_depth_figure(frame, "by depth")
+    assert_titled_and_labelled(figure)
+    labels = [text.get_text() for text in figure.legends[0].get_texts()]
+    assert sorted(labels) == ["leader (s = 1 only)", "teammate0", "teammate1"]
+    assert figure.legends[0].legend_handles[labels.index("leader (s = 1 only)")].get_marker() == "*"
+    # a single factor: a star drawn on top of the lines through it, not hidden under them
+    (star,) = [line for line in figure.axes[0].get_lines() if line.get_marker() == "*"]
+    lines = [line.get_zorder() for line in figure.axes[0].get_lines() if line is not star]
+    assert list(star.get_xdata()) == [1.0] and star.get_zorder() > max(lines)
     methods = pd.concat(
         [
             result_plots.metrics_frame(fake_metrics(("teammate0",)), method="cooperative"),
