@@ -111,7 +111,8 @@ def comparison_table(frame: pd.DataFrame) -> pd.DataFrame:
 def training_curves_figure(logs: Mapping[str, Sequence[Mapping[str, str]]], title: str) -> Figure:
     """Per epoch, for each run of ``logs`` (``run.log`` rows or a committed ``logs/*.csv``): the
     training loss, and the validation top-1 at the deepest and shallowest depth where the run
-    recorded it (``eval_every``), else the training throughput."""
+    recorded it (``eval_every``), else the training throughput. One run is not named in the
+    legend, which then lists the depths alone."""
     frame = pd.concat(
         [pd.DataFrame(list(rows)).assign(run=label) for label, rows in logs.items() if rows],
         ignore_index=True,
@@ -119,23 +120,26 @@ def training_curves_figure(logs: Mapping[str, Sequence[Mapping[str, str]]], titl
     for column in frame.columns.drop("run"):
         frame[column] = pd.to_numeric(frame[column], errors="coerce")
     fig, (loss_ax, right_ax) = figure(2, height=3.8)
-    sns.lineplot(frame, x="epoch", y="train_loss", hue="run", marker="o", ax=loss_ax, legend=False)
+    hue = "run" if frame["run"].nunique() > 1 else None
+    sns.lineplot(frame, x="epoch", y="train_loss", hue=hue, marker="o", ax=loss_ax, legend=False)
     loss_ax.set(ylabel="training loss, all terms (nats)", title="loss")
     validated = [c for c in ("val_top1_deepest", "val_top1_shallowest") if c in frame]
     if validated and frame[validated].notna().any().any():
         depths = frame.melt(["epoch", "run"], validated, "depth", "top1").dropna()
         depths["depth"] = depths["depth"].str.removeprefix("val_top1_")
-        sns.lineplot(depths, x="epoch", y="top1", hue="run", style="depth", marker="o", ax=right_ax)
+        sns.lineplot(depths, x="epoch", y="top1", hue=hue, style="depth", marker="o", ax=right_ax)
         right_ax.set(ylabel="validation top-1 (%)", title="validation accuracy")
     else:
-        sns.lineplot(frame, x="epoch", y="images_per_s", hue="run", marker="o", ax=right_ax)
+        sns.lineplot(frame, x="epoch", y="images_per_s", hue=hue, marker="o", ax=right_ax)
         right_ax.set(ylabel="throughput (images/s)", title="training speed")
     for ax in (loss_ax, right_ax):
         ax.set_xlabel("epoch (count)")
         ax.xaxis.get_major_locator().set_params(integer=True)
     handles, labels = right_ax.get_legend_handles_labels()
-    right_ax.get_legend().remove()  # one legend, below both panels
-    legend_below(fig, handles, labels, fontsize="small")
+    if right_ax.get_legend() is not None:
+        right_ax.get_legend().remove()  # one legend, below both panels
+    if handles:
+        legend_below(fig, handles, labels, fontsize="small")
     suptitle(fig, title)
     return fig
 

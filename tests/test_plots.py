@@ -211,6 +211,12 @@ def test_distillation_and_training_figures():
         {"epoch": "2", "train_loss": "2.0", "images_per_s": "110"},
     ]
     assert_titled_and_labelled(result_plots.training_curves_figure({"a": log, "b": log}, "curves"))
+    validated = [row | {"val_top1_deepest": "30", "val_top1_shallowest": "25"} for row in log]
+    one = result_plots.training_curves_figure({"cooperative": validated}, "one run")
+    assert_titled_and_labelled(one)
+    assert [t.get_text() for t in one.legends[0].get_texts()] == ["deepest", "shallowest"]
+    two = result_plots.training_curves_figure({"a": validated, "b": validated}, "two runs")
+    assert {"a", "b", "deepest", "shallowest"} <= {t.get_text() for t in two.legends[0].get_texts()}
     frame = result_plots.metrics_frame(fake_metrics(), run="mutual").query("s == 1.0")
     assert_titled_and_labelled(result_plots.full_depth_accuracy_figure(frame, "bars"))
 
