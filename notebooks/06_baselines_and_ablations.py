@@ -89,8 +89,9 @@ if cooperative:
 #
 # The same comparison after the converged campaign's epochs (24, the budget chapter 5 chooses
 # on validation data), where every network is trained about four times as long. Its seeds are
-# recorded one after another, so the figure fills in as they land; with one seed a point has no
-# interval, and the summary page judges no claim before three.
+# recorded one after another, so the figure fills in as they land: with one seed a point has no
+# interval, with two its 95 % interval spans 12.7 standard errors each side, and the summary
+# page judges no claim before three.
 
 # %%
 converged_profile, converged = chapter.results.campaign(
