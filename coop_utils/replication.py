@@ -282,15 +282,31 @@ class Summary:
     plan: pd.DataFrame  # results.regime_plan: every planned run and whether it is recorded
     profile: str
     epochs: dict[str, str]  # {regime: its cooperative runs' epochs}
-    regimes: dict[str, pd.DataFrame]  # {regime: its judged runs}, converged first
-    names: dict[str, str]  # {regime: "converged regime, 24 epochs"}
+
+    @property
+    def regimes(self) -> dict[str, pd.DataFrame]:
+        """``{regime: its judged runs}``, converged first (:data:`results.REGIMES`)."""
+        found = dict(iter(self.judged.groupby("regime", sort=False)))
+        return {name: found[name] for name in results.REGIMES if name in found}
+
+    @property
+    def names(self) -> dict[str, str]:
+        """``{regime: "converged regime, 24 epochs"}``, as the page names each regime."""
+        return {
+            name: f"{label.lower()}, {self.epochs.get(name, '?')} epochs"
+            for name, label in REGIME_NAMES.items()
+        }
+
+    @property
+    def paper(self) -> RunConfig:
+        """The paper's setting: the ``full`` profile on the cooperative runs' dataset."""
+        return load_config("full", dataset=self.config.dataset)
 
     @property
     def scope(self) -> str:
         """:func:`scope_line`: the cooperative runs' setting, each regime's epochs (shortest
-        first), against the paper's (the ``full`` profile's)."""
-        paper = load_config("full", dataset=self.config.dataset)
-        return scope_line(self.config, list(self.epochs.values())[::-1], paper)
+        first), against the paper's."""
+        return scope_line(self.config, list(self.epochs.values())[::-1], self.paper)
 
     @property
     def rows(self) -> pd.DataFrame | None:
@@ -453,7 +469,7 @@ class Summary:
                     "neither confirmed nor contradicted here."
                 )
             )
-        paper = load_config("full", dataset=self.config.dataset)
+        paper = self.paper
         display(
             Markdown(
                 f"The paper trains {arch_name(paper.arch)} for {paper.epochs} epochs (our "
@@ -637,10 +653,4 @@ def summarise(recorded: Results, margin: float) -> Summary:
     profile = judged["profile"].iloc[0] if not judged.empty else chapters.CAMPAIGN_PROFILE
     plan = results.regime_plan(profile, recorded.frame)
     epochs = regime_epochs(plan, judged)
-    by_regime = {name: rows for name, rows in judged.groupby("regime", sort=False)}
-    regimes = {name: by_regime[name] for name in results.REGIMES if name in by_regime}
-    names = {
-        name: f"{label.lower()}, {epochs.get(name, '?')} epochs"
-        for name, label in REGIME_NAMES.items()
-    }
-    return Summary(recorded, margin, verdicts, judged, plan, profile, epochs, regimes, names)
+    return Summary(recorded, margin, verdicts, judged, plan, profile, epochs)

@@ -168,13 +168,17 @@ def truncate_log(path: Path, epochs: int) -> None:
         append_log(path, row)
 
 
+def _run_lock(directory: Path) -> filelock.FileLock:
+    # flock or an error, never a soft lock: the file holds its owner, which a contender reads
+    return filelock.FileLock(directory / "lock", fallback_to_soft=False)
+
+
 @contextlib.contextmanager
 def hold_run(directory: Path) -> Iterator[None]:
     """Hold the run's lock for the duration; a second writer gets :class:`RunBusyError`."""
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / "lock"
-    # flock or an error, never a soft lock: the file holds its owner, which a contender reads
-    lock = filelock.FileLock(path, fallback_to_soft=False)
+    lock = _run_lock(directory)
     try:
         lock.acquire(blocking=False)
     except filelock.Timeout:
@@ -201,7 +205,7 @@ def run_progress(config: RunConfig) -> str:
         return ""
     done = len(read_log(directory / "log.csv")) if (directory / "log.csv").exists() else 0
     epochs = f"{done} of {config.epochs} epochs done"
-    lock = filelock.FileLock(directory / "lock", fallback_to_soft=False)
+    lock = _run_lock(directory)
     try:
         lock.acquire(blocking=False)
     except filelock.Timeout:
