@@ -72,7 +72,8 @@ chapters.show(chapters.progress_note(chapter.results, regimes))
 #   converged campaign's epochs, the short campaign's, and **at equal training compute**,
 #   where the other method's control trains until its recorded training FLOPs match the
 #   cooperative run's of the same seed. The regime column gives both arms' epochs and the
-#   recorded FLOPs ratio: "matched" within 5 %, else the ratio is stated.
+#   control's recorded training FLOPs over the cooperative run's: "matched" within 5 %, else
+#   the ratio is stated.
 # - **Only planned runs.** A summary is judged only if its configuration is the one its
 #   campaign plans (`params/preview.yaml`, its config hash), so a stray file in a results
 #   folder cannot enter a verdict.
@@ -154,6 +155,23 @@ summary.show_scope()
 
 # %% tags=["remove-input"]
 summary.show_campaigns()
+
+# %% [markdown]
+# :::{dropdown} Reproduce this page
+# - `make book` rebuilds the whole book, this page included, from the summaries in
+#   `results/`: it trains nothing and takes minutes.
+# - In Python, `verdict.replication_verdicts(results.load("results"))` (from `coop_utils`)
+#   returns the verdict table above, one row per claim and regime, with each row's rule and
+#   evidence.
+# - `python -m coop_utils results --profile preview --campaign NAME --list` lists a campaign's
+#   runs and the state of each; without `--list` it trains the runs not yet recorded, resuming
+#   any interrupted one (`make results CAMPAIGN=NAME`; set `COOP_DATA_ROOT` to the folder
+#   that holds `tiny-imagenet-200`). The campaigns, all in `params/preview.yaml`: `campaign`
+#   (the short regime), `compute-matched` (its control at equal training compute),
+#   `budget-pilot` (the learning budget) and `converged`.
+# - Each summary records its configuration, code and behaviour digests, training FLOPs and wall
+#   time; *Run it yourself* in chapters 2 to 6 gives the command of each single run.
+# :::
 
 # %% [markdown]
 # ## Results
