@@ -116,7 +116,7 @@ summary.show_training_compute()
 # regime. The cooperative network is one trained network at every depth (its deployed
 # Teammate is drawn); the independent networks are one network per depth; BYOT and BranchyNet
 # exit early from one network with heads of their own. Dashed: the independent networks
-# trained for about the training compute of one cooperative run.
+# trained for about the training compute of one cooperative run (their epochs in the legend).
 
 # %% tags=["remove-input"]
 summary.show_accuracy_against_cost()
