@@ -32,6 +32,7 @@ from coop_utils.plots import (
     TOP1_LABEL,
     figure,
     fit_column,
+    keep_texts_apart,
     legend_below,
     legend_in_slot,
     method_colour,
@@ -419,7 +420,9 @@ COMPUTE_METHODS = {
 }
 #: the budget pilot's plain network, alone
 ALONE = ("full-depth network alone", "C7")
-TRAINING_FLOPS_LABEL = "training PFLOPs (log scale)"
+#: the x axis of the training-compute figure: a run's training compute counts every network it
+#: trains (the independent networks' run trains one per depth, the cooperative one its Leader too)
+TRAINING_FLOPS_LABEL = "training PFLOPs of the whole run\n(every network it trains; log scale)"
 
 
 def training_compute_frame(judged: pd.DataFrame, pilot: pd.DataFrame | None = None) -> pd.DataFrame:
@@ -463,7 +466,7 @@ def training_compute_figure(points: pd.DataFrame, title: str) -> Figure:
     plan), one line per method through its budgets (the epochs beside each point): the mean
     over seeds with its 95 % t-interval; the budget pilot's single seeds hollow and dashed."""
     depths = list(dict.fromkeys(points["depth"]))
-    fig, axes = figure(len(depths), height=4.2, sharey=True)
+    fig, axes = figure(len(depths), height=4.6, sharey=True)
     order = [label for label, _ in COMPUTE_METHODS.values()]
     points = points.assign(
         training_flops=points["training_flops"] / 1e15,
@@ -503,7 +506,7 @@ def training_compute_figure(points: pd.DataFrame, title: str) -> Figure:
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside lower center", ncols=1, fontsize="small")
     suptitle(fig, title)
-    return fit_column(fig)
+    return keep_texts_apart(fit_column(fig))
 
 
 def learning_budget_figure(

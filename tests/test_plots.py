@@ -62,18 +62,21 @@ def assert_fits_the_column(figure):
 
 
 def assert_labels_apart(figure):
-    """No two of the figure's titles and axis labels overlap where they are drawn (two panels'
-    long x labels can run into each other)."""
+    """No two of the figure's titles, axis labels, annotations and legends below the axes
+    overlap where they are drawn (two panels' long x labels can run into each other, and so can
+    the numbers written beside two points close together)."""
     figure.canvas.draw()
     renderer = figure.canvas.get_renderer()
     texts = [figure._suptitle] if figure._suptitle else []
+    texts += [label for label in (figure._supxlabel, figure._supylabel) if label]
     for ax in figure.axes:
-        texts += [ax.title, ax.xaxis.label, ax.yaxis.label]
+        texts += [ax.title, ax.xaxis.label, ax.yaxis.label, *ax.texts]
     boxes = [
         (text.get_text(), text.get_window_extent(renderer))
         for text in texts
         if text.get_visible() and text.get_text().strip()
     ]
+    boxes += [("the legend", legend.get_window_extent(renderer)) for legend in figure.legends]
     for i, (first, box) in enumerate(boxes):
         for second, other in boxes[i + 1 :]:
             assert not box.overlaps(other), f"{first!r} runs into {second!r}"
@@ -495,6 +498,28 @@ def test_training_compute_figure_draws_every_budget_at_full_and_shallowest_depth
     assert labels[0].get_text() == result_plots.COOPERATIVE_LABEL
     hollow = [c.lines[0] for c in figure.axes[0].containers if "pilot" in c.get_label()]
     assert hollow and hollow[0].get_markerfacecolor() == "none"
+
+
+def test_numbers_written_beside_points_close_together_are_moved_apart():
+    """Epochs written beside points of several methods at about the same training compute:
+    each moves down or up until it covers neither another number nor a point, staying in the
+    column of its own point."""
+    fig, (ax,) = plots.figure(1)
+    ax.plot([0.11, 0.112, 0.115], [52.0, 52.5, 51.0], "o")
+    for x, y, text in ((0.11, 52.0, "24"), (0.112, 52.5, "24"), (0.115, 51.0, "18")):
+        ax.annotate(text, (x, y), xytext=(3, -11), textcoords="offset points", fontsize=8)
+    ax.set(xlabel="training PFLOPs (log scale)", ylabel=plots.S_LABEL, title="numbers")
+    ax.set(xscale="log", xlim=(0.02, 1.0), ylim=(20, 60))
+    with pytest.raises(AssertionError, match="runs into"):
+        assert_labels_apart(fig)  # as written: on top of each other
+    plots.keep_texts_apart(fig)
+    assert_labels_apart(fig)
+    assert {text.xyann[0] for text in ax.texts} == {3}
+    renderer = fig.canvas.get_renderer()
+    points = plots._marker_boxes(ax)
+    assert len(points) == 3
+    for text in ax.texts:
+        assert not any(text.get_window_extent(renderer).overlaps(p) for p in points)
 
 
 def test_learning_budget_figure_marks_the_chosen_budget_and_each_gain():
