@@ -2,7 +2,8 @@
 
 The style every figure shares (:func:`use_book_style`, the width of the book's column, the axis
 labels) and the layout helpers every figure function builds on (:func:`figure`,
-:func:`suptitle`, :func:`legend_below`, :func:`legend_in_slot`, :func:`fit_column`); then the
+:func:`suptitle`, :func:`legend_below`, :func:`legend_in_slot`, :func:`fit_column`,
+:func:`keep_texts_apart`); then the
 figures drawn from networks and tensors made on the page: depth plans, Gumbel gates and their
 cost (chapter 1), soft targets (chapter 2), the SFSL weight (chapter 3), and cost-adaptive
 inference (chapter 7): the depth a budget buys, the Pareto frontier, predictions by depth and a
