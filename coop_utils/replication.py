@@ -477,7 +477,8 @@ class Summary:
                     as_shown(rows),
                     f"Accuracy against forward cost, {self.names[name]} (bars: 95 % over seeds)",
                 )
-                display(Markdown(chapters.recorded_label(rows, dataset)), figure)
+                drawn = result_plots.headline_rows(rows)  # the label names the runs drawn
+                display(Markdown(chapters.recorded_label(drawn, dataset)), figure)
                 plt.close(figure)
 
     def show_scope(self) -> None:

@@ -24,7 +24,7 @@ FOLDERS = {
     "preview": "short regime (the campaign)",
     "compute-matched": "short regime, control at equal compute",
     "converged": "converged regime",
-    "pilot": "pilots (validation only)",
+    "pilot": "pilots (read on validation data)",
 }
 
 
@@ -114,7 +114,7 @@ def learning_budget_points(frame: pd.DataFrame, profile: str = CAMPAIGN_PROFILE)
             label = (
                 "full-depth network alone (budget pilot, seed 0)"
                 if plain
-                else ("cooperative: deployed Teammate (seed 0)")
+                else f"{result_plots.COOPERATIVE_LABEL} (seed 0)"
             )
             colour = result_plots.ALONE[1] if plain else result_plots.method_colour("cooperative")
             points.append(

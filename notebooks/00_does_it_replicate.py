@@ -99,13 +99,17 @@ chapters.show(chapters.progress_note(chapter.results, regimes))
 # %% [markdown]
 # ## What training compute buys
 #
-# Each method's test accuracy against the compute its training took (the recorded training
-# FLOPs of each run: forward FLOPs per image of the passes it ran, ×3 for the backward pass, ×
-# the images seen), at full depth and at the shallowest plan, for every budget recorded: the
-# short campaign, its control at equal compute, the converged campaign and its FLOPs-matched
-# controls. The cooperative network is its deployed Teammate; the budget pilot's plain
-# full-depth network (one seed, validation only, hollow) shows how far one network climbs
-# with epochs alone. A point above and to the left of another is better on both counts.
+# Each method's test accuracy against the compute its training took: the recorded training
+# FLOPs of the whole run, every network it trains (the independent networks' run trains one
+# network per depth, the cooperative run its Leader and Teammates), counted as the forward
+# FLOPs per image of the passes it ran, ×3 for the backward pass, × the images seen. At full
+# depth and at the shallowest plan, for every budget recorded: the short campaign, its control
+# at equal training compute, the converged campaign and its controls at equal training
+# compute. The cooperative network is its deployed Teammate; the budget pilot's plain
+# full-depth network (one seed, hollow) shows how far one network climbs with epochs alone:
+# the budget rule reads its validation accuracy (chapter 5), but its points here are test
+# accuracy, like every other. A point above and to the left of another is better on both
+# counts.
 
 # %% tags=["remove-input"]
 summary.show_training_compute()
@@ -117,7 +121,7 @@ summary.show_training_compute()
 # regime. The cooperative network is one trained network at every depth (its deployed
 # Teammate is drawn); the independent networks are one network per depth; BYOT and BranchyNet
 # exit early from one network with heads of their own. Dashed: the independent networks
-# trained for about the training compute of one cooperative run.
+# trained for about the training compute of one cooperative run (their epochs in the legend).
 
 # %% tags=["remove-input"]
 summary.show_accuracy_against_cost()

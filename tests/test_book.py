@@ -7,10 +7,20 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import nbformat
+import pandas as pd
 import pytest
 from test_notebooks import CHAPTERS, FIGURE_CHAPTERS
 
-from coop_utils import book, chapters, engineering, listings, replication, results, training_cost
+from coop_utils import (
+    book,
+    chapters,
+    engineering,
+    listings,
+    replication,
+    result_plots,
+    results,
+    training_cost,
+)
 from coop_utils.__main__ import main
 from coop_utils.config import load_config
 
@@ -225,8 +235,6 @@ def test_the_bibliography_lists_the_paper(built):
 
 
 def test_tables_show_a_dash_for_a_missing_value_and_the_decimals_asked_for():
-    import pandas as pd
-
     table = pd.DataFrame({"seeds": [3, 1], "hours": [0.7, 0.413], "range": [1.0, float("nan")]})
     every = chapters.dashes(table, 2)
     assert every.to_dict("list") == {
@@ -262,7 +270,6 @@ def test_recorded_depths_show_accuracy_then_the_committed_training_curves(tmp_pa
     """A chapter's recorded section: the label, the accuracy-by-depth figure and table, then
     the training curves read from the committed per-epoch log (validation top-1 per depth)."""
     import matplotlib.pyplot as plt
-    import pandas as pd
     from test_notebooks import fabricate_results
 
     root = tmp_path / "results"
@@ -339,6 +346,34 @@ def test_a_dataset_the_campaign_does_not_train_is_said_to_be_untested_not_pendin
     outside = chapters.recorded_label(results.empty(), "cifar100")
     assert "trains on tiny-imagenet only" in outside and "yet" not in outside
     assert "is recorded yet" in chapters.recorded_label(results.empty(), "tiny-imagenet")
+
+
+def test_a_regime_of_two_campaigns_is_labelled_by_both_and_by_the_runs_its_figure_draws():
+    """The short campaign's runs beside their control at equal training compute (another
+    results folder, 18 epochs) are named as both, each campaign with its epochs, never as the
+    control's campaign alone; the headline figure's label lists the runs it draws only."""
+    from test_verdict import summaries
+
+    found = summaries(seeds=1)
+    control = {results.MATCHED_NAME: found.pop(results.MATCHED_NAME)}
+    where = {"root": results.MATCHED_ROOT, "path": "compute-matched/preview/cifar100/x.json"}
+    frame = pd.concat([results.frame_of(control, **where), results.frame_of(found)])
+    label = chapters.recorded_label(frame, "cifar100")
+    assert label.startswith(
+        "**Recorded runs on cifar100 of the preview campaign and of the control at equal "
+        "training compute** (resnet20 for 6 epochs; in the control at equal training compute: "
+        "resnet20 for 18 epochs; test CPU;"
+    ), label
+    assert label.index("`cooperative`") < label.index(f"`{results.MATCHED_NAME}`")  # main first
+    drawn = chapters.recorded_label(result_plots.headline_rows(frame), "cifar100")
+    assert "`cooperative-no-sfsl`" in label and "no-sfsl" not in drawn  # an ablation: not drawn
+    assert drawn.endswith(
+        f"`cooperative`, `independent`, `byot`, `branchynet`, `{results.MATCHED_NAME}`."
+    ), drawn
+    one = chapters.recorded_label(results.frame_of(found), "cifar100")  # one campaign: as before
+    assert one.startswith("**Recorded preview runs on cifar100** (resnet20 for 6 epochs; test")
+    converged = chapters.recorded_label(results.frame_of(found, root="converged"), "cifar100")
+    assert converged.startswith("**Recorded converged campaign's runs on cifar100** (resnet20")
 
 
 def test_the_training_compute_note_sets_the_recorded_training_flops_side_by_side():
