@@ -333,13 +333,12 @@ def recorded_label(rows: pd.DataFrame, dataset: str) -> str:
             "train this chapter's runs where the dataset is available."
         )
     runs = results.summaries(rows)
-    configs = list(runs["config"])
-    profile = configs[0].get("profile", "?")
+    profile = runs["config"].iloc[0].get("profile", "?")
+    roots = sorted(set(runs["root"]), key=lambda root: (root != profile, root))  # main first
+    runs = runs.sort_values("root", key=lambda column: column.map(roots.index), kind="stable")
     dates = sorted(str(date or "undated")[:10] for date in runs["date"])
     facts = [
-        ", ".join(
-            sorted({f"{c.get('arch', '?')} for {c.get('epochs', '?')} epochs" for c in configs})
-        ),
+        _trained(runs, roots),
         ", ".join(sorted({str(device or "unknown hardware") for device in runs["device"]})),
         dates[0] if dates[0] == dates[-1] else f"{dates[0]} to {dates[-1]}",
         "code " + ", ".join(sorted({str(code or "unknown") for code in runs["code_digest"]})),
@@ -348,9 +347,46 @@ def recorded_label(rows: pd.DataFrame, dataset: str) -> str:
         f"`{name}`" + (f" ({seeds} seeds)" if seeds > 1 else "")
         for name, seeds in runs.groupby("run", sort=False).size().items()
     )
-    roots = sorted(set(runs["root"]) - {profile})  # a campaign of its own folder
-    which = f"{roots[0]} campaign's" if roots else profile
-    return f"**Recorded {which} runs on {dataset}** ({'; '.join(facts)}): {names}."
+    return f"**{_recorded_heading(roots, profile, dataset)}** ({'; '.join(facts)}): {names}."
+
+
+def _campaign_named(root: str, profile: str) -> str:
+    """The campaign recorded in the results folder ``root`` as a label names it: the profile's
+    own, the control at equal training compute (:data:`results.MATCHED_ROOT`), or by its
+    folder."""
+    if root == profile:
+        return f"the {profile} campaign"
+    if root == results.MATCHED_ROOT:
+        return "the control at equal training compute"
+    return f"the {root} campaign"
+
+
+def _recorded_heading(roots: Sequence[str], profile: str, dataset: str) -> str:
+    """What :func:`recorded_label` calls runs of the results folders ``roots`` (the profile's
+    main campaign first): every campaign they come from, not only the first."""
+    if list(roots) == [profile]:
+        return f"Recorded {profile} runs on {dataset}"
+    if len(roots) == 1:
+        return f"Recorded {roots[0]} campaign's runs on {dataset}"
+    return f"Recorded runs on {dataset} of " + " and of ".join(
+        _campaign_named(root, profile) for root in roots
+    )
+
+
+def _trained(runs: pd.DataFrame, roots: Sequence[str]) -> str:
+    """The backbones and epochs of summaries ``runs``, each campaign's after the first of
+    ``roots`` named beside it: a control's epochs are not its regime's."""
+    parts = [
+        ", ".join(
+            sorted({f"{c.get('arch', '?')} for {c.get('epochs', '?')} epochs" for c in configs})
+        )
+        for configs in (runs.loc[runs["root"] == root, "config"] for root in roots)
+    ]
+    others = [
+        f"; in {_campaign_named(root, '')}: {part}"
+        for root, part in zip(roots[1:], parts[1:], strict=True)
+    ]
+    return parts[0] + "".join(others)
 
 
 def recorded_network(recorded: Results, profile: str, dataset: str, name: str, network: str):

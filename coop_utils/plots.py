@@ -2,7 +2,8 @@
 
 The style every figure shares (:func:`use_book_style`, the width of the book's column, the axis
 labels) and the layout helpers every figure function builds on (:func:`figure`,
-:func:`suptitle`, :func:`legend_below`, :func:`legend_in_slot`, :func:`fit_column`); then the
+:func:`suptitle`, :func:`legend_below`, :func:`legend_in_slot`, :func:`fit_column`,
+:func:`keep_texts_apart`); then the
 figures drawn from networks and tensors made on the page: depth plans, Gumbel gates and their
 cost (chapter 1), soft targets (chapter 2), the SFSL weight (chapter 3), and cost-adaptive
 inference (chapter 7): the depth a budget buys, the Pareto frontier, predictions by depth and a
@@ -27,6 +28,8 @@ import seaborn as sns
 import torch
 from IPython.display import display
 from matplotlib.figure import Figure
+from matplotlib.text import Annotation
+from matplotlib.transforms import Bbox
 from torch import Tensor, nn
 
 from coop_utils.gating import relaxed_topk, sample_gumbel
@@ -127,6 +130,44 @@ def fit_column(fig: Figure) -> Figure:
         width, height = fig.get_size_inches()
         fig.set_size_inches(width - (excess + 4) / fig.dpi, height)
     return fig
+
+
+def keep_texts_apart(fig: Figure, tries: int = 9) -> Figure:
+    """``fig`` with each text written beside a point (an annotation offset in points) moved
+    down or up by its own height, the nearest place first, until it overlaps no point's marker
+    and none of its axes' texts placed before it: numbers beside points close together stay
+    legible (a text with no free place within ``tries`` stays where it was)."""
+    fig.canvas.draw()  # the layout the texts are measured in
+    renderer = fig.canvas.get_renderer()
+    shifts = sorted(range(-(tries // 2), tries // 2 + 1), key=lambda k: (abs(k), k))
+    for ax in fig.axes:
+        placed = _marker_boxes(ax)
+        for text in ax.texts:
+            if not isinstance(text, Annotation) or text.anncoords != "offset points":
+                placed.append(text.get_window_extent(renderer))  # stays where it is
+                continue
+            x, y = text.xyann
+            step = text.get_window_extent(renderer).height * 72 / fig.dpi + 1
+            for shift in [*shifts, 0]:  # none free: where it was
+                text.xyann = (x, y + shift * step)
+                box = text.get_window_extent(renderer)
+                if not any(box.overlaps(other) for other in placed):
+                    break
+            placed.append(box)
+    return fig
+
+
+def _marker_boxes(ax) -> list[Bbox]:
+    """Where the markers of ``ax``'s points are drawn (not its error bars' caps), a pixel inside
+    their edge."""
+    boxes = []
+    for line in ax.get_lines():
+        if line.get_marker() in (None, "None", "", " ", "_", "|"):
+            continue
+        radius = line.get_markersize() * ax.figure.dpi / 72 / 2 - 1
+        for x, y in ax.transData.transform(line.get_xydata()):
+            boxes.append(Bbox.from_extents(x - radius, y - radius, x + radius, y + radius))
+    return boxes
 
 
 def rendered_width_px(fig: Figure) -> int:

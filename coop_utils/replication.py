@@ -78,44 +78,75 @@ def regime_epochs(plan: pd.DataFrame, frame: pd.DataFrame) -> dict[str, str]:
     return epochs
 
 
+def _verdicts_said(count: pd.Series) -> str:
+    """One regime's verdicts counted (a row of :func:`verdict.tally`), in words: "of its 13
+    claims, 5 hold and 8 are inconclusive (3 exploratory by design)"."""
+    claims = int(count["claims"])
+    if count["withheld"] == claims:
+        return f"its {_counted(claims, 'claim', 'claims')} withheld (not a result profile)"
+    if count[verdict.PENDING] == claims:
+        return f"its {_counted(claims, 'claim is', 'claims are')} not yet decided"
+    why = [
+        f"{count['exploratory']} exploratory by design" * bool(count["exploratory"]),
+        f"{count['n < 3']} with fewer than {verdict.MIN_RUNS} seeds" * bool(count["n < 3"]),
+    ]
+    why = f" ({'; '.join(w for w in why if w)})" if any(why) else ""
+    kinds = [
+        _counted(int(count[verdict.HOLDS]), "holds", "hold"),
+        _counted(int(count[verdict.FAILS]), "does not hold", "do not hold"),
+        _counted(int(count[verdict.OPEN]), "is inconclusive", "are inconclusive") + why,
+        _counted(int(count[verdict.PENDING]), "is not yet decided", "are not yet decided"),
+    ]
+    kinds = [kind for kind in kinds if not kind.startswith("0 ")]
+    if claims == 1:
+        return f"its 1 claim {kinds[0].removeprefix('1 ')}"
+    said = f"of its {claims} claims, {', '.join(kinds[:-1])}"
+    return said + (f" and {kinds[-1]}" if len(kinds) > 1 else kinds[-1])
+
+
 def tally_line(
     table: pd.DataFrame,
     plan: pd.DataFrame,
     epochs: Mapping[str, str],
     bold: tuple[str, str] = ("<b>", "</b>"),
+    compute: Mapping[str, str] | None = None,
 ) -> str:
     """HTML (``bold``: Markdown's ``("*", "*")``): one sentence per regime of a claim table,
     the converged one first: how many runs its campaigns have recorded (``plan``:
-    :func:`results.regime_plan`) and its claims' verdicts counted (:func:`verdict.tally`);
-    then the implementation check."""
+    :func:`results.regime_plan`) and its claims' verdicts counted (:func:`verdict.tally`),
+    those at equal epochs apart from those at equal training compute; ``compute``: per regime,
+    how many times its baselines' training FLOPs the cooperative run trains with at equal
+    epochs (``"2.7–5.3"``). Then the implementation check."""
+    at_compute = table["regime"].astype(str).str.startswith(verdict.EQUAL_COMPUTE)
+    counted = {
+        kind: verdict.tally(rows)
+        for kind, rows in (("epochs", table[~at_compute]), ("compute", table[at_compute]))
+    }
     parts = []
-    for name, count in verdict.tally(table).iterrows():
+    for name, overall in verdict.tally(table).iterrows():
         runs = plan[plan["regime"] == name]
-        recorded = (
-            f"{int(runs['recorded'].sum())} of {len(runs)} runs recorded" if len(runs) else ""
-        )
-        claims = int(count["claims"])
-        if count["withheld"] == claims:
-            said = f"its {claims} claims withheld (not a result profile)"
-        elif count[verdict.PENDING] == claims:
-            said = f"its {claims} claims are not yet decided"
-        else:
-            why = [
-                f"{count['exploratory']} exploratory by design" * bool(count["exploratory"]),
-                f"{count['n < 3']} with fewer than {verdict.MIN_RUNS} seeds" * bool(count["n < 3"]),
-            ]
-            why = f" ({'; '.join(w for w in why if w)})" if any(why) else ""
-            kinds = [
-                _counted(int(count[verdict.HOLDS]), "holds", "hold"),
-                _counted(int(count[verdict.FAILS]), "does not hold", "do not hold"),
-                _counted(int(count[verdict.OPEN]), "is inconclusive", "are inconclusive") + why,
-                _counted(int(count[verdict.PENDING]), "is not yet decided", "are not yet decided"),
-            ]
-            kinds = [kind for kind in kinds if not kind.startswith("0 ")]
-            said = f"of its {claims} claims, {', '.join(kinds[:-1])}"
-            said += f" and {kinds[-1]}" if len(kinds) > 1 else kinds[-1]
+        said = [f"{int(runs['recorded'].sum())} of {len(runs)} runs recorded"] if len(runs) else []
+        kinds = [kind for kind, count in counted.items() if name in count.index]
+        if overall["claims"] in (overall[verdict.PENDING], overall["withheld"]):
+            kinds = []  # nothing decided: no need to tell the two kinds apart
+            said.append(_verdicts_said(overall))
+        for kind in kinds:
+            words = _verdicts_said(counted[kind].loc[name])
+            if len(kinds) == 1:
+                said.append(words)
+            elif kind == "compute":
+                said.append(f"at equal training compute, {words}")
+            else:
+                ratio = (compute or {}).get(name)
+                more = (
+                    f" (where the cooperative run trains with {ratio}× the FLOPs of the other "
+                    "methods)"
+                    if ratio
+                    else ""
+                )
+                said.append(f"at equal epochs{more}, {words}")
         label = f"{REGIME_NAMES.get(name, name)}, {epochs.get(name, '?')} epochs"
-        parts.append(f"{bold[0]}{label}:{bold[1]} {'; '.join(x for x in (recorded, said) if x)}.")
+        parts.append(f"{bold[0]}{label}:{bold[1]} {'; '.join(said)}.")
     check = table.loc[table["claim"].str.contains(verdict.IMPLEMENTATION_CHECK), "verdict"]
     parts += [f"Implementation check (depth cuts inference cost): {v}." for v in check]
     return " ".join(parts)
@@ -149,9 +180,15 @@ def arch_name(arch: str) -> str:
     return f"ResNet-{arch.removeprefix('resnet')}" if arch.startswith("resnet") else arch
 
 
+#: how the scope line opens
+SCOPE_HEAD = "Partial replication, rebuilt from the paper's abstract"
+
+
 def scope_line(config: RunConfig, epochs: Sequence[str], paper: RunConfig) -> str:
     """HTML, one line: what the recorded runs replicate (``config``: a cooperative run's, at
-    each regime's ``epochs``) against the paper's setting (``paper``: the full profile's)."""
+    each regime's ``epochs``; the depths its grid of scaling factors runs) against the paper's
+    setting (``paper``: the full profile's backbone and data; its epochs are our choice, not
+    the paper's)."""
     info = DATASETS[config.dataset]
     name = DATASET_NAMES.get(config.dataset, config.dataset)
     classes, size = config.num_classes or info.num_classes, config.image_size or info.image_size
@@ -160,12 +197,15 @@ def scope_line(config: RunConfig, epochs: Sequence[str], paper: RunConfig) -> st
         if classes < info.num_classes
         else (f"all {classes} {name} classes")
     )
+    sizes, by_factor = results.depth_plans(config.to_dict())
+    depths = [str(d) for d in sorted({sum(plan) for _, plan in by_factor})]
+    depths = ", ".join(depths[:-1]) + f" and {depths[-1]}" if len(depths) > 1 else depths[0]
     theirs = paper.num_classes or info.num_classes
     return (
-        f"<b>Partial replication:</b> {arch_name(config.arch)}, {ours} at {size} px, "
-        f"{' and '.join(epochs)} epochs, against the paper's {arch_name(paper.arch)} on "
-        f"{'all ' if theirs == info.num_classes else ''}{theirs} classes at "
-        f"{paper.image_size or info.image_size} px, {paper.epochs} epochs."
+        f"<b>{SCOPE_HEAD}:</b> {arch_name(config.arch)} run at {depths} of its {sum(sizes)} "
+        f"blocks, {ours} at {size} px, {' and '.join(epochs)} epochs, against the paper's "
+        f"{arch_name(paper.arch)} on {'all ' if theirs == info.num_classes else ''}{theirs} "
+        f"classes at {paper.image_size or info.image_size} px."
     )
 
 
@@ -182,8 +222,8 @@ def likely_reason(claim: str, said: str, decide: str, measured: str, regime: str
     ``said``), the first that applies: "Missing" (its runs are not all recorded yet), "Regime"
     (not comparable), "Opposite" (the effect changes sign with depth), "Null" (too close to zero
     for any number of seeds), "Seeds" (n < 3), "Exploratory", "At equal training compute" (its
-    ``regime``), "Exits" (against an exit baseline), "Depth", "Comparable" (the claims of those
-    names), else "Component": the summary page gives each its explanation."""
+    ``regime``), "Exits" (against an exit baseline), "Leader", "Depth", "Comparable" (the claims
+    of those names), else "Component": the summary page gives each its explanation."""
     if said == verdict.PENDING or re.fullmatch(rf"{verdict.NO_RUN} \S+ run", measured):
         return "Missing"
     if decide == verdict.SAME_REGIME:
@@ -200,6 +240,8 @@ def likely_reason(claim: str, said: str, decide: str, measured: str, regime: str
         return "At equal training compute"
     if claim.startswith(("Smoother", "More accurate")):
         return "Exits"
+    if claim.startswith("The Leader"):
+        return "Leader"
     return next((key for key in ("Depth", "Comparable") if claim.startswith(key)), "Component")
 
 
@@ -238,10 +280,14 @@ REASONS = {
     "While every network is still far from converged, more epochs buy accuracy fast. The "
     "comparison does not price what the cooperative method keeps: one network, stored and "
     "shipped once, that runs at every depth.",
-    "Component": "with a short schedule the Teammates and the Leader are weak teachers with "
-    "little to pass on; a backbone with few blocks per stage gives the gate little to choose "
-    "and the grid few distinct plans; and the spread between seeds is as large as the effect "
-    "sought.",
+    "Leader": "the Leader is a plain full-depth network: it trains exactly as the independent "
+    "arm's full-depth network of the same seed (same initialisation, batches and loss; chapter "
+    "6 shows equal accuracies in every seed), so the claim asks whether distilling from such a "
+    "network helps the Teammates. Trained as briefly as they are, it knows little more than "
+    "they do, and the spread between seeds is as large as the effect sought.",
+    "Component": "the Teammates teach each other what they learned in the same few epochs, so "
+    "each has little to pass on to the other, and the spread between seeds is as large as the "
+    "effect sought.",
 }
 
 #: what each campaign of a regime trains, as the methodology names it
@@ -319,18 +365,24 @@ class Summary:
         """:func:`tally_line` of the verdicts, or ``None`` without any."""
         if self.verdicts is None:
             return None
-        return tally_line(self.verdicts, self.plan, self.epochs, bold)
+        compute = {}  # {regime: how many times its baselines' training FLOPs ours takes}
+        for name, runs in self.regimes.items():
+            if multiples := training_cost.flops_multiples(runs):
+                compute[name] = results.span([f"{r:.1f}" for r in multiples])
+        return tally_line(self.verdicts, self.plan, self.epochs, bold, compute)
 
     def show_answer(self) -> None:
-        """The page's opening: the scope and tally (:func:`answer_html`), then the claims."""
+        """The page's opening: the scope and tally (:func:`answer_html`), then the claims, those
+        not yet decided last."""
         tally = self.tally() or (
             "<b>Verdict pending.</b> No cooperative run of the preview or full profile is "
             "recorded in <code>results/</code> yet: <code>make results</code> trains the "
             "campaign, and this page fills itself from the summaries it records."
         )
         display(answer_html(self.scope, tally))
-        if self.verdicts is not None:
-            display(verdict_html(self.verdicts))
+        if self.verdicts is not None:  # the claims decided first, those waiting for runs last
+            waiting = self.verdicts["verdict"] == verdict.PENDING
+            display(verdict_html(pd.concat([self.verdicts[~waiting], self.verdicts[waiting]])))
 
     def show_landing(self) -> None:
         """The landing page's opening: what was replicated, at what scale, the verdict; then
@@ -342,8 +394,8 @@ class Summary:
             "100 % of its residual blocks about as accurately as a network trained for that "
             "depth alone, degrades more smoothly than BYOT and BranchyNet, and owes this to each "
             "of its parts.",
-            "**At what scale.** A partial replication: "
-            + self.scope.removeprefix("<b>Partial replication:</b> "),
+            f"**At what scale.** {SCOPE_HEAD.replace('Partial', 'A partial')}: "
+            + self.scope.removeprefix(f"<b>{SCOPE_HEAD}:</b> "),
             "**The verdict.** "
             + (tally if tally is not None else "Pending: no cooperative run is recorded yet."),
         ]
@@ -425,7 +477,8 @@ class Summary:
                     as_shown(rows),
                     f"Accuracy against forward cost, {self.names[name]} (bars: 95 % over seeds)",
                 )
-                display(Markdown(chapters.recorded_label(rows, dataset)), figure)
+                drawn = result_plots.headline_rows(rows)  # the label names the runs drawn
+                display(Markdown(chapters.recorded_label(drawn, dataset)), figure)
                 plt.close(figure)
 
     def show_scope(self) -> None:
@@ -453,10 +506,17 @@ class Summary:
                 if round(100 * share) != round(100 * shallowest)
                 else "."
             )
+            which = "the first " if classes < info.num_classes else "all "
+            images = int(cooperative["test_images"].iloc[0])
+            noise = 100 * 1.96 * (0.25 / images) ** 0.5  # a binomial 95 % half-width at 50 %
             display(
                 Markdown(
-                    f"- **{dataset}**: {config.arch}, {classes} of its {info.num_classes} classes "
-                    f"at {size} px; {seeds}. On its {net.num_blocks} residual blocks the "
+                    f"- **{dataset}**: {config.arch}, {which}{classes} of its {info.num_classes} "
+                    f"classes at {size} px, {100 * config.val_fraction:g} % of the training "
+                    f"images held out for validation, {images:,} test images (the official "
+                    "validation images of those classes: one run's top-1 near 50 % carries a "
+                    f"95 % binomial margin of ±{noise:.1f} points from the test images alone); "
+                    f"{seeds}. On its {net.num_blocks} residual blocks the "
                     f"shallowest scaling factor, s = {shallowest:g}, keeps {kept} blocks "
                     f"({share:.0%}){depth}"
                 )
@@ -472,9 +532,10 @@ class Summary:
         paper = self.paper
         display(
             Markdown(
-                f"The paper trains {arch_name(paper.arch)} for {paper.epochs} epochs (our "
-                f"`full` profile, `params/full.yaml`); our converged budget is "
-                f"{self.epochs.get('converged', '?')} epochs."
+                f"The paper trains {arch_name(paper.arch)}; its abstract gives no schedule, and "
+                f"our `full` profile (`params/full.yaml`) trains it for {paper.epochs} epochs, "
+                "the common CIFAR schedule. Our converged budget is "
+                f"{self.epochs.get('converged', '?')} epochs.{self.flatness}"
             )
         )
 
@@ -512,6 +573,23 @@ class Summary:
             )
         )
 
+    @property
+    def flatness(self) -> str:
+        """A sentence (with a leading space), or "": how far from flat the converged budget is,
+        by what doubling it gains the budget pilot's plain network."""
+        converged = self.epochs.get("converged", "")
+        if not converged.isdigit():
+            return ""
+        gain = training_cost.doubling_gain(self.recorded.frame, int(converged), self.profile)
+        if gain is None or gain < training_cost.BUDGET_GAIN_PTS:
+            return ""
+        return (
+            f" It is not yet flat: doubling it still gains the plain network {gain:+.1f} "
+            f"validation points ({converged} → {2 * int(converged)} epochs), and {converged} "
+            "epochs is the longest budget whose cooperative run fits the campaign's time: every "
+            "network there trains longer, not as long as more epochs still pay."
+        )
+
     def show_results(self) -> None:
         """The tally, then the claims contradicted, not confirmed (with what would decide
         each) and not yet decided (with the runs still to record), regime by regime."""
@@ -527,11 +605,11 @@ class Summary:
         pending = rows[rows["verdict"] == verdict.PENDING]
         if not contradicted.empty:
             claims = "; ".join(_claim_in(r.claim, r.regime) for r in contradicted.itertuples())
-            display(Markdown(f"**Contradicted by our runs:** {claims}."))
+            display(Markdown(f"**Does not hold:** {claims}."))
         if not undecided.empty:
             display(
                 Markdown(
-                    "**Not confirmed**, and what would decide each:\n"
+                    "**Inconclusive**, and what would decide each:\n"
                     + "\n".join(
                         f"- {_claim_in(r.claim, r.regime)}"
                         + (f": {r.decide}." if r.decide else ".")
@@ -567,7 +645,7 @@ class Summary:
             for reason, claims in reasons.items()
         ]
         if reasons:
-            display(Markdown("**Most likely reasons:**\n" + "\n".join(lines)))
+            display(Markdown("**Likely reasons** (our reading; not tested):\n" + "\n".join(lines)))
         elif (rows["verdict"] == verdict.HOLDS).all():
             display(Markdown("Every claim judged holds on the recorded runs."))
 
@@ -584,7 +662,8 @@ class Summary:
             plans: dict[Any, list[float]] = {}  # {plan: the scaling factors that run it}
             for s, plan in by_factor:
                 plans.setdefault(plan, []).append(s)
-            if name == next(iter(self.regimes)) and len(plans) < len(by_factor):
+            first = name == next(iter(self.regimes))  # the grid and step benchmark: said once
+            if first and len(plans) < len(by_factor):
                 groups = "; ".join(
                     f"s = {', '.join(f'{s:g}' for s in factors)} keep {sum(plan)} blocks"
                     for plan, factors in plans.items()
@@ -596,7 +675,7 @@ class Summary:
                         "repeat across scaling factors."
                     )
                 )
-            if note := training_cost.training_compute_note(runs, step_record):
+            if note := training_cost.training_compute_note(runs, step_record if first else None):
                 display(Markdown(f"*{self.names[name].capitalize()}.* {note}"))
 
     def show_shared_bn(self) -> None:
@@ -620,11 +699,13 @@ class Summary:
                 "training batches, one set for every depth. The cooperative row has them "
                 "re-estimated after training on clean training images, one set per depth plan "
                 "(every method's networks have theirs re-estimated). At full depth both arms run "
-                "one plan, so there only the re-estimation differs, and the moving averages give "
-                f"the mean of the Teammates {top1['cooperative-shared-bn'][gaps.index].mean():.1f}"
-                f" % against {top1['cooperative'][gaps.index].mean():.1f} % (per seed: "
+                "one plan, so there only the re-estimation differs: the mean of the Teammates "
+                f"reaches {top1['cooperative-shared-bn'][gaps.index].mean():.1f} % with the "
+                f"moving averages and {top1['cooperative'][gaps.index].mean():.1f} % re-estimated "
+                "(per seed, moving averages minus re-estimated: "
                 + ", ".join(f"{gap:+.1f}" for gap in gaps)
-                + " points). The `shared-bn` claim in the verdict table therefore measures two "
+                + " points; every accuracy on this page is taken with re-estimated statistics). "
+                "The `shared-bn` claim in the verdict table therefore measures two "
                 "changes at once, statistics per depth and statistics re-estimated on clean "
                 "images; a control that re-estimates one shared set would tell them apart."
             )

@@ -32,6 +32,7 @@ from coop_utils.plots import (
     TOP1_LABEL,
     figure,
     fit_column,
+    keep_texts_apart,
     legend_below,
     legend_in_slot,
     method_colour,
@@ -336,24 +337,74 @@ def matched_cost_figure(table: pd.DataFrame, title: str) -> Figure:
     return fig
 
 
+#: each method as every figure of the summary page names it (the training-compute figure, the
+#: accuracy against cost), in the legends' order
+METHOD_LABELS = {
+    "cooperative": COOPERATIVE_LABEL,
+    "independent": "independent networks",
+    "byot": "BYOT",
+    "branchynet": "BranchyNet",
+}
+#: how the name of a method's control at equal training compute ends
+CONTROL_SUFFIXES = ("-compute-matched", "-flops-matched")
+#: what a control at equal training compute is called in a legend, after its method
+EQUAL_COMPUTE_LABEL = "equal training compute"
+
+
+def control_of(run: str) -> str | None:
+    """The method whose control at equal training compute ``run`` is, else ``None``."""
+    for suffix in CONTROL_SUFFIXES:
+        if run.endswith(suffix) and run.removesuffix(suffix) in METHOD_LABELS:
+            return run.removesuffix(suffix)
+    return None
+
+
+def headline_runs(runs: Sequence[str]) -> list[str]:
+    """The runs among ``runs`` that :func:`headline_figure` draws, in its legend's order: each
+    method of :data:`METHOD_LABELS`, each followed by its controls at equal training compute
+    (the ablations are not drawn)."""
+    present = set(runs)
+    drawn = []
+    for method in METHOD_LABELS:
+        drawn += [r for r in (method, *(method + s for s in CONTROL_SUFFIXES)) if r in present]
+    return drawn
+
+
+def headline_rows(frame: pd.DataFrame) -> pd.DataFrame:
+    """The rows of a results frame whose runs :func:`headline_figure` draws: what its label
+    names (:func:`chapters.recorded_label`)."""
+    return frame[frame["run"].isin(headline_runs(frame["run"]))]
+
+
+def legend_label(run: str, seeds: int, epochs: str = "") -> str:
+    """A run as the legends of the summary page name it: its method (:data:`METHOD_LABELS`)
+    and seeds; a control at equal training compute says so, with its ``epochs`` (its
+    campaign's differ from the regime's)."""
+    counted = f"{seeds} seed{'s' if seeds > 1 else ''}"
+    method = control_of(run)
+    if method is None:
+        return f"{METHOD_LABELS.get(run, run)} ({counted})"
+    trained = f", {epochs} epochs" if epochs else ""
+    return f"{METHOD_LABELS[method]}{trained} ({EQUAL_COMPUTE_LABEL}, {counted})"
+
+
 def headline_figure(recorded: pd.DataFrame, title: str) -> Figure:
     """Test top-1 against measured FLOPs for each method of a results frame (the deployed
-    Teammate of the cooperative runs) and the compute-matched control (dashed): the mean over
-    seeds, with its 95 % t-interval from the seeds' spread as error bars (none for a single
-    seed)."""
-    methods = ("cooperative", "independent", results.MATCHED_NAME, "byot", "branchynet")
-    frame = method_seeds_frame(recorded, methods)
-    frame["seeds"] = frame.groupby("method")["seed"].transform("nunique")
-    per_seed = frame.groupby(["method", "seeds", "mflops", "seed"])["top1"].mean()
-    grouped = per_seed.groupby(["method", "seeds", "mflops"])
-    stats = grouped.mean().rename("mean").reset_index()
-    stats["half"] = [(high - low) / 2 for low, high in grouped.apply(t_interval)]
+    Teammate of the cooperative runs) and each control at equal training compute (dashed, its
+    epochs in the legend): the mean over seeds, with its 95 % t-interval from the seeds'
+    spread as error bars (none for a single seed)."""
+    runs = headline_runs(recorded["run"])
+    frame = results.shown_rows(recorded[recorded["run"].isin(runs)])
     fig, (ax,) = figure(1, height=5.0)
-    for (method, seeds), part in stats.groupby(["method", "seeds"]):
+    for run in runs:
+        part = frame[frame["run"] == run]
+        per_seed = part.groupby(["mflops", "seed"])["top1"].mean().groupby("mflops")
+        half = [(high - low) / 2 for low, high in per_seed.apply(t_interval)]
+        epochs = sorted({int(e) for e in part["epochs"].dropna()})
+        label = legend_label(run, part["seed"].nunique(), results.span(epochs) if epochs else "")
         ax.errorbar(
-            part["mflops"], part["mean"], yerr=part["half"], marker="o", capsize=3,
-            label=f"{method} ({seeds} seed{'s' if seeds > 1 else ''})",
-            linestyle="--" if method == results.MATCHED_NAME else "-", color=method_colour(method),
+            per_seed.mean().index, per_seed.mean(), yerr=half, marker="o", capsize=3,
+            label=label, linestyle="--" if control_of(run) else "-", color=method_colour(run),
         )  # fmt: skip
     ax.set(xlabel=MFLOPS_LABEL, ylabel=TOP1_LABEL)
     ax.set_title(wrap(title))
@@ -365,17 +416,13 @@ def headline_figure(recorded: pd.DataFrame, title: str) -> Figure:
 
 #: the methods of the training-compute figure, as its legend names them, and their colours
 COMPUTE_METHODS = {
-    method: (label, METHOD_COLOURS[method])
-    for method, label in (
-        ("cooperative", "cooperative: deployed Teammate"),
-        ("independent", "independent networks"),
-        ("byot", "BYOT"),
-        ("branchynet", "BranchyNet"),
-    )
+    method: (label, METHOD_COLOURS[method]) for method, label in METHOD_LABELS.items()
 }
 #: the budget pilot's plain network, alone
 ALONE = ("full-depth network alone", "C7")
-TRAINING_FLOPS_LABEL = "training PFLOPs (log scale)"
+#: the x axis of the training-compute figure: a run's training compute counts every network it
+#: trains (the independent networks' run trains one per depth, the cooperative one its Leader too)
+TRAINING_FLOPS_LABEL = "training PFLOPs of the whole run\n(every network it trains; log scale)"
 
 
 def training_compute_frame(judged: pd.DataFrame, pilot: pd.DataFrame | None = None) -> pd.DataFrame:
@@ -386,8 +433,7 @@ def training_compute_frame(judged: pd.DataFrame, pilot: pd.DataFrame | None = No
     every regime (:func:`results.best_runs`), the methods and their controls (not the
     ablations); ``pilot``: the budget pilot's (:func:`results.budget_rows`), one seed each,
     marked ``pilot``."""
-    controls = ("-compute-matched", "-flops-matched")
-    keep = judged["run"].isin(COMPUTE_METHODS) | judged["run"].str.endswith(controls)
+    keep = judged["run"].isin(COMPUTE_METHODS) | judged["run"].str.endswith(CONTROL_SUFFIXES)
     parts = [results.shown_rows(judged[keep]).assign(pilot=False)]
     if pilot is not None and not pilot.empty:
         parts.append(results.shown_rows(pilot).assign(pilot=True))
@@ -420,7 +466,7 @@ def training_compute_figure(points: pd.DataFrame, title: str) -> Figure:
     plan), one line per method through its budgets (the epochs beside each point): the mean
     over seeds with its 95 % t-interval; the budget pilot's single seeds hollow and dashed."""
     depths = list(dict.fromkeys(points["depth"]))
-    fig, axes = figure(len(depths), height=4.2, sharey=True)
+    fig, axes = figure(len(depths), height=4.6, sharey=True)
     order = [label for label, _ in COMPUTE_METHODS.values()]
     points = points.assign(
         training_flops=points["training_flops"] / 1e15,
@@ -460,7 +506,7 @@ def training_compute_figure(points: pd.DataFrame, title: str) -> Figure:
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside lower center", ncols=1, fontsize="small")
     suptitle(fig, title)
-    return fit_column(fig)
+    return keep_texts_apart(fit_column(fig))
 
 
 def learning_budget_figure(

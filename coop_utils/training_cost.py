@@ -24,7 +24,7 @@ FOLDERS = {
     "preview": "short regime (the campaign)",
     "compute-matched": "short regime, control at equal compute",
     "converged": "converged regime",
-    "pilot": "pilots (validation only)",
+    "pilot": "pilots (read on validation data)",
 }
 
 
@@ -114,7 +114,7 @@ def learning_budget_points(frame: pd.DataFrame, profile: str = CAMPAIGN_PROFILE)
             label = (
                 "full-depth network alone (budget pilot, seed 0)"
                 if plain
-                else ("cooperative: deployed Teammate (seed 0)")
+                else f"{result_plots.COOPERATIVE_LABEL} (seed 0)"
             )
             colour = result_plots.ALONE[1] if plain else result_plots.method_colour("cooperative")
             points.append(
@@ -122,6 +122,18 @@ def learning_budget_points(frame: pd.DataFrame, profile: str = CAMPAIGN_PROFILE)
             )
     columns = ["label", "epochs", "val_top1", "source", "pilot", "colour"]
     return pd.DataFrame(points, columns=columns)
+
+
+def doubling_gain(
+    frame: pd.DataFrame, epochs: int, profile: str = CAMPAIGN_PROFILE
+) -> float | None:
+    """What doubling ``epochs`` gains the budget pilot's plain network in validation top-1 at
+    full depth (points), or ``None`` while either budget is not recorded."""
+    budget = learning_budget_points(frame, profile)
+    plain = budget[budget["pilot"].astype(bool)].set_index("epochs")["val_top1"]
+    if epochs not in plain.index or 2 * epochs not in plain.index:
+        return None
+    return float(plain[2 * epochs] - plain[epochs])
 
 
 def show_learning_budget(recorded: results.Results, dataset: str) -> None:
@@ -184,87 +196,89 @@ def show_learning_budget(recorded: results.Results, dataset: str) -> None:
 # --- training compute -------------------------------------------------------------------------
 
 
-#: the baselines whose training time is set beside the cooperative run's
+#: the baselines whose training compute is set beside the cooperative run's
 BASELINES = {
     "independent": "the independent networks of every depth",
     "byot": "BYOT",
     "branchynet": "BranchyNet",
 }
-#: config keys that fix which passes a cooperative step runs (its cost per step)
-STEP_KEYS = ("arch", "batch_size", "teammates", "use_leader", "factors_per_teammate",
-             "gate_gradient", "image_size", "num_classes")  # fmt: skip
+
+
+def flops_multiples(frame: pd.DataFrame) -> list[float]:
+    """How many times each recorded baseline's training FLOPs per seed (:data:`BASELINES`) a
+    cooperative run of ``frame`` (one regime) trains with, sorted; none where either is not
+    recorded."""
+    flops = compute_table(frame).droplevel("results")["PFLOPs per seed"]
+    if flops.get("cooperative", 0.0) <= 0:
+        return []
+    return sorted(
+        flops["cooperative"] / flops[name]
+        for name in BASELINES
+        if name in flops.index and flops[name] > 0
+    )
 
 
 def training_compute_note(frame: pd.DataFrame, step_record: Mapping[str, Any] | None = None) -> str:
-    """Markdown: how much more a cooperative run of a results frame (one dataset) trains than
-    each recorded baseline, or "" without both: the claims compare methods at equal epochs,
-    not at equal training compute. ``step_record`` (the ``train_step`` benchmark's record), when
-    given, says what a step costs, timed side by side; the runs' wall times (mean per seed)
-    follow, with how far runs of the same step cost land apart on the shared recording
-    machine."""
-    table = results.campaign_table(frame, decimals={})
-    if "cooperative" not in table.index or not set(BASELINES) & set(table.index):
+    """Markdown: how much more training compute a cooperative run of a results frame (one
+    dataset) takes than each recorded baseline, by the recorded training FLOPs per seed, or ""
+    without both: the claims compare methods at equal epochs, not at equal training compute.
+    ``step_record`` (the ``train_step`` benchmark's record), when given, says what a step
+    costs, timed side by side. Controls trained for a cooperative run's compute follow, each
+    with its FLOPs ratio and its full-depth top-1 beside the deployed Teammate's."""
+    flops = compute_table(frame).droplevel("results")["PFLOPs per seed"]
+    if "cooperative" not in flops.index or not set(BASELINES) & set(flops.index):
         return ""
-    ours = table.loc["cooperative", "per seed (h)"]
+    ours = flops["cooperative"]
     ratios = [
-        f"{table.loc[name, 'per seed (h)']:.2f} h for {text} "
-        f"({ours / table.loc[name, 'per seed (h)']:.1f}× less)"
+        f"{ours / flops[name]:.1f}× the {flops[name]:.2g} of {text}"
+        if ours > 0 and flops[name] > 0
+        else f"training FLOPs not recorded for {text}"
         for name, text in BASELINES.items()
-        if name in table.index and table.loc[name, "per seed (h)"] > 0
+        if name in flops.index
     ]
     runs = results.summaries(frame)
-    evaluated = results.evaluation_only(frame)
-    controls = [name for name in table.index if name.endswith(CONTROL_SUFFIXES)]
+    controls = [name for name in flops.index if name.endswith(CONTROL_SUFFIXES)]
     campaign_runs = runs[~runs["run"].isin(controls)]
     epochs = sorted({config.get("epochs") for config in campaign_runs["config"]} - {None})
-
-    def step(config: Mapping[str, Any]) -> tuple:
-        return tuple(config.get(key) for key in STEP_KEYS)
-
-    first = step(runs[runs["run"] == "cooperative"].sort_values("seed")["config"].iloc[0])
-    alike = [  # every trained seed whose step runs the cooperative run's passes
-        (0.0 if run.wall_time_s != run.wall_time_s else run.wall_time_s) / 3600
-        for run in runs.itertuples()
-        if run.run.startswith("cooperative") and step(run.config) == first
-        if not evaluated[run.path]
-    ]
-    spread = ""
-    if len(alike) > 1:
-        spread = (
-            f". Wall times on a shared machine measure its load as much as the compute: seeds "
-            f"whose steps run the same passes as the cooperative one took {min(alike):.2f} to "
-            f"{max(alike):.2f} h"
-        )
+    spent = (
+        f"trains with {ours:.2g} PFLOPs per seed (its recorded training FLOPs): "
+        if ours > 0
+        else "has no recorded training FLOPs: "
+    )
     text = (
         f"**Training compute is not matched.** Every method trains for the same "
         f"{', '.join(map(str, epochs))} epochs, and the claims compare them at equal "
-        f"inference cost.{_step_cost(step_record)} Per seed, the cooperative run trained "
-        f"{ours:.2f} h (wall time on the recording machine, for two Teammates with their "
-        f"sub-networks and a Leader), against {', '.join(ratios)}{spread}. On a schedule this "
+        f"inference cost. A cooperative run (two Teammates with their sub-networks, and a "
+        f"Leader) {spent}{_listed(ratios)}.{_step_cost(step_record)} On a schedule this "
         "short every network is still learning, so part of the cooperative method's lead over "
-        "the baselines may be that extra compute rather than the method."
+        "the baselines may be that extra compute rather than the method. The requirements "
+        "table at the foot of the page gives every run's wall time."
     )
     if not controls:
         return text
-    full, described = table["top-1 at full depth (%)"], []
+    full = results.campaign_table(results.shown_rows(frame), decimals={})
+    full, described = full["top-1 at full depth (%)"], []
     for name in controls:
         ratios_ = [f"{r:.2f}" for r in flops_ratios(frame, name)]
-        flops = (
-            f"training FLOPs {results.span(ratios_)}× the cooperative run's; " if ratios_ else ""
-        )
+        spent_ = f"training FLOPs {results.span(ratios_)}× the cooperative run's" if ratios_ else ""
         epochs_ = results.span(sorted(_epochs(runs, name)))
         described.append(
-            f"{CONTROLLED.get(name.split('-')[0], name)} for {epochs_} epochs ({flops}"
-            f"{table.loc[name, 'per seed (h)']:.2f} h per seed): at full depth they reach "
-            f"{full[name]:.1f} %, against {full['cooperative']:.1f} % for the mean of the "
-            "cooperative Teammates"
+            f"{CONTROLLED.get(name.split('-')[0], name)} for {epochs_} epochs"
+            + (f" ({spent_})" if spent_ else "")
+            + f": at full depth they reach {full[name]:.1f} %, against "
+            f"{full['cooperative']:.1f} % for the deployed Teammate"
         )
     exits = any(not name.startswith("independent") for name in controls)
     return (
         f"{text} The verdict's claims at equal training compute set the cooperative run beside "
-        f"controls trained for as much compute: {'; '.join(described)} (means over seeds, the "
-        f"table below){'' if exits else '; the exit baselines have no such control here'}."
+        f"controls trained for as much compute: {'; '.join(described)} (means over seeds)"
+        f"{'' if exits else '; the exit baselines have no such control here'}."
     )
+
+
+def _listed(parts: Sequence[str]) -> str:
+    """``a, b and c``."""
+    return ", ".join(parts[:-1]) + f" and {parts[-1]}" if len(parts) > 1 else "".join(parts)
 
 
 #: the controls at equal training compute, as a sentence names them

@@ -314,7 +314,8 @@ class Regime:
 
     def label(self, control: str | None = None) -> str:
         """The regime column of a claim: ``"converged, 24 epochs"``; against ``control``,
-        ``"equal compute: 24 vs 64 epochs (FLOPs ratio 1.01, matched)"``."""
+        ``"equal compute: 24 vs 64 epochs (control's FLOPs 1.01× the cooperative run's,
+        matched)"``."""
         ours = self.epochs("cooperative")
         if control is None:
             return f"{self.name}, {ours} epochs"
@@ -333,7 +334,8 @@ class Regime:
             return "training FLOPs not recorded"
         within = all(abs(r - 1) <= FLOPS_TOLERANCE for r in ratios)
         matched = "matched" if within else f"not within {100 * FLOPS_TOLERANCE:g} %"
-        return f"FLOPs ratio {span([f'{r:.2f}' for r in ratios])}, {matched}"
+        ratio = span([f"{r:.2f}" for r in ratios])
+        return f"control's FLOPs {ratio}× the cooperative run's, {matched}"
 
 
 # --- the claims -------------------------------------------------------------------------------
@@ -618,14 +620,27 @@ def _evidence(regime: Regime) -> str:
         return f"no cooperative run of the {regime.name} regime recorded yet"
     first = cooperative[0].summary
     seeds = len(cooperative)
-    digests = {str(run.summary["code_digest"] or "unknown") for run in cooperative}
-    digest = digests.pop() if len(digests) == 1 else "mixed"
     return (
         f"{first['config']['profile']}, {first['config']['arch']}, "
         f"{seeds} seed{'s' if seeds > 1 else ''} of the method, "
-        f"{int(first['test_images']):,} test images, code digest {digest}, "
+        f"{int(first['test_images']):,} test images, {_digests(cooperative)}, "
         f"{first['device'] or '?'}, {str(first['date'] or '')[:10]}"
     )
+
+
+def _digests(runs: Sequence[Run]) -> str:
+    """The code that trained ``runs``: one code digest, or several with the behaviour digest
+    that says whether they train alike (:mod:`coop_utils.behaviour`)."""
+    codes = sorted({str(run.summary["code_digest"] or "unknown") for run in runs})
+    if len(codes) == 1:
+        return f"code digest {codes[0]}"
+    behaviours = sorted({str(run.summary.get("behaviour_digest") or "unknown") for run in runs})
+    alike = (
+        f"one behaviour digest, {behaviours[0]}: they train alike"
+        if len(behaviours) == 1 and behaviours[0] != "unknown"
+        else f"behaviour digests {', '.join(behaviours)}"
+    )
+    return f"code digests {', '.join(codes)} ({alike})"
 
 
 #: the claim table's columns; ``regime_key`` is the regime's name (a key of ``REGIMES``)

@@ -72,7 +72,8 @@ chapters.show(chapters.progress_note(chapter.results, regimes))
 #   converged campaign's epochs, the short campaign's, and **at equal training compute**,
 #   where the other method's control trains until its recorded training FLOPs match the
 #   cooperative run's of the same seed. The regime column gives both arms' epochs and the
-#   recorded FLOPs ratio: "matched" within 5 %, else the ratio is stated.
+#   control's recorded training FLOPs over the cooperative run's: "matched" within 5 %, else
+#   the ratio is stated.
 # - **Only planned runs.** A summary is judged only if its configuration is the one its
 #   campaign plans (`params/preview.yaml`, its config hash), so a stray file in a results
 #   folder cannot enter a verdict.
@@ -98,13 +99,17 @@ chapters.show(chapters.progress_note(chapter.results, regimes))
 # %% [markdown]
 # ## What training compute buys
 #
-# Each method's test accuracy against the compute its training took (the recorded training
-# FLOPs of each run: forward FLOPs per image of the passes it ran, ×3 for the backward pass, ×
-# the images seen), at full depth and at the shallowest plan, for every budget recorded: the
-# short campaign, its control at equal compute, the converged campaign and its FLOPs-matched
-# controls. The cooperative network is its deployed Teammate; the budget pilot's plain
-# full-depth network (one seed, validation only, hollow) shows how far one network climbs
-# with epochs alone. A point above and to the left of another is better on both counts.
+# Each method's test accuracy against the compute its training took: the recorded training
+# FLOPs of the whole run, every network it trains (the independent networks' run trains one
+# network per depth, the cooperative run its Leader and Teammates), counted as the forward
+# FLOPs per image of the passes it ran, ×3 for the backward pass, × the images seen. At full
+# depth and at the shallowest plan, for every budget recorded: the short campaign, its control
+# at equal training compute, the converged campaign and its controls at equal training
+# compute. The cooperative network is its deployed Teammate; the budget pilot's plain
+# full-depth network (one seed, hollow) shows how far one network climbs with epochs alone:
+# the budget rule reads its validation accuracy (chapter 5), but its points here are test
+# accuracy, like every other. A point above and to the left of another is better on both
+# counts.
 
 # %% tags=["remove-input"]
 summary.show_training_compute()
@@ -116,7 +121,7 @@ summary.show_training_compute()
 # regime. The cooperative network is one trained network at every depth (its deployed
 # Teammate is drawn); the independent networks are one network per depth; BYOT and BranchyNet
 # exit early from one network with heads of their own. Dashed: the independent networks
-# trained for about the training compute of one cooperative run.
+# trained for about the training compute of one cooperative run (their epochs in the legend).
 
 # %% tags=["remove-input"]
 summary.show_accuracy_against_cost()
@@ -154,6 +159,23 @@ summary.show_scope()
 
 # %% tags=["remove-input"]
 summary.show_campaigns()
+
+# %% [markdown]
+# :::{dropdown} Reproduce this page
+# - `make book` rebuilds the whole book, this page included, from the summaries in
+#   `results/`: it trains nothing and takes minutes.
+# - In Python, `verdict.replication_verdicts(results.load("results"))` (from `coop_utils`)
+#   returns the verdict table above, one row per claim and regime, with each row's rule and
+#   evidence.
+# - `python -m coop_utils results --profile preview --campaign NAME --list` lists a campaign's
+#   runs and the state of each; without `--list` it trains the runs not yet recorded, resuming
+#   any interrupted one (`make results CAMPAIGN=NAME`; set `COOP_DATA_ROOT` to the folder
+#   that holds `tiny-imagenet-200`). The campaigns, all in `params/preview.yaml`: `campaign`
+#   (the short regime), `compute-matched` (its control at equal training compute),
+#   `budget-pilot` (the learning budget) and `converged`.
+# - Each summary records its configuration, code and behaviour digests, training FLOPs and wall
+#   time; *Run it yourself* in chapters 2 to 6 gives the command of each single run.
+# :::
 
 # %% [markdown]
 # ## Results

@@ -7,10 +7,20 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import nbformat
+import pandas as pd
 import pytest
 from test_notebooks import CHAPTERS, FIGURE_CHAPTERS
 
-from coop_utils import book, chapters, engineering, listings, replication, results, training_cost
+from coop_utils import (
+    book,
+    chapters,
+    engineering,
+    listings,
+    replication,
+    result_plots,
+    results,
+    training_cost,
+)
 from coop_utils.__main__ import main
 from coop_utils.config import load_config
 
@@ -225,8 +235,6 @@ def test_the_bibliography_lists_the_paper(built):
 
 
 def test_tables_show_a_dash_for_a_missing_value_and_the_decimals_asked_for():
-    import pandas as pd
-
     table = pd.DataFrame({"seeds": [3, 1], "hours": [0.7, 0.413], "range": [1.0, float("nan")]})
     every = chapters.dashes(table, 2)
     assert every.to_dict("list") == {
@@ -262,7 +270,6 @@ def test_recorded_depths_show_accuracy_then_the_committed_training_curves(tmp_pa
     """A chapter's recorded section: the label, the accuracy-by-depth figure and table, then
     the training curves read from the committed per-epoch log (validation top-1 per depth)."""
     import matplotlib.pyplot as plt
-    import pandas as pd
     from test_notebooks import fabricate_results
 
     root = tmp_path / "results"
@@ -341,21 +348,53 @@ def test_a_dataset_the_campaign_does_not_train_is_said_to_be_untested_not_pendin
     assert "is recorded yet" in chapters.recorded_label(results.empty(), "tiny-imagenet")
 
 
-def test_the_training_compute_note_sets_step_costs_beside_wall_times():
+def test_a_regime_of_two_campaigns_is_labelled_by_both_and_by_the_runs_its_figure_draws():
+    """The short campaign's runs beside their control at equal training compute (another
+    results folder, 18 epochs) are named as both, each campaign with its epochs, never as the
+    control's campaign alone; the headline figure's label lists the runs it draws only."""
+    from test_verdict import summaries
+
+    found = summaries(seeds=1)
+    control = {results.MATCHED_NAME: found.pop(results.MATCHED_NAME)}
+    where = {"root": results.MATCHED_ROOT, "path": "compute-matched/preview/cifar100/x.json"}
+    frame = pd.concat([results.frame_of(control, **where), results.frame_of(found)])
+    label = chapters.recorded_label(frame, "cifar100")
+    assert label.startswith(
+        "**Recorded runs on cifar100 of the preview campaign and of the control at equal "
+        "training compute** (resnet20 for 6 epochs; in the control at equal training compute: "
+        "resnet20 for 18 epochs; test CPU;"
+    ), label
+    assert label.index("`cooperative`") < label.index(f"`{results.MATCHED_NAME}`")  # main first
+    drawn = chapters.recorded_label(result_plots.headline_rows(frame), "cifar100")
+    assert "`cooperative-no-sfsl`" in label and "no-sfsl" not in drawn  # an ablation: not drawn
+    assert drawn.endswith(
+        f"`cooperative`, `independent`, `byot`, `branchynet`, `{results.MATCHED_NAME}`."
+    ), drawn
+    one = chapters.recorded_label(results.frame_of(found), "cifar100")  # one campaign: as before
+    assert one.startswith("**Recorded preview runs on cifar100** (resnet20 for 6 epochs; test")
+    converged = chapters.recorded_label(results.frame_of(found, root="converged"), "cifar100")
+    assert converged.startswith("**Recorded converged campaign's runs on cifar100** (resnet20")
+
+
+def test_the_training_compute_note_sets_the_recorded_training_flops_side_by_side():
     """The claims compare methods at equal epochs, not equal training compute: the note says
-    how much longer a cooperative seed trains, and what the step benchmark measured."""
+    how many times the FLOPs of each baseline a cooperative seed trains with (by the recorded
+    training FLOPs, not wall time), and what the step benchmark measured."""
     from test_verdict import summaries, timed_campaign
 
     runs = summaries(seeds=3)
     timed_campaign(runs)
+    for name, run in runs.items():  # PFLOPs per seed: cooperative 0.5, BYOT 0.1, others 0.2
+        run["training_flops"] = 1e15 * (0.5 if name.startswith("cooperative") else 0.2)
+        run["training_flops"] *= 0.5 if name.startswith("byot") else 1.0
     frame = results.frame_of(runs)
     note = training_cost.training_compute_note(frame)
     assert note.startswith("**Training compute is not matched.**")
     assert "Every method trains for the same 6 epochs" in note
-    assert "0.10 h for BYOT (5.0× less)" in note
-    assert "0.10 h for the independent networks" in note
-    # how far runs of the same step cost land apart (the shared-bn re-evaluation trains none)
-    assert "same passes as the cooperative one took 0.50 to 0.50 h" in note
+    assert "trains with 0.5 PFLOPs per seed (its recorded training FLOPs)" in note
+    assert "2.5× the 0.2 of the independent networks of every depth" in note
+    assert "5.0× the 0.1 of BYOT and 2.5× the 0.2 of BranchyNet." in note
+    assert " h " not in note  # wall times, which measure the machine's load, are not compared
     cooperative_only = frame[frame["run"].str.startswith("cooperative")]
     assert training_cost.training_compute_note(cooperative_only) == ""
     # the side-by-side step benchmark, when recorded, says what a step costs
@@ -396,6 +435,22 @@ def test_the_learning_budget_rule_reads_the_recorded_gains_and_the_time_a_run_ta
     assert chosen == 24  # on a faster machine 48 fits, and the plateau decides
 
 
+def test_what_doubling_the_converged_budget_gains_is_read_from_the_pilot():
+    """How far from flat a budget is: the budget pilot's plain network's validation gain from
+    doubling it, read from the committed pilot; none where a budget is not recorded."""
+    pilot = book.REPO_ROOT / "results" / "pilot" / "preview" / "tiny-imagenet"
+    top1 = {
+        epochs: json.loads((pilot / f"independent-budget-e{epochs}.json").read_text())["metrics"][
+            "independent"
+        ]["1"]["val_top1"]
+        for epochs in (24, 48)
+    }
+    frame = results.load(book.REPO_ROOT / "results").frame
+    assert training_cost.doubling_gain(frame, 24) == pytest.approx(top1[48] - top1[24])
+    assert training_cost.doubling_gain(frame, 48) is None  # 96 epochs: not in the pilot
+    assert training_cost.doubling_gain(results.empty(), 24) is None
+
+
 def test_the_summary_pages_opening_names_the_scope_and_counts_each_regime():
     from test_verdict import summaries
 
@@ -406,14 +461,28 @@ def test_the_summary_pages_opening_names_the_scope_and_counts_each_regime():
         config, ["6", "24"], load_config("full", dataset="tiny-imagenet")
     )
     assert scope == (
-        "<b>Partial replication:</b> ResNet-20, 50 of Tiny ImageNet's 200 classes at 32 px, 6 "
-        "and 24 epochs, against the paper's ResNet-152 on all 200 classes at 64 px, 200 epochs."
+        "<b>Partial replication, rebuilt from the paper's abstract:</b> ResNet-20 run at 3, 6 "
+        "and 9 of its 9 blocks, 50 of Tiny ImageNet's 200 classes at 32 px, 6 and 24 epochs, "
+        "against the paper's ResNet-152 on all 200 classes at 64 px."
     )
     table = verdict.claim_table(results.frame_of(summaries(seeds=2)))
     plan = results.regime_plan("preview", regimes=["short"])
     line = replication.tally_line(table, plan, {"short": "6"})
-    assert line.startswith("<b>Short regime, 6 epochs:</b> 0 of 33 runs recorded; of its 14 ")
-    assert "3 are inconclusive (3 exploratory by design) and 11 are not yet decided." in line
+    assert line.startswith("<b>Short regime, 6 epochs:</b> 0 of 33 runs recorded; at equal ")
+    # the claims at equal epochs are counted apart from those at equal training compute
+    assert (
+        "at equal epochs, of its 13 claims, 3 are inconclusive (3 exploratory by design) " in line
+    )
+    assert "and 10 are not yet decided; at equal training compute, its 1 claim is not yet " in line
+    # with the FLOPs multiple of the regime's baselines, the equal epochs say what they cost
+    priced = replication.tally_line(table, plan, {"short": "6"}, compute={"short": "2.7–5.3"})
+    assert "at equal epochs (where the cooperative run trains with 2.7–5.3× the FLOPs" in priced
+    waiting = table.assign(
+        verdict=table["verdict"].where(table["regime_key"] == "", "not yet decided")
+    )
+    assert "0 of 33 runs recorded; its 14 claims are not yet decided." in replication.tally_line(
+        waiting, plan, {"short": "6"}
+    )  # nothing decided: one count, not one per kind
     assert line.endswith("Implementation check (depth cuts inference cost): inconclusive.")
     assert replication.tally_line(table, plan, {"short": "6"}, bold=("*", "*")).startswith("*Short")
 

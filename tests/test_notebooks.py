@@ -220,7 +220,8 @@ def test_the_readers_book_shows_recorded_results_and_trains_nothing(tmp_path, re
     plan = results.regime_plan("preview", found.frame)
     epochs = replication.regime_epochs(plan, results.best_runs(found.frame))
     assert replication.tally_line(table, plan, epochs) in texts["00"]
-    assert "Partial replication:</b> ResNet-20, 50 of Tiny ImageNet's 200 classes" in texts["00"]
+    opening = "rebuilt from the paper's abstract:</b> ResNet-20 run at 3, 6 and 9 of its 9 blocks"
+    assert f"Partial replication, {opening}, 50 of Tiny ImageNet's 200 classes" in texts["00"]
     # the discussion: what waits for runs, and what each regime's campaign still has to record
     assert (
         "**Not yet decided (short regime, 6 epochs):** 14 claims, until 28 more runs"

@@ -62,18 +62,21 @@ def assert_fits_the_column(figure):
 
 
 def assert_labels_apart(figure):
-    """No two of the figure's titles and axis labels overlap where they are drawn (two panels'
-    long x labels can run into each other)."""
+    """No two of the figure's titles, axis labels, annotations and legends below the axes
+    overlap where they are drawn (two panels' long x labels can run into each other, and so can
+    the numbers written beside two points close together)."""
     figure.canvas.draw()
     renderer = figure.canvas.get_renderer()
     texts = [figure._suptitle] if figure._suptitle else []
+    texts += [label for label in (figure._supxlabel, figure._supylabel) if label]
     for ax in figure.axes:
-        texts += [ax.title, ax.xaxis.label, ax.yaxis.label]
+        texts += [ax.title, ax.xaxis.label, ax.yaxis.label, *ax.texts]
     boxes = [
         (text.get_text(), text.get_window_extent(renderer))
         for text in texts
         if text.get_visible() and text.get_text().strip()
     ]
+    boxes += [("the legend", legend.get_window_extent(renderer)) for legend in figure.legends]
     for i, (first, box) in enumerate(boxes):
         for second, other in boxes[i + 1 :]:
             assert not box.overlaps(other), f"{first!r} runs into {second!r}"
@@ -245,33 +248,50 @@ def test_accuracy_and_comparison_figures():
 
 
 def test_headline_figure_draws_each_method_with_its_seed_interval():
-    def summary(seed, metrics):
-        return {"config": {"seed": seed}, "metrics": metrics}
+    def summary(seed, metrics, epochs=6):
+        return {"config": {"seed": seed, "epochs": epochs}, "metrics": metrics}
 
     summaries = {
         "cooperative": summary(0, fake_metrics()),
         "cooperative-seed1": summary(1, fake_metrics(base=52.0)),
         "byot": summary(0, fake_metrics(("byot",), base=40)),
         "cooperative-no-sfsl": summary(0, fake_metrics(base=10)),  # an ablation: not drawn
-        results.MATCHED_NAME: summary(0, fake_metrics(("independent",), base=45)),
+        results.MATCHED_NAME: summary(0, fake_metrics(("independent",), base=45), epochs=18),
     }
     figure = result_plots.headline_figure(results.frame_of(summaries), "headline")
     assert_titled_and_labelled(figure)
     labels = figure.axes[0].get_legend_handles_labels()[1]
+    # the methods named as the training-compute figure names them, in its order, each control
+    # after its method with the epochs it trained for (not the regime's of the title)
     assert labels == [
-        "byot (1 seed)",
         f"{result_plots.COOPERATIVE_LABEL} (2 seeds)",
-        f"{results.MATCHED_NAME} (1 seed)",
+        "independent networks, 18 epochs (equal training compute, 1 seed)",
+        "BYOT (1 seed)",
     ]
     bars = [c for c in figure.axes[0].containers if c.has_yerr]
     styles = [bar.lines[0].get_linestyle() for bar in bars]
-    assert styles == ["-", "-", "--"]  # the compute-matched control, dashed
-    cooperative = bars[1].lines[2][0].get_segments()  # the error bars of the 2-seed method
+    assert styles == ["-", "--", "-"]  # the compute-matched control, dashed
+    cooperative = bars[0].lines[2][0].get_segments()  # the error bars of the 2-seed method
     half = (cooperative[0][1][1] - cooperative[0][0][1]) / 2
     assert half == pytest.approx(12.706 * 2 / 2**0.5 / 2**0.5, rel=1e-3)  # t(1) * sd / sqrt(2)
     colours = [matplotlib.colors.to_hex(bar.lines[0].get_color()) for bar in bars]
-    expected = ["byot", "cooperative", "independent"]  # the control: its method's colour
+    expected = ["cooperative", "independent", "byot"]  # the control: its method's colour
     assert colours == [matplotlib.colors.to_hex(plots.METHOD_COLOURS[m]) for m in expected]
+
+
+def test_the_headline_figure_and_its_label_keep_the_methods_and_every_control():
+    """The runs the figure draws (and its label names): the methods and each one's control at
+    equal training compute, either name of it, never an ablation."""
+    runs = ["cooperative-no-sfsl", "byot-flops-matched", "byot", results.MATCHED_NAME]
+    runs += ["cooperative", "independent", "branchynet", "cooperative-gate-all"]
+    assert result_plots.headline_runs(runs) == [
+        "cooperative", "independent", results.MATCHED_NAME, "byot", "byot-flops-matched",
+        "branchynet",
+    ]  # fmt: skip
+    assert result_plots.legend_label("byot-flops-matched", 3, "63–65") == (
+        "BYOT, 63–65 epochs (equal training compute, 3 seeds)"
+    )
+    assert result_plots.legend_label("branchynet", 1) == "BranchyNet (1 seed)"
 
 
 def test_every_figure_that_compares_methods_gives_a_method_one_colour():
@@ -464,7 +484,7 @@ def test_training_compute_figure_draws_every_budget_at_full_and_shallowest_depth
         run |= {"metrics": {"independent": {"1": row}}, "training_flops": epochs * 4.6e12}
     points = result_plots.training_compute_frame(judged, results.frame_of(pilot))
     assert set(points["depth"]) == {"full depth", "shallowest plan (3 blocks)"}
-    ours = points[points["label"] == "cooperative: deployed Teammate"]
+    ours = points[points["label"] == result_plots.COOPERATIVE_LABEL]
     assert len(ours) == 6 and set(ours["budget"]) == {"short/cooperative"}  # 3 seeds, 2 depths
     assert "cooperative-no-sfsl" not in set(points["run"])  # ablations are not drawn
     alone = points[points["pilot"]]
@@ -475,9 +495,31 @@ def test_training_compute_figure_draws_every_budget_at_full_and_shallowest_depth
     assert [ax.get_xscale() for ax in figure.axes] == ["log", "log"]
     assert figure.get_size_inches()[0] == pytest.approx(plots.FIGURE_WIDTH)
     labels = figure.legends[0].get_texts()
-    assert labels[0].get_text() == "cooperative: deployed Teammate"
+    assert labels[0].get_text() == result_plots.COOPERATIVE_LABEL
     hollow = [c.lines[0] for c in figure.axes[0].containers if "pilot" in c.get_label()]
     assert hollow and hollow[0].get_markerfacecolor() == "none"
+
+
+def test_numbers_written_beside_points_close_together_are_moved_apart():
+    """Epochs written beside points of several methods at about the same training compute:
+    each moves down or up until it covers neither another number nor a point, staying in the
+    column of its own point."""
+    fig, (ax,) = plots.figure(1)
+    ax.plot([0.11, 0.112, 0.115], [52.0, 52.5, 51.0], "o")
+    for x, y, text in ((0.11, 52.0, "24"), (0.112, 52.5, "24"), (0.115, 51.0, "18")):
+        ax.annotate(text, (x, y), xytext=(3, -11), textcoords="offset points", fontsize=8)
+    ax.set(xlabel="training PFLOPs (log scale)", ylabel=plots.S_LABEL, title="numbers")
+    ax.set(xscale="log", xlim=(0.02, 1.0), ylim=(20, 60))
+    with pytest.raises(AssertionError, match="runs into"):
+        assert_labels_apart(fig)  # as written: on top of each other
+    plots.keep_texts_apart(fig)
+    assert_labels_apart(fig)
+    assert {text.xyann[0] for text in ax.texts} == {3}
+    renderer = fig.canvas.get_renderer()
+    points = plots._marker_boxes(ax)
+    assert len(points) == 3
+    for text in ax.texts:
+        assert not any(text.get_window_extent(renderer).overlaps(p) for p in points)
 
 
 def test_learning_budget_figure_marks_the_chosen_budget_and_each_gain():

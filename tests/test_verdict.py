@@ -198,6 +198,15 @@ def test_claims_that_hold_and_fail_are_judged_so_from_the_numbers():
     evidence = table.set_index("dataset")["evidence"]["cifar100"].iloc[0]
     assert evidence.startswith("preview, resnet20, 3 seeds of the method, 10,000 test images")
     assert "code digest unknown" in evidence
+    # seeds trained by code of two digests that trains alike (one behaviour digest) say so
+    mixed = summaries()
+    for name, run in mixed.items():
+        run |= {"code_digest": "a1" if name.endswith("seed1") else "b2", "behaviour_digest": "c3"}
+    evidence = claims(mixed).set_index("dataset")["evidence"]["cifar100"].iloc[0]
+    assert "code digests a1, b2 (one behaviour digest, c3: they train alike)" in evidence
+    mixed["cooperative-seed2"]["behaviour_digest"] = "d4"
+    evidence = claims(mixed).set_index("dataset")["evidence"]["cifar100"].iloc[0]
+    assert "code digests a1, b2 (behaviour digests c3, d4)" in evidence
 
     worse = summaries(shift=lambda name, seed: -5.0 * (name == "cooperative") + jitter(name, seed))
     got = verdicts(claims(worse))
@@ -601,6 +610,9 @@ def test_each_claim_not_shown_to_hold_is_given_its_likely_reason():
     assert got["Smoother accuracy degradation than BYOT as depth shrinks"] == "Exits"
     # the compute-matched control gets its own reason, not the components' weak teachers
     assert got["At equal training"] == "At equal training compute"
+    # the Leader's reason says what the Leader is; the Teammates' parts share theirs
+    assert got["The Leader improves the Teammates"] == "Leader"
+    assert got["Mutual distillation between the Teammates improves them"] == "Component"
     few = reasons(claims(summaries(seeds=2, profile="full")))
     assert few[comparable] == "Seeds"
     assert reasons(claims(summaries(seeds=2)))[comparable] == "Missing"  # 2 of 3 planned seeds
@@ -674,7 +686,11 @@ def test_the_compute_matched_control_is_read_from_its_own_folder_and_judged(tmp_
     assert row["verdict"] == "holds", row["measured"]  # +4 points at every plan
     assert "(3 vs 3 runs)" in row["measured"]
     # 1.64e14 / 1.5e14 = 1.09: not called matched, the ratio stated
-    assert row["regime"] == "equal compute: 6 vs 18 epochs (FLOPs ratio 1.09, not within 5 %)"
+    assert (
+        row["regime"]
+        == "equal compute: 6 vs 18 epochs (control's FLOPs 1.09× the cooperative run's, not "
+        "within 5 %)"
+    )
     # the campaign's own comparable claim still reads only the campaign's independent runs
     assert verdicts_rows(table)["Comparable accuracy to"]["verdict"] == "holds"
     assert verdicts_rows(table)["Comparable accuracy to"]["regime"] == "short, 6 epochs"
@@ -688,9 +704,11 @@ def test_the_compute_matched_control_is_read_from_its_own_folder_and_judged(tmp_
     assert results.campaign_table(recorded).loc[results.MATCHED_NAME, "per seed (h)"] == 0.3
     note = training_cost.training_compute_note(recorded)
     assert "for the same 6 epochs," in note
-    assert "for 18 epochs (training FLOPs 1.09× the cooperative run's; 0.30 h per seed)" in note
-    full = results.campaign_table(recorded)["top-1 at full depth (%)"]
-    assert f"{full[results.MATCHED_NAME]:.1f} %, against {full['cooperative']:.1f} %" in note
+    assert "for 18 epochs (training FLOPs 1.09× the cooperative run's): at full depth" in note
+    # beside the deployed Teammate, the network the verdicts judge, not the Teammates' mean
+    full = results.campaign_table(results.shown_rows(recorded))["top-1 at full depth (%)"]
+    deployed = f"{full['cooperative']:.1f} % for the deployed Teammate"
+    assert f"{full[results.MATCHED_NAME]:.1f} %, against {deployed}" in note
     # a control of another config than the campaign's (12 epochs, not 18) is not judged
     other = {n: r | {"config": r["config"] | {"epochs": 12}} for n, r in control.items()}
     for run in other.values():
@@ -798,9 +816,18 @@ def test_each_regime_is_judged_and_where_two_disagree_the_page_says_so(tmp_path)
     assert rows["Comparable accuracy to", "converged"] == "holds"
     assert rows["Comparable accuracy to", "short"] == "does not hold"
     regimes = set(table["regime"])
-    assert "equal compute: 24 vs 63–65 epochs (FLOPs ratio 1.01, matched)" in regimes
-    assert "equal compute: 24 vs 120–125 epochs (FLOPs ratio 1.20, not within 5 %)" in regimes
-    assert "equal compute: 24 vs 111–115 epochs (FLOPs ratio 0.98, matched)" in regimes
+    assert (
+        "equal compute: 24 vs 63–65 epochs (control's FLOPs 1.01× the cooperative run's, matched)"
+        in regimes
+    )
+    assert (
+        "equal compute: 24 vs 120–125 epochs (control's FLOPs 1.20× the cooperative run's, not "
+        "within 5 %)" in regimes
+    )
+    assert (
+        "equal compute: 24 vs 111–115 epochs (control's FLOPs 0.98× the cooperative run's, matched)"
+        in regimes
+    )
     # the Leader's claim lacks seed 0 of no-leader: its summary is of another config
     leader = table[(table["claim"] == "The Leader improves the Teammates")]
     leader = leader[leader["regime_key"] == "converged"].iloc[0]
@@ -812,8 +839,8 @@ def test_each_regime_is_judged_and_where_two_disagree_the_page_says_so(tmp_path)
     assert note.count("\n- ") == len(disagree)
     assert (
         "- *Comparable accuracy to a network trained for that depth alone, at every depth* "
-        "holds (converged, 24 epochs; equal compute: 24 vs 63–65 epochs, FLOPs ratio 1.01, "
-        "matched), but does not hold (short, 6 epochs)."
+        "holds (converged, 24 epochs; equal compute: 24 vs 63–65 epochs, control's FLOPs 1.01× "
+        "the cooperative run's, matched), but does not hold (short, 6 epochs)."
     ) in note
     counts = verdict.tally(table)
     assert list(counts.index) == ["converged", "short"]
