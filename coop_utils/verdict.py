@@ -205,8 +205,11 @@ class Difference:
         return f"{self.runs[0]} vs {self.runs[1]} runs"
 
     def __str__(self) -> str:
-        spread = f" ± {self.half_width:.1f}" if math.isfinite(self.half_width) else ""
-        return f"{self.value:+.1f}{spread}"
+        """``+0.9 ± 3.4``, marked ``(floor)`` where the test set's binomial noise, not the
+        runs' own spread, set the interval."""
+        if not math.isfinite(self.half_width):
+            return f"{self.value:+.1f}"
+        return f"{self.value:+.1f} ± {self.half_width:.1f}" + " (floor)" * self.floored
 
 
 def compare(

@@ -84,7 +84,9 @@ chapters.show(chapters.progress_note(chapter.results, regimes))
 #   Teammates across the cooperative variants); every run stands for today's code by its
 #   behaviour digest, which the test suite recomputes.
 #   Across methods the arms are unpaired (Welch's interval).
-# - No run counts as less noisy than the **binomial error of its test set**.
+# - No run counts as less noisy than the **binomial error of its test set**. An interval marked
+#   **(floor)** is that noise, wider than the spread the seeds showed: a conservative width, as
+#   both arms are scored on the same test images.
 # - Exit baselines are compared **at measured FLOPs**: each exit against the deployed
 #   Teammate's deepest depth that costs no more, never an interpolation between depths it
 #   cannot run.

@@ -162,6 +162,9 @@ def test_intervals_take_their_degrees_of_freedom_from_the_seeds():
     floored = verdict.compare([1, 1, 1], [0, 0, 0], floor=0.25)
     assert floored.half_width == pytest.approx(2.776 * (2 * 0.25**2 / 3) ** 0.5, rel=1e-3)
     assert floored.verdict() == "holds" and floored.verdict(above=2.0) == "does not hold"
+    # the table marks an interval the floor set, not the runs' own spread
+    assert str(floored) == f"+1.0 ± {floored.half_width:.1f} (floor)"
+    assert str(unpaired) == f"+2.0 ± {unpaired.half_width:.1f}"
     # two seeds a side: whatever the mean, no verdict
     assert verdict.compare([90, 91], [10, 11], floor=0.5).verdict() == "inconclusive (n < 3)"
     with pytest.raises(ValueError, match="as many runs each"):
