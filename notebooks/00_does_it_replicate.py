@@ -117,6 +117,13 @@ chapters.show(chapters.progress_note(chapter.results, regimes))
 summary.show_training_compute()
 
 # %% [markdown]
+# Points on one vertical line trained with the same compute. In every regime the cooperative
+# network sits to the right of the methods it is compared with at equal epochs: whatever lead it
+# has there, it bought with more training compute. The controls at equal training compute stand
+# on its vertical line, and the verdicts "at equal compute" judge those pairs. The grey pilot
+# line marks what one full-depth network gains from epochs alone.
+
+# %% [markdown]
 # ## Accuracy against cost, every method
 #
 # What each method buys in accuracy for its forward cost at inference, in each recorded
