@@ -167,7 +167,7 @@ def disagreement_note(table: pd.DataFrame) -> str:
             for judged, regimes in said.items()
         ]
         where = f" ({row.dataset})" if several else ""
-        lines.append(f"- *{row.claim}*{where} {', but '.join(parts)}.")
+        lines.append(f"- *{row.claim}*{where}: {'; '.join(parts)}.")
     return "**Where the regimes disagree.**\n" + "\n".join(lines) if lines else ""
 
 
@@ -271,9 +271,9 @@ REASONS = {
     "small network spends much of its time in the stem, the head and per-layer dispatch, which "
     "every depth pays (the depth-cost benchmark, in the appendix *Engineering checks*, "
     "shows deeper backbones following FLOPs more closely).",
-    "Comparable": "a short schedule leaves every network far from convergence, and seeds of "
-    "the same method land as far apart as the gaps being measured; more seeds or a longer "
-    "schedule are needed to separate them.",
+    "Comparable": "seeds of the same method land as far apart as the gaps being measured, and "
+    "at these budgets every network is still learning; more seeds, or a longer schedule, are "
+    "needed to separate them.",
     "At equal training compute": "a cooperative step spends its compute on seven forward "
     "passes (the Leader, two Teammates, four sub-networks) that train three networks, of which "
     "one is deployed; the control spends the same compute on more epochs of its own networks. "

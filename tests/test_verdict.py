@@ -841,9 +841,9 @@ def test_each_regime_is_judged_and_where_two_disagree_the_page_says_so(tmp_path)
     note = replication.disagreement_note(table)
     assert note.count("\n- ") == len(disagree)
     assert (
-        "- *Comparable accuracy to a network trained for that depth alone, at every depth* "
+        "- *Comparable accuracy to a network trained for that depth alone, at every depth*: "
         "holds (converged, 24 epochs; equal compute: 24 vs 63–65 epochs, control's FLOPs 1.01× "
-        "the cooperative run's, matched), but does not hold (short, 6 epochs)."
+        "the cooperative run's, matched); does not hold (short, 6 epochs)."
     ) in note
     counts = verdict.tally(table)
     assert list(counts.index) == ["converged", "short"]
