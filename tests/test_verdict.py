@@ -380,7 +380,9 @@ def test_the_committed_results_decide_a_claim_only_with_three_runs_per_arm():
     judged = table[table["dataset"] != "benchmark"]
     assert len(judged) >= 8
     for measured, verdict_ in zip(judged["measured"], judged["verdict"], strict=True):
-        counts = [int(n) for n in re.findall(r"(\d+) (?:pairs?|vs|runs)", measured)]
+        # the sample in parentheses, "(3 pairs" or "(3 vs 3 runs", not "7.2 vs deployed"
+        samples = re.findall(r"\((\d+) pairs?\b|\((\d+) vs (\d+) runs", measured)
+        counts = [int(n) for sample in samples for n in sample if n]
         if verdict_ in (verdict.HOLDS, verdict.FAILS):
             assert counts and min(counts) >= 3, measured
         if counts and min(counts) < 3:
