@@ -505,6 +505,11 @@ def accuracy_table(frame: pd.DataFrame, index: str = "network") -> pd.DataFrame:
     return dashes(table)  # the Leader has one depth
 
 
+def listed(parts: Sequence[str]) -> str:
+    """Parts in a sentence: ``a, b and c``."""
+    return ", ".join(parts[:-1]) + f" and {parts[-1]}" if len(parts) > 1 else "".join(parts)
+
+
 def dashes(table: pd.DataFrame, decimals: int | Mapping[str, int] | None = None) -> pd.DataFrame:
     """``table`` to show: "–" where a value is missing, numbers with ``decimals`` if given (for
     every numeric column, or ``{column: decimals}``)."""

@@ -9,6 +9,7 @@ the regimes disagree, and the likely reason for a claim not shown to hold
 
 from __future__ import annotations
 
+import functools
 import html
 import re
 from collections.abc import Mapping, Sequence
@@ -100,8 +101,7 @@ def _verdicts_said(count: pd.Series) -> str:
     kinds = [kind for kind in kinds if not kind.startswith("0 ")]
     if claims == 1:
         return f"its 1 claim {kinds[0].removeprefix('1 ')}"
-    said = f"of its {claims} claims, {', '.join(kinds[:-1])}"
-    return said + (f" and {kinds[-1]}" if len(kinds) > 1 else kinds[-1])
+    return f"of its {claims} claims, {chapters.listed(kinds)}"
 
 
 def tally_line(
@@ -199,13 +199,13 @@ def scope_line(config: RunConfig, epochs: Sequence[str], paper: RunConfig) -> st
     )
     sizes, by_factor = results.depth_plans(config.to_dict())
     depths = [str(d) for d in sorted({sum(plan) for _, plan in by_factor})]
-    depths = ", ".join(depths[:-1]) + f" and {depths[-1]}" if len(depths) > 1 else depths[0]
     theirs = paper.num_classes or info.num_classes
     return (
-        f"<b>{SCOPE_HEAD}:</b> {arch_name(config.arch)} run at {depths} of its {sum(sizes)} "
-        f"blocks, {ours} at {size} px, {' and '.join(epochs)} epochs, against the paper's "
-        f"{arch_name(paper.arch)} on {'all ' if theirs == info.num_classes else ''}{theirs} "
-        f"classes at {paper.image_size or info.image_size} px."
+        f"<b>{SCOPE_HEAD}:</b> {arch_name(config.arch)} run at {chapters.listed(depths)} of "
+        f"its {sum(sizes)} blocks, {ours} at {size} px, {' and '.join(epochs)} epochs, "
+        f"against the paper's {arch_name(paper.arch)} on "
+        f"{'all ' if theirs == info.num_classes else ''}{theirs} classes at "
+        f"{paper.image_size or info.image_size} px."
     )
 
 
@@ -361,15 +361,21 @@ class Summary:
             return None
         return self.verdicts[~self.verdicts["verdict"].str.startswith("withheld")]
 
+    @functools.cached_property
+    def compute(self) -> dict[str, str]:
+        """``{regime: "2.7–5.3"}``: how many times its baselines' training FLOPs per seed the
+        cooperative run trains with (:func:`training_cost.flops_multiples`), where recorded."""
+        compute = {}
+        for name, runs in self.regimes.items():
+            if multiples := training_cost.flops_multiples(runs):
+                compute[name] = results.span([f"{r:.1f}" for r in multiples])
+        return compute
+
     def tally(self, bold: tuple[str, str] = ("<b>", "</b>")) -> str | None:
         """:func:`tally_line` of the verdicts, or ``None`` without any."""
         if self.verdicts is None:
             return None
-        compute = {}  # {regime: how many times its baselines' training FLOPs ours takes}
-        for name, runs in self.regimes.items():
-            if multiples := training_cost.flops_multiples(runs):
-                compute[name] = results.span([f"{r:.1f}" for r in multiples])
-        return tally_line(self.verdicts, self.plan, self.epochs, bold, compute)
+        return tally_line(self.verdicts, self.plan, self.epochs, bold, self.compute)
 
     def show_answer(self) -> None:
         """The page's opening: the scope and tally (:func:`answer_html`), then the claims, those

@@ -345,15 +345,13 @@ METHOD_LABELS = {
     "byot": "BYOT",
     "branchynet": "BranchyNet",
 }
-#: how the name of a method's control at equal training compute ends
-CONTROL_SUFFIXES = ("-compute-matched", "-flops-matched")
 #: what a control at equal training compute is called in a legend, after its method
 EQUAL_COMPUTE_LABEL = "equal training compute"
 
 
 def control_of(run: str) -> str | None:
     """The method whose control at equal training compute ``run`` is, else ``None``."""
-    for suffix in CONTROL_SUFFIXES:
+    for suffix in results.CONTROL_SUFFIXES:
         if run.endswith(suffix) and run.removesuffix(suffix) in METHOD_LABELS:
             return run.removesuffix(suffix)
     return None
@@ -366,7 +364,9 @@ def headline_runs(runs: Sequence[str]) -> list[str]:
     present = set(runs)
     drawn = []
     for method in METHOD_LABELS:
-        drawn += [r for r in (method, *(method + s for s in CONTROL_SUFFIXES)) if r in present]
+        drawn += [
+            r for r in (method, *(method + s for s in results.CONTROL_SUFFIXES)) if r in present
+        ]
     return drawn
 
 
@@ -433,7 +433,9 @@ def training_compute_frame(judged: pd.DataFrame, pilot: pd.DataFrame | None = No
     every regime (:func:`results.best_runs`), the methods and their controls (not the
     ablations); ``pilot``: the budget pilot's (:func:`results.budget_rows`), one seed each,
     marked ``pilot``."""
-    keep = judged["run"].isin(COMPUTE_METHODS) | judged["run"].str.endswith(CONTROL_SUFFIXES)
+    keep = judged["run"].isin(COMPUTE_METHODS) | judged["run"].str.endswith(
+        results.CONTROL_SUFFIXES
+    )
     parts = [results.shown_rows(judged[keep]).assign(pilot=False)]
     if pilot is not None and not pilot.empty:
         parts.append(results.shown_rows(pilot).assign(pilot=True))

@@ -60,6 +60,10 @@ RESULT_PROFILES = ("full", "preview")
 #: as the run ``MATCHED_NAME``
 MATCHED_ROOT = "compute-matched"
 MATCHED_NAME = "independent-compute-matched"
+#: how a run's name says it is a method's control trained for a cooperative run's compute
+#: (``independent-compute-matched``, ``byot-flops-matched``)
+CONTROLS = ("compute-matched", "flops-matched")
+CONTROL_SUFFIXES = tuple(f"-{control}" for control in CONTROLS)
 #: the regimes the verdict judges, the converged one first: ``{regime: {campaign of the
 #: profile: the suffix its runs are judged under}}`` (``""``: their own names)
 REGIMES = {

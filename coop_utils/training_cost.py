@@ -204,11 +204,17 @@ BASELINES = {
 }
 
 
+def flops_per_seed(frame: pd.DataFrame) -> pd.Series:
+    """Each run of ``frame`` (one regime: its names are unique across its folders) by its
+    training PFLOPs per trained seed (:func:`compute_table`; 0 where none is recorded)."""
+    return compute_table(frame).droplevel("results")["PFLOPs per seed"]
+
+
 def flops_multiples(frame: pd.DataFrame) -> list[float]:
     """How many times each recorded baseline's training FLOPs per seed (:data:`BASELINES`) a
     cooperative run of ``frame`` (one regime) trains with, sorted; none where either is not
     recorded."""
-    flops = compute_table(frame).droplevel("results")["PFLOPs per seed"]
+    flops = flops_per_seed(frame)
     if flops.get("cooperative", 0.0) <= 0:
         return []
     return sorted(
@@ -225,7 +231,7 @@ def training_compute_note(frame: pd.DataFrame, step_record: Mapping[str, Any] | 
     ``step_record`` (the ``train_step`` benchmark's record), when given, says what a step
     costs, timed side by side. Controls trained for a cooperative run's compute follow, each
     with its FLOPs ratio and its full-depth top-1 beside the deployed Teammate's."""
-    flops = compute_table(frame).droplevel("results")["PFLOPs per seed"]
+    flops = flops_per_seed(frame)
     if "cooperative" not in flops.index or not set(BASELINES) & set(flops.index):
         return ""
     ours = flops["cooperative"]
@@ -237,7 +243,7 @@ def training_compute_note(frame: pd.DataFrame, step_record: Mapping[str, Any] | 
         if name in flops.index
     ]
     runs = results.summaries(frame)
-    controls = [name for name in flops.index if name.endswith(CONTROL_SUFFIXES)]
+    controls = [name for name in flops.index if name.endswith(results.CONTROL_SUFFIXES)]
     campaign_runs = runs[~runs["run"].isin(controls)]
     epochs = sorted({config.get("epochs") for config in campaign_runs["config"]} - {None})
     spent = (
@@ -249,7 +255,7 @@ def training_compute_note(frame: pd.DataFrame, step_record: Mapping[str, Any] | 
         f"**Training compute is not matched.** Every method trains for the same "
         f"{', '.join(map(str, epochs))} epochs, and the claims compare them at equal "
         f"inference cost. A cooperative run (two Teammates with their sub-networks, and a "
-        f"Leader) {spent}{_listed(ratios)}.{_step_cost(step_record)} On a schedule this "
+        f"Leader) {spent}{chapters.listed(ratios)}.{_step_cost(step_record)} On a schedule this "
         "short every network is still learning, so part of the cooperative method's lead over "
         "the baselines may be that extra compute rather than the method. The requirements "
         "table at the foot of the page gives every run's wall time."
@@ -276,15 +282,8 @@ def training_compute_note(frame: pd.DataFrame, step_record: Mapping[str, Any] | 
     )
 
 
-def _listed(parts: Sequence[str]) -> str:
-    """``a, b and c``."""
-    return ", ".join(parts[:-1]) + f" and {parts[-1]}" if len(parts) > 1 else "".join(parts)
-
-
 #: the controls at equal training compute, as a sentence names them
 CONTROLLED = {"independent": "the independent networks", "byot": "BYOT", "branchynet": "BranchyNet"}
-#: how the name of a run trained for a cooperative run's training compute ends
-CONTROL_SUFFIXES = ("-compute-matched", "-flops-matched")
 
 
 def _epochs(runs: pd.DataFrame, name: str) -> set[int]:

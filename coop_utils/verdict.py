@@ -41,6 +41,7 @@ from scipy import stats
 
 from coop_utils.models import SCALING_FACTORS
 from coop_utils.results import (
+    CONTROLS,
     EXIT_BASELINES,
     REGIMES,
     RESULT_PROFILES,
@@ -98,8 +99,6 @@ COMPONENTS: tuple[tuple[str, str, str, str], ...] = (
 IMPLEMENTATION_CHECK = "an implementation check"
 #: the command that records the depth-cost benchmark the first claim reads
 DEPTH_COST_COMMAND = "python benchmarks/depth_cost.py --record results/benchmarks/depth_cost.json"
-#: how a regime names the control of a method trained for a cooperative run's compute
-CONTROLS = ("compute-matched", "flops-matched")
 #: training FLOPs within this share of the cooperative run's of the same seed are "matched"
 FLOPS_TOLERANCE = 0.05
 COMPARABLE = "Comparable accuracy to a network trained for that depth alone, at every depth"
